@@ -1,0 +1,1 @@
+"""Collab service: WebSocket rooms, Yjs sync, fan-out between instances."""

@@ -1,0 +1,101 @@
+"""Composition of the collab service: database, backplane, rooms, routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from services.collab.backplane import Backplane, LocalBackplane
+from services.collab.handler import COLLAB, CollabContext, websocket_handler
+from services.collab.heartbeat import run_heartbeat
+from services.collab.metrics import CollabMetrics
+from services.collab.rooms import RoomManager
+from services.collab.store_writer import StoreWriter
+from shared.access import AccessPolicy, OpenAccess
+from shared.compaction import CompactionPolicy
+from shared.config import Settings
+from shared.db.resources import DATABASE, Database, database_ready_check, setup_database
+from shared.health import READINESS_CHECKS, add_health_routes
+from shared.metrics import METRICS_REGISTRY, metrics_handler
+
+log = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+
+
+def create_backplane(settings: Settings, database: Database, metrics: CollabMetrics) -> Backplane:
+    """Single-instance mode without Redis, multi-instance mode with it."""
+    writer = StoreWriter(
+        database.store,
+        CompactionPolicy(settings.compact_max_updates, settings.compact_max_bytes),
+        metrics,
+        interval=settings.store_flush_interval,
+    )
+    return LocalBackplane(database.store, writer)
+
+
+def setup_collab(
+    app: web.Application, settings: Settings, *, access: AccessPolicy | None = None
+) -> None:
+    """Add the collab endpoint and its resources to `app`."""
+    setup_database(app, settings)
+    registry = app.setdefault(METRICS_REGISTRY, CollectorRegistry())
+    metrics = CollabMetrics(registry)
+    instance_id = settings.instance_id or uuid.uuid4().hex
+    checks = app.setdefault(READINESS_CHECKS, {})
+    checks.setdefault("database", database_ready_check(app))
+
+    async def _collab_ctx(app: web.Application) -> AsyncIterator[None]:
+        backplane = create_backplane(settings, app[DATABASE], metrics)
+        rooms = RoomManager(
+            backplane,
+            metrics,
+            unload_grace=settings.room_unload_grace,
+            relay_unknown_frames=settings.relay_unknown_frames,
+        )
+        checks.update(backplane.readiness_checks())
+        await backplane.start(rooms)
+        app[COLLAB] = CollabContext(
+            settings=settings,
+            rooms=rooms,
+            access=access or OpenAccess(),
+            metrics=metrics,
+            instance_id=instance_id,
+        )
+        heartbeat = asyncio.create_task(
+            run_heartbeat(
+                rooms.connections,
+                ping_interval=settings.ping_interval,
+                pong_timeout=settings.pong_timeout,
+            )
+        )
+        log.info(
+            "collab ready",
+            extra={"instance": instance_id, "mode": "multi" if settings.multi_instance else "single"},
+        )
+        yield
+        heartbeat.cancel()
+        await rooms.close(CLOSE_GOING_AWAY, "server shutting down")
+        await backplane.stop()
+
+    async def _close_sockets(app: web.Application) -> None:
+        # on_shutdown runs before aiohttp waits for handlers: close sockets first.
+        await app[COLLAB].rooms.close(CLOSE_GOING_AWAY, "server shutting down")
+
+    app.cleanup_ctx.append(_collab_ctx)
+    app.on_shutdown.append(_close_sockets)
+    app.router.add_get("/yjs/{room}", websocket_handler)
+
+
+def create_app(settings: Settings, *, access: AccessPolicy | None = None) -> web.Application:
+    """The collab service alone (`python -m services.collab`)."""
+    app = web.Application()
+    add_health_routes(app)
+    app.router.add_get("/metrics", metrics_handler)
+    setup_collab(app, settings, access=access)
+    return app

@@ -1,0 +1,87 @@
+"""The one object that differs between single- and multi-instance mode.
+
+A room calls its backplane to load its document and to hand on what it
+accepted; the backplane decides where that goes. `LocalBackplane` (no Redis)
+persists updates in process through the `StoreWriter`; the Redis backplane
+fans out to other instances and appends to the durable log. Handlers and
+rooms never ask which one they have.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from services.collab.store_writer import StoreWriter
+from shared.health import ReadinessCheck
+from shared.store import DocumentStore
+
+
+class RoomHost(Protocol):
+    """What a backplane may ask of the rooms of its instance (remote deliveries)."""
+
+    def loaded_room(self, project_uuid: str):  # -> Room | None
+        ...
+
+
+class Backplane(Protocol):
+    async def start(self, rooms: RoomHost) -> None:
+        """Connect; from now on remote messages are delivered to `rooms`."""
+
+    async def stop(self) -> None:
+        """Write out everything accepted and disconnect."""
+
+    async def open_room(self, project_uuid: str) -> None:
+        """Called before a room loads its document (subscribe first, then load)."""
+
+    async def load(self, project_uuid: str) -> list[bytes]:
+        """Every update of the document: stored ones and accepted-but-unstored ones."""
+
+    def publish_update(self, project_uuid: str, update: bytes) -> None:
+        """An accepted document update: make it durable and reach other instances."""
+
+    def publish_awareness(self, project_uuid: str, awareness_update: bytes) -> None:
+        """An awareness update from a local connection."""
+
+    def publish_opaque(self, project_uuid: str, frame: bytes | str) -> None:
+        """A frame relayed without interpretation."""
+
+    async def close_room(self, project_uuid: str) -> None:
+        """The room is unloading: flush what it accepted, stop listening for it."""
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        """Dependencies this backplane needs, for /health/ready."""
+
+
+class LocalBackplane:
+    """Single-instance mode: no fan-out; updates go to the store in process."""
+
+    def __init__(self, store: DocumentStore, writer: StoreWriter) -> None:
+        self._store = store
+        self._writer = writer
+
+    async def start(self, rooms: RoomHost) -> None:
+        await self._writer.start()
+
+    async def stop(self) -> None:
+        await self._writer.stop()
+
+    async def open_room(self, project_uuid: str) -> None:
+        return None
+
+    async def load(self, project_uuid: str) -> list[bytes]:
+        return await self._store.load_updates(project_uuid) + self._writer.pending(project_uuid)
+
+    def publish_update(self, project_uuid: str, update: bytes) -> None:
+        self._writer.submit(project_uuid, update)
+
+    def publish_awareness(self, project_uuid: str, awareness_update: bytes) -> None:
+        return None
+
+    def publish_opaque(self, project_uuid: str, frame: bytes | str) -> None:
+        return None
+
+    async def close_room(self, project_uuid: str) -> None:
+        await self._writer.close_project(project_uuid)
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        return {}

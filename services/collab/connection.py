@@ -1,0 +1,102 @@
+"""One client's WebSocket, with a non-blocking send queue.
+
+Broadcasting must never wait on a slow socket: `send` queues the bytes and a
+writer task (started on demand, so idle connections cost no task) drains them.
+A client that lets more than `max_queued_bytes` pile up is disconnected with
+1013 instead of growing the server's memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+
+from aiohttp import web
+
+from shared.access import Role
+from shared.auth import Identity
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class Connection:
+    """A joined client: its socket, who it is, and its outgoing queue."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        identity: Identity,
+        role: Role,
+        *,
+        max_queued_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.id = next(_ids)
+        self.ws = ws
+        self.identity = identity
+        self.role = role
+        self.last_seen = time.monotonic()
+        self.last_ping = 0.0
+        self._queue: deque[bytes | str] = deque()
+        self._queued_bytes = 0
+        self._max_queued_bytes = max_queued_bytes
+        self._writer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} user={self.identity.user_id} role={self.role.value}>"
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
+    def send(self, data: bytes | str) -> None:
+        """Queue a frame (bytes: binary, str: text) without waiting."""
+        if self.ws.closed:
+            return
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        if self._queued_bytes > self._max_queued_bytes:
+            log.warning("slow consumer disconnected", extra={"connection": self.id})
+            self._queue.clear()
+            self._queued_bytes = 0
+            asyncio.get_running_loop().create_task(
+                self.close(CLOSE_TRY_AGAIN_LATER, "too slow")
+            )
+            return
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                data = self._queue.popleft()
+                self._queued_bytes -= len(data)
+                if isinstance(data, bytes):
+                    await self.ws.send_bytes(data)
+                else:
+                    await self.ws.send_str(data)
+        except (ConnectionError, RuntimeError):
+            self._queue.clear()
+            self._queued_bytes = 0
+        finally:
+            self._writer = None
+
+    async def flush(self) -> None:
+        """Wait until queued frames are handed to the socket."""
+        writer = self._writer
+        if writer is not None:
+            await asyncio.shield(writer)
+
+    async def close(self, code: int, message: str = "") -> None:
+        """Flush what is queued, then close with `code`."""
+        try:
+            await asyncio.wait_for(self.flush(), 2.0)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            pass
+        await self.ws.close(code=code, message=message.encode()[:120])

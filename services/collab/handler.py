@@ -1,0 +1,143 @@
+"""The WebSocket endpoint `/yjs/project-{uuid}`: authenticate, authorise, serve.
+
+Refusals happen after the upgrade, as close codes a browser can see: the
+stock y-websocket client stops retrying only for 4400-4499, so permanent
+refusals use that range (4400 bad room, 4401 bad token, 4403 no access).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from aiohttp import WSMsgType, web
+
+from services.collab.connection import Connection
+from services.collab.metrics import CollabMetrics
+from services.collab.rooms import RoomManager
+from shared.access import AccessPolicy
+from shared.auth import TokenError, bearer_token, verify_token
+from shared.config import Settings
+from shared.protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+ROOM_NAME = re.compile(
+    r"^project-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+)
+
+CLOSE_BAD_ROOM = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_INVALID_DATA = 1007
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+@dataclass(frozen=True)
+class CollabContext:
+    """Everything the endpoint needs, built once per app."""
+
+    settings: Settings
+    rooms: RoomManager
+    access: AccessPolicy
+    metrics: CollabMetrics
+    instance_id: str
+
+
+COLLAB: web.AppKey[CollabContext] = web.AppKey("collab", CollabContext)
+
+
+def parse_room_name(name: str) -> str | None:
+    """The project uuid of a room name `project-<uuid>` (lower-case), or None."""
+    match = ROOM_NAME.match(name.lower())
+    return match.group(1) if match else None
+
+
+async def _refuse(ctx: CollabContext, ws: web.WebSocketResponse, code: int, reason: str) -> web.WebSocketResponse:
+    ctx.metrics.rejected.labels(str(code)).inc()
+    await ws.close(code=code, message=reason.encode())
+    return ws
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[COLLAB]
+    ws = web.WebSocketResponse(
+        max_msg_size=ctx.settings.max_message_bytes, autoping=False, compress=False
+    )
+    ws.headers["X-Instance-Id"] = ctx.instance_id
+    await ws.prepare(request)
+
+    project_uuid = parse_room_name(request.match_info["room"])
+    if project_uuid is None:
+        return await _refuse(ctx, ws, CLOSE_BAD_ROOM, "bad room name")
+    token = request.query.get("token") or bearer_token(request.headers.get("Authorization"))
+    try:
+        identity = verify_token(token or "", ctx.settings.jwt_secret)
+    except TokenError as exc:
+        log.info("websocket refused: %s", exc, extra={"project": project_uuid, "remote": request.remote})
+        return await _refuse(ctx, ws, CLOSE_UNAUTHORIZED, "unauthorized")
+    try:
+        role = await ctx.access.role_for(identity, project_uuid)
+    except Exception:
+        log.exception("access check failed", extra={"project": project_uuid})
+        return await _refuse(ctx, ws, CLOSE_TRY_AGAIN_LATER, "try again later")
+    if role is None:
+        return await _refuse(ctx, ws, CLOSE_FORBIDDEN, "forbidden")
+
+    try:
+        room = await ctx.rooms.acquire(project_uuid)
+    except ConnectionRefusedError:
+        return await _refuse(ctx, ws, 1001, "server shutting down")
+    except Exception:
+        log.exception("room unavailable", extra={"project": project_uuid})
+        return await _refuse(ctx, ws, CLOSE_TRY_AGAIN_LATER, "try again later")
+
+    conn = Connection(ws, identity, role)
+    room.join(conn)
+    ctx.metrics.connections.inc()
+    log.info(
+        "connected",
+        extra={"project": project_uuid, "user": identity.user_id, "role": role.value, "connection": conn.id},
+    )
+    try:
+        await _serve(ctx, room, conn)
+    finally:
+        ctx.rooms.release(room, conn)
+        ctx.metrics.connections.dec()
+        log.info(
+            "disconnected",
+            extra={"project": project_uuid, "connection": conn.id, "code": ws.close_code},
+        )
+    return ws
+
+
+async def _serve(ctx: CollabContext, room, conn: Connection) -> None:  # type: ignore[no-untyped-def]
+    ws = conn.ws
+    async for message in ws:
+        conn.last_seen = time.monotonic()
+        try:
+            if message.type is WSMsgType.BINARY:
+                ctx.metrics.bytes_in.inc(len(message.data))
+                room.receive(conn, message.data)
+            elif message.type is WSMsgType.TEXT:
+                ctx.metrics.bytes_in.inc(len(message.data))
+                room.receive_text(conn, message.data)
+            elif message.type is WSMsgType.PING:
+                await ws.pong(message.data)
+            elif message.type is WSMsgType.ERROR:
+                ctx.metrics.errors.labels("transport").inc()
+                log.info("websocket error: %s", ws.exception(), extra={"connection": conn.id})
+                return
+        except ProtocolError as exc:
+            ctx.metrics.errors.labels("invalid_frame").inc()
+            log.warning("closing connection on bad frame: %s", exc, extra={"connection": conn.id, "project": room.project_uuid})
+            await conn.close(CLOSE_INVALID_DATA, "invalid frame")
+            return
+        except Exception:
+            ctx.metrics.errors.labels("internal").inc()
+            log.exception("internal error handling a frame", extra={"connection": conn.id})
+            await conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+            return

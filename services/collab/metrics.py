@@ -1,0 +1,55 @@
+"""The collab service's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class CollabMetrics:
+    """Counters and gauges of one collab instance, in its own registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.connections = Gauge(
+            "collab_connections", "Open WebSocket connections", registry=registry
+        )
+        self.rooms = Gauge("collab_rooms", "Rooms loaded in memory", registry=registry)
+        self.frames_in = Counter(
+            "collab_frames_in_total", "Frames received from clients", ["kind"], registry=registry
+        )
+        self.frames_out = Counter(
+            "collab_frames_out_total", "Frames sent to clients", ["kind"], registry=registry
+        )
+        self.bytes_in = Counter("collab_bytes_in_total", "Bytes received from clients", registry=registry)
+        self.bytes_out = Counter("collab_bytes_out_total", "Bytes sent to clients", registry=registry)
+        self.errors = Counter(
+            "collab_errors_total", "Connections closed for bad input, by kind", ["kind"], registry=registry
+        )
+        self.readonly_dropped = Counter(
+            "collab_readonly_dropped_total",
+            "Document updates from read-only members, dropped",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "collab_rejected_total", "Refused WebSocket handshakes, by close code", ["code"], registry=registry
+        )
+        self.store_flushes = Counter(
+            "collab_store_flushes_total", "Batches written to the document store", registry=registry
+        )
+        self.store_updates = Counter(
+            "collab_store_updates_total", "Updates written to the document store", registry=registry
+        )
+        self.store_errors = Counter(
+            "collab_store_errors_total", "Failed store writes (retried)", registry=registry
+        )
+        self.store_pending = Gauge(
+            "collab_store_pending_updates", "Accepted updates not yet in the store", registry=registry
+        )
+        self.compactions = Counter(
+            "collab_compactions_total", "Compactions run by this process", registry=registry
+        )
+        self.room_load_seconds = Histogram(
+            "collab_room_load_seconds",
+            "Time to load a room's document",
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )

@@ -1,0 +1,182 @@
+"""A room: one project's live document and the connections editing it.
+
+Lifecycle: the `RoomManager` creates a room, `load()`s its document through
+the backplane, clients `join()`/`leave()`, frames go through `receive()`;
+frames from other instances come in through the `apply_remote_*` methods.
+The room owns the in-memory `Doc` and the awareness registry; where accepted
+updates go (store, Redis) is the backplane's business.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Hashable, Iterable
+
+from pycrdt import Doc
+
+from services.collab.backplane import Backplane
+from services.collab.connection import Connection
+from services.collab.metrics import CollabMetrics
+from shared.awareness import AwarenessRegistry, decode_awareness_update
+from shared.compaction import build_doc
+from shared.protocol import (
+    EMPTY_UPDATE,
+    Frame,
+    FrameKind,
+    ProtocolError,
+    encode_awareness,
+    encode_sync_step1,
+    encode_sync_step2,
+    encode_sync_update,
+    parse_frame,
+)
+
+log = logging.getLogger(__name__)
+
+
+class InvalidUpdate(ProtocolError):
+    """A sync frame whose payload is not a valid Yjs update or state vector."""
+
+
+class Room:
+    def __init__(
+        self,
+        project_uuid: str,
+        backplane: Backplane,
+        metrics: CollabMetrics,
+        *,
+        relay_unknown_frames: bool = True,
+    ) -> None:
+        self.project_uuid = project_uuid
+        self.doc: Doc = Doc()
+        self.connections: dict[int, Connection] = {}
+        self.awareness = AwarenessRegistry()
+        self._backplane = backplane
+        self._metrics = metrics
+        self._relay_unknown = relay_unknown_frames
+
+    def __repr__(self) -> str:
+        return f"<Room {self.project_uuid} connections={len(self.connections)}>"
+
+    # lifecycle ----------------------------------------------------------
+
+    async def load(self) -> None:
+        """Fill the document from the backplane (stored snapshot, log, unstored tail)."""
+        updates = await self._backplane.load(self.project_uuid)
+        self.doc = build_doc(updates)
+
+    def join(self, conn: Connection) -> None:
+        """Add a connection and greet it: our state vector, then current awareness."""
+        self.connections[conn.id] = conn
+        self._send(conn, encode_sync_step1(self.doc.get_state()), "sync_step1")
+        states = self.awareness.snapshot()
+        if states is not None:
+            self._send(conn, encode_awareness(states), "awareness")
+
+    def leave(self, conn: Connection) -> None:
+        """Remove a connection and announce the removal of its awareness states."""
+        if self.connections.pop(conn.id, None) is None:
+            return
+        removal = self.awareness.remove_owner(conn.id)
+        if removal is not None:
+            self._broadcast(encode_awareness(removal), "awareness")
+            self._backplane.publish_awareness(self.project_uuid, removal)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.connections
+
+    # frames from local clients -----------------------------------------
+
+    def receive(self, conn: Connection, data: bytes) -> None:
+        """Handle one binary frame; raise ProtocolError when it is malformed."""
+        frame = parse_frame(data)
+        self._metrics.frames_in.labels(frame.kind.value).inc()
+        if frame.kind is FrameKind.SYNC_STEP1:
+            self._answer_step1(conn, frame)
+        elif frame.kind in (FrameKind.SYNC_STEP2, FrameKind.SYNC_UPDATE):
+            self._accept_update(conn, frame, data)
+        elif frame.kind is FrameKind.AWARENESS:
+            self.awareness.apply(conn.id, decode_awareness_update(frame.payload))
+            self._broadcast(data, "awareness")  # sender included: keeps quiet clients alive
+            self._backplane.publish_awareness(self.project_uuid, frame.payload)
+        elif frame.kind is FrameKind.QUERY_AWARENESS:
+            states = self.awareness.snapshot()
+            if states is not None:
+                self._send(conn, encode_awareness(states), "awareness")
+        elif frame.kind is FrameKind.OPAQUE:
+            self._relay_opaque(conn, data)
+        # FrameKind.AUTH from a client means nothing to the server.
+
+    def receive_text(self, conn: Connection, text: str) -> None:
+        """Text frames are never interpreted, only relayed."""
+        self._metrics.frames_in.labels("text").inc()
+        self._relay_opaque(conn, text)
+
+    def _answer_step1(self, conn: Connection, frame: Frame) -> None:
+        try:
+            missing = self.doc.get_update(frame.payload)
+        except ValueError as exc:
+            raise InvalidUpdate(f"invalid state vector: {exc}") from None
+        self._send(conn, encode_sync_step2(missing), "sync_step2")
+
+    def _accept_update(self, conn: Connection, frame: Frame, data: bytes) -> None:
+        update = frame.payload
+        if update == EMPTY_UPDATE:
+            return
+        if not conn.role.can_edit:
+            self._metrics.readonly_dropped.inc()
+            return
+        try:
+            self.doc.apply_update(update)
+        except ValueError as exc:
+            raise InvalidUpdate(f"invalid Yjs update: {exc}") from None
+        relayed = data if frame.kind is FrameKind.SYNC_UPDATE else encode_sync_update(update)
+        self._broadcast(relayed, "sync_update", exclude=conn)
+        self._backplane.publish_update(self.project_uuid, update)
+
+    def _relay_opaque(self, conn: Connection, frame: bytes | str) -> None:
+        if not self._relay_unknown:
+            return
+        self._broadcast(frame, "opaque", exclude=conn)
+        self._backplane.publish_opaque(self.project_uuid, frame)
+
+    # frames from other instances (through the backplane) ---------------
+
+    def apply_remote_update(self, update: bytes) -> None:
+        """A document update accepted by another instance (or imported over HTTP)."""
+        self.doc.apply_update(update)
+        self._broadcast(encode_sync_update(update), "sync_update")
+
+    def apply_remote_awareness(self, owner: Hashable, awareness_update: bytes) -> None:
+        """Awareness announced on another instance; `owner` is that instance."""
+        self.awareness.apply(owner, decode_awareness_update(awareness_update))
+        self._broadcast(encode_awareness(awareness_update), "awareness")
+
+    def relay_remote_opaque(self, frame: bytes | str) -> None:
+        self._broadcast(frame, "opaque")
+
+    def remove_awareness_owner(self, owner: Hashable) -> None:
+        """Drop the awareness states of a departed owner (e.g. a dead instance)."""
+        removal = self.awareness.remove_owner(owner)
+        if removal is not None:
+            self._broadcast(encode_awareness(removal), "awareness")
+
+    # sending -------------------------------------------------------------
+
+    def _send(self, conn: Connection, data: bytes | str, kind: str) -> None:
+        conn.send(data)
+        self._metrics.frames_out.labels(kind).inc()
+        self._metrics.bytes_out.inc(len(data))
+
+    def _broadcast(self, data: bytes | str, kind: str, *, exclude: Connection | None = None) -> None:
+        """Send the same bytes to every connection (encoded once, by the caller)."""
+        targets: Iterable[Connection] = self.connections.values()
+        count = 0
+        for conn in targets:
+            if conn is not exclude:
+                conn.send(data)
+                count += 1
+        if count:
+            self._metrics.frames_out.labels(kind).inc(count)
+            self._metrics.bytes_out.inc(len(data) * count)

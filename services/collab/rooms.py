@@ -1,0 +1,154 @@
+"""The rooms of one collab instance: load once, unload when idle, close on shutdown.
+
+Concurrent first joins of a project share one load. A room left empty is
+unloaded after a grace period, once the backplane has flushed what it
+accepted; a join arriving meanwhile waits for that unload and loads afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Iterator
+
+from services.collab.backplane import Backplane
+from services.collab.connection import Connection
+from services.collab.metrics import CollabMetrics
+from services.collab.room import Room
+
+log = logging.getLogger(__name__)
+
+
+class RoomManager:
+    def __init__(
+        self,
+        backplane: Backplane,
+        metrics: CollabMetrics,
+        *,
+        unload_grace: float = 30.0,
+        relay_unknown_frames: bool = True,
+    ) -> None:
+        self._backplane = backplane
+        self._metrics = metrics
+        self._unload_grace = unload_grace
+        self._relay_unknown = relay_unknown_frames
+        self._rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Future[Room]] = {}
+        self._unload_timers: dict[str, asyncio.TimerHandle] = {}
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
+
+    def loaded_room(self, project_uuid: str) -> Room | None:
+        return self._rooms.get(project_uuid)
+
+    def rooms(self) -> list[Room]:
+        return list(self._rooms.values())
+
+    def connections(self) -> Iterator[Connection]:
+        for room in list(self._rooms.values()):
+            yield from list(room.connections.values())
+
+    async def acquire(self, project_uuid: str) -> Room:
+        """The loaded room for a project, loading it if needed (once for concurrent callers).
+
+        The caller must `join` the room before its next await, or the room may
+        be unloaded under it.
+        """
+        while True:
+            if self._closing:
+                raise ConnectionRefusedError("shutting down")
+            unloading = self._unloading.get(project_uuid)
+            if unloading is not None:
+                await asyncio.shield(unloading)
+                continue
+            room = self._rooms.get(project_uuid)
+            if room is not None:
+                self._cancel_unload(project_uuid)
+                return room
+            pending = self._loading.get(project_uuid)
+            if pending is None:
+                pending = asyncio.get_running_loop().create_future()
+                self._loading[project_uuid] = pending
+                asyncio.create_task(self._load(project_uuid, pending))
+            room = await asyncio.shield(pending)
+            if self._rooms.get(project_uuid) is room:
+                self._cancel_unload(project_uuid)
+                return room
+
+    async def _load(self, project_uuid: str, result: asyncio.Future[Room]) -> None:
+        room = Room(
+            project_uuid, self._backplane, self._metrics, relay_unknown_frames=self._relay_unknown
+        )
+        started = time.perf_counter()
+        try:
+            await self._backplane.open_room(project_uuid)
+            await room.load()
+        except BaseException as exc:
+            self._loading.pop(project_uuid, None)
+            result.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("room load failed", extra={"project": project_uuid})
+            await self._backplane.close_room(project_uuid)
+            return
+        self._metrics.room_load_seconds.observe(time.perf_counter() - started)
+        self._rooms[project_uuid] = room
+        self._loading.pop(project_uuid, None)
+        self._metrics.rooms.set(len(self._rooms))
+        result.set_result(room)
+        # If every would-be joiner gave up while we loaded, the room still unloads.
+        self._schedule_unload(room)
+
+    def release(self, room: Room, conn: Connection) -> None:
+        """A connection left; schedule the unload when the room is empty."""
+        room.leave(conn)
+        if room.is_empty:
+            self._schedule_unload(room)
+
+    def _schedule_unload(self, room: Room) -> None:
+        if self._closing or not room.is_empty or room.project_uuid in self._unload_timers:
+            return
+        loop = asyncio.get_running_loop()
+        self._unload_timers[room.project_uuid] = loop.call_later(
+            self._unload_grace, self._start_unload, room
+        )
+
+    def _cancel_unload(self, project_uuid: str) -> None:
+        timer = self._unload_timers.pop(project_uuid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _start_unload(self, room: Room) -> None:
+        self._unload_timers.pop(room.project_uuid, None)
+        if not room.is_empty or self._rooms.get(room.project_uuid) is not room:
+            return
+        del self._rooms[room.project_uuid]
+        self._metrics.rooms.set(len(self._rooms))
+        task = asyncio.create_task(self._unload(room))
+        self._unloading[room.project_uuid] = task
+        task.add_done_callback(lambda _: self._unloading.pop(room.project_uuid, None))
+
+    async def _unload(self, room: Room) -> None:
+        try:
+            await self._backplane.close_room(room.project_uuid)
+        except Exception:
+            log.exception("room unload failed", extra={"project": room.project_uuid})
+        else:
+            log.info("room unloaded", extra={"project": room.project_uuid})
+
+    async def close(self, code: int, message: str) -> None:
+        """Shutdown: refuse new joins, close every socket with `code`, flush every room."""
+        self._closing = True
+        for timer in self._unload_timers.values():
+            timer.cancel()
+        self._unload_timers.clear()
+        await asyncio.gather(
+            *(conn.close(code, message) for conn in self.connections()), return_exceptions=True
+        )
+        rooms, self._rooms = list(self._rooms.values()), {}
+        await asyncio.gather(*self._unloading.values(), return_exceptions=True)
+        await asyncio.gather(
+            *(self._unload(room) for room in rooms), return_exceptions=True
+        )
+        self._metrics.rooms.set(0)

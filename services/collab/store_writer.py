@@ -1,0 +1,143 @@
+"""Batched, retrying writes of accepted updates to the document store.
+
+Used in single-instance mode, where the collab process persists its own
+updates (in multi-instance mode the persistence worker does it from the Redis
+log). Updates are collected for `interval` seconds and written in one
+transaction; a failed write keeps the batch and retries with backoff, so a
+database restart loses nothing that was accepted. Compaction runs when a
+project's log passes the policy's thresholds and when its room unloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from services.collab.metrics import CollabMetrics
+from shared.compaction import CompactionPolicy
+from shared.store import DocumentStore
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 5.0
+
+
+class StoreWriter:
+    def __init__(
+        self,
+        store: DocumentStore,
+        policy: CompactionPolicy,
+        metrics: CollabMetrics,
+        *,
+        interval: float = 0.05,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._metrics = metrics
+        self._interval = interval
+        self._pending: dict[str, list[bytes]] = defaultdict(list)
+        self._wakeup = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._compactions: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def submit(self, project_uuid: str, update: bytes) -> None:
+        """Queue an accepted update; it is written within about `interval` seconds."""
+        self._pending[project_uuid].append(update)
+        self._metrics.store_pending.inc()
+        self._wakeup.set()
+
+    def pending(self, project_uuid: str) -> list[bytes]:
+        """Updates accepted for a project but not yet written."""
+        return list(self._pending.get(project_uuid, ()))
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="store-writer")
+
+    async def stop(self) -> None:
+        """Write everything pending and wait for running compactions."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        await self.flush(retry=True)
+        await asyncio.gather(*self._compactions.values(), return_exceptions=True)
+
+    async def flush(self, *, retry: bool = False) -> None:
+        """Write what is pending now; with `retry`, keep trying until it is written."""
+        backoff = 0.1
+        while True:
+            try:
+                await self._write_pending()
+                return
+            except Exception:
+                self._metrics.store_errors.inc()
+                log.exception("store write failed; will retry")
+                if not retry:
+                    raise
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def close_project(self, project_uuid: str) -> None:
+        """Flush and compact a project whose room is unloading."""
+        await self.flush(retry=True)
+        await self._compact(project_uuid)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            await self._wakeup.wait()
+            await asyncio.sleep(self._interval)  # coalesce a burst into one transaction
+            self._wakeup.clear()
+            try:
+                await self._write_pending()
+                backoff = 0.1
+            except Exception:
+                self._metrics.store_errors.inc()
+                log.exception("store write failed; retrying in %.1fs", backoff)
+                self._wakeup.set()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _write_pending(self) -> None:
+        async with self._flush_lock:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, defaultdict(list)
+            try:
+                stats = await self._store.append(batch)
+            except BaseException:
+                for project_uuid, updates in batch.items():
+                    self._pending[project_uuid][:0] = updates
+                raise
+            written = sum(len(updates) for updates in batch.values())
+            self._metrics.store_pending.dec(written)
+            self._metrics.store_updates.inc(written)
+            self._metrics.store_flushes.inc()
+        for project_uuid, log_stats in stats.items():
+            if self._policy.due(log_stats.count, log_stats.bytes):
+                self._schedule_compaction(project_uuid)
+
+    def _schedule_compaction(self, project_uuid: str) -> None:
+        if project_uuid in self._compactions:
+            return
+        task = asyncio.create_task(self._compact(project_uuid))
+        self._compactions[project_uuid] = task
+        task.add_done_callback(lambda _: self._compactions.pop(project_uuid, None))
+
+    async def _compact(self, project_uuid: str) -> None:
+        try:
+            result = await self._store.compact(project_uuid)
+        except Exception:
+            log.exception("compaction failed", extra={"project": project_uuid})
+            return
+        if result is not None:
+            self._metrics.compactions.inc()
+            log.info(
+                "compacted",
+                extra={
+                    "project": project_uuid,
+                    "merged_updates": result.merged_updates,
+                    "snapshot_bytes": result.snapshot_bytes,
+                },
+            )

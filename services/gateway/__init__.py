@@ -1,0 +1,1 @@
+"""Gateway service: HTTP API (auth, projects, members, assets, documents), health."""

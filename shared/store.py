@@ -1,0 +1,180 @@
+"""The document store: Yjs documents in the database behind one small interface.
+
+Layout (DESIGN.md): `yjs_documents` holds one compacted snapshot per project,
+`yjs_updates` the updates appended since. Loading returns the snapshot and the
+log; compaction folds the log into a new snapshot in one transaction and
+deletes exactly the rows it merged, so an update appended meanwhile survives.
+The same code runs on SQLite (embedded) and PostgreSQL (production).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuid_module
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.compaction import build_snapshot
+from shared.db.models import Project, YjsDocument, YjsUpdate
+
+_DELETE_CHUNK = 5000
+
+
+class UnknownProject(LookupError):
+    """No project with that uuid."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogStats:
+    """The size of a project's not-yet-compacted update log."""
+
+    count: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionResult:
+    merged_updates: int
+    merged_bytes: int
+    snapshot_bytes: int
+    snapshot_version: int
+
+
+class DocumentStore:
+    """Append, load and compact Yjs documents, keyed by project uuid."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._project_ids: dict[str, int] = {}
+
+    async def load_updates(self, project_uuid: str) -> list[bytes]:
+        """The stored document: its snapshot (if any) followed by the log, oldest first."""
+        async with self._sessionmaker() as session:
+            project_id = await self._find_project_id(session, project_uuid)
+            if project_id is None:
+                return []
+            snapshot = await session.scalar(
+                select(YjsDocument.snapshot).where(YjsDocument.project_id == project_id)
+            )
+            log = (
+                await session.scalars(
+                    select(YjsUpdate.update)
+                    .where(YjsUpdate.project_id == project_id)
+                    .order_by(YjsUpdate.id)
+                )
+            ).all()
+        return ([snapshot] if snapshot else []) + list(log)
+
+    async def append(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, LogStats]:
+        """Append updates for several projects in one transaction.
+
+        A project row is created when missing (open-access mode, where rooms
+        exist before any gateway call). Returns each project's log size after
+        the append, for compaction triggers.
+        """
+        batch = {uuid: updates for uuid, updates in batch.items() if updates}
+        if not batch:
+            return {}
+        async with self._sessionmaker() as session, session.begin():
+            ids = {uuid: await self._ensure_project_id(session, uuid) for uuid in batch}
+            await session.execute(
+                insert(YjsUpdate),
+                [
+                    {"project_id": ids[uuid], "update": update}
+                    for uuid, updates in batch.items()
+                    for update in updates
+                ],
+            )
+            stats = {uuid: await self._log_stats(session, ids[uuid]) for uuid in batch}
+        return stats
+
+    async def log_stats(self, project_uuid: str) -> LogStats:
+        async with self._sessionmaker() as session:
+            project_id = await self._find_project_id(session, project_uuid)
+            if project_id is None:
+                return LogStats(0, 0)
+            return await self._log_stats(session, project_id)
+
+    async def compact(self, project_uuid: str) -> CompactionResult | None:
+        """Fold the log into a new snapshot; None when there was nothing to fold."""
+        async with self._sessionmaker() as session, session.begin():
+            project_id = await self._find_project_id(session, project_uuid)
+            if project_id is None:
+                return None
+            document = await session.scalar(
+                select(YjsDocument).where(YjsDocument.project_id == project_id).with_for_update()
+            )
+            rows = (
+                await session.execute(
+                    select(YjsUpdate.id, YjsUpdate.update)
+                    .where(YjsUpdate.project_id == project_id)
+                    .order_by(YjsUpdate.id)
+                )
+            ).all()
+            if document is None or not rows:
+                return None
+            updates = [row.update for row in rows]
+            snapshot = await asyncio.to_thread(
+                build_snapshot, ([document.snapshot] if document.snapshot else []) + updates
+            )
+            document.snapshot = snapshot.update
+            document.state_vector = snapshot.state_vector
+            document.snapshot_version += 1
+            merged_ids = [row.id for row in rows]
+            for start in range(0, len(merged_ids), _DELETE_CHUNK):
+                await session.execute(
+                    delete(YjsUpdate).where(YjsUpdate.id.in_(merged_ids[start : start + _DELETE_CHUNK]))
+                )
+            return CompactionResult(
+                merged_updates=len(rows),
+                merged_bytes=sum(len(u) for u in updates),
+                snapshot_bytes=len(snapshot.update),
+                snapshot_version=document.snapshot_version,
+            )
+
+    async def _log_stats(self, session: AsyncSession, project_id: int) -> LogStats:
+        count, size = (
+            await session.execute(
+                select(func.count(), func.coalesce(func.sum(func.length(YjsUpdate.update)), 0)).where(
+                    YjsUpdate.project_id == project_id
+                )
+            )
+        ).one()
+        return LogStats(int(count), int(size))
+
+    async def _find_project_id(self, session: AsyncSession, project_uuid: str) -> int | None:
+        cached = self._project_ids.get(project_uuid)
+        if cached is not None:
+            return cached
+        project_id = await session.scalar(
+            select(Project.id).where(Project.uuid == uuid_module.UUID(project_uuid))
+        )
+        if project_id is not None:
+            self._project_ids[project_uuid] = project_id
+        return project_id
+
+    async def _ensure_project_id(self, session: AsyncSession, project_uuid: str) -> int:
+        cached = self._project_ids.get(project_uuid)
+        if cached is not None:
+            return cached
+        dialect_insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+        await session.execute(
+            dialect_insert(Project)
+            .values(uuid=uuid_module.UUID(project_uuid), title="")
+            .on_conflict_do_nothing(index_elements=["uuid"])
+        )
+        project_id = await session.scalar(
+            select(Project.id).where(Project.uuid == uuid_module.UUID(project_uuid))
+        )
+        assert project_id is not None
+        await session.execute(
+            dialect_insert(YjsDocument)
+            .values(project_id=project_id, snapshot=b"", state_vector=b"", snapshot_version=0)
+            .on_conflict_do_nothing(index_elements=["project_id"])
+        )
+        self._project_ids[project_uuid] = project_id
+        return project_id

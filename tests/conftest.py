@@ -1,0 +1,75 @@
+"""Shared fixtures: settings on a temp dir, throwaway PostgreSQL, in-process servers."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import pytest
+
+from services.embedded import create_app as create_embedded_app
+from shared.config import Settings
+from shared.db.engine import upgrade
+from tests.support.app_server import InProcessServer
+from tests.support.servers import PostgresServer
+
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    base = Settings.from_env(
+        {
+            "DATA_DIR": str(tmp_path / "data"),
+            "API_JWT_SECRET": TEST_SECRET,
+            "APP_SECRET": TEST_SECRET,
+            "ROOM_UNLOAD_GRACE": "0.5",
+            "STORE_FLUSH_INTERVAL": "0.02",
+        }
+    )
+    return base.with_overrides(**overrides)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs against both backends."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+async def migrated_database_url(database_url: str) -> str:
+    await upgrade(database_url)
+    return database_url
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[InProcessServer]:
+    """The embedded app (gateway + collab, single-instance, SQLite)."""
+    srv = await InProcessServer(create_embedded_app, settings).start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+@pytest.fixture
+def project() -> str:
+    return f"project-{uuid.uuid4()}"

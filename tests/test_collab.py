@@ -1,0 +1,154 @@
+"""The collab service in single-instance mode, driven by pycrdt clients."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.app_server import InProcessServer
+from tests.support.yclient import YClient
+
+
+async def test_two_clients_converge_both_ways(server: InProcessServer, project: str) -> None:
+    token = server.token("alice")
+    async with await YClient.connect(server.ws_url, project, token) as a, await YClient.connect(
+        server.ws_url, project, token
+    ) as b:
+        a.append("hello")
+        await b.wait_text("hello")
+        b.append(" world")
+        await a.wait_text("hello world")
+        a.insert(0, ">> ")
+        b.insert(len(b.value), "!")
+        await a.wait_until(lambda: a.value == b.value and len(a.value) == len(">> hello world!"))
+        assert a.value == b.value
+
+
+async def test_late_joiner_gets_document_from_server_alone(server: InProcessServer, project: str) -> None:
+    token = server.token()
+    async with await YClient.connect(server.ws_url, project, token) as a, await YClient.connect(
+        server.ws_url, project, token
+    ) as observer:
+        a.append("written before anyone else came")
+        await observer.wait_text("written before anyone else came")
+    # Nobody else is online; a new client syncs from the server's document alone.
+    async with await YClient.connect(server.ws_url, project, token) as late:
+        await late.wait_text("written before anyone else came")
+
+
+async def test_awareness_appears_and_disappears_on_disconnect(server: InProcessServer, project: str) -> None:
+    token = server.token()
+    async with await YClient.connect(server.ws_url, project, token) as watcher:
+        other = await YClient.connect(server.ws_url, project, token)
+        other.set_awareness({"user": {"name": "bob"}})
+        await watcher.wait_until(lambda: other.doc.client_id in watcher.peers)
+        assert watcher.peers[other.doc.client_id] == {"user": {"name": "bob"}}
+        # the sender receives its own awareness back (keeps quiet stock clients alive)
+        await other.wait_until(lambda: other.frames.count(_awareness_kind()) >= 1)
+        await other.close()
+        await watcher.wait_until(lambda: other.doc.client_id not in watcher.peers)
+
+
+async def test_joiner_receives_current_awareness(server: InProcessServer, project: str) -> None:
+    token = server.token()
+    async with await YClient.connect(server.ws_url, project, token) as first:
+        first.set_awareness({"user": {"name": "ann"}})
+        await first.wait_until(lambda: _awareness_kind() in first.frames)
+        async with await YClient.connect(server.ws_url, project, token) as second:
+            await second.wait_until(lambda: first.doc.client_id in second.peers)
+
+
+def _awareness_kind():  # type: ignore[no-untyped-def]
+    from shared.protocol import FrameKind
+
+    return FrameKind.AWARENESS
+
+
+async def test_opaque_frames_are_relayed(server: InProcessServer, project: str) -> None:
+    token = server.token()
+    async with await YClient.connect(server.ws_url, project, token) as a, await YClient.connect(
+        server.ws_url, project, token
+    ) as b:
+        await a.send_raw(b"\x09custom-asset-message")
+        await a.send_raw('{"type":"asset-lock"}')
+        await b.wait_until(lambda: len(b.opaque) == 2)
+        assert b.opaque == [b"\x09custom-asset-message", '{"type":"asset-lock"}']
+        assert a.opaque == []
+
+
+async def test_viewer_updates_are_dropped(settings, project: str) -> None:  # type: ignore[no-untyped-def]
+    from services.embedded import create_app
+    from shared.access import Role
+
+    class ViewerForBob:
+        async def role_for(self, identity, project_uuid):  # type: ignore[no-untyped-def]
+            return Role.VIEWER if identity.user_id == "bob" else Role.EDITOR
+
+    def build(s):  # type: ignore[no-untyped-def]
+        from aiohttp import web
+
+        from services.collab.app import setup_collab
+        from shared.health import add_health_routes
+        from shared.metrics import metrics_handler
+
+        app = web.Application()
+        add_health_routes(app)
+        app.router.add_get("/metrics", metrics_handler)
+        setup_collab(app, s, access=ViewerForBob())
+        return app
+
+    srv = await InProcessServer(build, settings).start()
+    try:
+        async with await YClient.connect(srv.ws_url, project, srv.token("alice")) as alice, await YClient.connect(
+            srv.ws_url, project, srv.token("bob")
+        ) as bob:
+            bob.append("vandalism")
+            alice.append("ok")
+            await bob.wait_until(lambda: "ok" in bob.value)
+            # alice never sees bob's edit; a fresh client neither
+            async with await YClient.connect(srv.ws_url, project, srv.token("carol")) as carol:
+                await carol.wait_text("ok")
+            assert alice.value == "ok"
+            metrics = await _metrics(srv)
+            assert "collab_readonly_dropped_total 1.0" in metrics
+    finally:
+        await srv.stop()
+
+
+async def _metrics(srv: InProcessServer) -> str:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(f"{srv.http_url}/metrics") as resp:
+        return await resp.text()
+
+
+async def test_metrics_and_health(server: InProcessServer, project: str) -> None:
+    import aiohttp
+
+    async with await YClient.connect(server.ws_url, project, server.token()) as a:
+        a.append("x")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{server.http_url}/healthcheck") as resp:
+                assert resp.status == 200
+            async with session.get(f"{server.http_url}/health/ready") as resp:
+                body = await resp.json()
+                assert resp.status == 200 and body["checks"]["database"] == "ok"
+            await a.wait_until(lambda: True)
+        text = await _metrics(server)
+        assert "collab_connections 1.0" in text
+        assert "collab_rooms 1.0" in text
+        assert 'collab_frames_in_total{kind="sync_update"}' in text
+
+
+async def test_concurrent_first_joins_load_once(server: InProcessServer, project: str) -> None:
+    token = server.token()
+    clients = await asyncio.gather(*(YClient.connect(server.ws_url, project, token) for _ in range(8)))
+    try:
+        clients[0].append("same room")
+        for c in clients[1:]:
+            await c.wait_text("same room")
+        text = await _metrics(server)
+        assert "collab_room_load_seconds_count 1.0" in text
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
