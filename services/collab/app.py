@@ -14,12 +14,13 @@ from services.collab.backplane import Backplane, LocalBackplane
 from services.collab.handler import COLLAB, CollabContext, websocket_handler
 from services.collab.heartbeat import run_heartbeat
 from services.collab.metrics import CollabMetrics
-from services.collab.rooms import RoomManager
+from services.collab.rooms import RoomDocuments, RoomManager
 from services.collab.store_writer import StoreWriter
 from shared.access import AccessPolicy, OpenAccess
 from shared.compaction import CompactionPolicy
 from shared.config import Settings
 from shared.db.resources import DATABASE, Database, database_ready_check, setup_database
+from shared.documents import DOCUMENTS
 from shared.health import READINESS_CHECKS, add_health_routes
 from shared.metrics import METRICS_REGISTRY, metrics_handler
 
@@ -67,6 +68,7 @@ def setup_collab(
             metrics=metrics,
             instance_id=instance_id,
         )
+        app[DOCUMENTS] = RoomDocuments(rooms, backplane)
         heartbeat = asyncio.create_task(
             run_heartbeat(
                 rooms.connections,

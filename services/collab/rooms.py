@@ -152,3 +152,23 @@ class RoomManager:
             *(self._unload(room) for room in rooms), return_exceptions=True
         )
         self._metrics.rooms.set(0)
+
+
+class RoomDocuments:
+    """`DocumentService` backed by this instance's rooms (the embedded process)."""
+
+    def __init__(self, rooms: RoomManager, backplane: Backplane) -> None:
+        self._rooms = rooms
+        self._backplane = backplane
+
+    async def load(self, project_uuid: str) -> list[bytes]:
+        room = self._rooms.loaded_room(project_uuid)
+        if room is not None:
+            return [room.doc.get_update()]
+        return await self._backplane.load(project_uuid)
+
+    async def apply_update(self, project_uuid: str, update: bytes) -> None:
+        room = self._rooms.loaded_room(project_uuid)
+        if room is not None:
+            room.apply_remote_update(update)
+        self._backplane.publish_update(project_uuid, update)

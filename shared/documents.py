@@ -1,0 +1,48 @@
+"""Reading and writing whole documents from outside a room (HTTP import/export).
+
+The gateway uses whatever `DocumentService` the process provides: in the
+embedded process, the collab rooms themselves (an import reaches connected
+clients at once); in a multi-instance deployment, the Redis backplane (an
+import is published like any update and appended to the durable log); a
+gateway alone in single-instance mode falls back to the store.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+
+from shared.compaction import build_doc
+from shared.store import DocumentStore
+
+
+class DocumentService(Protocol):
+    async def load(self, project_uuid: str) -> list[bytes]:
+        """Every update of the document, including accepted ones not yet compacted or stored."""
+        ...
+
+    async def apply_update(self, project_uuid: str, update: bytes) -> None:
+        """Accept an update as if a client had sent it (validated by the caller)."""
+        ...
+
+
+DOCUMENTS: web.AppKey[DocumentService] = web.AppKey("documents", DocumentService)
+
+
+async def export_document(documents: DocumentService, project_uuid: str) -> bytes:
+    """The whole current document as one Yjs update."""
+    return build_doc(await documents.load(project_uuid)).get_update()
+
+
+class StoreDocuments:
+    """The store alone: for a gateway with neither local rooms nor Redis."""
+
+    def __init__(self, store: DocumentStore) -> None:
+        self._store = store
+
+    async def load(self, project_uuid: str) -> list[bytes]:
+        return await self._store.load_updates(project_uuid)
+
+    async def apply_update(self, project_uuid: str, update: bytes) -> None:
+        await self._store.append({project_uuid: [update]})
