@@ -9,7 +9,7 @@ exactly as y-protocols' `removeAwarenessStates` does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Iterable
+from typing import Callable, Hashable, Iterable
 
 from shared.protocol import ProtocolError, read_var_bytes, read_var_uint, write_var_uint
 
@@ -73,6 +73,9 @@ class AwarenessRegistry:
             if current is not None and entry.clock < current.clock:
                 continue
             if current is not None and entry.clock == current.clock and not entry.removed:
+                # Same state re-announced (e.g. after a reconnect elsewhere): the
+                # announcer owns it now, so the old owner's departure won't remove it.
+                self._owners[entry.client_id] = owner
                 continue
             if entry.removed:
                 self._entries.pop(entry.client_id, None)
@@ -81,11 +84,15 @@ class AwarenessRegistry:
                 self._entries[entry.client_id] = entry
                 self._owners[entry.client_id] = owner
 
-    def snapshot(self) -> bytes | None:
-        """All current states as one awareness update, or None when there are none."""
-        if not self._entries:
-            return None
-        return encode_awareness_update(self._entries.values())
+    def snapshot(self, owned_by: Callable[[Hashable], bool] | None = None) -> bytes | None:
+        """Current states (of the owners `owned_by` accepts, default all) as one
+        awareness update, or None when there are none."""
+        entries = [
+            entry
+            for client_id, entry in self._entries.items()
+            if owned_by is None or owned_by(self._owners[client_id])
+        ]
+        return encode_awareness_update(entries) if entries else None
 
     def owners(self) -> set[Hashable]:
         return set(self._owners.values())

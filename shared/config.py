@@ -81,9 +81,21 @@ class Settings:
     compact_max_updates: int = 50
     compact_max_bytes: int = 512 * 1024
     compact_idle_seconds: float = 30.0
+    presence_interval: float = 1.0
+    presence_ttl: float = 3.0
     auth_create_users: bool = True
     log_level: str = "INFO"
     run_migrations: bool = True
+    # gateway: limits, login throttling, access cache, resumable uploads
+    max_asset_bytes: int = 100 * 1024 * 1024
+    max_project_bytes: int = 1024 * 1024 * 1024
+    max_import_bytes: int = 64 * 1024 * 1024
+    login_rate_per_address: int = 20
+    login_rate_per_account: int = 5
+    login_rate_window: float = 60.0
+    access_cache_ttl: float = 2.0
+    upload_expiry_seconds: int = 24 * 3600
+    forwarded_allow_ips: str = ""
 
     @property
     def is_production(self) -> bool:
@@ -138,9 +150,20 @@ class Settings:
             compact_max_updates=_int(env, "COMPACT_MAX_UPDATES", 50),
             compact_max_bytes=_int(env, "COMPACT_MAX_BYTES", 512 * 1024),
             compact_idle_seconds=_float(env, "COMPACT_IDLE_SECONDS", 30.0),
+            presence_interval=_float(env, "PRESENCE_INTERVAL", 1.0),
+            presence_ttl=_float(env, "PRESENCE_TTL", 3.0),
             auth_create_users=_bool(env, "AUTH_CREATE_USERS", app_env not in ("prod", "production")),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             run_migrations=_bool(env, "RUN_MIGRATIONS", app_env not in ("prod", "production")),
+            max_asset_bytes=_int(env, "MAX_ASSET_BYTES", 100 * 1024 * 1024),
+            max_project_bytes=_int(env, "MAX_PROJECT_BYTES", 1024 * 1024 * 1024),
+            max_import_bytes=_int(env, "MAX_IMPORT_BYTES", 64 * 1024 * 1024),
+            login_rate_per_address=_int(env, "LOGIN_RATE_PER_ADDRESS", 20),
+            login_rate_per_account=_int(env, "LOGIN_RATE_PER_ACCOUNT", 5),
+            login_rate_window=_float(env, "LOGIN_RATE_WINDOW", 60.0),
+            access_cache_ttl=_float(env, "ACCESS_CACHE_TTL", 2.0),
+            upload_expiry_seconds=_int(env, "UPLOAD_EXPIRY_SECONDS", 24 * 3600),
+            forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "").strip(),
         )
         return settings.with_secrets()
 

@@ -53,7 +53,12 @@ def run_service(service: str, build_app: Callable[[Settings], web.Application]) 
         loop_factory = uvloop.new_event_loop
     except ImportError:
         loop_factory = None
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except ConfigError as exc:
+        log.critical("bad configuration: %s", exc)
+        print(f"{service}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     log.info("starting %s on %s:%s", service, settings.host, settings.port)
     web.run_app(
         app,

@@ -14,7 +14,7 @@ import uuid as uuid_module
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,6 +22,11 @@ from shared.compaction import build_snapshot
 from shared.db.models import Project, YjsDocument, YjsUpdate
 
 _DELETE_CHUNK = 5000
+_COMPACT_ATTEMPTS = 5
+
+
+class _SnapshotChanged(Exception):
+    """Another compaction replaced the snapshot while this one was merging."""
 
 
 class UnknownProject(LookupError):
@@ -42,6 +47,13 @@ class CompactionResult:
     merged_bytes: int
     snapshot_bytes: int
     snapshot_version: int
+
+
+def _parse_position(text: str) -> tuple[int, int]:
+    if not text:
+        return (0, 0)
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class DocumentStore:
@@ -92,6 +104,33 @@ class DocumentStore:
             stats = {uuid: await self._log_stats(session, ids[uuid]) for uuid in batch}
         return stats
 
+    async def append_from_log(
+        self, project_uuid: str, entries: Sequence[tuple[tuple[int, int], bytes]]
+    ) -> tuple[int, LogStats]:
+        """Append Redis-log entries `(position, update)` exactly once.
+
+        The document row remembers the last position written; entries at or
+        before it are skipped, under a row lock, so workers racing on the same
+        project never write an entry twice. Returns (rows written, log stats).
+        """
+        async with self._sessionmaker() as session, session.begin():
+            project_id = await self._ensure_project_id(session, project_uuid)
+            document = await session.scalar(
+                select(YjsDocument).where(YjsDocument.project_id == project_id).with_for_update()
+            )
+            assert document is not None
+            done = _parse_position(document.log_position)
+            fresh = [(position, update) for position, update in entries if position > done]
+            if fresh:
+                await session.execute(
+                    insert(YjsUpdate),
+                    [{"project_id": project_id, "update": update} for _, update in fresh],
+                )
+                last = max(position for position, _ in fresh)
+                document.log_position = f"{last[0]}-{last[1]}"
+            stats = await self._log_stats(session, project_id)
+        return len(fresh), stats
+
     async def log_stats(self, project_uuid: str) -> LogStats:
         async with self._sessionmaker() as session:
             project_id = await self._find_project_id(session, project_uuid)
@@ -100,14 +139,34 @@ class DocumentStore:
             return await self._log_stats(session, project_id)
 
     async def compact(self, project_uuid: str) -> CompactionResult | None:
-        """Fold the log into a new snapshot; None when there was nothing to fold."""
+        """Fold the log into a new snapshot; None when there was nothing to fold.
+
+        Two compactions of one project may race (a room unloading while a
+        threshold compaction runs, or two workers): the snapshot is replaced
+        only if its version is still the one this merge started from, else the
+        merge is discarded and redone, so a snapshot that already folded in a
+        newer update is never overwritten by an older one. (PostgreSQL also
+        serialises them with the row lock; SQLite ignores FOR UPDATE.)
+        """
+        for _ in range(_COMPACT_ATTEMPTS):
+            try:
+                return await self._compact_once(project_uuid)
+            except _SnapshotChanged:
+                continue
+        return None
+
+    async def _compact_once(self, project_uuid: str) -> CompactionResult | None:
         async with self._sessionmaker() as session, session.begin():
             project_id = await self._find_project_id(session, project_uuid)
             if project_id is None:
                 return None
-            document = await session.scalar(
-                select(YjsDocument).where(YjsDocument.project_id == project_id).with_for_update()
-            )
+            document = (
+                await session.execute(
+                    select(YjsDocument.id, YjsDocument.snapshot, YjsDocument.snapshot_version)
+                    .where(YjsDocument.project_id == project_id)
+                    .with_for_update()
+                )
+            ).one_or_none()
             rows = (
                 await session.execute(
                     select(YjsUpdate.id, YjsUpdate.update)
@@ -121,9 +180,21 @@ class DocumentStore:
             snapshot = await asyncio.to_thread(
                 build_snapshot, ([document.snapshot] if document.snapshot else []) + updates
             )
-            document.snapshot = snapshot.update
-            document.state_vector = snapshot.state_vector
-            document.snapshot_version += 1
+            version = document.snapshot_version + 1
+            replaced = await session.execute(
+                update(YjsDocument)
+                .where(
+                    YjsDocument.id == document.id,
+                    YjsDocument.snapshot_version == document.snapshot_version,
+                )
+                .values(
+                    snapshot=snapshot.update,
+                    state_vector=snapshot.state_vector,
+                    snapshot_version=version,
+                )
+            )
+            if replaced.rowcount != 1:
+                raise _SnapshotChanged  # rolls the transaction back
             merged_ids = [row.id for row in rows]
             for start in range(0, len(merged_ids), _DELETE_CHUNK):
                 await session.execute(
@@ -133,7 +204,7 @@ class DocumentStore:
                 merged_updates=len(rows),
                 merged_bytes=sum(len(u) for u in updates),
                 snapshot_bytes=len(snapshot.update),
-                snapshot_version=document.snapshot_version,
+                snapshot_version=version,
             )
 
     async def _log_stats(self, session: AsyncSession, project_id: int) -> LogStats:

@@ -14,13 +14,17 @@ from services.collab.backplane import Backplane, LocalBackplane
 from services.collab.handler import COLLAB, CollabContext, websocket_handler
 from services.collab.heartbeat import run_heartbeat
 from services.collab.metrics import CollabMetrics
+from services.collab.redis_backplane import RedisBackplane
 from services.collab.rooms import RoomDocuments, RoomManager
 from services.collab.store_writer import StoreWriter
-from shared.access import AccessPolicy, OpenAccess
+from shared.access import AccessPolicy
+from shared.access_db import database_access
 from shared.compaction import CompactionPolicy
 from shared.config import Settings
 from shared.db.resources import DATABASE, Database, database_ready_check, setup_database
 from shared.documents import DOCUMENTS
+from shared.envelope import instance_id_bytes
+from shared.redis_log import create_redis
 from shared.health import READINESS_CHECKS, add_health_routes
 from shared.metrics import METRICS_REGISTRY, metrics_handler
 
@@ -29,8 +33,19 @@ log = logging.getLogger(__name__)
 CLOSE_GOING_AWAY = 1001
 
 
-def create_backplane(settings: Settings, database: Database, metrics: CollabMetrics) -> Backplane:
+def create_backplane(
+    settings: Settings, database: Database, metrics: CollabMetrics, instance_id: str
+) -> Backplane:
     """Single-instance mode without Redis, multi-instance mode with it."""
+    if settings.multi_instance:
+        return RedisBackplane(
+            create_redis(settings),
+            database.store,
+            metrics,
+            instance_id_bytes(instance_id),
+            presence_interval=settings.presence_interval,
+            presence_ttl=settings.presence_ttl,
+        )
     writer = StoreWriter(
         database.store,
         CompactionPolicy(settings.compact_max_updates, settings.compact_max_bytes),
@@ -43,8 +58,13 @@ def create_backplane(settings: Settings, database: Database, metrics: CollabMetr
 def setup_collab(
     app: web.Application, settings: Settings, *, access: AccessPolicy | None = None
 ) -> None:
-    """Add the collab endpoint and its resources to `app`."""
+    """Add the collab endpoint and its resources to `app`.
+
+    `access` defaults to project membership in the app's database
+    (`DatabaseAccess`, shared with a gateway mounted in the same app).
+    """
     setup_database(app, settings)
+    policy: AccessPolicy = access if access is not None else database_access(app, settings.access_cache_ttl)
     registry = app.setdefault(METRICS_REGISTRY, CollectorRegistry())
     metrics = CollabMetrics(registry)
     instance_id = settings.instance_id or uuid.uuid4().hex
@@ -52,7 +72,7 @@ def setup_collab(
     checks.setdefault("database", database_ready_check(app))
 
     async def _collab_ctx(app: web.Application) -> AsyncIterator[None]:
-        backplane = create_backplane(settings, app[DATABASE], metrics)
+        backplane = create_backplane(settings, app[DATABASE], metrics, instance_id)
         rooms = RoomManager(
             backplane,
             metrics,
@@ -64,7 +84,7 @@ def setup_collab(
         app[COLLAB] = CollabContext(
             settings=settings,
             rooms=rooms,
-            access=access or OpenAccess(),
+            access=policy,
             metrics=metrics,
             instance_id=instance_id,
         )

@@ -9,7 +9,7 @@ rooms never ask which one they have.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.collab.store_writer import StoreWriter
 from shared.health import ReadinessCheck
@@ -19,8 +19,11 @@ from shared.store import DocumentStore
 class RoomHost(Protocol):
     """What a backplane may ask of the rooms of its instance (remote deliveries)."""
 
-    def loaded_room(self, project_uuid: str):  # -> Room | None
-        ...
+    def loaded_room(self, project_uuid: str) -> Any:
+        """The room (`Room | None`), including one still loading."""
+
+    def rooms(self) -> list[Any]:
+        """Every room, including those still loading."""
 
 
 class Backplane(Protocol):
@@ -35,6 +38,9 @@ class Backplane(Protocol):
 
     async def load(self, project_uuid: str) -> list[bytes]:
         """Every update of the document: stored ones and accepted-but-unstored ones."""
+
+    async def room_opened(self, room: Any) -> None:
+        """Called once a room has loaded (multi-instance: ask peers for what it misses)."""
 
     def publish_update(self, project_uuid: str, update: bytes) -> None:
         """An accepted document update: make it durable and reach other instances."""
@@ -70,6 +76,9 @@ class LocalBackplane:
 
     async def load(self, project_uuid: str) -> list[bytes]:
         return await self._store.load_updates(project_uuid) + self._writer.pending(project_uuid)
+
+    async def room_opened(self, room: Any) -> None:
+        return None
 
     def publish_update(self, project_uuid: str, update: bytes) -> None:
         self._writer.submit(project_uuid, update)

@@ -47,6 +47,31 @@ class CollabMetrics:
         self.compactions = Counter(
             "collab_compactions_total", "Compactions run by this process", registry=registry
         )
+        self.redis_connected = Gauge(
+            "collab_redis_connected", "1 while the Redis fan-out connection is up", registry=registry
+        )
+        self.envelopes_in = Counter(
+            "collab_envelopes_in_total", "Envelopes received from other instances", ["kind"], registry=registry
+        )
+        self.envelopes_out = Counter(
+            "collab_envelopes_out_total", "Envelopes published", ["kind"], registry=registry
+        )
+        self.envelopes_invalid = Counter(
+            "collab_envelopes_invalid_total", "Malformed envelopes dropped", registry=registry
+        )
+        self.log_backlog = Gauge(
+            "collab_log_backlog_updates",
+            "Accepted updates waiting for Redis to come back before entering the durable log",
+            registry=registry,
+        )
+        self.log_spilled = Counter(
+            "collab_log_spilled_updates_total",
+            "Backlogged updates written straight to the database because the backlog was full",
+            registry=registry,
+        )
+        self.resyncs = Counter(
+            "collab_resync_requests_total", "State-vector resync requests published", registry=registry
+        )
         self.room_load_seconds = Histogram(
             "collab_room_load_seconds",
             "Time to load a room's document",

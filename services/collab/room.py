@@ -18,7 +18,6 @@ from services.collab.backplane import Backplane
 from services.collab.connection import Connection
 from services.collab.metrics import CollabMetrics
 from shared.awareness import AwarenessRegistry, decode_awareness_update
-from shared.compaction import build_doc
 from shared.protocol import (
     EMPTY_UPDATE,
     Frame,
@@ -61,9 +60,14 @@ class Room:
     # lifecycle ----------------------------------------------------------
 
     async def load(self) -> None:
-        """Fill the document from the backplane (stored snapshot, log, unstored tail)."""
-        updates = await self._backplane.load(self.project_uuid)
-        self.doc = build_doc(updates)
+        """Fill the document from the backplane (stored snapshot, log, unstored tail).
+
+        Updates delivered by other instances while loading are already in the
+        doc; the stored ones are applied on top (Yjs updates commute).
+        """
+        for update in await self._backplane.load(self.project_uuid):
+            if update and update != EMPTY_UPDATE:
+                self.doc.apply_update(update)
 
     def join(self, conn: Connection) -> None:
         """Add a connection and greet it: our state vector, then current awareness."""
@@ -147,6 +151,15 @@ class Room:
         """A document update accepted by another instance (or imported over HTTP)."""
         self.doc.apply_update(update)
         self._broadcast(encode_sync_update(update), "sync_update")
+
+    def apply_remote_updates(self, updates: list[bytes]) -> None:
+        """Many updates at once (a log catch-up): one diff goes out to the clients."""
+        before = self.doc.get_state()
+        for update in updates:
+            self.doc.apply_update(update)
+        diff = self.doc.get_update(before)
+        if diff != EMPTY_UPDATE:
+            self._broadcast(encode_sync_update(diff), "sync_update")
 
     def apply_remote_awareness(self, owner: Hashable, awareness_update: bytes) -> None:
         """Awareness announced on another instance; `owner` is that instance."""

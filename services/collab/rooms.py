@@ -34,19 +34,21 @@ class RoomManager:
         self._unload_grace = unload_grace
         self._relay_unknown = relay_unknown_frames
         self._rooms: dict[str, Room] = {}
+        self._opening: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
         self._unload_timers: dict[str, asyncio.TimerHandle] = {}
         self._unloading: dict[str, asyncio.Task[None]] = {}
         self._closing = False
 
     def loaded_room(self, project_uuid: str) -> Room | None:
-        return self._rooms.get(project_uuid)
+        """The room of a project, including one still loading (remote updates apply to it)."""
+        return self._rooms.get(project_uuid) or self._opening.get(project_uuid)
 
     def rooms(self) -> list[Room]:
-        return list(self._rooms.values())
+        return list(self._rooms.values()) + list(self._opening.values())
 
     def connections(self) -> Iterator[Connection]:
-        for room in list(self._rooms.values()):
+        for room in self.rooms():
             yield from list(room.connections.values())
 
     async def acquire(self, project_uuid: str) -> Room:
@@ -81,10 +83,13 @@ class RoomManager:
             project_uuid, self._backplane, self._metrics, relay_unknown_frames=self._relay_unknown
         )
         started = time.perf_counter()
+        self._opening[project_uuid] = room
         try:
             await self._backplane.open_room(project_uuid)
             await room.load()
+            await self._backplane.room_opened(room)
         except BaseException as exc:
+            self._opening.pop(project_uuid, None)
             self._loading.pop(project_uuid, None)
             result.set_exception(exc)
             if not isinstance(exc, Exception):
@@ -93,6 +98,7 @@ class RoomManager:
             await self._backplane.close_room(project_uuid)
             return
         self._metrics.room_load_seconds.observe(time.perf_counter() - started)
+        self._opening.pop(project_uuid, None)
         self._rooms[project_uuid] = room
         self._loading.pop(project_uuid, None)
         self._metrics.rooms.set(len(self._rooms))

@@ -54,6 +54,7 @@ class Project(Base):
 
 class ProjectMember(Base):
     __tablename__ = "project_members"
+    __table_args__ = (Index("ix_project_members_user_id", "user_id"),)
 
     project_id: Mapped[int] = mapped_column(
         ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
@@ -72,6 +73,9 @@ class YjsDocument(Base):
     snapshot: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
     state_vector: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
     snapshot_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The id of the last Redis log entry written to yjs_updates ("ms-seq"), so that
+    # a log entry is written once even when two workers process the same project.
+    log_position: Mapped[str] = mapped_column(String(48), default="", server_default="")
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
@@ -102,6 +106,7 @@ class YjsVersion(Base):
 
 class Asset(Base):
     __tablename__ = "assets"
+    __table_args__ = (Index("uq_assets_project_id_name", "project_id", "name", unique=True),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     project_id: Mapped[int] = mapped_column(

@@ -14,9 +14,15 @@ from tests.support.servers import free_port
 class InProcessServer:
     """An app served on 127.0.0.1:<free port>; `stop()` is a graceful shutdown."""
 
-    def __init__(self, build_app: Callable[[Settings], web.Application], settings: Settings) -> None:
+    def __init__(
+        self,
+        build_app: Callable[[Settings], web.Application],
+        settings: Settings,
+        *,
+        port: int | None = None,
+    ) -> None:
         self.build_app = build_app
-        self.settings = settings.with_overrides(host="127.0.0.1", port=settings.port or free_port())
+        self.settings = settings.with_overrides(host="127.0.0.1", port=port or free_port())
         self.runner: web.AppRunner | None = None
         self.app: web.Application | None = None
 

@@ -14,8 +14,12 @@ sleeping a fixed amount of time.
 Each process runs in its own session (``start_new_session=True``) so that a
 Ctrl-C in the terminal does not reach it and so that :meth:`kill` can take
 down the whole process group (Redis AOF-rewrite children, nginx workers).
-Servers still alive when the interpreter exits are killed and their
-temporary directories removed by an ``atexit`` hook.
+Servers still alive when the interpreter exits are stopped (5 s grace, then
+SIGKILL) and their temporary directories removed by an ``atexit`` hook.
+
+The API is synchronous (blocking subprocess calls, sub-second except the
+first PostgreSQL start); call it from sync fixtures, or directly in async
+tests when briefly blocking the event loop is acceptable.
 
 Typical use::
 
@@ -223,6 +227,43 @@ def _children(pid: int) -> list[int]:
     return result
 
 
+def _listening_inodes() -> set[str]:
+    """Socket inodes of every TCP socket in LISTEN state (this network namespace)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A":
+                inodes.add(fields[9])
+    return inodes
+
+
+def _holds_any_socket(pid: int, inodes: set[str]) -> bool:
+    """True when *pid* has an open fd on one of the socket *inodes*.
+
+    When its fds cannot be inspected the process is assumed to hold them.
+    """
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    for fd in fds:
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
 def _signal_group(proc: subprocess.Popen[Any], sig: int) -> None:
     """Send *sig* to the process group led by *proc* (falls back to the pid)."""
     try:
@@ -341,7 +382,6 @@ class _ManagedServer:
         os.chmod(self.base_dir, 0o755)
         self.process: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
-        self._cleaned = False
         _live_servers.add(self)
 
     # -- properties ---------------------------------------------------------
@@ -450,8 +490,6 @@ class _ManagedServer:
                     f"{self.kind} did not exit within {timeout:.0f}s of signal {signal.Signals(sig).name}; "
                     f"killed it\n{self.log_tail()}"
                 )
-        # Reap anything left in the group (e.g. forked helpers).
-        _signal_group(proc, signal.SIGKILL)
         self._close_log()
 
     # -- public lifecycle ------------------------------------------------------
@@ -473,7 +511,7 @@ class _ManagedServer:
         self._close_log()
 
     def restart(self, timeout: float = 30.0) -> Self:
-        """Stop gracefully and start again on the same port with the same data."""
+        """Stop gracefully (*timeout* for the stop) and start again, same port and data."""
         self.stop(timeout=timeout)
         return self.start()
 
@@ -483,7 +521,6 @@ class _ManagedServer:
             self.kill()
         self._close_log()
         shutil.rmtree(self.base_dir, ignore_errors=True)
-        self._cleaned = True
         _live_servers.discard(self)
 
     def __enter__(self) -> Self:
@@ -1141,12 +1178,12 @@ class NginxServer(_ManagedServer):
         return [pid for pid in _children(self.process.pid) if _pid_alive(pid)]
 
     def reload(self, timeout: float = 30.0) -> None:
-        """Validate the (possibly changed) config, SIGHUP the master, wait for new workers.
+        """Validate the (possibly changed) config, SIGHUP the master, wait for it to apply.
 
-        Returns once at least one worker started after the reload exists,
-        i.e. new connections get the new configuration. Connections kept
-        alive from before may still be served by an old worker until they
-        close.
+        Returns once a worker started after the reload exists and every old
+        worker has either exited or closed its listening sockets, i.e. every
+        *new* connection gets the new configuration. Old workers may still
+        finish requests/WebSockets on connections accepted before.
         """
         if not self.running:
             raise ServerError("nginx is not running")
@@ -1154,11 +1191,18 @@ class NginxServer(_ManagedServer):
         self.check_config()
         before = set(self.workers())
         self.process.send_signal(signal.SIGHUP)
+
+        def applied() -> bool:
+            if not set(self.workers()) - before:
+                return False
+            listening = _listening_inodes()
+            return not any(_pid_alive(pid) and _holds_any_socket(pid, listening) for pid in before)
+
         try:
             _poll_until(
-                lambda: bool(set(self.workers()) - before),
+                applied,
                 timeout=timeout,
-                what="nginx workers after reload",
+                what="nginx to apply the reloaded config",
                 process=self.process,
             )
         except (TimeoutError, ServerStartError) as exc:

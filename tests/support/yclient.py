@@ -37,10 +37,29 @@ class YClient:
         self.frames: list[FrameKind] = []
         self.close_code: int | None = None
         self._clock = 0
+        self._awareness_state: Any = None
         self._remote = False
         self._changed = asyncio.Event()
         self.doc.observe(self._on_local_change)
         self._reader = asyncio.create_task(self._read())
+
+    async def reconnect(self, base_url: str, room: str, token: str, *, timeout: float = 10.0) -> None:
+        """Open a new socket (e.g. to another instance) keeping the document, like
+        the stock provider does: the sync exchange sends what the server misses."""
+        if not self.ws.closed:
+            await self.ws.close()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        assert self._own_session is not None
+        self.ws = await self._own_session.ws_connect(
+            f"{base_url}/{room}", params={"token": token}, max_msg_size=0
+        )
+        self.close_code = None
+        self.synced.clear()
+        self._reader = asyncio.create_task(self._read())
+        await self.ws.send_bytes(encode_sync_step1(self.doc.get_state()))
+        if self._awareness_state is not None:
+            self.set_awareness(self._awareness_state)
+        await self.wait_until(lambda: self.synced.is_set(), timeout)
 
     @classmethod
     async def connect(
@@ -83,6 +102,7 @@ class YClient:
         return str(self.text)
 
     def set_awareness(self, state: Any) -> None:
+        self._awareness_state = state
         self._clock += 1
         entry = AwarenessEntry(self.doc.client_id, self._clock, json.dumps(state).encode())
         asyncio.get_running_loop().create_task(

@@ -1,0 +1,450 @@
+"""Multi-instance mode: Redis pub/sub fan-out plus the durable update log.
+
+What it guarantees (DESIGN.md "Redis contract"):
+- Every accepted update is XADDed to the project's log stream *before* it is
+  published, in the same pipelined round trip, so a peer that subscribed and
+  then read the log misses nothing.
+- One subscriber connection per instance; a room's channel is subscribed (and
+  the subscription confirmed) before its document is loaded.
+- While Redis is down, local rooms keep working; updates wait in a bounded
+  backlog (beyond the bound they go straight to the database) and enter the
+  log when Redis returns. After every (re)connect each open room publishes
+  its state vector and peers answer with exactly the missing diff.
+- Presence: a heartbeat key per instance; awareness states owned by an
+  instance whose key expired are removed from every room. A clean shutdown
+  announces itself so peers drop its states at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict, deque
+from typing import Any, Iterable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from services.collab.backplane import RoomHost
+from services.collab.metrics import CollabMetrics
+from shared.envelope import (
+    INSTANCE_ID_BYTES,
+    EnvelopeError,
+    Kind,
+    decode_envelope,
+    encode_envelope,
+    split_sync_reply,
+    sync_reply_body,
+)
+from shared.health import ReadinessCheck
+from shared.protocol import EMPTY_UPDATE, ProtocolError
+from shared.redis_log import (
+    channel,
+    instance_key,
+    project_of_channel,
+    queue_updates,
+    read_log,
+)
+from shared.store import DocumentStore
+
+log = logging.getLogger(__name__)
+
+INSTANCES_CHANNEL = "exe:yjs:instances"  # body: the id of an instance shutting down
+SUBSCRIBE_TIMEOUT = 5.0
+MAX_BACKOFF = 2.0
+_REDIS_ERRORS = (RedisError, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+class RedisBackplane:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        store: DocumentStore,
+        metrics: CollabMetrics,
+        instance_id: bytes,
+        *,
+        backlog_limit: int = 100_000,
+        presence_interval: float = 1.0,
+        presence_ttl: float = 3.0,
+    ) -> None:
+        assert len(instance_id) == INSTANCE_ID_BYTES
+        self.instance_id = instance_id
+        self._redis = redis
+        self._store = store
+        self._metrics = metrics
+        self._backlog_limit = backlog_limit
+        self._presence_interval = presence_interval
+        self._presence_ttl = presence_ttl
+        self._rooms: RoomHost | None = None
+        self._pubsub: Any = None
+        self._projects: set[str] = set()
+        self._subscribed: dict[str, asyncio.Future[None]] = {}
+        self._outbox: list[tuple[str, Kind, bytes]] = []
+        self._backlog: deque[tuple[str, bytes]] = deque()
+        self._wake_sender = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._connected = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # lifecycle -----------------------------------------------------------
+
+    async def start(self, rooms: RoomHost) -> None:
+        self._rooms = rooms
+        self._tasks = [
+            asyncio.create_task(self._subscriber_loop(), name="redis-subscriber"),
+            asyncio.create_task(self._sender_loop(), name="redis-sender"),
+            asyncio.create_task(self._presence_loop(), name="redis-presence"),
+        ]
+        try:
+            await asyncio.wait_for(self._connected.wait(), SUBSCRIBE_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("Redis unreachable at start-up; serving locally until it is back")
+
+    async def stop(self) -> None:
+        """Flush the outbox (bounded), say goodbye, disconnect."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), 5.0)
+        except asyncio.TimeoutError:
+            log.error(
+                "stopping with updates not yet in the Redis log; writing them to the database",
+                extra={"backlog": len(self._backlog)},
+            )
+            await self._spill(list(self._backlog) + [(p, b) for p, k, b in self._outbox if k is Kind.UPDATE])
+            self._backlog.clear()
+        try:
+            async with asyncio.timeout(2.0):
+                await self._redis.publish(INSTANCES_CHANNEL, self.instance_id)
+                await self._redis.delete(instance_key(self.instance_id))
+        except _REDIS_ERRORS:
+            pass
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pubsub is not None:
+            await _quietly(self._pubsub.aclose())
+        await _quietly(self._redis.aclose())
+
+    async def open_room(self, project_uuid: str) -> None:
+        """Subscribe to the room's channel and wait for Redis to confirm it."""
+        self._projects.add(project_uuid)
+        if not self._connected.is_set():
+            return  # the subscriber subscribes every open room when Redis returns
+        try:
+            await self._subscribe([project_uuid])
+        except _REDIS_ERRORS:
+            log.warning("subscribe failed; the room resyncs when Redis returns", extra={"project": project_uuid})
+
+    async def load(self, project_uuid: str) -> list[bytes]:
+        """Log tail first, then the database: the worker trims only what it committed."""
+        tail: list[bytes] = []
+        if self._connected.is_set():
+            try:
+                tail = [update for _, update in await read_log(self._redis, project_uuid)]
+            except _REDIS_ERRORS:
+                log.warning("log unreadable; loading from the database only", extra={"project": project_uuid})
+        stored = await self._store.load_updates(project_uuid)
+        waiting = [u for p, u in self._backlog if p == project_uuid]
+        waiting += [b for p, k, b in self._outbox if p == project_uuid and k is Kind.UPDATE]
+        return stored + tail + waiting
+
+    async def room_opened(self, room: Any) -> None:
+        """Ask peers for what this room misses and for their awareness states."""
+        self._publish(room.project_uuid, Kind.SYNC_REQUEST, room.doc.get_state())
+        self._metrics.resyncs.inc()
+
+    async def close_room(self, project_uuid: str) -> None:
+        self._projects.discard(project_uuid)
+        try:
+            await asyncio.wait_for(self._drained.wait(), 5.0)
+        except asyncio.TimeoutError:
+            pass  # still in the backlog; it is written when Redis returns
+        waiter = self._subscribed.pop(project_uuid, None)
+        if waiter is not None and self._pubsub is not None and self._connected.is_set():
+            try:
+                await self._pubsub.unsubscribe(channel(project_uuid))
+            except _REDIS_ERRORS:
+                pass
+
+    def publish_update(self, project_uuid: str, update: bytes) -> None:
+        self._publish(project_uuid, Kind.UPDATE, update)
+
+    def publish_awareness(self, project_uuid: str, awareness_update: bytes) -> None:
+        self._publish(project_uuid, Kind.AWARENESS, awareness_update)
+
+    def publish_opaque(self, project_uuid: str, frame: bytes | str) -> None:
+        if isinstance(frame, str):
+            self._publish(project_uuid, Kind.OPAQUE_TEXT, frame.encode())
+        else:
+            self._publish(project_uuid, Kind.OPAQUE, frame)
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        async def redis_check() -> None:
+            if not self._connected.is_set():
+                raise ConnectionError("fan-out subscriber disconnected")
+            await self._redis.ping()
+
+        return {"redis": redis_check}
+
+    # publishing ----------------------------------------------------------
+
+    def _publish(self, project_uuid: str, kind: Kind, body: bytes) -> None:
+        self._outbox.append((project_uuid, kind, body))
+        self._drained.clear()
+        self._wake_sender.set()
+
+    async def _sender_loop(self) -> None:
+        """Send the outbox once per wake-up: one pipeline, log appends before publishes."""
+        backoff = 0.05
+        while True:
+            await self._wake_sender.wait()
+            self._wake_sender.clear()
+            if not self._connected.is_set():
+                self._move_updates_to_backlog()
+                continue
+            batch, self._outbox = self._outbox, []
+            backlog = list(self._backlog)
+            try:
+                await self._send(backlog, batch)
+            except _REDIS_ERRORS as exc:
+                log.warning("Redis publish failed (%s); keeping updates for the log", exc)
+                self._outbox[:0] = batch
+                self._move_updates_to_backlog()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                self._wake_sender.set()
+                continue
+            backoff = 0.05
+            for _ in backlog:
+                self._backlog.popleft()
+            self._metrics.log_backlog.set(len(self._backlog))
+            if not self._outbox and not self._backlog:
+                self._drained.set()
+
+    async def _send(self, backlog: list[tuple[str, bytes]], batch: list[tuple[str, Kind, bytes]]) -> None:
+        updates: dict[str, list[bytes]] = defaultdict(list)
+        for project_uuid, update in backlog:
+            updates[project_uuid].append(update)
+        for project_uuid, kind, body in batch:
+            if kind is Kind.UPDATE:
+                updates[project_uuid].append(body)
+        pipe = self._redis.pipeline(transaction=False)
+        for project_uuid, project_updates in updates.items():
+            queue_updates(pipe, project_uuid, project_updates)
+        for project_uuid, kind, body in batch:
+            pipe.publish(channel(project_uuid), encode_envelope(self.instance_id, kind, body))
+        if updates or batch:
+            await pipe.execute()
+        for _, kind, _ in batch:
+            self._metrics.envelopes_out.labels(kind.name.lower()).inc()
+
+    def _move_updates_to_backlog(self) -> None:
+        """Redis is down: updates wait for the log; awareness and opaque frames are moot."""
+        for project_uuid, kind, body in self._outbox:
+            if kind is Kind.UPDATE:
+                self._backlog.append((project_uuid, body))
+        self._outbox = []
+        if len(self._backlog) > self._backlog_limit:
+            overflow = [self._backlog.popleft() for _ in range(len(self._backlog) - self._backlog_limit // 2)]
+            asyncio.create_task(self._spill(overflow))
+        self._metrics.log_backlog.set(len(self._backlog))
+        if not self._backlog:
+            self._drained.set()
+
+    async def _spill(self, entries: list[tuple[str, bytes]]) -> None:
+        """Write updates straight to the database, retrying until it works."""
+        if not entries:
+            return
+        batch: dict[str, list[bytes]] = defaultdict(list)
+        for project_uuid, update in entries:
+            batch[project_uuid].append(update)
+        backoff = 0.1
+        while True:
+            try:
+                await self._store.append(batch)
+                self._metrics.log_spilled.inc(len(entries))
+                return
+            except Exception:
+                log.exception("spilling the Redis backlog to the database failed; retrying")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    # subscribing ---------------------------------------------------------
+
+    async def _subscribe(self, projects: Iterable[str]) -> None:
+        loop = asyncio.get_running_loop()
+        waiters = []
+        names = []
+        for project_uuid in projects:
+            waiter = loop.create_future()
+            self._subscribed[project_uuid] = waiter
+            waiters.append(waiter)
+            names.append(channel(project_uuid))
+        if not names:
+            return
+        await self._pubsub.subscribe(*names)
+        await asyncio.wait_for(asyncio.gather(*waiters), SUBSCRIBE_TIMEOUT)
+
+    async def _subscriber_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(INSTANCES_CHANNEL)
+                self._pubsub = pubsub
+                reader = asyncio.create_task(self._read(pubsub))
+                await self._subscribe(list(self._projects))
+                self._on_connected()
+                # rooms opened while we were connecting
+                await self._subscribe([p for p in self._projects if p not in self._subscribed])
+                backoff = 0.1
+                await reader
+            except asyncio.CancelledError:
+                raise
+            except _REDIS_ERRORS as exc:
+                if self._connected.is_set():
+                    log.error("lost Redis: %s; serving locally and keeping updates", exc)
+                self._on_disconnected()
+            finally:
+                if "reader" in locals() and not reader.done():
+                    reader.cancel()
+                self._pubsub = None
+                await _quietly(pubsub.aclose())
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _on_connected(self) -> None:
+        was_down = not self._connected.is_set()
+        self._connected.set()
+        self._metrics.redis_connected.set(1)
+        if was_down:
+            log.info("Redis connected", extra={"instance": self.instance_id.hex(), "rooms": len(self._projects)})
+            self._wake_sender.set()
+            # Whatever happened while we were away: peers fill it in, and so
+            # does the log (entries no live peer may hold).
+            for room in self._rooms.rooms() if self._rooms else []:
+                self._publish(room.project_uuid, Kind.SYNC_REQUEST, room.doc.get_state())
+                self._metrics.resyncs.inc()
+                asyncio.create_task(self._catch_up_from_log(room))
+
+    async def _catch_up_from_log(self, room: Any) -> None:
+        try:
+            entries = await read_log(self._redis, room.project_uuid)
+        except _REDIS_ERRORS:
+            return
+        room.apply_remote_updates([update for _, update in entries])
+
+    def _on_disconnected(self) -> None:
+        self._connected.clear()
+        self._metrics.redis_connected.set(0)
+        for waiter in self._subscribed.values():
+            if not waiter.done():
+                waiter.cancel()
+        self._subscribed.clear()
+
+    async def _read(self, pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        name = message.get("channel")
+        if kind == "subscribe":
+            project_uuid = project_of_channel(name)
+            waiter = self._subscribed.get(project_uuid) if project_uuid else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
+        if kind != "message":
+            return
+        data: bytes = message["data"]
+        if name in (INSTANCES_CHANNEL, INSTANCES_CHANNEL.encode()):
+            if len(data) == INSTANCE_ID_BYTES and data != self.instance_id:
+                self._forget_instance(data)
+            return
+        project_uuid = project_of_channel(name)
+        try:
+            envelope = decode_envelope(data)
+        except EnvelopeError as exc:
+            self._metrics.envelopes_invalid.inc()
+            log.warning("dropped a malformed envelope: %s", exc, extra={"channel": str(name)})
+            return
+        if envelope.sender == self.instance_id or project_uuid is None or self._rooms is None:
+            return
+        room = self._rooms.loaded_room(project_uuid)
+        if room is None:
+            return
+        self._metrics.envelopes_in.labels(envelope.kind.name.lower()).inc()
+        try:
+            self._deliver(room, envelope.sender, envelope.kind, envelope.body)
+        except (ValueError, ProtocolError, UnicodeDecodeError) as exc:
+            self._metrics.envelopes_invalid.inc()
+            log.warning("dropped an envelope with a bad body: %s", exc, extra={"project": project_uuid})
+
+    def _deliver(self, room: Any, sender: bytes, kind: Kind, body: bytes) -> None:
+        if kind is Kind.UPDATE:
+            room.apply_remote_update(body)
+        elif kind is Kind.AWARENESS:
+            room.apply_remote_awareness(sender, body)
+        elif kind is Kind.OPAQUE:
+            room.relay_remote_opaque(body)
+        elif kind is Kind.OPAQUE_TEXT:
+            room.relay_remote_opaque(body.decode())
+        elif kind is Kind.SYNC_REQUEST:
+            missing = room.doc.get_update(body)
+            if missing != EMPTY_UPDATE:
+                self._publish(room.project_uuid, Kind.SYNC_REPLY, sync_reply_body(sender, missing))
+            local_states = room.awareness.snapshot(owned_by=lambda owner: isinstance(owner, int))
+            if local_states is not None:
+                self.publish_awareness(room.project_uuid, local_states)
+        elif kind is Kind.SYNC_REPLY:
+            target, update = split_sync_reply(body)
+            if target == self.instance_id:
+                room.apply_remote_update(update)
+
+    # presence ------------------------------------------------------------
+
+    async def _presence_loop(self) -> None:
+        while True:
+            try:
+                await self._redis.set(
+                    instance_key(self.instance_id), b"1", px=int(self._presence_ttl * 1000)
+                )
+                await self._remove_dead_instances()
+            except _REDIS_ERRORS:
+                pass
+            await asyncio.sleep(self._presence_interval)
+
+    async def _remove_dead_instances(self) -> None:
+        if self._rooms is None:
+            return
+        owners = {
+            owner
+            for room in self._rooms.rooms()
+            for owner in room.awareness.owners()
+            if isinstance(owner, bytes)
+        }
+        if not owners:
+            return
+        ordered = list(owners)
+        pipe = self._redis.pipeline(transaction=False)
+        for owner in ordered:
+            pipe.exists(instance_key(owner))
+        alive = await pipe.execute()
+        for owner, exists in zip(ordered, alive):
+            if not exists:
+                log.info("instance gone; removing its awareness states", extra={"instance": owner.hex()})
+                self._forget_instance(owner)
+
+    def _forget_instance(self, instance_id: bytes) -> None:
+        for room in self._rooms.rooms() if self._rooms else []:
+            room.remove_awareness_owner(instance_id)
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception:
+        pass

@@ -1,0 +1,81 @@
+"""Users in the database: create, find, change password (shared by the API and the admin CLI)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.gateway.passwords import hash_password
+from shared.db.models import User
+
+EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}$")
+KNOWN_ROLES = ("admin",)
+MAX_NAME = 200
+
+
+class EmailTaken(Exception):
+    pass
+
+
+def normalize_email(value: object) -> str | None:
+    """The canonical (NFC, trimmed, lower-cased) form of an email, or None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    email = unicodedata.normalize("NFC", value.strip()).lower()
+    if len(email) > 320 or not EMAIL.match(email) or "." not in email.rsplit("@", 1)[1]:
+        return None
+    return email
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "name": user.display_name,
+        "roles": list(user.roles or []),
+        "created_at": user.created_at.isoformat() if user.created_at else None,
+    }
+
+
+async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == email))
+
+
+async def count_users(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+async def create_user(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    email: str,
+    password: str,
+    name: str = "",
+    roles: Sequence[str] = (),
+) -> User:
+    """Insert a user (email already normalised); raise EmailTaken when it exists."""
+    password_hash = await hash_password(password)
+    async with sessionmaker() as session:
+        user = User(email=email, password_hash=password_hash, display_name=name, roles=list(roles))
+        session.add(user)
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise EmailTaken(email) from None
+        await session.refresh(user)
+        return user
+
+
+async def set_password(sessionmaker: async_sessionmaker[AsyncSession], email: str, password: str) -> bool:
+    """Change a user's password; False when there is no such user."""
+    password_hash = await hash_password(password)
+    async with sessionmaker() as session, session.begin():
+        user = await find_user_by_email(session, email)
+        if user is None:
+            return False
+        user.password_hash = password_hash
+        return True

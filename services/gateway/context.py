@@ -1,0 +1,152 @@
+"""What every gateway handler shares: settings, limiters, metrics, JSON bodies, project access."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.gateway.errors import ApiError, bad_request, forbidden, not_found
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.security import require_identity
+from shared.access import Role
+from shared.access_db import ACCESS, resolve_access, user_id_of
+from shared.auth import Identity
+from shared.config import Settings
+from shared.db.models import Project
+from shared.db.resources import DATABASE
+
+
+@dataclass
+class GatewayContext:
+    settings: Settings
+    metrics: GatewayMetrics
+    login_by_address: RateLimiter
+    login_by_account: RateLimiter
+
+
+GATEWAY: web.AppKey[GatewayContext] = web.AppKey("gateway", GatewayContext)
+
+
+def gateway(request: web.Request) -> GatewayContext:
+    return request.app[GATEWAY]
+
+
+def sessionmaker(request: web.Request) -> async_sessionmaker[AsyncSession]:
+    return request.app[DATABASE].sessionmaker
+
+
+def invalidate_access(request: web.Request, project_uuid: str) -> None:
+    """Drop this instance's cached access answers for a project (others expire by TTL)."""
+    access = request.app.get(ACCESS)
+    if access is not None:
+        access.invalidate(project_uuid)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body (400 when absent, malformed or not an object)."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        raise bad_request("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    return body
+
+
+def string_field(
+    body: dict[str, Any], name: str, *, required: bool = True, max_length: int = 1000, default: str = ""
+) -> str:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise bad_request(f"'{name}' is required")
+        return default
+    if not isinstance(value, str):
+        raise bad_request(f"'{name}' must be a string")
+    if len(value) > max_length:
+        raise bad_request(f"'{name}' must be at most {max_length} characters")
+    if any(ord(c) < 32 and c not in "\t" for c in value) or "\x7f" in value:
+        raise bad_request(f"'{name}' must not contain control characters")
+    return value
+
+
+def client_address(request: web.Request, settings: Settings) -> str:
+    """The caller's address; X-Forwarded-For is believed only from FORWARDED_ALLOW_IPS."""
+    remote = request.remote or ""
+    allowed = [item.strip() for item in settings.forwarded_allow_ips.split(",") if item.strip()]
+    if allowed and ("*" in allowed or _address_in(remote, allowed)):
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-1]
+    return remote
+
+
+def _address_in(address: str, networks: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for network in networks:
+        try:
+            if ip in ipaddress.ip_network(network, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+class Need(IntEnum):
+    """What an operation requires, in increasing order."""
+
+    VIEW = 1  # viewer, editor or owner
+    EDIT = 2  # editor or owner
+    MANAGE = 3  # owner
+
+
+_LEVEL = {Role.VIEWER: Need.VIEW, Role.EDITOR: Need.EDIT, Role.OWNER: Need.MANAGE}
+
+
+@dataclass(frozen=True)
+class Authorized:
+    identity: Identity
+    user_id: int
+    project: Project
+    role: Role
+
+    @property
+    def project_uuid(self) -> str:
+        return str(self.project.uuid)
+
+
+def caller_user_id(identity: Identity) -> int:
+    user_id = user_id_of(identity)
+    if user_id is None:
+        raise ApiError(401, "this token does not belong to a user account", code="unauthorized")
+    return user_id
+
+
+async def authorize(request: web.Request, need: Need) -> Authorized:
+    """The caller, the project of `{uuid}` and their role; 401/404/403 otherwise.
+
+    404 when the project does not exist or is deleted, 403 when the caller is
+    not a member or their role is too low for `need`.
+    """
+    identity = require_identity(request)
+    user_id = caller_user_id(identity)
+    async with sessionmaker(request)() as session:
+        project, role = await resolve_access(session, identity, request.match_info["uuid"])
+    if project is None:
+        raise not_found("no such project")
+    if role is None:
+        raise forbidden("you are not a member of this project")
+    if _LEVEL[role] < need:
+        raise forbidden(f"your role ({role.value}) does not allow this")
+    return Authorized(identity, user_id, project, role)

@@ -1,0 +1,122 @@
+"""Project membership: every member may list; only owners add, change or remove.
+
+A member may also remove themselves (leave). A project always keeps at least
+one owner (409 otherwise). After a change this instance's access cache is
+invalidated at once; other instances see it within `ACCESS_CACHE_TTL`, and
+the collab service's periodic re-check closes connections that lost access.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import func, select
+
+from services.gateway.accounts import normalize_email
+from services.gateway.context import (
+    Need,
+    authorize,
+    invalidate_access,
+    read_json,
+    sessionmaker,
+)
+from services.gateway.errors import bad_request, conflict, forbidden, not_found
+from shared.access import Role
+from shared.db.models import Project, ProjectMember, User
+
+log = logging.getLogger(__name__)
+
+
+def member_json(user: User, role: str) -> dict[str, Any]:
+    return {"user_id": user.id, "email": user.email, "name": user.display_name, "role": role}
+
+
+async def list_members(request: web.Request) -> web.Response:
+    auth = await authorize(request, Need.VIEW)
+    async with sessionmaker(request)() as session:
+        rows = (
+            await session.execute(
+                select(User, ProjectMember.role)
+                .join(ProjectMember, ProjectMember.user_id == User.id)
+                .where(ProjectMember.project_id == auth.project.id)
+                .order_by(User.email)
+            )
+        ).all()
+    return web.json_response({"members": [member_json(user, role) for user, role in rows]})
+
+
+def _email_param(request: web.Request) -> str:
+    email = normalize_email(request.match_info["email"])
+    if email is None:
+        raise bad_request("not a valid email address")
+    return email
+
+
+async def _owner_count(session, project_id: int) -> int:  # type: ignore[no-untyped-def]
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(ProjectMember)
+            .where(ProjectMember.project_id == project_id, ProjectMember.role == Role.OWNER.value)
+        )
+        or 0
+    )
+
+
+async def put_member(request: web.Request) -> web.Response:
+    auth = await authorize(request, Need.MANAGE)
+    email = _email_param(request)
+    body = await read_json(request)
+    try:
+        role = Role(body.get("role"))
+    except ValueError:
+        raise bad_request("'role' must be one of owner, editor, viewer") from None
+    async with sessionmaker(request)() as session, session.begin():
+        # Lock the project row: concurrent membership changes of one project serialise.
+        await session.execute(select(Project.id).where(Project.id == auth.project.id).with_for_update())
+        user = await session.scalar(select(User).where(User.email == email))
+        if user is None:
+            raise not_found("no account with this email")
+        member = await session.get(ProjectMember, (auth.project.id, user.id))
+        created = member is None
+        if member is None:
+            session.add(ProjectMember(project_id=auth.project.id, user_id=user.id, role=role.value))
+        else:
+            if member.role == Role.OWNER.value and role is not Role.OWNER:
+                if await _owner_count(session, auth.project.id) <= 1:
+                    raise conflict("a project must keep at least one owner")
+            member.role = role.value
+    invalidate_access(request, auth.project_uuid)
+    log.info(
+        "member set",
+        extra={"project": auth.project_uuid, "member": user.id, "role": role.value, "by": auth.user_id},
+    )
+    return web.json_response(member_json(user, role.value), status=201 if created else 200)
+
+
+async def delete_member(request: web.Request) -> web.Response:
+    auth = await authorize(request, Need.VIEW)
+    email = _email_param(request)
+    async with sessionmaker(request)() as session, session.begin():
+        await session.execute(select(Project.id).where(Project.id == auth.project.id).with_for_update())
+        user = await session.scalar(select(User).where(User.email == email))
+        is_self = user is not None and user.id == auth.user_id
+        if auth.role is not Role.OWNER and not is_self:
+            raise forbidden("only owners manage members")
+        member = None if user is None else await session.get(ProjectMember, (auth.project.id, user.id))
+        if member is None:
+            raise not_found("no member with this email")
+        if member.role == Role.OWNER.value and await _owner_count(session, auth.project.id) <= 1:
+            raise conflict("a project must keep at least one owner")
+        await session.delete(member)
+    invalidate_access(request, auth.project_uuid)
+    log.info("member removed", extra={"project": auth.project_uuid, "by": auth.user_id})
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/projects/{uuid}/members", list_members)
+    app.router.add_put("/api/projects/{uuid}/members/{email}", put_member)
+    app.router.add_delete("/api/projects/{uuid}/members/{email}", delete_member)

@@ -1,0 +1,126 @@
+"""Projects: create (the caller becomes owner), list mine, get, rename, soft-delete."""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuid_module
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from services.gateway.context import (
+    Need,
+    authorize,
+    caller_user_id,
+    invalidate_access,
+    read_json,
+    sessionmaker,
+    string_field,
+)
+from services.gateway.errors import bad_request, not_found
+from services.gateway.security import require_identity
+from shared.access import Role
+from shared.db.models import Project, ProjectMember, User
+
+log = logging.getLogger(__name__)
+
+MAX_TITLE = 500
+MAX_PAGE = 500
+
+
+def project_json(project: Project, role: Role | str) -> dict[str, Any]:
+    return {
+        "uuid": str(project.uuid),
+        "title": project.title,
+        "role": role.value if isinstance(role, Role) else role,
+        "owner_id": project.owner_id,
+        "created_at": project.created_at.isoformat() if project.created_at else None,
+        "updated_at": project.updated_at.isoformat() if project.updated_at else None,
+    }
+
+
+async def create_project(request: web.Request) -> web.Response:
+    user_id = caller_user_id(require_identity(request))
+    body = await read_json(request)
+    title = string_field(body, "title", required=False, max_length=MAX_TITLE)
+    async with sessionmaker(request)() as session, session.begin():
+        if await session.get(User, user_id) is None:
+            raise not_found("this token's account no longer exists")
+        project = Project(uuid=uuid_module.uuid4(), title=title, owner_id=user_id)
+        session.add(project)
+        await session.flush()
+        session.add(ProjectMember(project_id=project.id, user_id=user_id, role=Role.OWNER.value))
+    async with sessionmaker(request)() as session:
+        project = await session.get(Project, project.id)  # server-side timestamps
+    assert project is not None
+    log.info("project created", extra={"project": str(project.uuid), "user": user_id})
+    return web.json_response(project_json(project, Role.OWNER), status=201)
+
+
+def _page(request: web.Request) -> tuple[int, int]:
+    try:
+        limit = int(request.query.get("limit", MAX_PAGE))
+        offset = int(request.query.get("offset", 0))
+    except ValueError:
+        raise bad_request("'limit' and 'offset' must be integers") from None
+    if not 1 <= limit <= MAX_PAGE or not 0 <= offset <= 2**31:
+        raise bad_request(f"'limit' must be 1..{MAX_PAGE} and 'offset' >= 0")
+    return limit, offset
+
+
+async def list_projects(request: web.Request) -> web.Response:
+    user_id = caller_user_id(require_identity(request))
+    limit, offset = _page(request)
+    async with sessionmaker(request)() as session:
+        rows = (
+            await session.execute(
+                select(Project, ProjectMember.role)
+                .join(ProjectMember, ProjectMember.project_id == Project.id)
+                .where(ProjectMember.user_id == user_id, Project.deleted_at.is_(None))
+                .order_by(Project.updated_at.desc(), Project.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+        ).all()
+    return web.json_response({"projects": [project_json(p, role) for p, role in rows]})
+
+
+async def get_project(request: web.Request) -> web.Response:
+    auth = await authorize(request, Need.VIEW)
+    return web.json_response(project_json(auth.project, auth.role))
+
+
+async def update_project(request: web.Request) -> web.Response:
+    auth = await authorize(request, Need.EDIT)
+    body = await read_json(request)
+    if "title" not in body:
+        raise bad_request("nothing to change: send 'title'")
+    title = string_field(body, "title", max_length=MAX_TITLE)
+    async with sessionmaker(request)() as session, session.begin():
+        project = await session.get(Project, auth.project.id)
+        if project is None or project.deleted_at is not None:
+            raise not_found("no such project")
+        project.title = title
+        project.updated_at = datetime.now(timezone.utc)
+    return web.json_response(project_json(project, auth.role))
+
+
+async def delete_project(request: web.Request) -> web.Response:
+    auth = await authorize(request, Need.MANAGE)
+    async with sessionmaker(request)() as session, session.begin():
+        project = await session.get(Project, auth.project.id)
+        if project is not None and project.deleted_at is None:
+            project.deleted_at = datetime.now(timezone.utc)
+    invalidate_access(request, auth.project_uuid)
+    log.info("project deleted", extra={"project": auth.project_uuid, "user": auth.user_id})
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/projects", create_project)
+    app.router.add_get("/api/projects", list_projects)
+    app.router.add_get("/api/projects/{uuid}", get_project)
+    app.router.add_patch("/api/projects/{uuid}", update_project)
+    app.router.add_delete("/api/projects/{uuid}", delete_project)

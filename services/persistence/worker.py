@@ -1,0 +1,286 @@
+"""The persistence worker: Redis log -> `yjs_updates` -> compacted snapshot.
+
+Work arrives on the `exe:yjs:dirty` stream, consumed through the consumer
+group `persistence` (several workers share the work; entries a dead worker
+left pending are claimed with XAUTOCLAIM). The fan-out channels are a second,
+lower-latency wake-up. For a project, a pass reads its whole log, commits the
+new entries (exactly once, see `DocumentStore.append_from_log`), then
+acknowledges and trims the log up to what was committed. Nothing is
+acknowledged or trimmed before the commit, so a crash or a database outage
+loses nothing: the next pass (here or on another worker) redoes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from services.persistence.metrics import WorkerMetrics
+from shared.compaction import CompactionPolicy
+from shared.envelope import EnvelopeError, Kind, decode_envelope
+from shared.redis_log import (
+    CHANNEL_PATTERN,
+    CONSUMER_GROUP,
+    DIRTY_STREAM,
+    PROJECT_FIELD,
+    format_stream_id,
+    log_stream,
+    parse_stream_id,
+    project_of_channel,
+    read_log,
+)
+from shared.store import DocumentStore
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 5.0
+_REDIS_ERRORS = (RedisError, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+class PersistenceWorker:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        store: DocumentStore,
+        policy: CompactionPolicy,
+        metrics: WorkerMetrics,
+        consumer: str,
+        *,
+        idle_compact_seconds: float = 30.0,
+        claim_idle_ms: int = 15_000,
+        batch_size: int = 200,
+    ) -> None:
+        self._redis = redis
+        self._store = store
+        self._policy = policy
+        self._metrics = metrics
+        self._consumer = consumer
+        self._idle_compact_seconds = idle_compact_seconds
+        self._claim_idle_ms = claim_idle_ms
+        self._batch_size = batch_size
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._last_write: dict[str, float] = {}
+        self._uncompacted: set[str] = set()
+        self._kicked: dict[str, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._queue_loop(), name="worker-queue"),
+            asyncio.create_task(self._wakeup_loop(), name="worker-wakeup"),
+            asyncio.create_task(self._idle_loop(), name="worker-idle-compaction"),
+            asyncio.create_task(self._sweep_logs(), name="worker-initial-sweep"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks + list(self._kicked.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._kicked.values(), return_exceptions=True)
+        # Let an in-flight commit finish; whatever is not acknowledged is redone later.
+        for lock in list(self._locks.values()):
+            async with lock:
+                pass
+
+    # one project -----------------------------------------------------------
+
+    async def persist(self, project_uuid: str) -> int:
+        """Commit the project's log to the database; return how many entries were new."""
+        async with self._locks[project_uuid]:
+            entries = await read_log(self._redis, project_uuid)
+            if not entries:
+                return 0
+            positioned = [(parse_stream_id(entry_id), update) for entry_id, update in entries]
+            written, stats = await self._store.append_from_log(project_uuid, positioned)
+            now_ms = time.time() * 1000
+            newest = positioned[-1][0]
+            if written:
+                for position, update in positioned[-written:]:
+                    self._metrics.lag.observe(max(0.0, (now_ms - position[0]) / 1000))
+                size = sum(len(update) for _, update in positioned[-written:])
+                self._metrics.record_written(size, size)
+                self._metrics.updates_persisted.inc(written)
+                self._metrics.batches.inc()
+            await self._redis.xtrim(
+                log_stream(project_uuid), minid=format_stream_id((newest[0], newest[1] + 1)), approximate=False
+            )
+            self._last_write[project_uuid] = time.monotonic()
+            self._uncompacted.add(project_uuid)
+            if self._policy.due(stats.count, stats.bytes):
+                await self._compact_locked(project_uuid)
+            return written
+
+    async def compact(self, project_uuid: str) -> None:
+        async with self._locks[project_uuid]:
+            await self._compact_locked(project_uuid)
+
+    async def _compact_locked(self, project_uuid: str) -> None:
+        result = await self._store.compact(project_uuid)
+        self._uncompacted.discard(project_uuid)
+        if result is None:
+            return
+        self._metrics.compactions.inc()
+        self._metrics.record_written(0, result.snapshot_bytes)
+        log.info(
+            "compacted",
+            extra={
+                "project": project_uuid,
+                "merged_updates": result.merged_updates,
+                "merged_bytes": result.merged_bytes,
+                "snapshot_bytes": result.snapshot_bytes,
+            },
+        )
+
+    # the work queue ----------------------------------------------------------
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(DIRTY_STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _queue_loop(self) -> None:
+        backoff = 0.1
+        group_ready = False
+        while True:
+            try:
+                if not group_ready:
+                    await self._ensure_group()
+                    group_ready = True
+                self._metrics.redis_connected.set(1)
+                # Our own unacknowledged entries first (a failed pass), then ones a
+                # dead worker left behind, then new work.
+                entries = await self._read_group("0", block=None)
+                _, claimed, _ = await self._redis.xautoclaim(
+                    DIRTY_STREAM, CONSUMER_GROUP, self._consumer, self._claim_idle_ms, "0-0", count=self._batch_size
+                )
+                entries += claimed
+                if not entries:
+                    entries = await self._read_group(">", block=1000)
+                await self._process(entries)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # Redis lost its data (restart without AOF)
+                    group_ready = False
+                self._metrics.errors.labels("redis").inc()
+                log.warning("work queue error: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            except _REDIS_ERRORS as exc:
+                self._metrics.redis_connected.set(0)
+                self._metrics.errors.labels("redis").inc()
+                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            except Exception:
+                self._metrics.errors.labels("database").inc()
+                log.exception("database write failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _read_group(self, start: str, block: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        response = await self._redis.xreadgroup(
+            CONSUMER_GROUP, self._consumer, {DIRTY_STREAM: start}, count=self._batch_size, block=block
+        )
+        return [entry for _, stream_entries in response or [] for entry in stream_entries if entry[1]]
+
+    async def _process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        by_project: dict[str, list[bytes]] = defaultdict(list)
+        for entry_id, fields in entries:
+            project = fields.get(PROJECT_FIELD)
+            if project:
+                by_project[project.decode()].append(entry_id)
+        for project_uuid, entry_ids in by_project.items():
+            await self.persist(project_uuid)
+            await self._redis.xack(DIRTY_STREAM, CONSUMER_GROUP, *entry_ids)
+        # malformed entries carry no project: acknowledge them so they do not loop
+        stray = [entry_id for entry_id, fields in entries if not fields.get(PROJECT_FIELD)]
+        if stray:
+            await self._redis.xack(DIRTY_STREAM, CONSUMER_GROUP, *stray)
+
+    # low-latency wake-up and housekeeping -----------------------------------
+
+    async def _wakeup_loop(self) -> None:
+        """Start a pass as soon as an update is published on any room channel."""
+        backoff = 0.1
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.psubscribe(CHANNEL_PATTERN)
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        self._on_channel_message(message)
+            except asyncio.CancelledError:
+                raise
+            except _REDIS_ERRORS:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+
+    def _on_channel_message(self, message: dict) -> None:  # type: ignore[type-arg]
+        project_uuid = project_of_channel(message.get("channel", b""))
+        if project_uuid is None:
+            return
+        try:
+            envelope = decode_envelope(message["data"])
+        except EnvelopeError:
+            return  # collab instances count and log these
+        if envelope.kind is Kind.UPDATE:
+            self._kick(project_uuid)
+
+    def _kick(self, project_uuid: str) -> None:
+        if project_uuid in self._kicked:
+            return
+        task = asyncio.create_task(self._kicked_pass(project_uuid))
+        self._kicked[project_uuid] = task
+        task.add_done_callback(lambda _: self._kicked.pop(project_uuid, None))
+
+    async def _kicked_pass(self, project_uuid: str) -> None:
+        await asyncio.sleep(0.01)  # let the publisher's pipeline (log + publish) land
+        try:
+            await self.persist(project_uuid)
+        except Exception as exc:  # the work queue retries with backoff
+            log.debug("wake-up pass failed: %s", exc)
+
+    async def _idle_loop(self) -> None:
+        """Compact projects whose log has been quiet for `idle_compact_seconds`."""
+        interval = max(0.2, min(5.0, self._idle_compact_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for project_uuid in list(self._uncompacted):
+                if now - self._last_write.get(project_uuid, now) >= self._idle_compact_seconds:
+                    try:
+                        await self.compact(project_uuid)
+                    except Exception:
+                        self._metrics.errors.labels("compaction").inc()
+                        log.exception("idle compaction failed", extra={"project": project_uuid})
+
+    async def _sweep_logs(self) -> None:
+        """At start-up, persist every non-empty log (work queued before we existed)."""
+        backoff = 0.1
+        while True:
+            try:
+                async for key in self._redis.scan_iter(match=log_stream("*"), count=500):
+                    project_uuid = key.decode().removeprefix(log_stream(""))
+                    await self.persist(project_uuid)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("start-up sweep failed (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)

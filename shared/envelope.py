@@ -1,0 +1,72 @@
+"""The Redis fan-out envelope: `instance id (16 bytes) | kind (1 byte) | body`.
+
+Pure encoding, no I/O. Every instance drops envelopes carrying its own id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+INSTANCE_ID_BYTES = 16
+HEADER_BYTES = INSTANCE_ID_BYTES + 1
+
+
+class Kind(IntEnum):
+    UPDATE = 0  # body: a Yjs update accepted by the sender
+    AWARENESS = 1  # body: an awareness update from the sender's connections
+    OPAQUE = 2  # body: a binary frame relayed as-is
+    OPAQUE_TEXT = 3  # body: a UTF-8 text frame relayed as-is
+    SYNC_REQUEST = 4  # body: the sender's state vector; peers answer with SYNC_REPLY
+    SYNC_REPLY = 5  # body: target instance id (16 bytes) + the update it misses
+
+
+class EnvelopeError(ValueError):
+    """Bytes on a channel that are not a valid envelope."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    sender: bytes
+    kind: Kind
+    body: bytes
+
+
+_KINDS = {int(k): k for k in Kind}
+
+
+def encode_envelope(sender: bytes, kind: Kind, body: bytes) -> bytes:
+    return sender + bytes((kind,)) + body
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Split an envelope; raise EnvelopeError when it is malformed."""
+    if len(data) < HEADER_BYTES:
+        raise EnvelopeError(f"envelope too short ({len(data)} bytes)")
+    kind = _KINDS.get(data[INSTANCE_ID_BYTES])
+    if kind is None:
+        raise EnvelopeError(f"unknown envelope kind {data[INSTANCE_ID_BYTES]}")
+    body = data[HEADER_BYTES:]
+    if kind is Kind.SYNC_REPLY and len(body) < INSTANCE_ID_BYTES:
+        raise EnvelopeError("sync reply without a target")
+    return Envelope(data[:INSTANCE_ID_BYTES], kind, body)
+
+
+def sync_reply_body(target: bytes, update: bytes) -> bytes:
+    """The body of a SYNC_REPLY addressed to instance `target`."""
+    return target + update
+
+
+def split_sync_reply(body: bytes) -> tuple[bytes, bytes]:
+    """(target instance id, update) of a SYNC_REPLY body."""
+    return body[:INSTANCE_ID_BYTES], body[INSTANCE_ID_BYTES:]
+
+
+def instance_id_bytes(name: str) -> bytes:
+    """The 16-byte envelope id of an instance name (a 32-hex id is used as is)."""
+    try:
+        raw = bytes.fromhex(name)
+    except ValueError:
+        raw = b""
+    return raw if len(raw) == INSTANCE_ID_BYTES else hashlib.blake2b(name.encode(), digest_size=16).digest()

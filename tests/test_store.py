@@ -1,0 +1,396 @@
+"""The document store against SQLite and PostgreSQL: append, load, compact.
+
+Every test here runs twice, once per backend (the `migrated_database_url`
+fixture). The last test drives the collab service's `StoreWriter` through a
+real server and checks that the compaction thresholds fire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import uuid
+from typing import AsyncIterator, Callable
+
+import pytest
+from pycrdt import Doc, Text
+from sqlalchemy import func, select
+
+import shared.store as store_module
+from shared.compaction import build_doc, build_snapshot
+from shared.db.engine import create_engine, create_sessionmaker
+from shared.db.models import Project, YjsDocument, YjsUpdate
+from shared.store import DocumentStore, LogStats
+from tests.support.app_server import InProcessServer
+from tests.support.yclient import YClient
+
+
+@pytest.fixture
+async def store(migrated_database_url: str) -> AsyncIterator[DocumentStore]:
+    engine = create_engine(migrated_database_url)
+    try:
+        yield DocumentStore(create_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+
+
+class Recorder:
+    """A pycrdt document whose every local transaction is captured as one update."""
+
+    def __init__(self) -> None:
+        self.doc: Doc = Doc()
+        self.text: Text = self.doc.get("t", type=Text)
+        self.updates: list[bytes] = []
+        self.doc.observe(lambda event: self.updates.append(event.update))
+
+    def take(self) -> list[bytes]:
+        updates, self.updates = self.updates, []
+        return updates
+
+
+def text_of(updates: list[bytes]) -> str:
+    return str(build_doc(updates).get("t", type=Text))
+
+
+def new_project() -> str:
+    return str(uuid.uuid4())
+
+
+# --------------------------------------------------------------------------- basics
+
+
+async def test_append_and_load_round_trip(store: DocumentStore) -> None:
+    project = new_project()
+    assert await store.load_updates(project) == []  # unknown project: empty document
+
+    rec = Recorder()
+    rec.text += "hello"
+    rec.text += " wörld €😀"
+    rec.text.insert(0, ">> ")
+    first = rec.take()
+    assert len(first) == 3
+    stats = await store.append({project: first})
+    assert stats == {project: LogStats(3, sum(len(u) for u in first))}
+
+    loaded = await store.load_updates(project)
+    assert loaded == first  # no snapshot yet: the log, oldest first, byte for byte
+    assert text_of(loaded) == ">> hello wörld €😀"
+
+    del rec.text[0:3]
+    second = rec.take()
+    await store.append({project: second})
+    assert text_of(await store.load_updates(project)) == "hello wörld €😀"
+
+
+async def test_append_several_projects_in_one_call(store: DocumentStore) -> None:
+    a, b = new_project(), new_project()
+    ra, rb = Recorder(), Recorder()
+    ra.text += "alpha"
+    rb.text += "beta"
+    rb.text += "!"
+    stats = await store.append({a: ra.take(), b: rb.take(), new_project(): []})
+    assert set(stats) == {a, b}  # projects without updates are skipped
+    assert stats[a].count == 1 and stats[b].count == 2
+    assert text_of(await store.load_updates(a)) == "alpha"
+    assert text_of(await store.load_updates(b)) == "beta!"
+
+
+async def test_log_stats(store: DocumentStore) -> None:
+    project = new_project()
+    assert await store.log_stats(project) == LogStats(0, 0)
+    rec = Recorder()
+    sizes = 0
+    for i in range(7):
+        rec.text += f"edit {i};"
+    updates = rec.take()
+    sizes = sum(len(u) for u in updates)
+    await store.append({project: updates[:4]})
+    await store.append({project: updates[4:]})
+    assert await store.log_stats(project) == LogStats(7, sizes)
+    await store.compact(project)
+    assert await store.log_stats(project) == LogStats(0, 0)
+
+
+async def test_compaction_of_nothing_returns_none(store: DocumentStore) -> None:
+    assert await store.compact(new_project()) is None  # unknown project
+
+    project = new_project()
+    rec = Recorder()
+    rec.text += "something"
+    await store.append({project: rec.take()})
+    result = await store.compact(project)
+    assert result is not None and result.merged_updates == 1 and result.snapshot_version == 1
+    assert await store.compact(project) is None  # log empty now
+    assert text_of(await store.load_updates(project)) == "something"
+
+
+async def test_successive_compactions_keep_history(store: DocumentStore) -> None:
+    project = new_project()
+    rec = Recorder()
+    expected_versions = []
+    for round_ in range(3):
+        rec.text += f"[round {round_}]"
+        await store.append({project: rec.take()})
+        result = await store.compact(project)
+        assert result is not None
+        expected_versions.append(result.snapshot_version)
+        # the previous snapshot is folded in, not replaced
+        assert text_of(await store.load_updates(project)) == str(rec.text)
+    assert expected_versions == [1, 2, 3]
+    assert len(await store.load_updates(project)) == 1  # just the snapshot
+
+
+# --------------------------------------------------------------------------- compaction
+
+
+def random_edits(count: int, seed: int) -> Recorder:
+    """`count` random insertions and deletions on a Text, one transaction each."""
+    rng = random.Random(seed)
+    rec = Recorder()
+    # ASCII only: pycrdt's Text indexes UTF-8 bytes, so random positions
+    # could fall inside a multi-byte character (non-ASCII is covered above).
+    alphabet = "abcdefghijklmnopqrstuvwxyz ABC.,;\n"
+    for _ in range(count):
+        length = len(rec.text)
+        if length > 20 and rng.random() < 0.4:
+            start = rng.randrange(length)
+            end = min(length, start + rng.randint(1, 8))
+            del rec.text[start:end]
+        else:
+            chunk = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6)))
+            rec.text.insert(rng.randint(0, length), chunk)
+    return rec
+
+
+async def test_compaction_preserves_10k_random_edits(store: DocumentStore) -> None:
+    project = new_project()
+    rec = random_edits(10_000, seed=20240601)
+    updates = rec.take()
+    assert len(updates) == 10_000
+    expected = str(rec.text)
+    assert len(expected) > 100
+
+    for start in range(0, len(updates), 1000):
+        await store.append({project: updates[start : start + 1000]})
+    assert await store.log_stats(project) == LogStats(10_000, sum(len(u) for u in updates))
+    assert text_of(await store.load_updates(project)) == expected
+
+    result = await store.compact(project)
+    assert result is not None
+    assert result.merged_updates == 10_000
+    assert result.merged_bytes == sum(len(u) for u in updates)
+    assert result.snapshot_bytes < result.merged_bytes
+
+    loaded = await store.load_updates(project)
+    assert len(loaded) == 1  # the snapshot alone
+    assert len(loaded[0]) == result.snapshot_bytes
+    assert text_of(loaded) == expected
+    assert await store.log_stats(project) == LogStats(0, 0)
+
+    # the snapshot is a complete document: a client with it needs nothing more
+    assert build_doc(loaded).get_state() == rec.doc.get_state()
+    # and the stored state vector matches it
+    async with store._sessionmaker() as session:  # noqa: SLF001 - checking the row itself
+        row = (
+            await session.execute(
+                select(YjsDocument.state_vector, YjsDocument.snapshot_version)
+                .join(Project, Project.id == YjsDocument.project_id)
+                .where(Project.uuid == uuid.UUID(project))
+            )
+        ).one()
+    assert row.state_vector == rec.doc.get_state()
+    assert row.snapshot_version == 1
+
+    # edits made after the compaction still apply on top of the snapshot
+    rec.text.insert(0, "after:")
+    await store.append({project: rec.take()})
+    assert text_of(await store.load_updates(project)) == "after:" + expected
+
+
+def _hold_snapshot_build(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make the store's snapshot build block until released.
+
+    Returns (building, release): `building` is set once compaction has read
+    the log and is merging it; the merge continues when `release` is set.
+    """
+    building, release = threading.Event(), threading.Event()
+
+    def held_build(updates):  # type: ignore[no-untyped-def]
+        building.set()
+        if not release.wait(30):
+            raise TimeoutError("test never released the compaction")
+        return build_snapshot(updates)
+
+    monkeypatch.setattr(store_module, "build_snapshot", held_build)
+    return building, release
+
+
+async def _wait_thread_event(event: threading.Event, timeout: float = 10.0) -> None:
+    assert await asyncio.to_thread(event.wait, timeout), "compaction never reached the merge"
+
+
+async def test_update_appended_during_compaction_survives(
+    store: DocumentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = new_project()
+    rec = random_edits(500, seed=7)
+    await store.append({project: rec.take()})
+
+    building, release = _hold_snapshot_build(monkeypatch)
+    compaction = asyncio.create_task(store.compact(project))
+    await _wait_thread_event(building)  # compaction has read the log and is merging it
+
+    rec.text += "<appended during compaction>"
+    late = rec.take()
+    assert len(late) == 1
+    # The append must commit while the compaction is still in flight.
+    stats = await asyncio.wait_for(store.append({project: late}), 10)
+    assert stats[project].count == 501
+    assert not compaction.done()
+
+    release.set()
+    result = await asyncio.wait_for(compaction, 30)
+    assert result is not None and result.merged_updates == 500  # the late one was not folded in
+
+    monkeypatch.undo()
+    assert await store.log_stats(project) == LogStats(1, len(late[0]))
+    assert text_of(await store.load_updates(project)) == str(rec.text)
+    again = await store.compact(project)
+    assert again is not None and again.merged_updates == 1 and again.snapshot_version == 2
+    assert text_of(await store.load_updates(project)) == str(rec.text)
+    assert str(rec.text).endswith("<appended during compaction>")
+
+
+async def test_append_racing_a_real_compaction_of_a_large_log(store: DocumentStore) -> None:
+    """No hooks: appends keep arriving while a long compaction runs."""
+    project = new_project()
+    rec = random_edits(20_000, seed=11)
+    updates = rec.take()
+    for start in range(0, len(updates), 2000):
+        await store.append({project: updates[start : start + 2000]})
+
+    compaction = asyncio.create_task(store.compact(project))
+    appended = 0
+    during = 0
+    while not compaction.done() or appended == 0:
+        rec.text += f"<{appended}>"
+        await store.append({project: rec.take()})
+        appended += 1
+        if not compaction.done():
+            during += 1
+    result = await compaction
+    assert result is not None
+    assert during >= 1, "no append overlapped the compaction"
+    assert result.merged_updates >= 20_000
+    assert text_of(await store.load_updates(project)) == str(rec.text)
+    await store.compact(project)
+    assert text_of(await store.load_updates(project)) == str(rec.text)
+
+
+async def test_concurrent_compactions_lose_nothing(
+    store: DocumentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two compactions of one project (e.g. a room unloading while a threshold
+    compaction runs) with an append between them: the last writer must not
+    overwrite a snapshot that already folded in the newer update."""
+    project = new_project()
+    rec = Recorder()
+    rec.text += "base"
+    await store.append({project: rec.take()})
+
+    building, release = _hold_snapshot_build(monkeypatch)
+    slow = asyncio.create_task(store.compact(project))  # reads {base}, then blocks
+    await _wait_thread_event(building)
+
+    rec.text += "+late"
+    await store.append({project: rec.take()})
+    monkeypatch.undo()  # the second compaction builds without waiting
+    fast = asyncio.create_task(store.compact(project))
+    # Let the second compaction run as far as it can while the first holds.
+    done, _ = await asyncio.wait({fast}, timeout=1.0)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(slow, fast, return_exceptions=True), 30)
+    for task in (slow, fast):
+        exc = task.exception()
+        assert exc is None, f"compaction failed: {exc!r}"
+
+    assert text_of(await store.load_updates(project)) == "base+late"
+    await store.compact(project)
+    assert text_of(await store.load_updates(project)) == "base+late"
+
+
+# --------------------------------------------------------------------------- StoreWriter thresholds
+
+
+async def _db_state(url: str, project_uuid: str) -> tuple[int, int]:
+    """(rows in yjs_updates, snapshot_version) of a project, read directly."""
+    engine = create_engine(url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            project_id = await session.scalar(
+                select(Project.id).where(Project.uuid == uuid.UUID(project_uuid))
+            )
+            if project_id is None:
+                return 0, 0
+            count = await session.scalar(
+                select(func.count()).select_from(YjsUpdate).where(YjsUpdate.project_id == project_id)
+            )
+            version = await session.scalar(
+                select(YjsDocument.snapshot_version).where(YjsDocument.project_id == project_id)
+            )
+            return int(count or 0), int(version or 0)
+    finally:
+        await engine.dispose()
+
+
+async def _until(check: Callable[[], "asyncio.Future[bool]"], timeout: float, what: str) -> None:
+    """Poll an async condition (a database query) until it holds, bounded."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_store_writer_compacts_on_count_threshold(
+    settings, migrated_database_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    from services.embedded import create_app
+
+    srv = await InProcessServer(
+        create_app,
+        settings.with_overrides(
+            database_url=migrated_database_url,
+            compact_max_updates=5,
+            compact_max_bytes=10 * 1024 * 1024,
+            room_unload_grace=60.0,  # the room stays loaded: only the threshold can compact
+        ),
+    ).start()
+    project_uuid = str(uuid.uuid4())
+    try:
+        async with await YClient.connect(srv.ws_url, f"project-{project_uuid}", srv.token()) as client:
+            expected = "".join(f"{i}," for i in range(40))
+            for i in range(40):
+                client.append(f"{i},")
+            async with await YClient.connect(srv.ws_url, f"project-{project_uuid}", srv.token()) as probe:
+                await probe.wait_text(expected)
+
+            async def compacted() -> bool:
+                count, version = await _db_state(migrated_database_url, project_uuid)
+                return version > 0 and count < 40
+
+            await _until(compacted, 15, "a threshold compaction")
+            count, version = await _db_state(migrated_database_url, project_uuid)
+            assert version >= 1
+            assert count < 40
+    finally:
+        await srv.stop()
+
+    # and the compacted store still holds every edit
+    engine = create_engine(migrated_database_url)
+    try:
+        stored = await DocumentStore(create_sessionmaker(engine)).load_updates(project_uuid)
+    finally:
+        await engine.dispose()
+    assert text_of(stored) == expected
