@@ -126,17 +126,22 @@ def _copy_into(target: Any, source: Any) -> None:
             if _is_shared(value):
                 _copy_into(target[key], value)
     elif isinstance(source, (Text, XmlText)):
+        chunks = source.diff()
+        # Every chunk names every attribute (None = unset), so that nothing is
+        # inherited from the chunk before it.
+        keys = {key for _, attrs in chunks for key in (attrs or {})}
         position = 0
-        for chunk, attrs in source.diff():
+        for chunk, attrs in chunks:
+            full = {key: None for key in keys} | dict(attrs or {})
             if isinstance(chunk, str):
-                target.insert(position, chunk, attrs) if attrs else target.insert(position, chunk)
+                target.insert(position, chunk, full)
                 position += len(chunk)
             else:
                 embed = chunk.to_py() if _is_shared(chunk) else chunk
-                target.insert_embed(position, embed, attrs) if attrs else target.insert_embed(position, embed)
+                target.insert_embed(position, embed, full)
                 position += 1
         if isinstance(source, XmlText):
-            for key, value in source.attributes.items():
+            for key, value in list(source.attributes):
                 target.attributes[key] = value
     elif isinstance(source, Array):
         for index, value in enumerate(source):
@@ -145,7 +150,7 @@ def _copy_into(target: Any, source: Any) -> None:
                 _copy_into(target[index], value)
     elif isinstance(source, (XmlElement, XmlFragment)):
         if isinstance(source, XmlElement):
-            for key, value in source.attributes.items():
+            for key, value in list(source.attributes):
                 target.attributes[key] = value
         for index, child in enumerate(source.children):
             target.children.append(_prelim(child))

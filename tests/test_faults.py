@@ -1,0 +1,147 @@
+"""Faults in multi-instance mode: a killed worker, a killed collab instance, Redis and
+PostgreSQL restarts. Every accepted update must survive, in clients and in PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import pytest
+
+from tests.support.cluster import Cluster
+from tests.support.servers import PostgresServer, RedisServer
+from tests.support.yclient import YClient
+from tests.test_multi_instance import wait_stored
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, redis_server: RedisServer, postgres: PostgresServer) -> AsyncIterator[Cluster]:
+    url = postgres.create_database(f"f_{uuid.uuid4().hex[:12]}")
+    c = await Cluster(tmp_path, redis_server, url).migrate()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def edit_steadily(client: YClient, tag: str, count: int, pause: float = 0.005) -> list[str]:
+    """Append `count` numbered tokens; return them."""
+    tokens = []
+    for i in range(count):
+        token = f"<{tag}{i}>"
+        client.append(token)
+        tokens.append(token)
+        await asyncio.sleep(pause)  # pacing the load, not synchronising
+    return tokens
+
+
+def assert_has_all(text: str, tokens: list[str]) -> None:
+    missing = [t for t in tokens if t not in text]
+    assert not missing, f"{len(missing)} edits lost, e.g. {missing[:5]}"
+
+
+async def test_worker_killed_mid_stream_loses_nothing(cluster: Cluster) -> None:
+    a, b = await cluster.collab("a"), await cluster.collab("b")
+    worker = cluster.worker_process("w1")
+    room = await cluster.new_project(1)
+    token = cluster.token(1)
+    async with await YClient.connect(a.ws_url, room, token) as writer:
+        editing = asyncio.create_task(edit_steadily(writer, "w", 300, 0.003))
+        await asyncio.sleep(0.3)  # let the worker be mid-stream when it dies
+        worker.kill()
+        tokens = await editing
+        # with the worker down, a fresh client on another instance still sees every edit
+        async with await YClient.connect(b.ws_url, room, token) as fresh:
+            await fresh.wait_until(lambda: fresh.value == writer.value)
+        assert_has_all(writer.value, tokens)
+        cluster.worker_process("w2")
+        await wait_stored(cluster, room, writer.value, timeout=30)
+
+
+async def test_collab_instance_killed_clients_move_and_nothing_is_lost(cluster: Cluster) -> None:
+    victim = cluster.collab_process("victim")
+    survivor = await cluster.collab("survivor")
+    await cluster.worker()
+    room = await cluster.new_project(1)
+    token = cluster.token(1)
+    moving = await YClient.connect(victim.ws_url, room, token)
+    staying = await YClient.connect(survivor.ws_url, room, token)
+    try:
+        moving.set_awareness({"user": {"name": "mover"}})
+        await staying.wait_until(lambda: moving.doc.client_id in staying.peers)
+        before = await edit_steadily(moving, "m", 50)
+        before += await edit_steadily(staying, "s", 50)
+        await staying.wait_until(lambda: all(t in staying.value for t in before), 10)
+        victim.kill()
+        # the dead instance's awareness states disappear on the survivor (heartbeat TTL)
+        await staying.wait_until(lambda: moving.doc.client_id not in staying.peers, 10)
+        assert (await moving.wait_closed(10)) is not None
+        offline = await edit_steadily(moving, "o", 20, 0)  # typed while disconnected
+        await moving.reconnect(survivor.ws_url, room, token)
+        after = await edit_steadily(moving, "n", 30) + await edit_steadily(staying, "t", 30)
+        everything = before + offline + after
+        await staying.wait_until(lambda: staying.value == moving.value and all(t in moving.value for t in everything), 15)
+        assert_has_all(staying.value, everything)
+        await wait_stored(cluster, room, staying.value, timeout=30)
+    finally:
+        await moving.close()
+        await staying.close()
+
+
+async def test_redis_restart_instances_converge_without_reconnecting(
+    cluster: Cluster, redis_server: RedisServer
+) -> None:
+    a, b = await cluster.collab("a"), await cluster.collab("b")
+    await cluster.worker()
+    room = await cluster.new_project(1)
+    token = cluster.token(1)
+    async with await YClient.connect(a.ws_url, room, token) as ca, await YClient.connect(b.ws_url, room, token) as cb:
+        first = await edit_steadily(ca, "a", 20) + await edit_steadily(cb, "b", 20)
+        await cb.wait_until(lambda: all(t in cb.value for t in first))
+        redis_server.stop()
+        during = await edit_steadily(ca, "x", 30) + await edit_steadily(cb, "y", 30)
+        redis_server.start()
+        after = await edit_steadily(ca, "p", 10) + await edit_steadily(cb, "q", 10)
+        everything = first + during + after
+        await ca.wait_until(lambda: ca.value == cb.value and all(t in ca.value for t in everything), 20)
+        assert ca.close_code is None and cb.close_code is None  # nobody reconnected
+        await wait_stored(cluster, room, ca.value, timeout=30)
+
+
+async def test_postgres_outage_worker_retries_and_catches_up(
+    cluster: Cluster, postgres: PostgresServer
+) -> None:
+    a = await cluster.collab("a")
+    worker = await cluster.worker()
+    room = await cluster.new_project(1)
+    token = cluster.token(1)
+    async with await YClient.connect(a.ws_url, room, token) as c:
+        first = await edit_steadily(c, "a", 20)
+        await wait_stored(cluster, room, c.value)
+        postgres.stop()
+        try:
+            during = await edit_steadily(c, "d", 100)
+            # the document stays complete for joiners while the database is down
+            async with await YClient.connect(a.ws_url, room, token) as peer:
+                await peer.wait_until(lambda: peer.value == c.value)
+        finally:
+            postgres.start()
+        after = await edit_steadily(c, "z", 20)
+        await wait_stored(cluster, room, c.value, timeout=40)
+        assert_has_all(c.value, first + during + after)
+    from tests.test_multi_instance import metrics_of
+
+    text = await metrics_of(worker.http_url)
+    errors = [line for line in text.splitlines() if line.startswith("persistence_errors_total")]
+    assert errors, "the worker should have counted failed attempts while PostgreSQL was down"
