@@ -11,7 +11,7 @@ from tests.support.yclient import YClient
 
 
 async def test_two_clients_converge_both_ways(server: InProcessServer, project: str) -> None:
-    token = server.token("alice")
+    token = await server.grant(project, "alice")
     async with await YClient.connect(server.ws_url, project, token) as a, await YClient.connect(
         server.ws_url, project, token
     ) as b:
@@ -26,7 +26,7 @@ async def test_two_clients_converge_both_ways(server: InProcessServer, project: 
 
 
 async def test_late_joiner_gets_document_from_server_alone(server: InProcessServer, project: str) -> None:
-    token = server.token()
+    token = await server.grant(project)
     async with await YClient.connect(server.ws_url, project, token) as a, await YClient.connect(
         server.ws_url, project, token
     ) as observer:
@@ -38,7 +38,7 @@ async def test_late_joiner_gets_document_from_server_alone(server: InProcessServ
 
 
 async def test_awareness_appears_and_disappears_on_disconnect(server: InProcessServer, project: str) -> None:
-    token = server.token()
+    token = await server.grant(project)
     async with await YClient.connect(server.ws_url, project, token) as watcher:
         other = await YClient.connect(server.ws_url, project, token)
         other.set_awareness({"user": {"name": "bob"}})
@@ -51,7 +51,7 @@ async def test_awareness_appears_and_disappears_on_disconnect(server: InProcessS
 
 
 async def test_joiner_receives_current_awareness(server: InProcessServer, project: str) -> None:
-    token = server.token()
+    token = await server.grant(project)
     async with await YClient.connect(server.ws_url, project, token) as first:
         first.set_awareness({"user": {"name": "ann"}})
         await first.wait_until(lambda: _awareness_kind() in first.frames)
@@ -66,7 +66,7 @@ def _awareness_kind():  # type: ignore[no-untyped-def]
 
 
 async def test_opaque_frames_are_relayed(server: InProcessServer, project: str) -> None:
-    token = server.token()
+    token = await server.grant(project)
     async with await YClient.connect(server.ws_url, project, token) as a, await YClient.connect(
         server.ws_url, project, token
     ) as b:
@@ -126,7 +126,7 @@ async def _metrics(srv: InProcessServer) -> str:
 async def test_metrics_and_health(server: InProcessServer, project: str) -> None:
     import aiohttp
 
-    async with await YClient.connect(server.ws_url, project, server.token()) as a:
+    async with await YClient.connect(server.ws_url, project, await server.grant(project)) as a:
         a.append("x")
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{server.http_url}/healthcheck") as resp:
@@ -142,7 +142,7 @@ async def test_metrics_and_health(server: InProcessServer, project: str) -> None
 
 
 async def test_concurrent_first_joins_load_once(server: InProcessServer, project: str) -> None:
-    token = server.token()
+    token = await server.grant(project)
     clients = await asyncio.gather(*(YClient.connect(server.ws_url, project, token) for _ in range(8)))
     try:
         clients[0].append("same room")

@@ -129,3 +129,98 @@ async def test_malformed_envelopes_are_dropped(cluster: Cluster, redis_server: R
     text = await metrics_of(srv.http_url)
     invalid = [line for line in text.splitlines() if line.startswith("collab_envelopes_invalid_total")]
     assert invalid and float(invalid[0].split()[-1]) >= 4
+
+
+async def test_revoked_member_is_disconnected_on_every_instance(cluster: Cluster) -> None:
+    from sqlalchemy import delete
+
+    from shared.db.engine import create_sessionmaker
+    from shared.db.models import ProjectMember
+
+    a_srv, b_srv = await cluster.collab("a"), await cluster.collab("b")
+    room = await cluster.new_project(1, 2)
+    ca = await YClient.connect(a_srv.ws_url, room, cluster.token(2))
+    cb = await YClient.connect(b_srv.ws_url, room, cluster.token(2))
+    owner = await YClient.connect(a_srv.ws_url, room, cluster.token(1))
+    try:
+        async with create_sessionmaker(cluster.engine)() as session, session.begin():
+            await session.execute(delete(ProjectMember).where(ProjectMember.user_id == 2))
+        assert await ca.wait_closed(10) == 4403
+        assert await cb.wait_closed(10) == 4403
+        assert owner.close_code is None  # members keep their connection
+    finally:
+        for c in (ca, cb, owner):
+            await c.close()
+
+
+async def test_gateway_import_reaches_clients_on_every_instance(cluster: Cluster) -> None:
+    from pycrdt import Doc, Text
+
+    from shared.envelope import instance_id_bytes
+    from shared.redis_documents import RedisDocuments
+    from shared.redis_log import create_redis
+
+    a_srv, b_srv = await cluster.collab("a"), await cluster.collab("b")
+    await cluster.worker()
+    room = await cluster.new_project(1)
+    async with await YClient.connect(a_srv.ws_url, room, cluster.token(1)) as ca, await YClient.connect(
+        b_srv.ws_url, room, cluster.token(1)
+    ) as cb:
+        ca.append("live;")
+        await cb.wait_text("live;")
+        source = Doc()
+        source.get("t", type=Text).insert(0, "imported;")
+        redis = create_redis(cluster.settings())
+        documents = RedisDocuments(redis, cluster.store, instance_id_bytes("gateway-test"))
+        await documents.apply_update(room.removeprefix("project-"), source.get_update())
+        await ca.wait_until(lambda: "imported;" in ca.value)
+        await cb.wait_until(lambda: cb.value == ca.value)
+        exported = Doc()
+        for update in await documents.load(room.removeprefix("project-")):
+            exported.apply_update(update)
+        assert str(exported.get("t", type=Text)) == ca.value
+        await redis.aclose()
+        await wait_stored(cluster, room, ca.value)
+
+
+async def test_compaction_of_100k_small_updates(cluster: Cluster) -> None:
+    from pycrdt import Doc, Text
+
+    room = await cluster.new_project(1)
+    project_uuid = room.removeprefix("project-")
+    doc = Doc()
+    text = doc.get("t", type=Text)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    t_begin = time.perf_counter()
+    rng = random.Random(3)
+    cursor = length = 0
+    for i in range(100_000):  # a typist: runs of keystrokes, some backspaces, cursor jumps
+        if rng.random() < 0.01:
+            cursor = rng.randrange(length + 1)
+        if cursor and rng.random() < 0.05:
+            del text[cursor - 1 : cursor]
+            cursor, length = cursor - 1, length - 1
+        else:
+            text.insert(cursor, "abcdefghij"[i % 10])
+            cursor, length = cursor + 1, length + 1
+    t_generated = time.perf_counter()
+    history_bytes = sum(len(u) for u in updates)
+    t_start = time.perf_counter()
+    for start in range(0, len(updates), 10_000):
+        positioned = [((1, start + i + 1), u) for i, u in enumerate(updates[start : start + 10_000])]
+        await cluster.store.append_from_log(project_uuid, positioned)
+    started = time.perf_counter()
+    result = await cluster.store.compact(project_uuid)
+    elapsed = time.perf_counter() - started
+    assert result is not None and result.merged_updates == 100_000
+    assert await cluster.stored_text(room) == str(text)
+    assert (await cluster.store.log_stats(project_uuid)).count == 0
+    # the snapshot grows with the document, not with its history
+    assert result.snapshot_bytes < history_bytes / 8
+    assert result.snapshot_bytes < 5 * len(str(text))
+    print(
+        f"\n100k updates, {history_bytes} bytes -> snapshot {result.snapshot_bytes} bytes for "
+        f"{len(str(text))} characters; compaction {elapsed:.2f}s, "
+        f"stored in {started - t_start:.2f}s, generated in {t_generated - t_begin:.2f}s"
+    )

@@ -10,6 +10,7 @@ from typing import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from services.collab.access_watch import run_access_watch
 from services.collab.backplane import Backplane, LocalBackplane
 from services.collab.handler import COLLAB, CollabContext, websocket_handler
 from services.collab.heartbeat import run_heartbeat
@@ -89,19 +90,25 @@ def setup_collab(
             instance_id=instance_id,
         )
         app[DOCUMENTS] = RoomDocuments(rooms, backplane)
-        heartbeat = asyncio.create_task(
-            run_heartbeat(
-                rooms.connections,
-                ping_interval=settings.ping_interval,
-                pong_timeout=settings.pong_timeout,
-            )
-        )
+        background = [
+            asyncio.create_task(
+                run_heartbeat(
+                    rooms.connections,
+                    ping_interval=settings.ping_interval,
+                    pong_timeout=settings.pong_timeout,
+                )
+            ),
+            asyncio.create_task(
+                run_access_watch(rooms, policy, interval=max(0.2, settings.access_cache_ttl))
+            ),
+        ]
         log.info(
             "collab ready",
             extra={"instance": instance_id, "mode": "multi" if settings.multi_instance else "single"},
         )
         yield
-        heartbeat.cancel()
+        for task in background:
+            task.cancel()
         await rooms.close(CLOSE_GOING_AWAY, "server shutting down")
         await backplane.stop()
 

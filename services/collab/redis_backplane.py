@@ -38,6 +38,7 @@ from shared.envelope import (
 )
 from shared.health import ReadinessCheck
 from shared.protocol import EMPTY_UPDATE, ProtocolError
+from shared.redis_documents import load_with_log
 from shared.redis_log import (
     channel,
     instance_key,
@@ -136,17 +137,18 @@ class RedisBackplane:
             log.warning("subscribe failed; the room resyncs when Redis returns", extra={"project": project_uuid})
 
     async def load(self, project_uuid: str) -> list[bytes]:
-        """Log tail first, then the database: the worker trims only what it committed."""
-        tail: list[bytes] = []
+        """Stored document + log tail + updates still waiting for Redis."""
+        updates: list[bytes] | None = None
         if self._connected.is_set():
             try:
-                tail = [update for _, update in await read_log(self._redis, project_uuid)]
+                updates = await load_with_log(self._redis, self._store, project_uuid)
             except _REDIS_ERRORS:
                 log.warning("log unreadable; loading from the database only", extra={"project": project_uuid})
-        stored = await self._store.load_updates(project_uuid)
-        waiting = [u for p, u in self._backlog if p == project_uuid]
-        waiting += [b for p, k, b in self._outbox if p == project_uuid and k is Kind.UPDATE]
-        return stored + tail + waiting
+        if updates is None:  # caught up from the log when Redis returns
+            updates = await self._store.load_updates(project_uuid)
+        updates += [u for p, u in self._backlog if p == project_uuid]
+        updates += [b for p, k, b in self._outbox if p == project_uuid and k is Kind.UPDATE]
+        return updates
 
     async def room_opened(self, room: Any) -> None:
         """Ask peers for what this room misses and for their awareness states."""

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.passwords import hash_password
 from shared.db.models import User
+from services.gateway.timefmt import iso
 
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}$")
 KNOWN_ROLES = ("admin",)
@@ -38,7 +39,7 @@ def user_json(user: User) -> dict[str, Any]:
         "email": user.email,
         "name": user.display_name,
         "roles": list(user.roles or []),
-        "created_at": user.created_at.isoformat() if user.created_at else None,
+        "created_at": iso(user.created_at),
     }
 
 

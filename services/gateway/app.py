@@ -1,26 +1,104 @@
-"""Composition of the gateway service."""
+"""Composition of the gateway service: middlewares, resources, routes.
+
+`setup_gateway(app, settings)` works on an app of its own (`create_app`,
+`python -m services.gateway`) and on the embedded app shared with collab
+(`services/embedded.py`). Middlewares (outermost first): request metrics,
+JSON errors, JWT authentication (only `/api/` minus the public routes).
+"""
 
 from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from services.gateway import assets, auth_routes, documents, members, openapi, projects, tus, versions
+from services.gateway.asset_store import AssetVolume
+from services.gateway.assets import ASSET_VOLUME
+from services.gateway.context import GATEWAY, GatewayContext
+from services.gateway.documents import FALLBACK_DOCUMENTS
+from services.gateway.errors import error_middleware
+from services.gateway.metrics import GatewayMetrics, metrics_middleware
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.security import jwt_middleware
+from shared.access_db import database_access
 from shared.config import Settings
-from shared.db.resources import database_ready_check, setup_database
+from shared.db.resources import DATABASE, database_ready_check, setup_database
+from shared.documents import StoreDocuments
 from shared.health import READINESS_CHECKS, add_health_routes
 from shared.metrics import METRICS_REGISTRY, metrics_handler
 
+# Bodies read whole (JSON) are small; uploads and imports are streamed with their own limits.
+JSON_BODY_LIMIT = 1024 * 1024
+
 
 def setup_gateway(app: web.Application, settings: Settings) -> None:
-    """Add the gateway's routes and resources to `app`."""
+    """Add the gateway's routes, middlewares and resources to `app`."""
     setup_database(app, settings)
-    app.setdefault(METRICS_REGISTRY, CollectorRegistry())
-    app.setdefault(READINESS_CHECKS, {}).setdefault("database", database_ready_check(app))
+    registry = app.setdefault(METRICS_REGISTRY, CollectorRegistry())
+    metrics = GatewayMetrics(registry)
+    app[GATEWAY] = GatewayContext(
+        settings=settings,
+        metrics=metrics,
+        login_by_address=RateLimiter(settings.login_rate_per_address, settings.login_rate_window),
+        login_by_account=RateLimiter(settings.login_rate_per_account, settings.login_rate_window),
+    )
+    volume = AssetVolume(settings.files_dir)
+    app[ASSET_VOLUME] = volume
+    database_access(app, settings.access_cache_ttl)  # shared with a collab in the same app
+
+    checks = app.setdefault(READINESS_CHECKS, {})
+    checks.setdefault("database", database_ready_check(app))
+
+    async def assets_volume_check() -> None:
+        await asyncio.to_thread(volume.check_writable)
+
+    checks.setdefault("assets_volume", assets_volume_check)
+
+    app.middlewares.append(metrics_middleware(metrics))
+    app.middlewares.append(error_middleware)
+    app.middlewares.append(jwt_middleware(settings.jwt_secret))
+
+    async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
+        redis = None
+        if settings.multi_instance:
+            from shared.envelope import instance_id_bytes
+            from shared.redis_documents import RedisDocuments
+            from shared.redis_log import create_redis
+
+            redis = create_redis(settings)
+            instance = instance_id_bytes(settings.instance_id or uuid.uuid4().hex)
+            # multi-instance: imports go through the durable log and the room's channel
+            app[FALLBACK_DOCUMENTS] = RedisDocuments(redis, app[DATABASE].store, instance)
+
+            async def redis_check() -> None:
+                await redis.ping()
+
+            checks.setdefault("redis", redis_check)
+        else:
+            app[FALLBACK_DOCUMENTS] = StoreDocuments(app[DATABASE].store)
+        yield
+        if redis is not None:
+            await redis.aclose()
+
+    app.cleanup_ctx.append(_gateway_ctx)
+
+    auth_routes.add_routes(app)
+    projects.add_routes(app)
+    members.add_routes(app)
+    documents.add_routes(app)
+    versions.add_routes(app)
+    assets.add_routes(app)
+    tus.add_routes(app)
+    openapi.add_routes(app)
 
 
 def create_app(settings: Settings) -> web.Application:
     """The gateway alone (`python -m services.gateway`)."""
-    app = web.Application()
+    app = web.Application(client_max_size=JSON_BODY_LIMIT)
     add_health_routes(app)
     app.router.add_get("/metrics", metrics_handler)
     setup_gateway(app, settings)

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.errors import bad_request, not_found, too_large
 from shared.db.models import Asset, Project
+from services.gateway.timefmt import iso
 
 MAX_NAME_BYTES = 255
 _FORBIDDEN_CHARS = set('/\\<>:"|?*')
@@ -74,7 +75,7 @@ def asset_json(asset: Asset) -> dict[str, Any]:
         "size": asset.size,
         "sha256": asset.sha256,
         "content_type": asset.content_type,
-        "created_at": asset.created_at.isoformat() if asset.created_at else None,
+        "created_at": iso(asset.created_at),
     }
 
 
@@ -250,6 +251,7 @@ async def commit_asset(
 async def delete_asset(
     sessionmaker: async_sessionmaker[AsyncSession], volume: AssetVolume, project: Project, name: str
 ) -> None:
+    """Forget the asset, then remove its file (a crash in between leaves an orphan file, not a row without one)."""
     async with sessionmaker() as session, session.begin():
         asset = await session.scalar(
             select(Asset).where(Asset.project_id == project.id, Asset.name == name)
@@ -258,4 +260,4 @@ async def delete_asset(
             raise not_found("no such asset")
         await session.delete(asset)
         path = volume.absolute(asset.path)
-        await asyncio.to_thread(discard, path)
+    await asyncio.to_thread(discard, path)

@@ -125,7 +125,7 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
         if exc.status < 400:
             raise  # redirects and 2xx/3xx raised as exceptions keep aiohttp's behaviour
         return _from_http_exception(exc)
-    except (asyncio.CancelledError, ConnectionResetError):
+    except (asyncio.CancelledError, ConnectionError):
         raise  # the client went away: nothing to answer
     except Exception:
         log.exception(

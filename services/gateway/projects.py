@@ -23,6 +23,7 @@ from services.gateway.errors import bad_request, not_found
 from services.gateway.security import require_identity
 from shared.access import Role
 from shared.db.models import Project, ProjectMember, User
+from services.gateway.timefmt import iso
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,8 @@ def project_json(project: Project, role: Role | str) -> dict[str, Any]:
         "title": project.title,
         "role": role.value if isinstance(role, Role) else role,
         "owner_id": project.owner_id,
-        "created_at": project.created_at.isoformat() if project.created_at else None,
-        "updated_at": project.updated_at.isoformat() if project.updated_at else None,
+        "created_at": iso(project.created_at),
+        "updated_at": iso(project.updated_at),
     }
 
 

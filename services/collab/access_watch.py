@@ -1,0 +1,53 @@
+"""Re-checking every live connection's access, so revocations take effect.
+
+Joining checks access once; this loop asks the access policy again every
+`interval` seconds for each (user, project) pair with open connections. A
+removed member, a deleted project or an unknown user is closed with 4403; a
+changed role (editor <-> viewer) applies to the next frame. The policy's own
+cache bounds the cost to one query per pair per cache period, on every
+instance, so no cross-instance message is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from services.collab.connection import Connection
+from services.collab.rooms import RoomManager
+from shared.access import AccessPolicy
+
+log = logging.getLogger(__name__)
+
+CLOSE_FORBIDDEN = 4403
+
+
+async def recheck_access(rooms: RoomManager, access: AccessPolicy) -> int:
+    """One pass; returns how many connections were closed."""
+    groups: dict[tuple[str, str], list[Connection]] = defaultdict(list)
+    for room in rooms.rooms():
+        for conn in room.connections.values():
+            groups[(room.project_uuid, conn.identity.user_id)].append(conn)
+    closed = 0
+    for (project_uuid, _), conns in groups.items():
+        try:
+            role = await access.role_for(conns[0].identity, project_uuid)
+        except Exception as exc:  # database down: keep serving, check again later
+            log.warning("access re-check failed: %s", exc, extra={"project": project_uuid})
+            continue
+        for conn in conns:
+            if role is None:
+                log.info("access revoked; closing", extra={"project": project_uuid, "connection": conn.id})
+                asyncio.create_task(conn.close(CLOSE_FORBIDDEN, "forbidden"))
+                closed += 1
+            else:
+                conn.role = role
+    return closed
+
+
+async def run_access_watch(rooms: RoomManager, access: AccessPolicy, *, interval: float) -> None:
+    """Forever: re-check access every `interval` seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        await recheck_access(rooms, access)

@@ -1,0 +1,136 @@
+"""Asset routes: list, multipart upload, download (Range, ETag), delete.
+
+Viewers list and download; editors and owners upload and delete. Resumable
+uploads (tus) are in `tus.py` and end in the same `commit_asset` step.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator
+from urllib.parse import quote
+
+from aiohttp import BodyPartReader, web
+from sqlalchemy import select
+
+from services.gateway.asset_store import (
+    AssetVolume,
+    asset_json,
+    commit_asset,
+    content_type_for,
+    delete_asset,
+    stage_stream,
+    validate_name,
+)
+from services.gateway.context import Need, authorize, gateway, sessionmaker
+from services.gateway.errors import ApiError, bad_request, not_found, too_large
+from shared.db.models import Asset
+
+log = logging.getLogger(__name__)
+
+ASSET_VOLUME: web.AppKey[AssetVolume] = web.AppKey("asset_volume", AssetVolume)
+MULTIPART_OVERHEAD = 64 * 1024
+READ_CHUNK = 256 * 1024
+
+
+async def list_assets(request: web.Request) -> web.Response:
+    auth = await authorize(request, Need.VIEW)
+    async with sessionmaker(request)() as session:
+        assets = (
+            await session.scalars(
+                select(Asset).where(Asset.project_id == auth.project.id).order_by(Asset.name)
+            )
+        ).all()
+    return web.json_response({"assets": [asset_json(a) for a in assets]})
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(READ_CHUNK):
+        yield chunk
+
+
+async def upload_asset(request: web.Request) -> web.Response:
+    auth = await authorize(request, Need.EDIT)
+    settings = gateway(request).settings
+    if not request.content_type.startswith("multipart/form-data"):
+        raise ApiError(415, "upload with multipart/form-data (a 'file' part), or use the tus endpoint")
+    if request.content_length is not None and request.content_length > settings.max_asset_bytes + MULTIPART_OVERHEAD:
+        raise too_large(f"the file is larger than the limit of {settings.max_asset_bytes} bytes")
+    volume = request.app[ASSET_VOLUME]
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise bad_request("the form has no 'file' part")
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                break
+            await part.release()
+        name = validate_name(request.query.get("name") or part.filename)
+        declared_type = part.headers.get("Content-Type")
+        staged = await stage_stream(volume, _part_chunks(part), settings.max_asset_bytes)
+    except (ValueError, AssertionError, RuntimeError, LookupError) as exc:
+        if isinstance(exc, ApiError):
+            raise
+        raise bad_request(f"malformed multipart body: {type(exc).__name__}") from None
+    asset, created = await commit_asset(
+        sessionmaker(request),
+        volume,
+        auth.project,
+        name,
+        staged,
+        content_type_for(name, declared_type),
+        settings.max_project_bytes,
+    )
+    gateway(request).metrics.asset_bytes.inc(asset.size)
+    log.info(
+        "asset stored",
+        extra={"project": auth.project_uuid, "size": asset.size, "user": auth.user_id},
+    )
+    return web.json_response(asset_json(asset), status=201 if created else 200)
+
+
+def _name_param(request: web.Request) -> str:
+    return validate_name(request.match_info["name"])
+
+
+async def download_asset(request: web.Request) -> web.StreamResponse:
+    auth = await authorize(request, Need.VIEW)
+    name = _name_param(request)
+    async with sessionmaker(request)() as session:
+        asset = await session.scalar(
+            select(Asset).where(Asset.project_id == auth.project.id, Asset.name == name)
+        )
+    if asset is None:
+        raise not_found("no such asset")
+    path = request.app[ASSET_VOLUME].absolute(asset.path)
+    if not path.is_file():
+        log.error("asset file missing", extra={"project": auth.project_uuid, "path": asset.path})
+        raise not_found("no such asset")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": asset.content_type,
+            "Content-Disposition": f"inline; filename*=UTF-8''{quote(asset.name, safe='')}",
+            "X-Content-Type-Options": "nosniff",
+            # user content must not run scripts in the API's origin
+            "Content-Security-Policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+            "Cache-Control": "private, no-cache",
+            "X-Asset-Sha256": asset.sha256,
+        },
+    )
+
+
+async def remove_asset(request: web.Request) -> web.Response:
+    auth = await authorize(request, Need.EDIT)
+    name = _name_param(request)
+    await delete_asset(sessionmaker(request), request.app[ASSET_VOLUME], auth.project, name)
+    log.info("asset deleted", extra={"project": auth.project_uuid, "user": auth.user_id})
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/projects/{uuid}/assets", list_assets)
+    app.router.add_post("/api/projects/{uuid}/assets", upload_asset)
+    app.router.add_get("/api/projects/{uuid}/assets/{name}", download_asset)
+    app.router.add_delete("/api/projects/{uuid}/assets/{name}", remove_asset)

@@ -1,0 +1,96 @@
+"""The Yjs document over HTTP: export (viewers) and import (editors, owners).
+
+Both go through the process's `DocumentService` (see `document_service`):
+an export includes what live rooms hold but the store does not yet, and an
+import reaches connected clients through the same path as any update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+from pycrdt import Doc
+
+from services.gateway.context import Need, authorize, gateway
+from services.gateway.errors import ApiError, bad_request, too_large
+from shared.db.resources import DATABASE
+from shared.documents import DOCUMENTS, DocumentService, StoreDocuments, export_document
+from shared.protocol import EMPTY_UPDATE
+
+log = logging.getLogger(__name__)
+
+YJS_CONTENT_TYPE = "application/octet-stream"
+
+
+FALLBACK_DOCUMENTS: web.AppKey[DocumentService] = web.AppKey("gateway_documents", DocumentService)
+
+
+def document_service(request: web.Request) -> DocumentService:
+    """The `DocumentService` a request uses: the collab's rooms if mounted here, else the fallback.
+
+    Looked up per request, because the collab service (when mounted in the
+    same app) registers its rooms as `app[DOCUMENTS]` in a cleanup context
+    that runs after the gateway's setup. The fallback for a gateway alone is
+    chosen once, in `services/gateway/app.py` (`_gateway_ctx`): the Redis
+    log and channel in multi-instance mode, the store otherwise.
+    """
+    documents = request.app.get(DOCUMENTS)
+    if documents is not None:
+        return documents
+    fallback = request.app.get(FALLBACK_DOCUMENTS)
+    if fallback is not None:
+        return fallback
+    return StoreDocuments(request.app[DATABASE].store)
+
+
+def validate_update(update: bytes) -> None:
+    """400 unless `update` is a well-formed Yjs (v1) update."""
+    try:
+        Doc().apply_update(update)
+    except Exception as exc:  # pycrdt raises ValueError, or a panic exception from Rust
+        raise bad_request(f"not a valid Yjs update: {type(exc).__name__}", code="invalid_update") from None
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(f"the body is larger than the limit of {limit} bytes")
+    chunks = bytearray()
+    while chunk := await request.content.read(256 * 1024):
+        chunks += chunk
+        if len(chunks) > limit:
+            raise too_large(f"the body is larger than the limit of {limit} bytes")
+    return bytes(chunks)
+
+
+async def export(request: web.Request) -> web.Response:
+    auth = await authorize(request, Need.VIEW)
+    update = await export_document(document_service(request), auth.project_uuid)
+    return web.Response(
+        body=update,
+        content_type=YJS_CONTENT_TYPE,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def import_update(request: web.Request) -> web.Response:
+    auth = await authorize(request, Need.EDIT)
+    update = await read_body(request, gateway(request).settings.max_import_bytes)
+    if not update:
+        raise bad_request("the body must be a Yjs update", code="invalid_update")
+    await asyncio.to_thread(validate_update, update)
+    if update == EMPTY_UPDATE:
+        return web.json_response({"applied": False, "bytes": len(update)})
+    try:
+        await document_service(request).apply_update(auth.project_uuid, update)
+    except ValueError as exc:
+        raise ApiError(409, f"the update could not be applied: {exc}") from None
+    gateway(request).metrics.imports.inc()
+    log.info("document imported", extra={"project": auth.project_uuid, "bytes": len(update), "user": auth.user_id})
+    return web.json_response({"applied": True, "bytes": len(update)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/projects/{uuid}/yjs-document", export)
+    app.router.add_post("/api/projects/{uuid}/yjs-document", import_update)

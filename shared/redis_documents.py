@@ -1,0 +1,42 @@
+"""Whole-document access in multi-instance mode (gateway import/export, room loads)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from shared.envelope import Kind, encode_envelope
+from shared.redis_log import channel, queue_updates, read_log
+from shared.store import DocumentStore
+
+
+async def load_with_log(redis: aioredis.Redis, store: DocumentStore, project_uuid: str) -> list[bytes]:
+    """The stored document plus the log tail not yet in the database.
+
+    The log is read first: the worker trims only entries it has committed, so
+    anything trimmed before this read is in the database read after it.
+    """
+    tail = [update for _, update in await read_log(redis, project_uuid)]
+    return await store.load_updates(project_uuid) + tail
+
+
+class RedisDocuments:
+    """`DocumentService` for a process without local rooms (a gateway) in multi-instance mode.
+
+    An imported update takes the same path as a client's: appended to the
+    durable log and published to the room's channel, where every collab
+    instance applies it and relays it to its clients.
+    """
+
+    def __init__(self, redis: aioredis.Redis, store: DocumentStore, instance_id: bytes) -> None:
+        self._redis = redis
+        self._store = store
+        self._instance_id = instance_id
+
+    async def load(self, project_uuid: str) -> list[bytes]:
+        return await load_with_log(self._redis, self._store, project_uuid)
+
+    async def apply_update(self, project_uuid: str, update: bytes) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        queue_updates(pipe, project_uuid, [update])
+        pipe.publish(channel(project_uuid), encode_envelope(self._instance_id, Kind.UPDATE, update))
+        await pipe.execute()

@@ -1,0 +1,775 @@
+"""The HA topology from real processes on loopback (`make stack`).
+
+    nginx (the project's config) -> N gateways, N collabs
+    redis-server (AOF on, noeviction), PostgreSQL (temp cluster), migrations,
+    one persistence worker (when services/persistence exists)
+
+Everything listens on 127.0.0.1 on free ports. The run directory (default
+`./run/stack` for the CLI, a temporary one for tests) holds `stack.json`
+(ports, pids, urls, instances), `stack.env` (the secrets, mode 0600),
+`pids/` and `logs/`, Redis' AOF and the shared assets directory. The
+PostgreSQL cluster and nginx's temp files live in a scratch directory under
+/tmp that the service users (postgres, nginx workers) can reach; it is
+deleted by `stop()`.
+
+Programmatic use (tests, benchmarks)::
+
+    with Stack.start(collab=2, gateway=2) as stack:
+        stack.url                   # http://127.0.0.1:PORT (nginx)
+        stack.collab_instances      # [Instance(port, pid, url, instance_id), ...]
+        stack.kill_collab(0)        # SIGKILL, stays in nginx's upstream (a crash)
+        stack.restart_collab(0)     # back on the same port, new INSTANCE_ID
+        stack.start_collab()        # scale up: new instance, nginx reloaded
+
+Every method blocks until the change is in effect; from asyncio code call
+them with `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+from stack import nginx as nginx_conf
+from stack.processes import (
+    LOOPBACK,
+    Process,
+    StackError,
+    children,
+    find_binary,
+    free_port,
+    holds_socket,
+    http_status,
+    is_root,
+    listening_inodes,
+    pid_alive,
+    poll_until,
+    port_accepts,
+    postgres_bindir,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RUN_DIR = REPO_ROOT / "run" / "stack"
+STATE_FILE = "stack.json"
+SECRETS_FILE = "stack.env"
+DATABASE_NAME = "exelearning"
+SERVICES = ("gateway", "collab", "persistence")
+
+#: Variables of the caller's environment that must not reach the services
+#: (the stack sets its own).
+_OWN_VARIABLES = {
+    "APP_ENV", "HOST", "PORT", "DATABASE_URL", "DATA_DIR", "FILES_DIR", "INSTANCE_ID",
+    "API_JWT_SECRET", "APP_SECRET", "RUN_MIGRATIONS", "AUTH_CREATE_USERS",
+}  # fmt: skip
+_OWN_PREFIXES = ("DB_", "REDIS_", "PG")
+
+
+def persistence_available() -> bool:
+    """True once the persistence worker exists (`python -m services.persistence`)."""
+    return (REPO_ROOT / "services" / "persistence" / "__main__.py").exists()
+
+
+@dataclass
+class Instance:
+    """One gateway, collab or persistence process behind nginx."""
+
+    service: str
+    index: int
+    port: int
+    instance_id: str
+    process: Process | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}-{self.index}"
+
+    @property
+    def url(self) -> str:
+        """The instance itself, bypassing nginx: `http://127.0.0.1:PORT`."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "name": self.name,
+            "index": self.index,
+            "port": self.port,
+            "url": self.url,
+            "instance_id": self.instance_id,
+            "pid": self.pid,
+            "alive": self.alive,
+            "log": self.process.log if self.process else None,
+            "process": self.process.record() if self.process else None,
+        }
+
+
+class Stack:
+    """A running loopback stack; build it with :meth:`start` or :meth:`attach`."""
+
+    def __init__(self, run_dir: Path, scratch_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.scratch_dir = scratch_dir
+        self.logs_dir = run_dir / "logs"
+        self.nginx_dir = run_dir / "nginx"
+        self.files_dir = run_dir / "files"
+        self.nginx_port = 0
+        self.redis_port = 0
+        self.postgres_port = 0
+        self.jwt_secret = ""
+        self.app_secret = ""
+        self.client_max_body_size = nginx_conf.COMPOSE_VARIABLES["NGINX_CLIENT_MAX_BODY_SIZE"]
+        self.env_overrides: dict[str, str] = {}
+        self.redis: Process | None = None
+        self.postgres: Process | None = None
+        self.nginx: Process | None = None
+        self.instances: dict[str, list[Instance]] = {s: [] for s in SERVICES}
+        self.warnings: list[str] = []
+        self.timeout = 60.0
+        self._owns_run_dir = False
+        self._lock = threading.RLock()
+        self._stopped = False
+
+    # -- construction ----------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        collab: int = 2,
+        gateway: int = 2,
+        *,
+        persistence: bool = True,
+        run_dir: str | os.PathLike[str] | None = None,
+        nginx_port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        jwt_secret: str | None = None,
+        app_secret: str | None = None,
+        client_max_body_size: str | None = None,
+        timeout: float = 60.0,
+        detach: bool = False,
+    ) -> Stack:
+        """Start the whole topology and return once nginx answers through every part.
+
+        `env` adds or overrides service environment variables (e.g.
+        `WS_PING_INTERVAL`). Without `run_dir` a temporary directory is used
+        and deleted by :meth:`stop`. Unless `detach`, the processes are
+        stopped when this interpreter exits, should :meth:`stop` not be called.
+        """
+        if collab < 1 or gateway < 1:
+            raise ValueError("a stack needs at least one collab and one gateway instance")
+        owns = run_dir is None
+        run_path = Path(tempfile.mkdtemp(prefix="exe-collab-stack-run-")) if owns else Path(run_dir)
+        run_path = run_path.resolve()
+        _refuse_running(run_path)
+        scratch = Path(tempfile.mkdtemp(prefix="exe-collab-stack-", dir="/tmp"))
+        os.chmod(scratch, 0o755)
+        stack = cls(run_path, scratch)
+        stack._owns_run_dir = owns
+        stack.timeout = timeout
+        stack.jwt_secret = jwt_secret or secrets.token_urlsafe(48)
+        stack.app_secret = app_secret or secrets.token_urlsafe(48)
+        stack.env_overrides = dict(env or {})
+        if client_max_body_size:
+            stack.client_max_body_size = client_max_body_size
+        if not detach:
+            atexit.register(stack._atexit)
+        try:
+            stack._boot(collab, gateway, persistence, nginx_port)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                stack.stop(keep_logs=True)
+            raise
+        return stack
+
+    @classmethod
+    def attach(cls, run_dir: str | os.PathLike[str] = DEFAULT_RUN_DIR) -> Stack:
+        """The stack described by `run_dir/stack.json` (started by another process)."""
+        run_path = Path(run_dir).resolve()
+        try:
+            state = json.loads((run_path / STATE_FILE).read_text())
+        except FileNotFoundError:
+            raise StackError(f"no stack in {run_path} (no {STATE_FILE})") from None
+        stack = cls(run_path, Path(state["scratch_dir"]))
+        stack.nginx_port = state["nginx"]["port"]
+        stack.redis_port = state["redis"]["port"]
+        stack.postgres_port = state["postgres"]["port"]
+        stack.client_max_body_size = state.get("client_max_body_size", stack.client_max_body_size)
+        stack.env_overrides = dict(state.get("env_overrides", {}))
+        for part in ("redis", "postgres", "nginx"):
+            record = state[part].get("process")
+            setattr(stack, part, Process.from_record(record) if record else None)
+        for item in state["instances"]:
+            stack.instances.setdefault(item["service"], []).append(
+                Instance(
+                    item["service"],
+                    item["index"],
+                    item["port"],
+                    item["instance_id"],
+                    Process.from_record(item["process"]) if item.get("process") else None,
+                )
+            )
+        with contextlib.suppress(OSError):
+            for line in (run_path / SECRETS_FILE).read_text().splitlines():
+                key, _, value = line.partition("=")
+                if key == "API_JWT_SECRET":
+                    stack.jwt_secret = value
+                elif key == "APP_SECRET":
+                    stack.app_secret = value
+        return stack
+
+    # -- addresses ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The load balancer: `http://127.0.0.1:PORT`."""
+        return f"http://{LOOPBACK}:{self.nginx_port}"
+
+    @property
+    def ws_url(self) -> str:
+        """`ws://127.0.0.1:PORT/yjs` (append `/project-<uuid>?token=...`)."""
+        return f"ws://{LOOPBACK}:{self.nginx_port}/yjs"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.redis_port}/0"
+
+    @property
+    def database_url(self) -> str:
+        """SQLAlchemy URL (asyncpg); trust authentication, no password."""
+        return f"postgresql+asyncpg://postgres@{LOOPBACK}:{self.postgres_port}/{DATABASE_NAME}"
+
+    @property
+    def database_dsn(self) -> str:
+        """libpq/asyncpg DSN of the same database."""
+        return f"postgresql://postgres@{LOOPBACK}:{self.postgres_port}/{DATABASE_NAME}"
+
+    @property
+    def gateway_instances(self) -> list[Instance]:
+        return list(self.instances["gateway"])
+
+    @property
+    def collab_instances(self) -> list[Instance]:
+        return list(self.instances["collab"])
+
+    @property
+    def persistence_instances(self) -> list[Instance]:
+        return list(self.instances["persistence"])
+
+    @property
+    def nginx_conf(self) -> Path:
+        """The main nginx config file this stack runs with."""
+        return self.nginx_dir / nginx_conf.MAIN_CONF
+
+    @property
+    def nginx_access_log(self) -> Path:
+        return self.logs_dir / "nginx-access.log"
+
+    def mint_token(
+        self, user_id: str | int = "stack-user", *, email: str = "", ttl_seconds: int = 3600
+    ) -> str:
+        """A JWT every instance of this stack accepts."""
+        from shared.auth import mint_token
+
+        return mint_token(self.jwt_secret, user_id, email=email, ttl_seconds=ttl_seconds)[0]
+
+    def processes(self) -> list[Process]:
+        """Every process of the stack, in stop order (front to back)."""
+        result = [self.nginx] if self.nginx else []
+        for service in SERVICES:
+            result += [i.process for i in self.instances[service] if i.process is not None]
+        result += [p for p in (self.redis, self.postgres) if p is not None]
+        return result
+
+    # -- scaling and failures ------------------------------------------------------
+
+    def start_collab(self) -> Instance:
+        """Scale up: one more collab instance, added to nginx (reloaded)."""
+        return self.start_instance("collab")
+
+    def kill_collab(self, index: int) -> Instance:
+        """SIGKILL collab instance `index` (a crash); nginx keeps it as a failing upstream."""
+        return self.kill_instance("collab", index)
+
+    def stop_collab(self, index: int) -> Instance:
+        """Gracefully stop collab instance `index` (SIGTERM: clients get 1001)."""
+        return self.stop_instance("collab", index)
+
+    def restart_collab(self, index: int, *, graceful: bool = True) -> Instance:
+        """Stop (SIGTERM, or SIGKILL when not `graceful`) and start again on the same port."""
+        return self.restart_instance("collab", index, graceful=graceful)
+
+    def start_gateway(self) -> Instance:
+        return self.start_instance("gateway")
+
+    def kill_gateway(self, index: int) -> Instance:
+        return self.kill_instance("gateway", index)
+
+    def restart_gateway(self, index: int, *, graceful: bool = True) -> Instance:
+        return self.restart_instance("gateway", index, graceful=graceful)
+
+    def start_instance(self, service: str) -> Instance:
+        with self._lock:
+            instance = self._new_instance(service)
+            self._spawn_instance(instance)
+            self._wait_ready([instance])
+            if service in ("gateway", "collab"):
+                self._write_upstreams()
+                self.reload_nginx()
+            self._save()
+            return instance
+
+    def kill_instance(self, service: str, index: int) -> Instance:
+        with self._lock:
+            instance = self.instances[service][index]
+            if instance.process is not None:
+                instance.process.kill()
+            self._save()
+            return instance
+
+    def stop_instance(self, service: str, index: int, timeout: float = 20.0) -> Instance:
+        with self._lock:
+            instance = self.instances[service][index]
+            if instance.process is not None:
+                instance.process.stop(timeout)
+            self._save()
+            return instance
+
+    def restart_instance(self, service: str, index: int, *, graceful: bool = True) -> Instance:
+        with self._lock:
+            instance = self.instances[service][index]
+            if instance.process is not None:
+                if graceful:
+                    instance.process.stop()
+                else:
+                    instance.process.kill()
+            instance.instance_id = _new_instance_id()
+            self._spawn_instance(instance)
+            self._wait_ready([instance])
+            self._save()
+            return instance
+
+    def reload_nginx(self, timeout: float = 30.0) -> None:
+        """Check the config, SIGHUP nginx, return once new connections get the new config."""
+        nginx = self.nginx
+        if nginx is None or not nginx.alive:
+            raise StackError("nginx is not running")
+        self._check_nginx_config()
+        before = set(children(nginx.pid))
+        nginx.signal(signal.SIGHUP)
+
+        def applied() -> bool:
+            if not set(children(nginx.pid)) - before:
+                return False
+            listening = listening_inodes()
+            return not any(pid_alive(p) and holds_socket(p, listening) for p in before)
+
+        poll_until(applied, timeout=timeout, what="nginx to apply its new config", alive=lambda: nginx.alive)
+
+    # -- stopping ------------------------------------------------------------------
+
+    def stop(self, *, keep_logs: bool = False) -> None:
+        """Stop every process of the stack (front to back) and remove the scratch directory.
+
+        Afterwards none of the stack's processes is left. A temporary run
+        directory is deleted too unless `keep_logs`.
+        """
+        with self._lock:
+            errors = []
+            for process in self.processes():
+                try:
+                    process.stop(timeout=20.0)
+                except Exception as exc:  # keep stopping the others
+                    errors.append(f"{process.name}: {exc}")
+            self._stopped = True
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                (self.run_dir / STATE_FILE).unlink()
+            shutil.rmtree(self.run_dir / "pids", ignore_errors=True)
+            if self._owns_run_dir and not keep_logs:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            if errors:
+                raise StackError("; ".join(errors))
+
+    def _atexit(self) -> None:
+        if not self._stopped:
+            with contextlib.suppress(Exception):
+                self.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- state ----------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """What stack.json holds (no secrets)."""
+
+        def part(process: Process | None, port: int, **extra: Any) -> dict[str, Any]:
+            return {
+                "port": port,
+                "pid": process.pid if process else None,
+                "alive": bool(process and process.alive),
+                "log": process.log if process else None,
+                "process": process.record() if process else None,
+                **extra,
+            }
+
+        return {
+            "version": 1,
+            "url": self.url,
+            "ws_url": self.ws_url,
+            "run_dir": str(self.run_dir),
+            "scratch_dir": str(self.scratch_dir),
+            "secrets_file": str(self.run_dir / SECRETS_FILE),
+            "files_dir": str(self.files_dir),
+            "client_max_body_size": self.client_max_body_size,
+            "env_overrides": self.env_overrides,
+            "nginx": part(
+                self.nginx,
+                self.nginx_port,
+                url=self.url,
+                conf=str(self.nginx_conf),
+                access_log=str(self.nginx_access_log),
+                error_log=str(self.logs_dir / "nginx-error.log"),
+            ),
+            "redis": part(self.redis, self.redis_port, url=self.redis_url),
+            "postgres": part(self.postgres, self.postgres_port, database_url=self.database_url),
+            "instances": [i.record() for s in SERVICES for i in self.instances[s]],
+            "counts": {s: len(self.instances[s]) for s in SERVICES},
+            "warnings": self.warnings,
+        }
+
+    def _save(self) -> None:
+        state = self.state()
+        tmp = self.run_dir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.run_dir / STATE_FILE)
+        pids = self.run_dir / "pids"
+        shutil.rmtree(pids, ignore_errors=True)
+        pids.mkdir()
+        for process in self.processes():
+            if process.alive:
+                (pids / f"{process.name}.pid").write_text(f"{process.pid}\n")
+
+    # -- boot -------------------------------------------------------------------------
+
+    def _boot(self, collab: int, gateway: int, persistence: bool, nginx_port: int | None) -> None:
+        for directory in (self.run_dir, self.logs_dir, self.files_dir, self.run_dir / "redis"):
+            directory.mkdir(parents=True, exist_ok=True)
+        secrets_path = self.run_dir / SECRETS_FILE
+        secrets_path.write_text(f"API_JWT_SECRET={self.jwt_secret}\nAPP_SECRET={self.app_secret}\n")
+        secrets_path.chmod(0o600)
+
+        self._start_redis()
+        self._start_postgres()
+        self._wait_redis()
+        self._migrate()
+
+        new = [self._new_instance("gateway") for _ in range(gateway)]
+        new += [self._new_instance("collab") for _ in range(collab)]
+        if persistence:
+            if persistence_available():
+                new.append(self._new_instance("persistence"))
+            else:
+                warning = "services/persistence/__main__.py does not exist yet: no persistence worker"
+                self.warnings.append(warning)
+                print(f"stack: WARNING: {warning}", file=sys.stderr)
+        for instance in new:
+            self._spawn_instance(instance)
+        self._wait_ready(new)
+        self._start_nginx(nginx_port)
+        self._save()
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in _OWN_VARIABLES and not k.startswith(_OWN_PREFIXES)
+        }
+        env.update(
+            APP_ENV="production",
+            API_JWT_SECRET=self.jwt_secret,
+            APP_SECRET=self.app_secret,
+            DATABASE_URL=self.database_url,
+            REDIS_HOST=LOOPBACK,
+            REDIS_PORT=str(self.redis_port),
+            FILES_DIR=str(self.files_dir),
+            RUN_MIGRATIONS="0",
+            AUTH_CREATE_USERS="1",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        env.update(self.env_overrides)
+        return env
+
+    def _start_redis(self) -> None:
+        self.redis_port = free_port()
+        binary = find_binary("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server")
+        self.redis = Process.spawn(
+            "redis",
+            [
+                binary,
+                "--port", str(self.redis_port),
+                "--bind", LOOPBACK,
+                "--daemonize", "no",
+                "--appendonly", "yes",
+                "--appendfsync", "everysec",
+                "--maxmemory-policy", "noeviction",
+                "--save", "",
+                "--dir", str(self.run_dir / "redis"),
+            ],
+            log=self.logs_dir / "redis.log",
+            env=_plain_env(),
+            cwd=self.run_dir,
+        )  # fmt: skip
+
+    def _wait_redis(self) -> None:
+        redis = self.redis
+        assert redis is not None
+        self._wait(lambda: _redis_ping(self.redis_port), "redis PING", redis)
+
+    def _start_postgres(self) -> None:
+        bindir = postgres_bindir()
+        user = "postgres" if is_root() else None
+        data = self.scratch_dir / "postgres"
+        sockets = self.scratch_dir / "pgsock"
+        sockets.mkdir()
+        if user:
+            import pwd
+
+            entry = pwd.getpwnam(user)
+            os.chown(sockets, entry.pw_uid, entry.pw_gid)
+            os.chown(self.scratch_dir, entry.pw_uid, entry.pw_gid)
+        prefix = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", user, "--"] if user else []
+        log = self.logs_dir / "postgres.log"
+        with log.open("ab") as out:
+            result = subprocess.run(
+                [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+                 "-E", "UTF8", "--locale=C", "--no-sync"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=_plain_env(), cwd=self.scratch_dir, timeout=120, check=False,
+            )  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(f"initdb failed (exit {result.returncode}); see {log}")
+        self.postgres_port = free_port()
+        settings = {
+            "listen_addresses": LOOPBACK,
+            "unix_socket_directories": str(sockets),
+            "max_connections": "300",
+            "fsync": "off",
+            "full_page_writes": "off",
+            "logging_collector": "off",
+        }
+        argv = [str(bindir / "postgres"), "-D", str(data), "-p", str(self.postgres_port)]
+        for name, value in settings.items():
+            argv += ["-c", f"{name}={value}"]
+        self.postgres = Process.spawn(
+            "postgres", argv, log=log, env=_plain_env(), cwd=self.scratch_dir, user=user,
+            stop_signal=signal.SIGINT,
+        )  # fmt: skip
+        pg_isready = [str(bindir / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(self.postgres_port)]
+        self._wait(lambda: _succeeds(pg_isready), "pg_isready", self.postgres)
+        psql = [str(bindir / "psql"), "-X", "-q", "-h", LOOPBACK, "-p", str(self.postgres_port),
+                "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
+                "-c", f'CREATE DATABASE "{DATABASE_NAME}"']  # fmt: skip
+        result = subprocess.run(psql, capture_output=True, text=True, env=_plain_env(), timeout=60)
+        if result.returncode != 0:
+            raise StackError(f"creating the database failed: {result.stderr.strip()}")
+
+    def _migrate(self) -> None:
+        log = self.logs_dir / "migrate.log"
+        with log.open("ab") as out:
+            result = subprocess.run(
+                [sys.executable, "-m", "alembic", "upgrade", "head"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT, env=self._env(DATA_DIR=str(self.run_dir / "data" / "migrate")),
+                timeout=300, check=False,
+            )  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(f"migrations failed (exit {result.returncode}):\n{_tail(log)}")
+
+    def _new_instance(self, service: str) -> Instance:
+        index = len(self.instances[service]) + 1
+        instance = Instance(service, index, free_port(), _new_instance_id())
+        self.instances[service].append(instance)
+        return instance
+
+    def _spawn_instance(self, instance: Instance) -> None:
+        data_dir = self.run_dir / "data" / instance.name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = self._env(
+            HOST=LOOPBACK,
+            PORT=str(instance.port),
+            INSTANCE_ID=instance.instance_id,
+            DATA_DIR=str(data_dir),
+        )
+        instance.process = Process.spawn(
+            instance.name,
+            [sys.executable, "-m", f"services.{instance.service}"],
+            log=self.logs_dir / f"{instance.name}.log",
+            env=env,
+            cwd=REPO_ROOT,
+        )
+
+    def _wait_ready(self, instances: list[Instance]) -> None:
+        """Wait until every instance answers 200 on /health/ready (all in parallel)."""
+        deadline = time.monotonic() + self.timeout
+        pending = list(instances)
+        while pending:
+            for instance in list(pending):
+                process = instance.process
+                assert process is not None
+                if http_status(instance.url + "/health/ready", timeout=2) == 200:
+                    pending.remove(instance)
+                elif not process.alive:
+                    raise StackError(
+                        f"{instance.name} exited before it was ready; {process.log}:\n"
+                        f"{process.log_tail()}"
+                    )
+            if pending and time.monotonic() >= deadline:
+                names = ", ".join(i.name for i in pending)
+                last = pending[0]
+                raise StackError(
+                    f"{names} not ready (/health/ready) within {self.timeout:.0f} s; "
+                    f"{last.url}/health/ready answers {http_status(last.url + '/health/ready')}; "
+                    f"{last.process.log if last.process else ''}:\n"
+                    f"{last.process.log_tail() if last.process else ''}"
+                )
+            if pending:
+                time.sleep(0.1)
+
+    def _nginx_variables(self) -> dict[str, str]:
+        temp = self.scratch_dir / "nginx-temp"
+        temp.mkdir(exist_ok=True)
+        temp.chmod(0o1777)
+        return nginx_conf.stack_variables(
+            port=self.nginx_port,
+            logs_dir=self.logs_dir,
+            temp_dir=temp,
+            pid_file=self.nginx_dir / "nginx.pid",
+            client_max_body_size=self.client_max_body_size,
+        )
+
+    def _upstreams(self) -> nginx_conf.Upstreams:
+        return nginx_conf.loopback_upstreams(
+            [i.port for i in self.instances["gateway"]],
+            [i.port for i in self.instances["collab"]],
+        )
+
+    def _write_upstreams(self) -> None:
+        nginx_conf.write_upstreams(self.nginx_dir, self._upstreams())
+
+    def _nginx_argv(self, *extra: str) -> list[str]:
+        binary = find_binary("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx")
+        return [
+            binary,
+            "-p", f"{self.nginx_dir}/",
+            "-e", str(self.logs_dir / "nginx-error.log"),
+            "-c", str(self.nginx_conf),
+            "-g", "daemon off;",
+            *extra,
+        ]  # fmt: skip
+
+    def _check_nginx_config(self) -> None:
+        result = subprocess.run(
+            self._nginx_argv("-t", "-q"), capture_output=True, text=True, env=_plain_env(), timeout=30
+        )
+        if result.returncode != 0:
+            raise StackError(f"nginx -t rejected {self.nginx_conf}:\n{result.stderr.strip()}")
+
+    def _start_nginx(self, port: int | None) -> None:
+        self.nginx_port = port or free_port()
+        nginx_conf.write_config(self.nginx_dir, self._nginx_variables(), self._upstreams())
+        self._check_nginx_config()
+        self.nginx = Process.spawn(
+            "nginx", self._nginx_argv(), log=self.logs_dir / "nginx.log", env=_plain_env(),
+            cwd=self.nginx_dir,
+        )  # fmt: skip
+        nginx = self.nginx
+        # Signals may only be sent once the workers exist (handlers installed).
+        self._wait(lambda: port_accepts(LOOPBACK, self.nginx_port) and bool(children(nginx.pid)),
+                   "nginx workers", nginx)  # fmt: skip
+        self._wait(lambda: http_status(self.url + "/health") == 200, "nginx /health", nginx)
+
+    def _wait(self, check: Any, what: str, process: Process) -> None:
+        try:
+            poll_until(check, timeout=self.timeout, what=what, alive=lambda: process.alive)
+        except StackError as exc:
+            raise StackError(f"{process.name}: {exc}; {process.log}:\n{process.log_tail()}") from None
+
+
+def _new_instance_id() -> str:
+    """A fresh id per process incarnation (32 hex digits = the envelope's 16 bytes)."""
+    return uuid.uuid4().hex
+
+
+def _plain_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
+    env.setdefault("LC_ALL", "C")
+    return env
+
+
+def _succeeds(argv: list[str]) -> bool:
+    try:
+        return subprocess.run(argv, capture_output=True, env=_plain_env(), timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _redis_ping(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _tail(path: Path) -> str:
+    from stack.processes import tail
+
+    return tail(path)
+
+
+def _refuse_running(run_dir: Path) -> None:
+    """Refuse to start over a stack that still runs in `run_dir`."""
+    if not (run_dir / STATE_FILE).exists():
+        return
+    try:
+        existing = Stack.attach(run_dir)
+    except (StackError, ValueError, KeyError):
+        return
+    if any(p.alive for p in existing.processes()):
+        raise StackError(
+            f"a stack is already running in {run_dir} ({existing.url}): stop it first "
+            "(make stack-down)"
+        )
+    # A stack that died without stack-down: drop what it left behind.
+    if existing.scratch_dir.name.startswith("exe-collab-stack-"):
+        shutil.rmtree(existing.scratch_dir, ignore_errors=True)

@@ -1,0 +1,168 @@
+"""A small HTTP client for the gateway API in tests, and a gateway run as a real process."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import aiohttp
+
+from tests.support.servers import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+    @property
+    def error_code(self) -> str:
+        return self.json["error"]["code"]
+
+    def is_json_error(self) -> bool:
+        try:
+            body = self.json
+        except ValueError:
+            return False
+        error = body.get("error") if isinstance(body, dict) else None
+        return (
+            isinstance(error, dict)
+            and isinstance(error.get("code"), str)
+            and isinstance(error.get("message"), str)
+            and self.headers.get("Content-Type", "").startswith("application/json")
+        )
+
+
+@dataclass
+class Api:
+    """`await api.get("/api/me", token=t)` -> Reply. Never raises for HTTP statuses."""
+
+    base_url: str
+    token: str | None = None
+    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+
+    async def __aenter__(self) -> "Api":
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def with_token(self, token: str | None) -> "Api":
+        return Api(self.base_url, token, self._session)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None | type[Ellipsis] = ...,  # type: ignore[valid-type]
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Reply:
+        assert self._session is not None, "use `async with Api(...)`"
+        all_headers = dict(headers or {})
+        chosen = self.token if token is ... else token
+        if chosen is not None and "Authorization" not in all_headers:
+            all_headers["Authorization"] = f"Bearer {chosen}"
+        async with self._session.request(method, self.base_url + path, headers=all_headers, **kwargs) as resp:
+            body = await resp.read()
+            return Reply(resp.status, dict(resp.headers), body)
+
+    async def get(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("PUT", path, **kwargs)
+
+    async def patch(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("PATCH", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("DELETE", path, **kwargs)
+
+
+class GatewayProcess:
+    """`python -m services.gateway` (or another service module) as a child process."""
+
+    def __init__(self, env: Mapping[str, str], *, module: str = "services.gateway", log_path: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        self.module = module
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "GatewayProcess":
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout, process=self.process)
+        except Exception:
+            self.kill()
+            raise RuntimeError(f"gateway did not start:\n{self.log_text()[-4000:]}") from None
+        return self
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no cleanup of any kind."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
