@@ -41,3 +41,44 @@ migrate: venv
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache
+
+# ---- HA deployment (deploy/): Docker Compose, and the same topology on loopback ----
+COMPOSE ?= docker compose
+COMPOSE_FILE ?= deploy/docker-compose.yml
+COMPOSE_ENV ?= deploy/.env
+DC = $(COMPOSE) -f $(COMPOSE_FILE) --env-file $(COMPOSE_ENV)
+STACK_DIR ?= run/stack
+
+.PHONY: up down logs ps scale stack stack-down stack-status compose-env
+
+compose-env:
+	@sh deploy/check-env.sh $(COMPOSE_ENV)
+
+up: compose-env
+	$(DC) up -d --build --wait --remove-orphans
+
+down: compose-env
+	$(DC) down
+
+logs: compose-env
+	$(DC) logs -f --tail=200 $(service)
+
+ps: compose-env
+	$(DC) ps
+
+# make scale collab=N gateway=M (either or both); nginx follows within 10 s.
+scale: compose-env
+	@if [ -z "$(collab)$(gateway)" ]; then echo "usage: make scale collab=N gateway=M (either or both)" >&2; exit 2; fi
+	$(DC) up -d --no-deps --no-recreate --wait \
+		$(if $(collab),--scale collab=$(collab)) $(if $(gateway),--scale gateway=$(gateway)) \
+		$(if $(collab),collab) $(if $(gateway),gateway)
+
+# make stack [collab=N] [gateway=M]: nginx, redis, postgres, N gateways, N collabs, the worker.
+stack: venv system-deps
+	$(PY) -m stack up --collab $(or $(collab),2) --gateway $(or $(gateway),2) --run-dir $(STACK_DIR)
+
+stack-down:
+	$(PY) -m stack down --run-dir $(STACK_DIR)
+
+stack-status:
+	$(PY) -m stack status --run-dir $(STACK_DIR)

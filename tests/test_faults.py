@@ -13,7 +13,7 @@ import pytest
 from tests.support.cluster import Cluster
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.yclient import YClient
-from tests.test_multi_instance import wait_stored
+from tests.test_multi_instance import metrics_of, wait_stored
 
 
 @pytest.fixture
@@ -111,12 +111,27 @@ async def test_redis_restart_instances_converge_without_reconnecting(
         await cb.wait_until(lambda: all(t in cb.value for t in first))
         redis_server.stop()
         during = await edit_steadily(ca, "x", 30) + await edit_steadily(cb, "y", 30)
+        # local relay keeps working; readiness names Redis
+        async with await YClient.connect(a.ws_url, room, token) as local_peer:
+            await local_peer.wait_until(lambda: all(t in local_peer.value for t in during[:30]))
+        status, body = await readiness(a.http_url)
+        assert status == 503 and body["failing"] == ["redis"]
+        assert "collab_log_backlog_updates 30.0" in await metrics_of(a.http_url)
         redis_server.start()
         after = await edit_steadily(ca, "p", 10) + await edit_steadily(cb, "q", 10)
         everything = first + during + after
         await ca.wait_until(lambda: ca.value == cb.value and all(t in ca.value for t in everything), 20)
         assert ca.close_code is None and cb.close_code is None  # nobody reconnected
         await wait_stored(cluster, room, ca.value, timeout=30)
+        status, _ = await readiness(a.http_url)
+        assert status == 200
+
+
+async def readiness(url: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/health/ready") as resp:
+        return resp.status, await resp.json()
 
 
 async def test_postgres_outage_worker_retries_and_catches_up(
@@ -140,8 +155,6 @@ async def test_postgres_outage_worker_retries_and_catches_up(
         after = await edit_steadily(c, "z", 20)
         await wait_stored(cluster, room, c.value, timeout=40)
         assert_has_all(c.value, first + during + after)
-    from tests.test_multi_instance import metrics_of
-
     text = await metrics_of(worker.http_url)
     errors = [line for line in text.splitlines() if line.startswith("persistence_errors_total")]
     assert errors, "the worker should have counted failed attempts while PostgreSQL was down"

@@ -83,7 +83,8 @@ async def test_two_instances_converge_and_share_awareness(cluster: Cluster) -> N
 
 async def test_many_rooms_three_instances_random_edits_converge_with_database(cluster: Cluster) -> None:
     servers = [await cluster.collab(name) for name in ("a", "b", "c")]
-    await cluster.worker()
+    await cluster.worker("worker-1")
+    await cluster.worker("worker-2")  # two workers share the queue
     token = cluster.token(1)
     rooms = [await cluster.new_project(1) for _ in range(10)]
     clients: dict[str, list[YClient]] = {}
