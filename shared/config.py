@@ -82,6 +82,9 @@ class Settings:
     compact_max_bytes: int = 512 * 1024
     compact_idle_seconds: float = 30.0
     presence_interval: float = 1.0
+    max_connections: int = 20_000
+    redis_backlog: int = 100_000
+    max_frames_per_second: float = 500.0
     presence_ttl: float = 3.0
     auth_create_users: bool = True
     log_level: str = "INFO"
@@ -151,6 +154,9 @@ class Settings:
             compact_max_bytes=_int(env, "COMPACT_MAX_BYTES", 512 * 1024),
             compact_idle_seconds=_float(env, "COMPACT_IDLE_SECONDS", 30.0),
             presence_interval=_float(env, "PRESENCE_INTERVAL", 1.0),
+            max_connections=_int(env, "MAX_CONNECTIONS", 20_000),
+            redis_backlog=_int(env, "REDIS_BACKLOG", 100_000),
+            max_frames_per_second=_float(env, "WS_MAX_FRAMES_PER_SECOND", 500.0),
             presence_ttl=_float(env, "PRESENCE_TTL", 3.0),
             auth_create_users=_bool(env, "AUTH_CREATE_USERS", app_env not in ("prod", "production")),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),

@@ -102,6 +102,7 @@ class DocumentStore:
                 ],
             )
             stats = {uuid: await self._log_stats(session, ids[uuid]) for uuid in batch}
+        self._project_ids.update(ids)  # committed now
         return stats
 
     async def append_from_log(
@@ -229,23 +230,28 @@ class DocumentStore:
         return project_id
 
     async def _ensure_project_id(self, session: AsyncSession, project_uuid: str) -> int:
-        cached = self._project_ids.get(project_uuid)
-        if cached is not None:
-            return cached
+        """The project's id, creating the project and its document row when missing.
+
+        The document row is ensured on every call (a no-op upsert): a project
+        created elsewhere (by the gateway) has none, and its id may already be
+        cached by a load. Ids found here are not cached, since this
+        transaction may still roll back; callers cache them after commit.
+        """
         dialect_insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
-        await session.execute(
-            dialect_insert(Project)
-            .values(uuid=uuid_module.UUID(project_uuid), title="")
-            .on_conflict_do_nothing(index_elements=["uuid"])
-        )
-        project_id = await session.scalar(
-            select(Project.id).where(Project.uuid == uuid_module.UUID(project_uuid))
-        )
-        assert project_id is not None
+        project_id = self._project_ids.get(project_uuid)
+        if project_id is None:
+            await session.execute(
+                dialect_insert(Project)
+                .values(uuid=uuid_module.UUID(project_uuid), title="")
+                .on_conflict_do_nothing(index_elements=["uuid"])
+            )
+            project_id = await session.scalar(
+                select(Project.id).where(Project.uuid == uuid_module.UUID(project_uuid))
+            )
+            assert project_id is not None
         await session.execute(
             dialect_insert(YjsDocument)
             .values(project_id=project_id, snapshot=b"", state_vector=b"", snapshot_version=0)
             .on_conflict_do_nothing(index_elements=["project_id"])
         )
-        self._project_ids[project_uuid] = project_id
         return project_id

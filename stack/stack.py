@@ -74,7 +74,7 @@ SERVICES = ("gateway", "collab", "persistence")
 #: (the stack sets its own).
 _OWN_VARIABLES = {
     "APP_ENV", "HOST", "PORT", "DATABASE_URL", "DATA_DIR", "FILES_DIR", "INSTANCE_ID",
-    "API_JWT_SECRET", "APP_SECRET", "RUN_MIGRATIONS", "AUTH_CREATE_USERS",
+    "API_JWT_SECRET", "APP_SECRET", "RUN_MIGRATIONS", "AUTH_CREATE_USERS", "FORWARDED_ALLOW_IPS",
 }  # fmt: skip
 _OWN_PREFIXES = ("DB_", "REDIS_", "PG")
 
@@ -193,6 +193,10 @@ class Stack:
         stack.env_overrides = dict(env or {})
         if client_max_body_size:
             stack.client_max_body_size = client_max_body_size
+        elif "MAX_ASSET_BYTES" in stack.env_overrides:
+            stack.client_max_body_size = nginx_conf.client_max_body_size(
+                int(stack.env_overrides["MAX_ASSET_BYTES"])
+            )
         if not detach:
             atexit.register(stack._atexit)
         try:
@@ -520,6 +524,8 @@ class Stack:
             FILES_DIR=str(self.files_dir),
             RUN_MIGRATIONS="0",
             AUTH_CREATE_USERS="1",
+            # nginx is the only client: believe its X-Forwarded-For.
+            FORWARDED_ALLOW_IPS=LOOPBACK,
             PYTHONUNBUFFERED="1",
         )
         env.update(extra)

@@ -152,3 +152,23 @@ async def test_concurrent_first_joins_load_once(server: InProcessServer, project
         assert "collab_room_load_seconds_count 1.0" in text
     finally:
         await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_flooding_connection_is_closed_others_unaffected(settings, project: str) -> None:  # type: ignore[no-untyped-def]
+    from services.embedded import create_app
+    from shared.protocol import encode_query_awareness
+
+    srv = await InProcessServer(create_app, settings.with_overrides(max_frames_per_second=20.0)).start()
+    try:
+        token = await srv.grant(project)
+        async with await YClient.connect(srv.ws_url, project, token) as calm, await YClient.connect(
+            srv.ws_url, project, token
+        ) as flooder:
+            for _ in range(200):
+                await flooder.send_raw(encode_query_awareness())
+            assert await flooder.wait_closed(5) == 1008
+            calm.append("still here")
+            async with await YClient.connect(srv.ws_url, project, token) as fresh:
+                await fresh.wait_text("still here")
+    finally:
+        await srv.stop()

@@ -44,6 +44,7 @@ def create_backplane(
             database.store,
             metrics,
             instance_id_bytes(instance_id),
+            backlog_limit=settings.redis_backlog,
             presence_interval=settings.presence_interval,
             presence_ttl=settings.presence_ttl,
         )

@@ -36,6 +36,7 @@ class Connection:
         role: Role,
         *,
         max_queued_bytes: int = 64 * 1024 * 1024,
+        frames_per_second: float = 0.0,
     ) -> None:
         self.id = next(_ids)
         self.ws = ws
@@ -47,6 +48,21 @@ class Connection:
         self._queued_bytes = 0
         self._max_queued_bytes = max_queued_bytes
         self._writer: asyncio.Task[None] | None = None
+        # token bucket over incoming frames (0 = unlimited); burst of two seconds' worth
+        self._rate = frames_per_second
+        self._tokens = self._burst = frames_per_second * 2
+        self._refilled = self.last_seen
+
+    def allow_frame(self, now: float) -> bool:
+        """Take one token for an incoming frame; False when the client floods."""
+        if not self._rate:
+            return True
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.identity.user_id} role={self.role.value}>"

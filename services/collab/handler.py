@@ -32,6 +32,7 @@ CLOSE_BAD_ROOM = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 
@@ -95,7 +96,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         log.exception("room unavailable", extra={"project": project_uuid})
         return await _refuse(ctx, ws, CLOSE_TRY_AGAIN_LATER, "try again later")
 
-    conn = Connection(ws, identity, role)
+    if ctx.rooms.connection_count() >= ctx.settings.max_connections:
+        return await _refuse(ctx, ws, CLOSE_TRY_AGAIN_LATER, "server full")
+    conn = Connection(ws, identity, role, frames_per_second=ctx.settings.max_frames_per_second)
     room.join(conn)
     ctx.metrics.connections.inc()
     log.info(
@@ -117,7 +120,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 async def _serve(ctx: CollabContext, room, conn: Connection) -> None:  # type: ignore[no-untyped-def]
     ws = conn.ws
     async for message in ws:
-        conn.last_seen = time.monotonic()
+        conn.last_seen = now = time.monotonic()
+        if not conn.allow_frame(now):
+            ctx.metrics.errors.labels("rate_limited").inc()
+            log.warning("closing a flooding connection", extra={"connection": conn.id, "project": room.project_uuid})
+            await conn.close(CLOSE_POLICY_VIOLATION, "too many messages")
+            return
         try:
             if message.type is WSMsgType.BINARY:
                 ctx.metrics.bytes_in.inc(len(message.data))

@@ -51,6 +51,9 @@ class RoomManager:
         for room in self.rooms():
             yield from list(room.connections.values())
 
+    def connection_count(self) -> int:
+        return sum(len(room.connections) for room in self.rooms())
+
     async def acquire(self, project_uuid: str) -> Room:
         """The loaded room for a project, loading it if needed (once for concurrent callers).
 

@@ -27,8 +27,9 @@ from shared.auth import ALGORITHM, Identity, TokenError, bearer_token, verify_to
 
 log = logging.getLogger(__name__)
 
-IDENTITY_KEY = "exe_identity"
-_RAW_TOKEN_KEY = "exe_raw_token"
+_RequestKey = getattr(web, "RequestKey", None)  # aiohttp >= 3.12
+IDENTITY_KEY = _RequestKey("exe_identity", Identity) if _RequestKey else "exe_identity"
+_RAW_TOKEN_KEY = _RequestKey("exe_raw_token", str) if _RequestKey else "exe_raw_token"
 JWT_PAYLOAD_KEY = "jwt_payload"
 
 # Anchored: a whitelist entry is a regex matched at the start of the path.
