@@ -158,3 +158,32 @@ async def test_postgres_outage_worker_retries_and_catches_up(
     text = await metrics_of(worker.http_url)
     errors = [line for line in text.splitlines() if line.startswith("persistence_errors_total")]
     assert errors, "the worker should have counted failed attempts while PostgreSQL was down"
+
+
+async def test_full_backlog_spills_to_the_database(
+    tmp_path: Path, redis_server: RedisServer, postgres: PostgresServer
+) -> None:
+    url = postgres.create_database(f"s_{uuid.uuid4().hex[:12]}")
+    cluster = await Cluster(tmp_path, redis_server, url, redis_backlog=10).migrate()
+    try:
+        a = await cluster.collab("a")
+        await cluster.worker()
+        room = await cluster.new_project(1)
+        async with await YClient.connect(a.ws_url, room, cluster.token(1)) as c:
+            first = await edit_steadily(c, "f", 5)
+            await wait_stored(cluster, room, c.value)
+            redis_server.stop()
+            during = await edit_steadily(c, "d", 40)
+            # beyond the bound, updates go straight to the database instead of being dropped
+            deadline = asyncio.get_running_loop().time() + 10
+            while during[0] not in await cluster.stored_text(room):  # the oldest spill first
+                assert asyncio.get_running_loop().time() < deadline, "nothing spilled to the database"
+                await asyncio.sleep(0.1)  # polling PostgreSQL
+            text = await metrics_of(a.http_url)
+            spilled = [line for line in text.splitlines() if line.startswith("collab_log_spilled_updates_total")]
+            assert spilled and float(spilled[0].split()[-1]) > 0
+            redis_server.start()
+            await wait_stored(cluster, room, c.value, timeout=30)
+            assert_has_all(c.value, first + during)
+    finally:
+        await cluster.close()

@@ -87,6 +87,7 @@ class RedisBackplane:
         self._drained.set()
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     # lifecycle -----------------------------------------------------------
 
@@ -119,6 +120,7 @@ class RedisBackplane:
                 await self._redis.delete(instance_key(self.instance_id))
         except _REDIS_ERRORS:
             pass
+        await asyncio.gather(*self._side_tasks, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -248,7 +250,9 @@ class RedisBackplane:
         self._outbox = []
         if len(self._backlog) > self._backlog_limit:
             overflow = [self._backlog.popleft() for _ in range(len(self._backlog) - self._backlog_limit // 2)]
-            asyncio.create_task(self._spill(overflow))
+            spill = asyncio.create_task(self._spill(overflow))
+            self._side_tasks.add(spill)
+            spill.add_done_callback(self._side_tasks.discard)
         self._metrics.log_backlog.set(len(self._backlog))
         if not self._backlog:
             self._drained.set()
@@ -327,7 +331,9 @@ class RedisBackplane:
             for room in self._rooms.rooms() if self._rooms else []:
                 self._publish(room.project_uuid, Kind.SYNC_REQUEST, room.doc.get_state())
                 self._metrics.resyncs.inc()
-                asyncio.create_task(self._catch_up_from_log(room))
+                catch_up = asyncio.create_task(self._catch_up_from_log(room))
+                self._side_tasks.add(catch_up)
+                catch_up.add_done_callback(self._side_tasks.discard)
 
     async def _catch_up_from_log(self, room: Any) -> None:
         try:
