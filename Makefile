@@ -12,6 +12,7 @@ help:
 	@echo "make run      serve gateway + collab on http://127.0.0.1:8080 (SQLite under ./data)"
 	@echo "make test     install what is missing, then run the whole test suite"
 	@echo "make migrate  alembic upgrade head against the configured database"
+	@echo "make bench    the benchmark suite (~10 min): Markdown table on stdout, JSON in bench/results/"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,3 +83,16 @@ stack-down:
 
 stack-status:
 	$(PY) -m stack status --run-dir $(STACK_DIR)
+
+# ---- benchmarks (bench/): the project side by side with the official Node y-websocket server ----
+BENCH_NODE_STAMP := bench/node/node_modules/.installed
+
+.PHONY: bench
+
+$(BENCH_NODE_STAMP): bench/node/package-lock.json
+	@if command -v npm >/dev/null; then cd bench/node && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the bench's reference target needs Node.js 20 and npm" >&2; exit 1; fi
+
+# make bench [BENCH_ARGS="--targets single,node --scenarios a,c --scale 0.2"]
+bench: venv system-deps $(BENCH_NODE_STAMP)
+	$(PY) -m bench $(BENCH_ARGS)

@@ -3,7 +3,6 @@
 import logging
 
 from services.embedded import create_app
-from shared.auth import mint_token
 from shared.config import Settings
 from shared.runner import run_service
 
@@ -11,14 +10,22 @@ log = logging.getLogger("exe-collab")
 
 
 def _build(settings: Settings):  # type: ignore[no-untyped-def]
-    token, _ = mint_token(settings.jwt_secret, "demo", email="demo@localhost", ttl_seconds=24 * 3600)
-    base = f"{settings.host}:{settings.port}"
+    base = f"http://{settings.host}:{settings.port}"
+    ws = f"ws://{settings.host}:{settings.port}"
+    registration = (
+        f"  1. an account:   curl -s {base}/api/auth/register -H 'Content-Type: application/json' "
+        "-d '{\"email\":\"me@example.com\",\"password\":\"choose-a-password\"}'\n"
+        if settings.auth_create_users
+        else "  1. an account:   python -m services.gateway.admin create-user me@example.com\n"
+    )
     print(
-        f"\nexe-collab is serving http://{base}\n"
-        f"  demo token (24 h): {token}\n"
-        f"  a room:            ws://{base}/yjs/project-3f2b8c1e-0d4a-4c3b-9a51-2f7e6d8c9b10?token={token}\n"
-        "  (y-websocket: new WebsocketProvider('ws://" + base + "/yjs', 'project-<uuid>', doc,"
-        " { params: { token } }))\n",
+        f"\nexe-collab is serving {base} (API description: {base}/api/openapi.json)\n"
+        f"{registration}"
+        f"  2. a token:      curl -s {base}/api/auth/login -H 'Content-Type: application/json' "
+        "-d '{\"email\":\"me@example.com\",\"password\":\"choose-a-password\"}'\n"
+        f"  3. a project:    curl -s {base}/api/projects -H \"Authorization: Bearer $TOKEN\" "
+        "-H 'Content-Type: application/json' -d '{\"title\":\"My project\"}'\n"
+        f"  4. edit live:    new WebsocketProvider('{ws}/yjs', 'project-<uuid>', doc, {{ params: {{ token }} }})\n",
         flush=True,
     )
     return create_app(settings)

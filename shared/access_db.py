@@ -61,7 +61,9 @@ def parse_project_uuid(value: str) -> uuid_module.UUID | None:
         return None
 
 
-async def find_live_project(session: AsyncSession, project_uuid: uuid_module.UUID) -> Project | None:
+async def find_live_project(
+    session: AsyncSession, project_uuid: uuid_module.UUID
+) -> Project | None:
     """The project with that uuid unless it does not exist or is deleted."""
     return await session.scalar(
         select(Project).where(Project.uuid == project_uuid, Project.deleted_at.is_(None))
@@ -84,7 +86,11 @@ async def resolve_access(
     session: AsyncSession, identity: Identity, project_uuid: str | uuid_module.UUID
 ) -> tuple[Project | None, Role | None]:
     """(the live project or None, the caller's role or None): the one access rule."""
-    parsed = project_uuid if isinstance(project_uuid, uuid_module.UUID) else parse_project_uuid(project_uuid)
+    parsed = (
+        project_uuid
+        if isinstance(project_uuid, uuid_module.UUID)
+        else parse_project_uuid(project_uuid)
+    )
     if parsed is None:
         return None, None
     project = await find_live_project(session, parsed)
@@ -105,7 +111,8 @@ class DatabaseAccess:
 
     def __init__(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession] | Callable[[], async_sessionmaker[AsyncSession]],
+        sessionmaker: async_sessionmaker[AsyncSession]
+        | Callable[[], async_sessionmaker[AsyncSession]],
         *,
         ttl: float = 2.0,
         max_entries: int = 50_000,

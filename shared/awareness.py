@@ -62,27 +62,39 @@ class AwarenessRegistry:
     def __init__(self) -> None:
         self._entries: dict[int, AwarenessEntry] = {}
         self._owners: dict[int, Hashable] = {}
+        self._removed: dict[int, int] = {}  # clock of each removed client id
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def apply(self, owner: Hashable, entries: Iterable[AwarenessEntry]) -> None:
-        """Record entries announced by `owner` (newer clocks win, as in y-protocols)."""
+        """Record entries announced by `owner` (newer clocks win, as in y-protocols).
+
+        Only a client advances its own clock, so the owner of a client id is
+        whoever last announced a newer clock for it. A same-clock
+        re-announcement changes nothing: the stock y-websocket client echoes
+        every peer state it receives back to the server, and such an echo must
+        not take the state over (else the peer's departure would leave a
+        ghost). A client that reconnected takes its state back with its next
+        renewal. Removed ids keep their clock, so a late echo cannot revive them.
+        """
         for entry in entries:
-            current = self._entries.get(entry.client_id)
-            if current is not None and entry.clock < current.clock:
-                continue
-            if current is not None and entry.clock == current.clock and not entry.removed:
-                # Same state re-announced (e.g. after a reconnect elsewhere): the
-                # announcer owns it now, so the old owner's departure won't remove it.
-                self._owners[entry.client_id] = owner
+            cid = entry.client_id
+            current = self._entries.get(cid)
+            known = current.clock if current is not None else self._removed.get(cid)
+            if known is not None and (
+                entry.clock < known
+                or (entry.clock == known and not (entry.removed and current is not None))
+            ):
                 continue
             if entry.removed:
-                self._entries.pop(entry.client_id, None)
-                self._owners.pop(entry.client_id, None)
+                self._entries.pop(cid, None)
+                self._owners.pop(cid, None)
+                self._removed[cid] = entry.clock
             else:
-                self._entries[entry.client_id] = entry
-                self._owners[entry.client_id] = owner
+                self._entries[cid] = entry
+                self._owners[cid] = owner
+                self._removed.pop(cid, None)
 
     def snapshot(self, owned_by: Callable[[Hashable], bool] | None = None) -> bytes | None:
         """Current states (of the owners `owned_by` accepts, default all) as one
@@ -107,4 +119,5 @@ class AwarenessRegistry:
         for entry in removed:
             del self._entries[entry.client_id]
             del self._owners[entry.client_id]
+            self._removed[entry.client_id] = entry.clock
         return encode_awareness_update(removed) if removed else None

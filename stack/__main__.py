@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -35,27 +37,56 @@ def _up(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         detach=True,
     )
-    token = stack.mint_token("demo", email="demo@localhost", ttl_seconds=24 * 3600)
-    room = f"project-{uuid.uuid4()}"
+    demo = _demo_project(stack.url)
     rel = _relative(stack.run_dir)
     print(f"\nexe-collab stack is up: {stack.url}\n")
     for service in ("gateway", "collab", "persistence"):
         for instance in stack.instances[service]:
             print(f"  {instance.name:<14} {instance.url}  pid {instance.pid}")
     print(f"  {'redis':<14} {stack.redis_url}  pid {stack.redis.pid if stack.redis else '-'}")
-    print(f"  {'postgres':<14} {stack.database_dsn}  pid {stack.postgres.pid if stack.postgres else '-'}")
+    print(
+        f"  {'postgres':<14} {stack.database_dsn}  pid {stack.postgres.pid if stack.postgres else '-'}"
+    )
     print(f"  {'nginx':<14} {stack.url}  pid {stack.nginx.pid if stack.nginx else '-'}")
     for warning in stack.warnings:
         print(f"  WARNING: {warning}")
+    print(f"\n  health:     {stack.url}/health")
+    if demo is not None:
+        email, password, token, room = demo
+        print(
+            f"  demo user:  {email} / {password} (POST {stack.url}/api/auth/login)\n"
+            f"  its room:   {stack.ws_url}/{room}?token={token}"
+        )
     print(
-        f"\n  health:     {stack.url}/health\n"
-        f"  a room:     {stack.ws_url}/{room}?token={token}\n"
-        f"  demo token (24 h, user 'demo'): {token}\n"
         f"  run dir:    {rel} (stack.json, logs/, pids/; secrets in {rel}/stack.env)\n"
         f"  stop with:  make stack-down\n",
         flush=True,
     )
     return 0
+
+
+def _demo_project(base: str) -> tuple[str, str, str, str] | None:
+    """Register a demo user and create a project through nginx: (email, password, token, room)."""
+    email, password = f"demo-{uuid.uuid4().hex[:6]}@example.com", secrets.token_urlsafe(12)
+
+    def call(path: str, body: dict[str, str], token: str | None = None) -> dict[str, object]:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(
+            base + path, json.dumps(body).encode(), headers, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.loads(response.read()))
+
+    try:
+        call("/api/auth/register", {"email": email, "password": password, "name": "Demo"})
+        token = str(call("/api/auth/login", {"email": email, "password": password})["token"])
+        project = call("/api/projects", {"title": "Demo"}, token)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"  (no demo project: {exc})", file=sys.stderr)
+        return None
+    return email, password, token, f"project-{project['uuid']}"
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -91,7 +122,9 @@ def _render(args: argparse.Namespace) -> int:
     if args.check:
         current = nginx_conf.COMPOSE_UPSTREAMS_FILE.read_text()
         if current != text:
-            print(f"{nginx_conf.COMPOSE_UPSTREAMS_FILE} is out of date: run python -m stack render-nginx")
+            print(
+                f"{nginx_conf.COMPOSE_UPSTREAMS_FILE} is out of date: run python -m stack render-nginx"
+            )
             return 1
         return 0
     nginx_conf.COMPOSE_UPSTREAMS_FILE.write_text(text)

@@ -389,7 +389,12 @@ class Stack:
             listening = listening_inodes()
             return not any(pid_alive(p) and holds_socket(p, listening) for p in before)
 
-        poll_until(applied, timeout=timeout, what="nginx to apply its new config", alive=lambda: nginx.alive)
+        poll_until(
+            applied,
+            timeout=timeout,
+            what="nginx to apply its new config",
+            alive=lambda: nginx.alive,
+        )
 
     # -- stopping ------------------------------------------------------------------
 
@@ -404,7 +409,7 @@ class Stack:
             for process in self.processes():
                 try:
                     process.stop(timeout=20.0)
-                except Exception as exc:  # keep stopping the others
+                except Exception as exc:  # noqa: BLE001 - keep stopping the others
                     errors.append(f"{process.name}: {exc}")
             self._stopped = True
             shutil.rmtree(self.scratch_dir, ignore_errors=True)
@@ -499,7 +504,9 @@ class Stack:
             if persistence_available():
                 new.append(self._new_instance("persistence"))
             else:
-                warning = "services/persistence/__main__.py does not exist yet: no persistence worker"
+                warning = (
+                    "services/persistence/__main__.py does not exist yet: no persistence worker"
+                )
                 self.warnings.append(warning)
                 print(f"stack: WARNING: {warning}", file=sys.stderr)
         for instance in new:
@@ -597,12 +604,21 @@ class Stack:
             "postgres", argv, log=log, env=_plain_env(), cwd=self.scratch_dir, user=user,
             stop_signal=signal.SIGINT,
         )  # fmt: skip
-        pg_isready = [str(bindir / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(self.postgres_port)]
+        pg_isready = [
+            str(bindir / "pg_isready"),
+            "-q",
+            "-h",
+            LOOPBACK,
+            "-p",
+            str(self.postgres_port),
+        ]
         self._wait(lambda: _succeeds(pg_isready), "pg_isready", self.postgres)
         psql = [str(bindir / "psql"), "-X", "-q", "-h", LOOPBACK, "-p", str(self.postgres_port),
                 "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
                 "-c", f'CREATE DATABASE "{DATABASE_NAME}"']  # fmt: skip
-        result = subprocess.run(psql, capture_output=True, text=True, env=_plain_env(), timeout=60)
+        result = subprocess.run(
+            psql, check=False, capture_output=True, text=True, env=_plain_env(), timeout=60
+        )
         if result.returncode != 0:
             raise StackError(f"creating the database failed: {result.stderr.strip()}")
 
@@ -702,7 +718,12 @@ class Stack:
 
     def _check_nginx_config(self) -> None:
         result = subprocess.run(
-            self._nginx_argv("-t", "-q"), capture_output=True, text=True, env=_plain_env(), timeout=30
+            self._nginx_argv("-t", "-q"),
+            check=False,
+            capture_output=True,
+            text=True,
+            env=_plain_env(),
+            timeout=30,
         )
         if result.returncode != 0:
             raise StackError(f"nginx -t rejected {self.nginx_conf}:\n{result.stderr.strip()}")
@@ -725,7 +746,9 @@ class Stack:
         try:
             poll_until(check, timeout=self.timeout, what=what, alive=lambda: process.alive)
         except StackError as exc:
-            raise StackError(f"{process.name}: {exc}; {process.log}:\n{process.log_tail()}") from None
+            raise StackError(
+                f"{process.name}: {exc}; {process.log}:\n{process.log_tail()}"
+            ) from None
 
 
 def _new_instance_id() -> str:
@@ -741,7 +764,12 @@ def _plain_env() -> dict[str, str]:
 
 def _succeeds(argv: list[str]) -> bool:
     try:
-        return subprocess.run(argv, capture_output=True, env=_plain_env(), timeout=10).returncode == 0
+        return (
+            subprocess.run(
+                argv, check=False, capture_output=True, env=_plain_env(), timeout=10
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 

@@ -11,6 +11,7 @@ Redis durability, no token in access logs...) are checked on top.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import os
@@ -133,7 +134,14 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     env_file.write_text("".join(f"{k}={v}\n" for k, v in SAMPLE_ENV.items()))
     argv = [binary, "-f", str(COMPOSE_FILE), "--env-file", str(env_file)]
     clean = {k: v for k, v in os.environ.items() if k not in REQUIRED_SECRETS}
-    result = subprocess.run([*argv, "config", "--format", "json"], capture_output=True, text=True, env=clean, timeout=60)
+    result = subprocess.run(
+        [*argv, "config", "--format", "json"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     assert config["services"]["collab"]["deploy"]["replicas"] == 2
@@ -141,7 +149,9 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
 
     # Without the secrets Compose refuses, naming the missing one.
     env_file.write_text("API_JWT_SECRET=x\n")
-    result = subprocess.run([*argv, "config", "-q"], capture_output=True, text=True, env=clean, timeout=60)
+    result = subprocess.run(
+        [*argv, "config", "-q"], check=False, capture_output=True, text=True, env=clean, timeout=60
+    )
     assert result.returncode != 0
     assert "is required" in result.stderr and "deploy/.env" in result.stderr
 
@@ -149,7 +159,9 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
 # -- Compose: project rules --------------------------------------------------------
 
 
-def test_only_nginx_publishes_ports_and_scalable_services_can_scale(compose: dict[str, Any]) -> None:
+def test_only_nginx_publishes_ports_and_scalable_services_can_scale(
+    compose: dict[str, Any],
+) -> None:
     services = compose["services"]
     assert set(APP_SERVICES) | {"nginx", "postgres", "redis", "migrate"} <= set(services)
     publishing = sorted(name for name, svc in services.items() if svc.get("ports"))
@@ -166,7 +178,9 @@ def test_every_service_has_a_real_health_check(compose: dict[str, Any]) -> None:
     for name in APP_SERVICES:
         test = " ".join(services[name]["healthcheck"]["test"])
         assert "/health/ready" in test and "urllib.request" in test, name
-        assert "curl" not in test and "wget" not in test, f"{name}: python:3.11-slim has no curl/wget"
+        assert "curl" not in test and "wget" not in test, (
+            f"{name}: python:3.11-slim has no curl/wget"
+        )
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     assert "redis-cli ping" in " ".join(services["redis"]["healthcheck"]["test"])
     assert "/health" in " ".join(services["nginx"]["healthcheck"]["test"])
@@ -227,7 +241,9 @@ def test_nginx_container_renders_the_shared_templates(compose: dict[str, Any]) -
     given = {k: v for k, v in env.items() if not k.startswith("NGINX_ENVSUBST_")}
     assert given == nginx_conf.COMPOSE_VARIABLES
     assert "./nginx/templates:/etc/nginx/templates:ro" in nginx["volumes"]
-    assert "./nginx/upstreams/compose.conf:/etc/nginx/exe-collab/upstreams.conf:ro" in nginx["volumes"]
+    assert (
+        "./nginx/upstreams/compose.conf:/etc/nginx/exe-collab/upstreams.conf:ro" in nginx["volumes"]
+    )
     for volume in nginx["volumes"]:
         assert (DEPLOY / volume.split(":")[0]).exists(), volume
     # nginx >= 1.27.3 for `server ... resolve` in an open-source build.
@@ -242,28 +258,41 @@ def test_nginx_body_limit_matches_the_gateway_asset_limit(compose: dict[str, Any
     assert compose["services"]["nginx"]["environment"]["NGINX_CLIENT_MAX_BODY_SIZE"] == expected
     ingress = list(yaml.safe_load_all((K8S / "ingress.yaml").read_text()))
     gateway_ingress = next(i for i in ingress if i["metadata"]["name"] == "exe-collab")
-    assert gateway_ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == expected
+    assert (
+        gateway_ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+        == expected
+    )
 
 
 def test_make_up_refuses_without_secrets(tmp_path: Path) -> None:
     check = ["sh", str(DEPLOY / "check-env.sh")]
-    missing = subprocess.run([*check, str(tmp_path / "nope.env")], capture_output=True, text=True)
+    missing = subprocess.run(
+        [*check, str(tmp_path / "nope.env")], check=False, capture_output=True, text=True
+    )
     assert missing.returncode == 1 and "does not exist" in missing.stderr
-    example = subprocess.run([*check, str(DEPLOY / ".env.example")], capture_output=True, text=True)
+    example = subprocess.run(
+        [*check, str(DEPLOY / ".env.example")], check=False, capture_output=True, text=True
+    )
     assert example.returncode == 1
     assert all(name in example.stderr for name in REQUIRED_SECRETS)
     partial = tmp_path / "partial.env"
     partial.write_text("API_JWT_SECRET=abc\nAPP_SECRET='def'\nDB_PASSWORD=\nREDIS_PASSWORD=x\n")
-    result = subprocess.run([*check, str(partial)], capture_output=True, text=True)
-    assert result.returncode == 1 and "DB_PASSWORD" in result.stderr and "APP_SECRET" not in result.stderr
+    result = subprocess.run([*check, str(partial)], check=False, capture_output=True, text=True)
+    assert (
+        result.returncode == 1
+        and "DB_PASSWORD" in result.stderr
+        and "APP_SECRET" not in result.stderr
+    )
     good = tmp_path / "good.env"
     good.write_text("".join(f"{k}={v}\n" for k, v in SAMPLE_ENV.items()))
-    assert subprocess.run([*check, str(good)], capture_output=True).returncode == 0
+    assert subprocess.run([*check, str(good)], check=False, capture_output=True).returncode == 0
 
 
 def test_make_targets_drive_docker_compose() -> None:
     def dry(*args: str) -> str:
-        result = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["make", "-n", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout
 
@@ -292,9 +321,22 @@ def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert "COPY --from=build /opt/venv /opt/venv" in text
-    for source in re.findall(r"^COPY\s+(?!--from)(\S+)", text, re.MULTILINE):
-        assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+    for args in re.findall(r"^COPY\s+(?!--from)(.+)$", text, re.MULTILINE):
+        for source in args.split()[:-1]:
+            assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+            assert not _dockerignored(source), f"COPY {source}: excluded by .dockerignore"
     assert re.search(r'^CMD \["python", "-m", "services\.gateway"\]', text, re.MULTILINE)
+
+
+def _dockerignored(path: str) -> bool:
+    patterns = [
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    return any(
+        fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path, p.removeprefix("**/")) for p in patterns
+    )
 
 
 def test_dockerignore_keeps_secrets_out_and_sources_in() -> None:
@@ -320,14 +362,24 @@ def _nginx() -> str:
 
 
 def _nginx_version(binary: str) -> tuple[int, ...]:
-    out = subprocess.run([binary, "-v"], capture_output=True, text=True).stderr
-    return tuple(int(p) for p in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", out).groups())  # type: ignore[union-attr]
+    out = subprocess.run([binary, "-v"], check=False, capture_output=True, text=True).stderr
+    return tuple(int(p) for p in _section(out, r"nginx/(\d+\.\d+\.\d+)").split("."))
 
 
 def _nginx_t(conf_dir: Path, logs: Path) -> None:
     binary = _nginx()
     result = subprocess.run(
-        [binary, "-t", "-p", f"{conf_dir}/", "-e", str(logs / "startup.log"), "-c", str(conf_dir / "nginx.conf")],
+        [
+            binary,
+            "-t",
+            "-p",
+            f"{conf_dir}/",
+            "-e",
+            str(logs / "startup.log"),
+            "-c",
+            str(conf_dir / "nginx.conf"),
+        ],
+        check=False,
         capture_output=True,
         text=True,
         timeout=30,
@@ -339,7 +391,11 @@ def _stack_variables(tmp_path: Path, **extra: Any) -> dict[str, str]:
     (tmp_path / "logs").mkdir(exist_ok=True)
     (tmp_path / "tmp").mkdir(exist_ok=True)
     return nginx_conf.stack_variables(
-        port=18080, logs_dir=tmp_path / "logs", temp_dir=tmp_path / "tmp", pid_file=tmp_path / "nginx.pid", **extra
+        port=18080,
+        logs_dir=tmp_path / "logs",
+        temp_dir=tmp_path / "tmp",
+        pid_file=tmp_path / "nginx.pid",
+        **extra,
     )
 
 
@@ -367,7 +423,9 @@ def test_nginx_accepts_the_tls_server_block(tmp_path: Path) -> None:
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     variables = _stack_variables(tmp_path, tls_cert=cert, tls_key=key)
-    nginx_conf.write_config(tmp_path / "conf", variables, nginx_conf.loopback_upstreams([1], [2]), tls=True)
+    nginx_conf.write_config(
+        tmp_path / "conf", variables, nginx_conf.loopback_upstreams([1], [2]), tls=True
+    )
     tls = (tmp_path / "conf" / "exe-collab" / "tls.conf").read_text()
     assert "listen 443 ssl;" in tls and "include exe-collab/locations.inc;" in tls
     _nginx_t(tmp_path / "conf", tmp_path / "logs")
@@ -404,7 +462,9 @@ def test_nginx_accepts_the_compose_config(tmp_path: Path) -> None:
     nginx_conf.render_templates(conf_dir, variables)
     upstreams = nginx_conf.COMPOSE_UPSTREAMS_FILE.read_text()
     if _nginx_version(binary) < (1, 27, 3):
-        upstreams = re.sub(r"server (gateway|collab):8080 resolve", "server 127.0.0.1:8080", upstreams)
+        upstreams = re.sub(
+            r"server (gateway|collab):8080 resolve", "server 127.0.0.1:8080", upstreams
+        )
     (conf_dir / "exe-collab" / "upstreams.conf").write_text(upstreams)
     _nginx_t(conf_dir, tmp_path / "logs")
     assert "listen 80 default_server;" in (conf_dir / "exe-collab" / "site.conf").read_text()
@@ -417,12 +477,16 @@ def test_templates_use_only_variables_compose_provides() -> None:
     assert used == set(nginx_conf.COMPOSE_VARIABLES)
     with pytest.raises(nginx_conf.TemplateError):
         nginx_conf.substitute("listen ${NGINX_NOPE};", {})
-    assert nginx_conf.substitute("$uri ${NGINX_PORT} $host", {"NGINX_PORT": "80"}) == "$uri 80 $host"
+    assert (
+        nginx_conf.substitute("$uri ${NGINX_PORT} $host", {"NGINX_PORT": "80"}) == "$uri 80 $host"
+    )
 
 
 def _rendered(tmp_path: Path) -> str:
     conf_dir = tmp_path / "conf"
-    nginx_conf.write_config(conf_dir, _stack_variables(tmp_path), nginx_conf.loopback_upstreams([1], [2]))
+    nginx_conf.write_config(
+        conf_dir, _stack_variables(tmp_path), nginx_conf.loopback_upstreams([1], [2])
+    )
     return "\n".join(p.read_text() for p in sorted(conf_dir.rglob("*")) if p.is_file())
 
 
@@ -432,7 +496,17 @@ def test_access_logs_never_contain_the_query_string(tmp_path: Path) -> None:
     assert log_format is not None
     fmt = log_format.group(0)
     assert "$uri" in fmt
-    for leaky in ("$request\"", "$request ", "$request'", "$request_uri", "$args", "$query_string", "$arg_", "$http_referer", "$is_args"):
+    for leaky in (
+        '$request"',
+        "$request ",
+        "$request'",
+        "$request_uri",
+        "$args",
+        "$query_string",
+        "$arg_",
+        "$http_referer",
+        "$is_args",
+    ):
         assert leaky not in fmt, leaky
     for directive in re.findall(r"^\s*access_log\s+([^;]+);", text, re.MULTILINE):
         assert directive == "off" or directive.split()[-1] == "exe_collab", directive
@@ -441,21 +515,30 @@ def test_access_logs_never_contain_the_query_string(tmp_path: Path) -> None:
     assert yjs is not None and re.search(r"error_log \S+ crit;", yjs.group(1))
 
 
+def _section(text: str, pattern: str) -> str:
+    match = re.search(pattern, text, re.DOTALL)
+    assert match is not None, pattern
+    return match.group(1)
+
+
 def test_routes_websockets_health_and_limits(tmp_path: Path) -> None:
     text = _rendered(tmp_path)
-    yjs = re.search(r"location /yjs/ \{(.*?)\n\}", text, re.DOTALL).group(1)  # type: ignore[union-attr]
+    yjs = _section(text, r"location /yjs/ \{(.*?)\n\}")
     assert "proxy_pass http://exe_collab;" in yjs
     assert "proxy_http_version 1.1;" in yjs
     assert "proxy_set_header Upgrade $http_upgrade;" in yjs
     assert "proxy_set_header Connection $connection_upgrade;" in yjs
     assert "proxy_buffering off;" in yjs
-    assert int(re.search(r"proxy_read_timeout (\d+)s;", yjs).group(1)) >= 3600  # type: ignore[union-attr]
-    rest = re.search(r"location / \{(.*?)\n\}", text, re.DOTALL).group(1)  # type: ignore[union-attr]
+    assert int(_section(yjs, r"proxy_read_timeout (\d+)s;")) >= 3600
+    rest = _section(text, r"location / \{(.*?)\n\}")
     assert "proxy_pass http://exe_gateway;" in rest
-    health = re.search(r"location = /health \{(.*?)\}", text, re.DOTALL).group(1)  # type: ignore[union-attr]
+    health = _section(text, r"location = /health \{(.*?)\}")
     assert "return 200" in health
     assert "location /health" not in text.replace("location = /health ", "")
-    assert f"client_max_body_size {nginx_conf.client_max_body_size(Settings().max_asset_bytes)};" in text
+    assert (
+        f"client_max_body_size {nginx_conf.client_max_body_size(Settings().max_asset_bytes)};"
+        in text
+    )
     assert "least_conn;" in text
 
 
@@ -480,8 +563,10 @@ def test_k8s_manifests_match_the_kubernetes_schemas() -> None:
     for name, doc in _manifests():
         try:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-        except Exception as exc:  # collect all of them
-            errors.append(f"{name} {doc.get('kind')}/{doc.get('metadata', {}).get('name')}: {getattr(exc, 'message', exc)}")
+        except Exception as exc:  # noqa: BLE001 - collect all of them
+            errors.append(
+                f"{name} {doc.get('kind')}/{doc.get('metadata', {}).get('name')}: {getattr(exc, 'message', exc)}"
+            )
     assert not errors, "\n".join(errors)
 
 
@@ -529,7 +614,10 @@ def test_k8s_workloads_probes_and_selectors() -> None:
         volumes = {v["name"]: v for v in template["spec"]["volumes"]}
         assert volumes["assets"]["persistentVolumeClaim"]["claimName"] == "exe-collab-assets"
         assert "wait-for-migrations" in {c["name"] for c in template["spec"]["initContainers"]}
-    assert pods["exe-collab-migrate"][1]["spec"]["containers"][0]["command"][-2:] == ["upgrade", "head"]
+    assert pods["exe-collab-migrate"][1]["spec"]["containers"][0]["command"][-2:] == [
+        "upgrade",
+        "head",
+    ]
     redis = " ".join(pods["redis"][1]["spec"]["containers"][0]["args"])
     assert "--appendonly yes" in redis and "--maxmemory-policy noeviction" in redis
 
@@ -543,11 +631,17 @@ def test_k8s_references_resolve() -> None:
     # Services select pods that exist, on ports those pods name.
     for name, service in by_kind["Service"].items():
         selector = service["spec"]["selector"]
-        matches = [t for _, t in pods.values() if selector.items() <= t["metadata"]["labels"].items()]
+        matches = [
+            t for _, t in pods.values() if selector.items() <= t["metadata"]["labels"].items()
+        ]
         assert matches, f"Service {name} selects no pod"
-        port_names = {p["name"] for t in matches for c in t["spec"]["containers"] for p in c.get("ports", [])}
+        port_names = {
+            p["name"] for t in matches for c in t["spec"]["containers"] for p in c.get("ports", [])
+        }
         for port in service["spec"]["ports"]:
-            assert port["targetPort"] in port_names, f"Service {name}: no container port {port['targetPort']}"
+            assert port["targetPort"] in port_names, (
+                f"Service {name}: no container port {port['targetPort']}"
+            )
     # ConfigMap / Secret references.
     for name, (_, template) in pods.items():
         containers = template["spec"]["containers"] + template["spec"].get("initContainers", [])
@@ -567,11 +661,17 @@ def test_k8s_references_resolve() -> None:
                     assert ref["configMapKeyRef"]["key"] in config["data"]
     assert set(by_kind["Secret"]["exe-collab-secrets"]["stringData"]) == set(REQUIRED_SECRETS)
     # The ConfigMap's settings parse like the containers' environment would.
-    settings = Settings.from_env({**by_kind["ConfigMap"]["exe-collab-config"]["data"], **SAMPLE_ENV})
+    settings = Settings.from_env(
+        {**by_kind["ConfigMap"]["exe-collab-config"]["data"], **SAMPLE_ENV}
+    )
     assert settings.multi_instance and settings.is_production
     # HPA -> the collab Deployment (without a fixed replica count).
     hpa = by_kind["HorizontalPodAutoscaler"]["collab"]
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "collab"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "collab",
+    }
     assert "replicas" not in by_kind["Deployment"]["collab"]["spec"]
     assert hpa["spec"]["minReplicas"] >= 2
     # Ingress -> Services and their port names; WebSocket settings on /yjs/.

@@ -51,7 +51,10 @@ class World:
 async def world(server: InProcessServer) -> AsyncIterator[World]:
     async with Api(server.http_url) as api:
         sm = server.sessionmaker
-        ids = {name: await create_user(sm, name) for name in ("owner", "editor", "viewer", "outsider", "extra")}
+        ids = {
+            name: await create_user(sm, name)
+            for name in ("owner", "editor", "viewer", "outsider", "extra")
+        }
         tokens: dict[str, str | None] = {name: server.token(uid) for name, uid in ids.items()}
         tokens["anonymous"] = None
         created = await api.post("/api/projects", json={"title": "matrix"}, token=tokens["owner"])
@@ -59,11 +62,15 @@ async def world(server: InProcessServer) -> AsyncIterator[World]:
         project = created.json["uuid"]
         for name in ("editor", "viewer"):
             reply = await api.put(
-                f"/api/projects/{project}/members/{email_for(name)}", json={"role": name}, token=tokens["owner"]
+                f"/api/projects/{project}/members/{email_for(name)}",
+                json={"role": name},
+                token=tokens["owner"],
             )
             assert reply.status == 201, reply.body
         w = World(server, api, project, tokens)
-        version = await api.post(f"/api/projects/{project}/versions", json={"label": "v"}, token=tokens["owner"])
+        version = await api.post(
+            f"/api/projects/{project}/versions", json={"label": "v"}, token=tokens["owner"]
+        )
         w.version_id = version.json["id"]
         for role in ROLES:
             await _upload(api, project, f"{role}.txt", b"to delete", tokens["owner"])
@@ -83,7 +90,9 @@ Call = Callable[[World, str], Any]
 def _json(method: str, path: str, body: Any = None) -> Call:
     async def call(w: World, role: str) -> Reply:
         kwargs = {"json": body} if body is not None else {}
-        return await w.as_(role).request(method, path.format(p=w.project, v=w.version_id, role=role), **kwargs)
+        return await w.as_(role).request(
+            method, path.format(p=w.project, v=w.version_id, role=role), **kwargs
+        )
 
     return call
 
@@ -110,7 +119,11 @@ def _tus_create() -> Call:
     async def call(w: World, role: str) -> Reply:
         return await w.as_(role).post(
             f"/api/projects/{w.project}/uploads",
-            headers={"Tus-Resumable": "1.0.0", "Upload-Length": "5", "Upload-Metadata": "filename aGkudHh0"},
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": "5",
+                "Upload-Metadata": "filename aGkudHh0",
+            },
         )
 
     return call
@@ -121,7 +134,11 @@ OK = {200, 201, 204}
 MATRIX: list[tuple[str, Call, tuple[Any, ...]]] = [
     ("list projects", _json("GET", "/api/projects"), (401, 200, 200, 200, 200)),
     ("get project", _json("GET", "/api/projects/{p}"), (401, 403, 200, 200, 200)),
-    ("rename project", _json("PATCH", "/api/projects/{p}", {"title": "new"}), (401, 403, 403, 200, 200)),
+    (
+        "rename project",
+        _json("PATCH", "/api/projects/{p}", {"title": "new"}),
+        (401, 403, 403, 200, 200),
+    ),
     ("list members", _json("GET", "/api/projects/{p}/members"), (401, 403, 200, 200, 200)),
     (
         "add member",
@@ -133,17 +150,37 @@ MATRIX: list[tuple[str, Call, tuple[Any, ...]]] = [
         _json("PUT", "/api/projects/{p}/members/" + email_for("extra"), {"role": "editor"}),
         (401, 403, 403, 403, 200),
     ),
-    ("remove member", _json("DELETE", "/api/projects/{p}/members/" + email_for("extra")), (401, 403, 403, 403, 204)),
+    (
+        "remove member",
+        _json("DELETE", "/api/projects/{p}/members/" + email_for("extra")),
+        (401, 403, 403, 403, 204),
+    ),
     ("export document", _json("GET", "/api/projects/{p}/yjs-document"), (401, 403, 200, 200, 200)),
     ("import document", _import(), (401, 403, 403, 200, 200)),
     ("list versions", _json("GET", "/api/projects/{p}/versions"), (401, 403, 200, 200, 200)),
-    ("create version", _json("POST", "/api/projects/{p}/versions", {"label": "x"}), (401, 403, 403, 201, 201)),
+    (
+        "create version",
+        _json("POST", "/api/projects/{p}/versions", {"label": "x"}),
+        (401, 403, 403, 201, 201),
+    ),
     ("fetch version", _json("GET", "/api/projects/{p}/versions/{v}"), (401, 403, 200, 200, 200)),
-    ("restore version", _json("POST", "/api/projects/{p}/versions/{v}/restore"), (401, 403, 403, 200, 200)),
+    (
+        "restore version",
+        _json("POST", "/api/projects/{p}/versions/{v}/restore"),
+        (401, 403, 403, 200, 200),
+    ),
     ("list assets", _json("GET", "/api/projects/{p}/assets"), (401, 403, 200, 200, 200)),
     ("upload asset", _upload_call(), (401, 403, 403, 201, 201)),
-    ("download asset", _json("GET", "/api/projects/{p}/assets/shared.txt"), (401, 403, 200, 200, 200)),
-    ("delete asset", _json("DELETE", "/api/projects/{p}/assets/{role}.txt"), (401, 403, 403, 204, 204)),
+    (
+        "download asset",
+        _json("GET", "/api/projects/{p}/assets/shared.txt"),
+        (401, 403, 200, 200, 200),
+    ),
+    (
+        "delete asset",
+        _json("DELETE", "/api/projects/{p}/assets/{role}.txt"),
+        (401, 403, 403, 204, 204),
+    ),
     ("tus create", _tus_create(), (401, 403, 403, 201, 201)),
     ("tus options", _json("OPTIONS", "/api/projects/{p}/uploads"), (204, 204, 204, 204, 204)),
     ("delete project", _json("DELETE", "/api/projects/{p}"), (401, 403, 403, 403, 204)),
@@ -153,10 +190,12 @@ MATRIX: list[tuple[str, Call, tuple[Any, ...]]] = [
 async def test_authorization_matrix(world: World) -> None:
     failures = []
     for label, call, expected in MATRIX:
-        for role, want in zip(ROLES, expected):
+        for role, want in zip(ROLES, expected, strict=True):
             reply: Reply = await call(world, role)
             if reply.status != want:
-                failures.append(f"{label} as {role}: {reply.status} (expected {want}) {reply.body[:120]!r}")
+                failures.append(
+                    f"{label} as {role}: {reply.status} (expected {want}) {reply.body[:120]!r}"
+                )
             elif reply.status >= 400 and not reply.is_json_error():
                 failures.append(f"{label} as {role}: error is not JSON: {reply.body[:120]!r}")
     assert not failures, "\n".join(failures)
@@ -164,7 +203,9 @@ async def test_authorization_matrix(world: World) -> None:
     for role in ("viewer", "editor", "owner"):
         reply = await world.as_(role).get(f"/api/projects/{world.project}")
         assert reply.status == 404 and reply.is_json_error()
-    assert world.project not in [p["uuid"] for p in (await world.as_("owner").get("/api/projects")).json["projects"]]
+    assert world.project not in [
+        p["uuid"] for p in (await world.as_("owner").get("/api/projects")).json["projects"]
+    ]
 
 
 async def test_outsider_list_excludes_project_and_unknown_projects_are_404(world: World) -> None:
@@ -172,7 +213,11 @@ async def test_outsider_list_excludes_project_and_unknown_projects_are_404(world
     assert listed.status == 200 and listed.json["projects"] == []
     listed = await world.as_("viewer").get("/api/projects")
     assert [(p["uuid"], p["role"]) for p in listed.json["projects"]] == [(world.project, "viewer")]
-    for path in (f"/api/projects/{uuid.uuid4()}", "/api/projects/not-a-uuid", f"/api/projects/{uuid.uuid4()}/assets"):
+    for path in (
+        f"/api/projects/{uuid.uuid4()}",
+        "/api/projects/not-a-uuid",
+        f"/api/projects/{uuid.uuid4()}/assets",
+    ):
         reply = await world.as_("owner").get(path)
         assert reply.status == 404 and reply.is_json_error(), (path, reply.body)
 
@@ -206,7 +251,11 @@ async def _close_code(server: InProcessServer, project: str, token: str | None) 
         async with session.ws_connect(f"{server.ws_url}/project-{project}", params=params) as ws:
             while True:
                 msg = await ws.receive(timeout=10)
-                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                if msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.ERROR,
+                ):
                     return ws.close_code
 
 
@@ -215,17 +264,22 @@ async def test_websocket_join_requires_membership(world: World) -> None:
     assert await _close_code(server, world.project, world.tokens["outsider"]) == 4403
     assert await _close_code(server, world.project, None) == 4401
     assert await _close_code(server, world.project, server.token("not-a-user-id")) == 4403
-    assert await _close_code(server, str(uuid.uuid4()), world.tokens["owner"]) == 4403  # unknown project
+    assert (
+        await _close_code(server, str(uuid.uuid4()), world.tokens["owner"]) == 4403
+    )  # unknown project
     for role in ("viewer", "editor", "owner"):
-        async with await YClient.connect(server.ws_url, f"project-{world.project}", world.tokens[role]) as c:
+        async with await YClient.connect(
+            server.ws_url, f"project-{world.project}", world.tokens[role]
+        ) as c:
             assert c.synced.is_set() and c.close_code is None
 
 
 async def test_viewer_edits_never_reach_others_or_the_store(world: World) -> None:
     server, room = world.server, f"project-{world.project}"
-    async with await YClient.connect(server.ws_url, room, world.tokens["editor"]) as editor, await YClient.connect(
-        server.ws_url, room, world.tokens["viewer"]
-    ) as viewer:
+    async with (
+        await YClient.connect(server.ws_url, room, world.tokens["editor"]) as editor,
+        await YClient.connect(server.ws_url, room, world.tokens["viewer"]) as viewer,
+    ):
         viewer.append("vandalism")
         editor.append("ok")
         await viewer.wait_until(lambda: "ok" in viewer.value)
@@ -234,13 +288,13 @@ async def test_viewer_edits_never_reach_others_or_the_store(world: World) -> Non
         assert editor.value == "ok"
         exported = await world.as_("viewer").get(f"/api/projects/{world.project}/yjs-document")
         assert text_of(exported.body) == "ok"
-    # after the room unloads, the store has the editor's text only
-    store = server.app[DATABASE].store  # type: ignore[index]
+    # once the room has unloaded (everything flushed), the store has the editor's text only
     for _ in range(100):
-        stored = build_doc(await store.load_updates(world.project))
-        if str(stored.get("t", type=Text)) == "ok" and server.app[DATABASE] and not _room_loaded(server, world.project):  # type: ignore[index]
+        if not _room_loaded(server, world.project):
             break
         await asyncio.sleep(0.05)
+    assert not _room_loaded(server, world.project)
+    store = server.app[DATABASE].store  # type: ignore[index]
     assert str(build_doc(await store.load_updates(world.project)).get("t", type=Text)) == "ok"
 
 
@@ -252,10 +306,13 @@ def _room_loaded(server: InProcessServer, project: str) -> bool:
 
 async def test_removing_a_member_disconnects_them(world: World) -> None:
     server, room = world.server, f"project-{world.project}"
-    async with await YClient.connect(server.ws_url, room, world.tokens["editor"]) as editor, await YClient.connect(
-        server.ws_url, room, world.tokens["owner"]
-    ) as owner:
-        reply = await world.as_("owner").delete(f"/api/projects/{world.project}/members/{email_for('editor')}")
+    async with (
+        await YClient.connect(server.ws_url, room, world.tokens["editor"]) as editor,
+        await YClient.connect(server.ws_url, room, world.tokens["owner"]) as owner,
+    ):
+        reply = await world.as_("owner").delete(
+            f"/api/projects/{world.project}/members/{email_for('editor')}"
+        )
         assert reply.status == 204
         assert await editor.wait_closed(timeout=8) == 4403
         assert owner.close_code is None
@@ -264,9 +321,10 @@ async def test_removing_a_member_disconnects_them(world: World) -> None:
 
 async def test_demoting_to_viewer_makes_connection_read_only(world: World) -> None:
     server, room = world.server, f"project-{world.project}"
-    async with await YClient.connect(server.ws_url, room, world.tokens["editor"]) as editor, await YClient.connect(
-        server.ws_url, room, world.tokens["owner"]
-    ) as owner:
+    async with (
+        await YClient.connect(server.ws_url, room, world.tokens["editor"]) as editor,
+        await YClient.connect(server.ws_url, room, world.tokens["owner"]) as owner,
+    ):
         editor.append("before;")
         await owner.wait_text("before;")
         reply = await world.as_("owner").put(
@@ -302,7 +360,10 @@ async def test_database_access_rule_and_cache(server: InProcessServer) -> None:
 
     assert await access.role_for(who(alice), project) is Role.OWNER
     assert await access.role_for(who(bob), project) is None
-    assert await access.role_for(Identity("admin-without-membership", roles=("admin",)), project) is None
+    assert (
+        await access.role_for(Identity("admin-without-membership", roles=("admin",)), project)
+        is None
+    )
     assert await access.role_for(who(alice), str(uuid.uuid4())) is None
     lookups = access.lookups
     for _ in range(20):  # cached: no query per message

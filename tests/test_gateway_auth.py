@@ -33,11 +33,15 @@ async def api(server: InProcessServer) -> AsyncIterator[Api]:
 
 
 async def register(api: Api, email: str, password: str = PASSWORD, **extra: object):  # type: ignore[no-untyped-def]
-    return await api.post("/api/auth/register", json={"email": email, "password": password, **extra}, token=None)
+    return await api.post(
+        "/api/auth/register", json={"email": email, "password": password, **extra}, token=None
+    )
 
 
 async def login(api: Api, email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
-    return await api.post("/api/auth/login", json={"email": email, "password": password}, token=None)
+    return await api.post(
+        "/api/auth/login", json={"email": email, "password": password}, token=None
+    )
 
 
 def _b64(obj: dict[str, object]) -> str:
@@ -55,8 +59,12 @@ def bad_tokens(secret: str, user_id: str) -> dict[str, str]:
         "alg_none_signed": none_token + "c2lnbmF0dXJl",
         "hs512_same_secret": jwt.encode(claims, secret, algorithm="HS512"),
         "hs384_same_secret": jwt.encode(claims, secret, algorithm="HS384"),
-        "no_exp": jwt.encode({k: v for k, v in claims.items() if k != "exp"}, secret, algorithm="HS256"),
-        "no_sub": jwt.encode({k: v for k, v in claims.items() if k != "sub"}, secret, algorithm="HS256"),
+        "no_exp": jwt.encode(
+            {k: v for k, v in claims.items() if k != "exp"}, secret, algorithm="HS256"
+        ),
+        "no_sub": jwt.encode(
+            {k: v for k, v in claims.items() if k != "sub"}, secret, algorithm="HS256"
+        ),
         "roles_not_list": jwt.encode({**claims, "roles": "admin"}, secret, algorithm="HS256"),
         "garbage": "garbage",
         "three_dots": "a.b.c",
@@ -159,7 +167,9 @@ async def test_every_bad_token_is_a_401_json_error_without_traceback(
     assert "Traceback" not in caplog.text
 
 
-async def test_token_of_a_deleted_or_foreign_user_is_refused(api: Api, server: InProcessServer) -> None:
+async def test_token_of_a_deleted_or_foreign_user_is_refused(
+    api: Api, server: InProcessServer
+) -> None:
     # signed correctly, but `sub` is not an account of this database
     token = server.token("not-a-number")
     assert (await api.get("/api/me", token=token)).status == 401
@@ -175,7 +185,9 @@ async def test_login_is_rate_limited_per_account_and_per_address(tmp_path: Path)
     try:
         async with Api(srv.http_url) as api:
             assert (await register(api, "target@example.com")).status == 201
-            statuses = [(await login(api, "target@example.com", "guess-%d" % i)).status for i in range(4)]
+            statuses = [
+                (await login(api, "target@example.com", "guess-%d" % i)).status for i in range(4)
+            ]
             assert statuses == [401, 401, 401, 429]
             limited = await login(api, "target@example.com")  # even the right password waits
             assert limited.status == 429 and limited.is_json_error()
@@ -188,7 +200,9 @@ async def test_login_is_rate_limited_per_account_and_per_address(tmp_path: Path)
 
 
 async def test_registration_closed_unless_admin(tmp_path: Path) -> None:
-    srv = await InProcessServer(create_embedded_app, make_settings(tmp_path, auth_create_users=False)).start()
+    srv = await InProcessServer(
+        create_embedded_app, make_settings(tmp_path, auth_create_users=False)
+    ).start()
     try:
         from tests.support.fixtures_data import create_user
 
@@ -201,7 +215,9 @@ async def test_registration_closed_unless_admin(tmp_path: Path) -> None:
             plain = await api.post("/api/auth/register", json=body, token=srv.token(plain_id))
             assert plain.status == 403 and plain.is_json_error()
             admin_token = srv.token(admin_id, roles=["admin"])
-            created = await api.post("/api/auth/register", json={**body, "roles": ["admin"]}, token=admin_token)
+            created = await api.post(
+                "/api/auth/register", json={**body, "roles": ["admin"]}, token=admin_token
+            )
             assert created.status == 201 and created.json["roles"] == ["admin"]
             assert (await login(api, "new@example.com")).status == 200
     finally:
@@ -228,18 +244,35 @@ async def test_admin_cli(server: InProcessServer, api: Api) -> None:
         "DATABASE_URL": settings.database_url,
         "API_JWT_SECRET": TEST_SECRET,
         "APP_SECRET": TEST_SECRET,
+        "RUN_MIGRATIONS": "0",  # the server migrated this database already
     }
     created = await asyncio.to_thread(
-        _admin, env, "create-user", "Op@Example.com", "--name", "Op", "--admin", "--password-stdin",
+        _admin,
+        env,
+        "create-user",
+        "Op@Example.com",
+        "--name",
+        "Op",
+        "--admin",
+        "--password-stdin",
         stdin="first-password\n",
     )
     assert created.returncode == 0, created.stderr
     assert "first-password" not in created.stdout + created.stderr
-    again = await asyncio.to_thread(_admin, env, "create-user", "op@example.com", "--password-stdin", stdin="x" * 10 + "\n")
+    again = await asyncio.to_thread(
+        _admin, env, "create-user", "op@example.com", "--password-stdin", stdin="x" * 10 + "\n"
+    )
     assert again.returncode == 1 and "already exists" in again.stderr
     assert (await login(api, "op@example.com", "first-password")).status == 200
 
-    reset = await asyncio.to_thread(_admin, env, "reset-password", "op@example.com", "--password-stdin", stdin="second-password\n")
+    reset = await asyncio.to_thread(
+        _admin,
+        env,
+        "reset-password",
+        "op@example.com",
+        "--password-stdin",
+        stdin="second-password\n",
+    )
     assert reset.returncode == 0, reset.stderr
     assert (await login(api, "op@example.com", "first-password")).status == 401
     assert (await login(api, "op@example.com", "second-password")).status == 200

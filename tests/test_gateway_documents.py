@@ -30,7 +30,12 @@ def text_of(update: bytes) -> str:
 @pytest.fixture
 async def lazy_server(tmp_path: Path) -> AsyncIterator[InProcessServer]:
     """Compaction effectively off: every edit stays in the uncompacted log."""
-    settings = make_settings(tmp_path, compact_max_updates=100_000, compact_max_bytes=1 << 30, compact_idle_seconds=3600.0)
+    settings = make_settings(
+        tmp_path,
+        compact_max_updates=100_000,
+        compact_max_bytes=1 << 30,
+        compact_idle_seconds=3600.0,
+    )
     srv = await InProcessServer(create_embedded_app, settings).start()
     try:
         yield srv
@@ -47,17 +52,25 @@ async def _setup(srv: InProcessServer) -> tuple[str, str, Api]:
     return f"project-{project}", project, api
 
 
-async def test_export_equals_live_clients_including_uncompacted_edits(lazy_server: InProcessServer) -> None:
+async def test_export_equals_live_clients_including_uncompacted_edits(
+    lazy_server: InProcessServer,
+) -> None:
     srv = lazy_server
     room, project, api = await _setup(srv)
     try:
         token = srv.token("editor")
-        async with await YClient.connect(srv.ws_url, room, token) as a, await YClient.connect(srv.ws_url, room, token) as b:
+        async with (
+            await YClient.connect(srv.ws_url, room, token) as a,
+            await YClient.connect(srv.ws_url, room, token) as b,
+        ):
             for i in range(30):
                 (a if i % 2 else b).append(f"<{i}>")
             await a.wait_until(lambda: a.value == b.value and a.value.count("<") == 30)
             exported = await api.get(f"/api/projects/{project}/yjs-document")
-            assert exported.status == 200 and exported.headers["Content-Type"] == "application/octet-stream"
+            assert (
+                exported.status == 200
+                and exported.headers["Content-Type"] == "application/octet-stream"
+            )
             assert text_of(exported.body) == a.value
         # the clients left; the edits are in the store's log, not compacted
         store = srv.app[DATABASE].store  # type: ignore[index]
@@ -75,7 +88,9 @@ async def test_export_equals_live_clients_including_uncompacted_edits(lazy_serve
 async def test_import_reaches_a_connected_stock_y_websocket_client(server: InProcessServer) -> None:
     room, project, api = await _setup(server)
     try:
-        async with NodeYClient.start(server.ws_url, room, server.token("editor"), name="browser") as node:
+        async with NodeYClient.start(
+            server.ws_url, room, server.token("editor"), name="browser"
+        ) as node:
             await node.wait_synced()
             await node.append("typed in the browser;")
             doc: Doc = Doc()
@@ -89,7 +104,9 @@ async def test_import_reaches_a_connected_stock_y_websocket_client(server: InPro
             before = doc.get_state()
             text = doc.get("t", type=Text)
             text.insert(len(text), " imported over HTTP")
-            reply = await api.post(f"/api/projects/{project}/yjs-document", data=doc.get_update(before), headers=OCTET)
+            reply = await api.post(
+                f"/api/projects/{project}/yjs-document", data=doc.get_update(before), headers=OCTET
+            )
             assert reply.status == 200 and reply.json["applied"] is True, reply.body
             await node.wait_text("typed in the browser; imported over HTTP")
         # and it is part of the document for everyone
@@ -118,12 +135,16 @@ async def test_import_rejects_bad_updates(server: InProcessServer) -> None:
 
 
 async def test_import_size_limit(tmp_path: Path) -> None:
-    srv = await InProcessServer(create_embedded_app, make_settings(tmp_path, max_import_bytes=2000)).start()
+    srv = await InProcessServer(
+        create_embedded_app, make_settings(tmp_path, max_import_bytes=2000)
+    ).start()
     try:
         room, project, api = await _setup(srv)
         doc: Doc = Doc()
         doc.get("t", type=Text).insert(0, "x" * 5000)
-        reply = await api.post(f"/api/projects/{project}/yjs-document", data=doc.get_update(), headers=OCTET)
+        reply = await api.post(
+            f"/api/projects/{project}/yjs-document", data=doc.get_update(), headers=OCTET
+        )
         assert reply.status == 413 and reply.is_json_error()
         await api.close()
     finally:
@@ -134,16 +155,19 @@ async def test_versions_create_list_fetch_restore(server: InProcessServer) -> No
     room, project, api = await _setup(server)
     base = f"/api/projects/{project}/versions"
     try:
-        async with await YClient.connect(server.ws_url, room, server.token("editor")) as writer, await YClient.connect(
-            server.ws_url, room, server.token("editor")
-        ) as watcher:
+        async with (
+            await YClient.connect(server.ws_url, room, server.token("editor")) as writer,
+            await YClient.connect(server.ws_url, room, server.token("editor")) as watcher,
+        ):
             writer.append("chapter one.")
             await watcher.wait_text("chapter one.")
             v1 = await api.post(base, json={"label": "first draft"})
-            assert v1.status == 201 and v1.json["label"] == "first draft" and v1.json["created_by"] > 0
+            assert (
+                v1.status == 201 and v1.json["label"] == "first draft" and v1.json["created_by"] > 0
+            )
             writer.append(" chapter two.")
             writer.insert(0, "TITLE ")
-            del writer.text[len("TITLE "):len("TITLE chapter")]  # rewrites part of v1's text
+            del writer.text[len("TITLE ") : len("TITLE chapter")]  # rewrites part of v1's text
             await watcher.wait_until(lambda: watcher.value == writer.value)
             assert writer.value == "TITLE  one. chapter two."
             v2 = await api.post(base, json={})
@@ -162,13 +186,19 @@ async def test_versions_create_list_fetch_restore(server: InProcessServer) -> No
             await writer.wait_text("chapter one.")
             # history is not rewritten: both versions remain, v2 still holds the later text
             assert len((await api.get(base)).json["versions"]) == 2
-            assert text_of((await api.get(f"{base}/{v2.json['id']}")).body) == "TITLE  one. chapter two."
+            assert (
+                text_of((await api.get(f"{base}/{v2.json['id']}")).body)
+                == "TITLE  one. chapter two."
+            )
             # editing goes on normally after a restore; restoring v2 brings the later text back
             writer.append(" epilogue")
             await watcher.wait_text("chapter one. epilogue")
             assert (await api.post(f"{base}/{v2.json['id']}/restore")).status == 200
             await watcher.wait_text("TITLE  one. chapter two.")
-        assert text_of((await api.get(f"/api/projects/{project}/yjs-document")).body) == "TITLE  one. chapter two."
+        assert (
+            text_of((await api.get(f"/api/projects/{project}/yjs-document")).body)
+            == "TITLE  one. chapter two."
+        )
     finally:
         await api.close()
 

@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.passwords import hash_password
-from shared.db.models import User
 from services.gateway.timefmt import iso
+from shared.db.models import User
 
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}$")
 KNOWN_ROLES = ("admin",)
@@ -71,7 +71,9 @@ async def create_user(
         return user
 
 
-async def set_password(sessionmaker: async_sessionmaker[AsyncSession], email: str, password: str) -> bool:
+async def set_password(
+    sessionmaker: async_sessionmaker[AsyncSession], email: str, password: str
+) -> bool:
     """Change a user's password; False when there is no such user."""
     password_hash = await hash_password(password)
     async with sessionmaker() as session, session.begin():

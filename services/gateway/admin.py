@@ -22,7 +22,13 @@ import uuid as uuid_module
 
 from sqlalchemy import select
 
-from services.gateway.accounts import EmailTaken, create_user, find_user_by_email, normalize_email, set_password
+from services.gateway.accounts import (
+    EmailTaken,
+    create_user,
+    find_user_by_email,
+    normalize_email,
+    set_password,
+)
 from services.gateway.passwords import password_problem
 from shared.access import Role
 from shared.auth import mint_token
@@ -100,13 +106,17 @@ async def _run(args: argparse.Namespace, settings: Settings) -> str:
             async with sessionmaker() as session, session.begin():
                 user = await find_user_by_email(session, email)
                 project = await session.scalar(
-                    select(Project).where(Project.uuid == project_uuid, Project.deleted_at.is_(None))
+                    select(Project).where(
+                        Project.uuid == project_uuid, Project.deleted_at.is_(None)
+                    )
                 )
                 if user is None or project is None:
                     raise CommandError("no such user or project")
                 member = await session.get(ProjectMember, (project.id, user.id))
                 if member is None:
-                    session.add(ProjectMember(project_id=project.id, user_id=user.id, role=args.role))
+                    session.add(
+                        ProjectMember(project_id=project.id, user_id=user.id, role=args.role)
+                    )
                 else:
                     member.role = args.role
             return f"{email} is {args.role} of {project_uuid}"
@@ -116,19 +126,25 @@ async def _run(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m services.gateway.admin", description=__doc__.split("\n\n")[0])
+    root = argparse.ArgumentParser(
+        prog="python -m services.gateway.admin", description=__doc__.split("\n\n")[0]
+    )
     commands = root.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create-user", help="create an account")
     create.add_argument("email")
     create.add_argument("--name", default="")
     create.add_argument("--admin", action="store_true", help="give the account the admin role")
-    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
     reset = commands.add_parser("reset-password", help="set a new password")
     reset.add_argument("email")
     reset.add_argument("--password-stdin", action="store_true")
     mint = commands.add_parser("mint-token", help="print a token for an account")
     mint.add_argument("email")
-    mint.add_argument("--ttl", type=int, default=0, help="lifetime in seconds (default JWT_TTL_SECONDS)")
+    mint.add_argument(
+        "--ttl", type=int, default=0, help="lifetime in seconds (default JWT_TTL_SECONDS)"
+    )
     member = commands.add_parser("add-member", help="make an account a member of a project")
     member.add_argument("project")
     member.add_argument("email")

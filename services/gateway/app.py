@@ -15,12 +15,21 @@ from typing import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from services.gateway import assets, auth_routes, documents, members, openapi, projects, tus, versions
+from services.gateway import (
+    assets,
+    auth_routes,
+    documents,
+    members,
+    openapi,
+    projects,
+    tus,
+    versions,
+)
 from services.gateway.asset_store import AssetVolume
 from services.gateway.assets import ASSET_VOLUME
 from services.gateway.context import GATEWAY, GatewayContext
 from services.gateway.documents import FALLBACK_DOCUMENTS
-from services.gateway.errors import error_middleware
+from services.gateway.errors import error_middleware, quiet_malformed_request_logs
 from services.gateway.metrics import GatewayMetrics, metrics_middleware
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.security import jwt_middleware
@@ -58,6 +67,7 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
 
     checks.setdefault("assets_volume", assets_volume_check)
 
+    quiet_malformed_request_logs()
     app.middlewares.append(metrics_middleware(metrics))
     app.middlewares.append(error_middleware)
     app.middlewares.append(jwt_middleware(settings.jwt_secret))

@@ -30,8 +30,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.errors import bad_request, not_found, too_large
-from shared.db.models import Asset, Project
 from services.gateway.timefmt import iso
+from shared.db.models import Asset, Project
 
 MAX_NAME_BYTES = 255
 _FORBIDDEN_CHARS = set('/\\<>:"|?*')
@@ -50,7 +50,7 @@ def validate_name(raw: object) -> str:
     if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for c in name):
         raise bad_request("asset names must not contain control characters", code="invalid_name")
     if any(c in _FORBIDDEN_CHARS for c in name):
-        raise bad_request("asset names must not contain / \\ < > : \" | ? *", code="invalid_name")
+        raise bad_request('asset names must not contain / \\ < > : " | ? *', code="invalid_name")
     if name.startswith(".") or name.endswith((".", " ")) or name != name.strip():
         raise bad_request(
             "asset names must not start with a dot nor start or end with spaces or dots",
@@ -139,7 +139,9 @@ def discard(path: Path | None) -> None:
             pass
 
 
-async def stage_stream(volume: AssetVolume, chunks: AsyncIterator[bytes], max_bytes: int) -> StagedFile:
+async def stage_stream(
+    volume: AssetVolume, chunks: AsyncIterator[bytes], max_bytes: int
+) -> StagedFile:
     """Write a stream to a temporary file; 413 (and no file left) once it passes `max_bytes`."""
     path = volume.new_temp_path()
     path.touch()
@@ -175,7 +177,9 @@ def hash_file(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-async def project_usage(session: AsyncSession, project_id: int, excluding: str | None = None) -> int:
+async def project_usage(
+    session: AsyncSession, project_id: int, excluding: str | None = None
+) -> int:
     query = select(func.coalesce(func.sum(Asset.size), 0)).where(Asset.project_id == project_id)
     if excluding is not None:
         query = query.where(Asset.name != excluding)

@@ -53,8 +53,13 @@ async def upload_asset(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.EDIT)
     settings = gateway(request).settings
     if not request.content_type.startswith("multipart/form-data"):
-        raise ApiError(415, "upload with multipart/form-data (a 'file' part), or use the tus endpoint")
-    if request.content_length is not None and request.content_length > settings.max_asset_bytes + MULTIPART_OVERHEAD:
+        raise ApiError(
+            415, "upload with multipart/form-data (a 'file' part), or use the tus endpoint"
+        )
+    if (
+        request.content_length is not None
+        and request.content_length > settings.max_asset_bytes + MULTIPART_OVERHEAD
+    ):
         raise too_large(f"the file is larger than the limit of {settings.max_asset_bytes} bytes")
     volume = request.app[ASSET_VOLUME]
     try:
@@ -66,12 +71,10 @@ async def upload_asset(request: web.Request) -> web.Response:
             if isinstance(part, BodyPartReader) and part.name == "file":
                 break
             await part.release()
-        name = validate_name(request.query.get("name") or part.filename)
+        name = validate_name(request.query["name"] if "name" in request.query else part.filename)
         declared_type = part.headers.get("Content-Type")
         staged = await stage_stream(volume, _part_chunks(part), settings.max_asset_bytes)
     except (ValueError, AssertionError, RuntimeError, LookupError) as exc:
-        if isinstance(exc, ApiError):
-            raise
         raise bad_request(f"malformed multipart body: {type(exc).__name__}") from None
     asset, created = await commit_asset(
         sessionmaker(request),

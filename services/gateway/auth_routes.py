@@ -34,6 +34,15 @@ log = logging.getLogger(__name__)
 LOGIN_FAILED = "wrong email or password"
 
 
+def _rate_limited(wait: float) -> ApiError:
+    return ApiError(
+        429,
+        "too many attempts; try again later",
+        code="rate_limited",
+        headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+    )
+
+
 async def register(request: web.Request) -> web.Response:
     ctx = gateway(request)
     caller = optional_identity(request, ctx.settings.jwt_secret)
@@ -42,6 +51,13 @@ async def register(request: web.Request) -> web.Response:
         if caller is None:
             raise unauthorized("registration is closed: an administrator must create accounts")
         raise forbidden("registration is closed: only administrators create accounts")
+    # Hashing a password costs CPU by design: registrations are throttled per
+    # address too (their own bucket, with the login limit).
+    bucket = "register|" + client_address(request, ctx.settings)
+    wait = ctx.login_by_address.retry_after(bucket)
+    if wait:
+        raise _rate_limited(wait)
+    ctx.login_by_address.hit(bucket)
     body = await read_json(request)
     email = normalize_email(body.get("email"))
     if email is None:
@@ -51,12 +67,13 @@ async def register(request: web.Request) -> web.Response:
     if problem is not None:
         raise bad_request(problem)
     name = string_field(body, "name", required=False, max_length=MAX_NAME)
-    roles = body.get("roles") or []
-    if roles:
-        if not is_admin:
-            raise forbidden("only administrators can assign roles")
-        if not isinstance(roles, list) or not all(r in KNOWN_ROLES for r in roles):
-            raise bad_request(f"'roles' must be a list of {', '.join(KNOWN_ROLES)}")
+    roles = body.get("roles", [])
+    if not isinstance(roles, list) or not all(
+        isinstance(r, str) and r in KNOWN_ROLES for r in roles
+    ):
+        raise bad_request(f"'roles' must be a list of {', '.join(KNOWN_ROLES)}")
+    if roles and not is_admin:
+        raise forbidden("only administrators can assign roles")
     try:
         user = await create_user(sessionmaker(request), email, password, name, roles)  # type: ignore[arg-type]
     except EmailTaken:
@@ -82,12 +99,7 @@ async def login(request: web.Request) -> web.Response:
     )
     if wait > 0:
         ctx.metrics.logins.labels("throttled").inc()
-        raise ApiError(
-            429,
-            "too many login attempts; try again later",
-            code="rate_limited",
-            headers={"Retry-After": str(max(1, int(wait + 0.999)))},
-        )
+        raise _rate_limited(wait)
     ctx.login_by_address.hit(address)
     ctx.login_by_account.hit(account)
     async with sessionmaker(request)() as session:

@@ -61,13 +61,18 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 
 
 def string_field(
-    body: dict[str, Any], name: str, *, required: bool = True, max_length: int = 1000, default: str = ""
+    body: dict[str, Any],
+    name: str,
+    *,
+    required: bool = True,
+    max_length: int = 1000,
+    default: str = "",
 ) -> str:
-    value = body.get(name)
-    if value is None:
+    if name not in body:
         if required:
             raise bad_request(f"'{name}' is required")
         return default
+    value = body[name]
     if not isinstance(value, str):
         raise bad_request(f"'{name}' must be a string")
     if len(value) > max_length:

@@ -50,7 +50,9 @@ def validate_update(update: bytes) -> None:
     try:
         Doc().apply_update(update)
     except Exception as exc:  # pycrdt raises ValueError, or a panic exception from Rust
-        raise bad_request(f"not a valid Yjs update: {type(exc).__name__}", code="invalid_update") from None
+        raise bad_request(
+            f"not a valid Yjs update: {type(exc).__name__}", code="invalid_update"
+        ) from None
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -87,7 +89,10 @@ async def import_update(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise ApiError(409, f"the update could not be applied: {exc}") from None
     gateway(request).metrics.imports.inc()
-    log.info("document imported", extra={"project": auth.project_uuid, "bytes": len(update), "user": auth.user_id})
+    log.info(
+        "document imported",
+        extra={"project": auth.project_uuid, "bytes": len(update), "user": auth.user_id},
+    )
     return web.json_response({"applied": True, "bytes": len(update)})
 
 

@@ -15,6 +15,7 @@ import logging
 from typing import Mapping
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,38 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
         if exc.status < 400:
             raise  # redirects and 2xx/3xx raised as exceptions keep aiohttp's behaviour
         return _from_http_exception(exc)
-    except (asyncio.CancelledError, ConnectionError):
-        raise  # the client went away: nothing to answer
-    except Exception:
-        log.exception(
-            "unhandled error", extra={"method": request.method, "path": request.path}
+    except asyncio.CancelledError:
+        raise
+    except (ConnectionError, HttpProcessingError) as exc:
+        # The client went away or sent a broken body (e.g. shorter than its
+        # Content-Length): an answer nobody may read, and nothing to log loudly.
+        log.info(
+            "request body aborted: %s", exc, extra={"method": request.method, "path": request.path}
         )
+        return error_response(400, "bad_request", "the request body was incomplete or malformed")
+    except Exception:
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
         return error_response(500, "internal_error", "internal server error")
+
+
+class _QuietBadRequests(logging.Filter):
+    """aiohttp logs a traceback for every malformed HTTP message it cannot parse
+    (a NUL in a header...): keep one line, drop the traceback, so hostile
+    input cannot flood the logs with stack traces."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            record.msg = (
+                f"{record.getMessage()}: {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            )
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_malformed_request_logs() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _QuietBadRequests) for f in server_log.filters):
+        server_log.addFilter(_QuietBadRequests())

@@ -75,7 +75,9 @@ async def put_member(request: web.Request) -> web.Response:
         raise bad_request("'role' must be one of owner, editor, viewer") from None
     async with sessionmaker(request)() as session, session.begin():
         # Lock the project row: concurrent membership changes of one project serialise.
-        await session.execute(select(Project.id).where(Project.id == auth.project.id).with_for_update())
+        await session.execute(
+            select(Project.id).where(Project.id == auth.project.id).with_for_update()
+        )
         user = await session.scalar(select(User).where(User.email == email))
         if user is None:
             raise not_found("no account with this email")
@@ -91,7 +93,12 @@ async def put_member(request: web.Request) -> web.Response:
     invalidate_access(request, auth.project_uuid)
     log.info(
         "member set",
-        extra={"project": auth.project_uuid, "member": user.id, "role": role.value, "by": auth.user_id},
+        extra={
+            "project": auth.project_uuid,
+            "member": user.id,
+            "role": role.value,
+            "by": auth.user_id,
+        },
     )
     return web.json_response(member_json(user, role.value), status=201 if created else 200)
 
@@ -100,12 +107,16 @@ async def delete_member(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.VIEW)
     email = _email_param(request)
     async with sessionmaker(request)() as session, session.begin():
-        await session.execute(select(Project.id).where(Project.id == auth.project.id).with_for_update())
+        await session.execute(
+            select(Project.id).where(Project.id == auth.project.id).with_for_update()
+        )
         user = await session.scalar(select(User).where(User.email == email))
         is_self = user is not None and user.id == auth.user_id
         if auth.role is not Role.OWNER and not is_self:
             raise forbidden("only owners manage members")
-        member = None if user is None else await session.get(ProjectMember, (auth.project.id, user.id))
+        member = (
+            None if user is None else await session.get(ProjectMember, (auth.project.id, user.id))
+        )
         if member is None:
             raise not_found("no member with this email")
         if member.role == Role.OWNER.value and await _owner_count(session, auth.project.id) <= 1:

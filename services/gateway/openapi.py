@@ -82,7 +82,9 @@ SCHEMAS: dict[str, Any] = {
     "ProjectList": {
         "type": "object",
         "required": ["projects"],
-        "properties": {"projects": {"type": "array", "items": {"$ref": "#/components/schemas/Project"}}},
+        "properties": {
+            "projects": {"type": "array", "items": {"$ref": "#/components/schemas/Project"}}
+        },
     },
     "NewProject": {
         "type": "object",
@@ -106,7 +108,9 @@ SCHEMAS: dict[str, Any] = {
     "MemberList": {
         "type": "object",
         "required": ["members"],
-        "properties": {"members": {"type": "array", "items": {"$ref": "#/components/schemas/Member"}}},
+        "properties": {
+            "members": {"type": "array", "items": {"$ref": "#/components/schemas/Member"}}
+        },
     },
     "MemberRole": {
         "type": "object",
@@ -132,7 +136,9 @@ SCHEMAS: dict[str, Any] = {
     "VersionList": {
         "type": "object",
         "required": ["versions"],
-        "properties": {"versions": {"type": "array", "items": {"$ref": "#/components/schemas/Version"}}},
+        "properties": {
+            "versions": {"type": "array", "items": {"$ref": "#/components/schemas/Version"}}
+        },
     },
     "NewVersion": {
         "type": "object",
@@ -157,7 +163,9 @@ SCHEMAS: dict[str, Any] = {
     "AssetList": {
         "type": "object",
         "required": ["assets"],
-        "properties": {"assets": {"type": "array", "items": {"$ref": "#/components/schemas/Asset"}}},
+        "properties": {
+            "assets": {"type": "array", "items": {"$ref": "#/components/schemas/Asset"}}
+        },
     },
     "AssetUpload": {
         "type": "object",
@@ -222,10 +230,30 @@ _UUID = {
     "description": "The project's uuid",
     "schema": {"type": "string", "format": "uuid"},
 }
-_EMAIL = {"name": "email", "in": "path", "required": True, "schema": {"type": "string", "format": "email"}}
-_VERSION = {"name": "version_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-_ASSET = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
-_UPLOAD = {"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+_EMAIL = {
+    "name": "email",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "email"},
+}
+_VERSION = {
+    "name": "version_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+}
+_ASSET = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_UPLOAD = {
+    "name": "upload_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
 _TUS = {
     "name": "Tus-Resumable",
     "in": "header",
@@ -246,12 +274,20 @@ PUBLIC: list[dict[str, Any]] = []
 
 PATHS: dict[str, Any] = {
     "/healthcheck": {
-        "get": _op("Liveness (no dependencies)", {"200": _json("Alive", "Health")}, security=PUBLIC, tags=["operations"])
+        "get": _op(
+            "Liveness (no dependencies)",
+            {"200": _json("Alive", "Health")},
+            security=PUBLIC,
+            tags=["operations"],
+        )
     },
     "/health/ready": {
         "get": _op(
             "Readiness: database, Redis (multi-instance), assets volume",
-            {"200": _json("Ready", "Health"), "503": _json("A dependency is down (named in 'failing')", "Health")},
+            {
+                "200": _json("Ready", "Health"),
+                "503": _json("A dependency is down (named in 'failing')", "Health"),
+            },
             security=PUBLIC,
             tags=["operations"],
         )
@@ -259,7 +295,12 @@ PATHS: dict[str, Any] = {
     "/metrics": {
         "get": _op(
             "Prometheus metrics",
-            {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            {
+                "200": {
+                    "description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
             security=PUBLIC,
             tags=["operations"],
         )
@@ -267,7 +308,12 @@ PATHS: dict[str, Any] = {
     "/api/openapi.json": {
         "get": _op(
             "This document",
-            {"200": {"description": "OpenAPI 3", "content": {JSON: {"schema": {"type": "object"}}}}},
+            {
+                "200": {
+                    "description": "OpenAPI 3",
+                    "content": {JSON: {"schema": {"type": "object"}}},
+                }
+            },
             security=PUBLIC,
             tags=["operations"],
         )
@@ -275,7 +321,7 @@ PATHS: dict[str, Any] = {
     "/api/auth/register": {
         "post": _op(
             "Create an account (open when AUTH_CREATE_USERS=1, otherwise admins only)",
-            {"201": _json("Created", "User"), **_errors(400, 401, 403, 409, 413)},
+            {"201": _json("Created", "User"), **_errors(400, 401, 403, 409, 413, 429)},
             requestBody=_body("Registration"),
             security=[{}, {"bearerAuth": []}],
             tags=["accounts"],
@@ -291,7 +337,11 @@ PATHS: dict[str, Any] = {
         )
     },
     "/api/me": {
-        "get": _op("The caller's account", {"200": _json("The caller", "User"), **_errors(401)}, tags=["accounts"])
+        "get": _op(
+            "The caller's account",
+            {"200": _json("The caller", "User"), **_errors(401)},
+            tags=["accounts"],
+        )
     },
     "/api/projects": {
         "post": _op(
@@ -304,15 +354,27 @@ PATHS: dict[str, Any] = {
             "The caller's projects (where they are a member)",
             {"200": _json("Projects", "ProjectList"), **_errors(400, 401)},
             parameters=[
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2147483648}},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                },
+                {
+                    "name": "offset",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 2147483648},
+                },
             ],
             tags=["projects"],
         ),
     },
     "/api/projects/{uuid}": {
         "parameters": [_UUID],
-        "get": _op("One project (viewer+)", {"200": _json("The project", "Project"), **_errors(*_PROJECT_ERRORS)}, tags=["projects"]),
+        "get": _op(
+            "One project (viewer+)",
+            {"200": _json("The project", "Project"), **_errors(*_PROJECT_ERRORS)},
+            tags=["projects"],
+        ),
         "patch": _op(
             "Rename (editor+)",
             {"200": _json("Renamed", "Project"), **_errors(*_PROJECT_ERRORS, 413)},
@@ -327,7 +389,11 @@ PATHS: dict[str, Any] = {
     },
     "/api/projects/{uuid}/members": {
         "parameters": [_UUID],
-        "get": _op("Members and roles (viewer+)", {"200": _json("Members", "MemberList"), **_errors(*_PROJECT_ERRORS)}, tags=["members"]),
+        "get": _op(
+            "Members and roles (viewer+)",
+            {"200": _json("Members", "MemberList"), **_errors(*_PROJECT_ERRORS)},
+            tags=["members"],
+        ),
     },
     "/api/projects/{uuid}/members/{email}": {
         "parameters": [_UUID, _EMAIL],
@@ -357,13 +423,20 @@ PATHS: dict[str, Any] = {
         "post": _op(
             "Import a Yjs update (editor+); connected clients receive it",
             {"200": _json("Applied", "ImportResult"), **_errors(*_PROJECT_ERRORS, 409, 413)},
-            requestBody={"required": True, "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}}},
+            requestBody={
+                "required": True,
+                "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}},
+            },
             tags=["documents"],
         ),
     },
     "/api/projects/{uuid}/versions": {
         "parameters": [_UUID],
-        "get": _op("Version history (viewer+)", {"200": _json("Versions", "VersionList"), **_errors(*_PROJECT_ERRORS)}, tags=["versions"]),
+        "get": _op(
+            "Version history (viewer+)",
+            {"200": _json("Versions", "VersionList"), **_errors(*_PROJECT_ERRORS)},
+            tags=["versions"],
+        ),
         "post": _op(
             "Snapshot the current document as a named version (editor+)",
             {"201": _json("Created", "Version"), **_errors(*_PROJECT_ERRORS, 413)},
@@ -389,7 +462,11 @@ PATHS: dict[str, Any] = {
     },
     "/api/projects/{uuid}/assets": {
         "parameters": [_UUID],
-        "get": _op("The project's assets (viewer+)", {"200": _json("Assets", "AssetList"), **_errors(*_PROJECT_ERRORS)}, tags=["assets"]),
+        "get": _op(
+            "The project's assets (viewer+)",
+            {"200": _json("Assets", "AssetList"), **_errors(*_PROJECT_ERRORS)},
+            tags=["assets"],
+        ),
         "post": _op(
             "Upload an asset as multipart/form-data, part 'file' (editor+); replaces one of the same name",
             {
@@ -405,7 +482,10 @@ PATHS: dict[str, Any] = {
                     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                 }
             ],
-            requestBody={"required": True, "content": {"multipart/form-data": {"schema": _ref("AssetUpload")}}},
+            requestBody={
+                "required": True,
+                "content": {"multipart/form-data": {"schema": _ref("AssetUpload")}},
+            },
             tags=["assets"],
         ),
     },
@@ -419,7 +499,10 @@ PATHS: dict[str, Any] = {
                     "headers": {"ETag": {"schema": {"type": "string"}}},
                     "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
                 },
-                "206": {"description": "The requested range", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                "206": {
+                    "description": "The requested range",
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                },
                 "304": {"description": "Not modified"},
                 "412": {"description": "If-Match failed"},
                 "416": {"description": "Range not satisfiable"},
@@ -427,7 +510,11 @@ PATHS: dict[str, Any] = {
             },
             tags=["assets"],
         ),
-        "delete": _op("Delete (editor+)", {"204": {"description": "Deleted"}, **_errors(*_PROJECT_ERRORS)}, tags=["assets"]),
+        "delete": _op(
+            "Delete (editor+)",
+            {"204": {"description": "Deleted"}, **_errors(*_PROJECT_ERRORS)},
+            tags=["assets"],
+        ),
     },
     "/api/projects/{uuid}/uploads": {
         "parameters": [_UUID],
@@ -448,8 +535,18 @@ PATHS: dict[str, Any] = {
             },
             parameters=[
                 _TUS,
-                {"name": "Upload-Length", "in": "header", "required": True, "schema": {"type": "integer", "minimum": 0}},
-                {"name": "Upload-Metadata", "in": "header", "required": True, "schema": {"type": "string"}},
+                {
+                    "name": "Upload-Length",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "Upload-Metadata",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
             ],
             tags=["assets"],
         ),
@@ -458,7 +555,13 @@ PATHS: dict[str, Any] = {
         "parameters": [_UUID, _UPLOAD],
         "head": _op(
             "tus: the upload's current Upload-Offset",
-            {"200": {"description": "Upload-Offset and Upload-Length headers", "headers": _TUS_HEADERS}, **_errors(*_PROJECT_ERRORS, 412)},
+            {
+                "200": {
+                    "description": "Upload-Offset and Upload-Length headers",
+                    "headers": _TUS_HEADERS,
+                },
+                **_errors(*_PROJECT_ERRORS, 412),
+            },
             parameters=[_TUS],
             tags=["assets"],
         ),
@@ -470,17 +573,29 @@ PATHS: dict[str, Any] = {
             },
             parameters=[
                 _TUS,
-                {"name": "Upload-Offset", "in": "header", "required": True, "schema": {"type": "integer", "minimum": 0}},
+                {
+                    "name": "Upload-Offset",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                },
             ],
             requestBody={
                 "required": True,
-                "content": {"application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                "content": {
+                    "application/offset+octet-stream": {
+                        "schema": {"type": "string", "format": "binary"}
+                    }
+                },
             },
             tags=["assets"],
         ),
         "delete": _op(
             "tus termination: abandon the upload",
-            {"204": {"description": "Terminated", "headers": _TUS_HEADERS}, **_errors(*_PROJECT_ERRORS, 412, 423)},
+            {
+                "204": {"description": "Terminated", "headers": _TUS_HEADERS},
+                **_errors(*_PROJECT_ERRORS, 412, 423),
+            },
             parameters=[_TUS],
             tags=["assets"],
         ),

@@ -33,7 +33,9 @@ def hash_password_sync(password: str) -> str:
 
 def verify_password_sync(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher().verify(password_hash or _dummy_hash(), password) and password_hash is not None
+        return (
+            _hasher().verify(password_hash or _dummy_hash(), password) and password_hash is not None
+        )
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

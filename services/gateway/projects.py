@@ -21,9 +21,9 @@ from services.gateway.context import (
 )
 from services.gateway.errors import bad_request, not_found
 from services.gateway.security import require_identity
+from services.gateway.timefmt import iso
 from shared.access import Role
 from shared.db.models import Project, ProjectMember, User
-from services.gateway.timefmt import iso
 
 log = logging.getLogger(__name__)
 

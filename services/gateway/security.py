@@ -68,7 +68,9 @@ def jwt_middleware(secret: str):  # type: ignore[no-untyped-def]
         try:
             identity = verify_token(request.get(_RAW_TOKEN_KEY, ""), secret)
         except TokenError as exc:
-            log.info("token rejected: %s", exc, extra={"path": request.path, "remote": request.remote})
+            log.info(
+                "token rejected: %s", exc, extra={"path": request.path, "remote": request.remote}
+            )
             raise unauthorized(f"invalid token: {exc}") from None
         request[IDENTITY_KEY] = identity
         return False

@@ -54,7 +54,7 @@ from services.gateway.asset_store import (
 )
 from services.gateway.assets import ASSET_VOLUME
 from services.gateway.context import Authorized, Need, authorize, gateway, sessionmaker
-from services.gateway.errors import ApiError, bad_request, not_found, too_large
+from services.gateway.errors import ApiError, too_large
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ def _tus_error(status: int, message: str, code: str | None = None) -> ApiError:
 
 def _require_tus_resumable(request: web.Request) -> None:
     version = request.headers.get("Tus-Resumable")
+    if version is None:
+        raise _tus_error(400, f"the Tus-Resumable header is required (tus {TUS_VERSION})")
     if version != TUS_VERSION:
         raise ApiError(
             412,
@@ -368,7 +370,10 @@ async def _complete(
     finally:
         await asyncio.to_thread(store.remove, upload_id)
     gateway(request).metrics.asset_bytes.inc(asset.size)
-    log.info("tus upload complete", extra={"project": info.project_uuid, "size": size, "asset": asset_json(asset)["name"]})
+    log.info(
+        "tus upload complete",
+        extra={"project": info.project_uuid, "size": size, "asset": asset_json(asset)["name"]},
+    )
 
 
 async def tus_delete(request: web.Request) -> web.Response:

@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 from services.gateway.context import Need, authorize, read_json, sessionmaker, string_field
 from services.gateway.documents import YJS_CONTENT_TYPE, document_service
 from services.gateway.errors import bad_request, not_found
+from services.gateway.timefmt import iso
 from shared.db.models import YjsVersion
 from shared.documents import export_document
 from shared.restore import restore_update
-from services.gateway.timefmt import iso
 
 log = logging.getLogger(__name__)
 

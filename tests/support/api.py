@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import aiohttp
+from multidict import CIMultiDict
 
 from tests.support.servers import free_port, wait_for_port
 
@@ -84,9 +85,11 @@ class Api:
         chosen = self.token if token is ... else token
         if chosen is not None and "Authorization" not in all_headers:
             all_headers["Authorization"] = f"Bearer {chosen}"
-        async with self._session.request(method, self.base_url + path, headers=all_headers, **kwargs) as resp:
+        async with self._session.request(
+            method, self.base_url + path, headers=all_headers, **kwargs
+        ) as resp:
             body = await resp.read()
-            return Reply(resp.status, dict(resp.headers), body)
+            return Reply(resp.status, CIMultiDict(resp.headers), body)
 
     async def get(self, path: str, **kwargs: Any) -> Reply:
         return await self.request("GET", path, **kwargs)
@@ -107,7 +110,9 @@ class Api:
 class GatewayProcess:
     """`python -m services.gateway` (or another service module) as a child process."""
 
-    def __init__(self, env: Mapping[str, str], *, module: str = "services.gateway", log_path: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], *, module: str = "services.gateway", log_path: Path
+    ) -> None:
         self.port = free_port()
         self.env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
         self.module = module

@@ -77,7 +77,9 @@ async def create_project(
     """Create the project (room name, uuid or None for a new one) if missing; return its uuid."""
     project_uuid = bare_uuid(project) if project else str(uuid_module.uuid4())
     async with sessionmaker() as session, session.begin():
-        dialect_insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+        dialect_insert = (
+            postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+        )
         await session.execute(
             dialect_insert(Project)
             .values(uuid=uuid_module.UUID(project_uuid), title=title, owner_id=owner_id)
@@ -109,12 +111,16 @@ async def make_member(
             member.role = role_value
 
 
-async def remove_member(sessionmaker: async_sessionmaker[AsyncSession], project: str, user_id: int) -> None:
+async def remove_member(
+    sessionmaker: async_sessionmaker[AsyncSession], project: str, user_id: int
+) -> None:
     async with sessionmaker() as session, session.begin():
         project_id = await session.scalar(
             select(Project.id).where(Project.uuid == uuid_module.UUID(bare_uuid(project)))
         )
-        member = None if project_id is None else await session.get(ProjectMember, (project_id, user_id))
+        member = (
+            None if project_id is None else await session.get(ProjectMember, (project_id, user_id))
+        )
         if member is not None:
             await session.delete(member)
 

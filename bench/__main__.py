@@ -1,0 +1,162 @@
+"""`python -m bench` (what `make bench` runs): every scenario against every target.
+
+    python -m bench                                  # the full suite (~10 min)
+    python -m bench --targets single,node --scenarios a,c
+    python -m bench --scale 0.2                      # everything smaller and shorter
+    python -m bench --url mine=ws://127.0.0.1:1234/yjs,pid=4242
+    python -m bench --targets single,multi --scenarios a,b --profile
+
+Prints a Markdown table per scenario and writes bench/results/<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from bench import report as reporting
+from bench.procstat import machine, raise_nofile
+from bench.scenarios import DEFAULT_B_RATES, BenchConfig, run_target
+from bench.targets import JoinDocument, Target, UrlTarget, make_target
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ALL_TARGETS = ("single", "multi", "node")
+ALL_SCENARIOS = ("a", "b", "c", "d", "e")
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", type=_csv, default=list(ALL_TARGETS), help="single,multi,node (default: all)")
+    parser.add_argument("--url", action="append", default=[], metavar="NAME=URL[,pid=PID][,token=T]",
+                        help="an extra y-websocket target (repeatable); pid= makes its CPU and RSS measurable")
+    parser.add_argument("--scenarios", type=_csv, default=list(ALL_SCENARIOS), help="a,b,c,d,e (default: all)")
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink every scenario by this factor (0.1 = quick)")
+    parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument("--single-db", choices=("postgresql", "sqlite"), default="postgresql",
+                        help="database of the single-instance target (default postgresql)")
+    parser.add_argument("--server-log-level", default="INFO", help="LOG_LEVEL of the project's services (default INFO)")
+    parser.add_argument("--a-duration", type=float, help="seconds of scenario (a) (default 20)")
+    parser.add_argument("--b-rates", type=lambda v: tuple(float(x) for x in _csv(v)),
+                        help=f"edits/s per client for the steps of (b) (default {','.join(f'{r:g}' for r in DEFAULT_B_RATES)})")
+    parser.add_argument("--b-step", type=float, help="seconds per step of (b) (default 4)")
+    parser.add_argument("--idle-connections", type=int, help="connections of scenario (d) (default 10000)")
+    parser.add_argument("--doc-updates", type=int, help="updates of the join document of (c) (default 20000)")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the relaying processes during (a) and (b) (raw stacks in bench/results/profiles/)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes (default bench/results/)")
+    args = parser.parse_args(argv)
+    unknown = set(args.targets) - set(ALL_TARGETS)
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}; use --url for other servers")
+    unknown = set(args.scenarios) - set(ALL_SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}")
+    return args
+
+
+def build_config(args: argparse.Namespace) -> BenchConfig:
+    cfg = BenchConfig(workers=args.workers).scaled(args.scale)
+    overrides: dict[str, Any] = {}
+    if args.a_duration:
+        overrides["a_duration"] = args.a_duration
+    if args.b_rates:
+        overrides["b_rates"] = args.b_rates
+    if args.b_step:
+        overrides["b_step"] = args.b_step
+    if args.idle_connections:
+        overrides["d_connections"] = args.idle_connections
+        overrides["d_rooms"] = max(1, min(cfg.d_rooms, args.idle_connections // 10))
+    if args.doc_updates:
+        overrides["c_updates"] = args.doc_updates
+        overrides["c_pending"] = args.doc_updates // 2
+    if args.profile:
+        overrides["profile_dir"] = args.out / "profiles"
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = build_config(args)
+    raise_nofile()
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    targets: list[Target] = [make_target(name, single_database=args.single_db, log_level=args.server_log_level) for name in args.targets]
+    targets += [UrlTarget.parse(spec) for spec in args.url]
+
+    @lru_cache(maxsize=1)
+    def document() -> JoinDocument:
+        started = time.monotonic()
+        doc = JoinDocument.build(cfg.c_updates, cfg.c_pending)
+        log(f"  (c) join document: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s")
+        return doc
+
+    report: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "config": cfg.to_json(),
+        "scenarios": sorted(set(args.scenarios)),
+        "notes": [
+            reporting.LOADGEN_NOTE.format(nproc=machine()["nproc"], workers=cfg.workers),
+            "Latency: the sender's time.monotonic_ns() is in the edit's text; every receiving client subtracts it "
+            "from its own clock at receipt (same machine, one clock).",
+            "Server CPU per delivery: utime+stime (from /proc) of the relaying processes (collab instances, or the "
+            "node server) over the phase, divided by deliveries received; '(all server processes)' adds Redis, the "
+            "persistence worker and PostgreSQL (its whole process tree).",
+            "Receivers count tokens in the frames; they do not apply updates. After (a) and (b) a fresh client "
+            "applies each room's document on every instance and checks it holds every edit sent.",
+        ],
+        "targets": {},
+    }
+    for target in targets:
+        log(f"[{target.name}] starting")
+        entry: dict[str, Any] = {"kind": target.kind}
+        report["targets"][target.name] = entry
+        try:
+            await target.start()
+        except Exception as exc:  # noqa: BLE001 - the other targets still run
+            log(f"[{target.name}] failed to start: {exc}")
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            await _quietly(target.stop())
+            continue
+        entry["info"] = target.info
+        entry["processes"] = {label: pid for label, (pid, _) in target.probe.processes.items()}
+        try:
+            entry["scenarios"] = await run_target(target, set(args.scenarios), cfg, log, document)
+            entry["processes"] = {label: pid for label, (pid, _) in target.probe.processes.items()}
+        finally:
+            await _quietly(target.stop())
+            log(f"[{target.name}] stopped")
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return report
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception as exc:  # noqa: BLE001
+        print(f"  (while stopping: {type(exc).__name__}: {exc})", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    report = asyncio.run(run(args))
+    report["seconds"] = round(time.monotonic() - started, 1)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = reporting.write_json(report, args.out, stamp)
+    print(reporting.markdown(report))
+    print(f"\nJSON: {path}  ({report['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

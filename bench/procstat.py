@@ -1,0 +1,160 @@
+"""CPU time and memory of server processes, read from /proc (Linux only).
+
+CPU of a process is utime + stime + cutime + cstime (field 14-17 of
+/proc/PID/stat), in seconds; `tree=True` adds every live descendant, which is
+how PostgreSQL (one backend process per connection) and nginx are measured.
+A child that exits between two readings is still counted: its time moves into
+its parent's cutime/cstime when it is reaped.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int, *, tree: bool = False) -> float:
+    """utime+stime(+reaped children) of `pid`, and of its live descendants with `tree`."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # after the name: state(3) ppid(4) ... utime(14) stime(15) cutime(16) cstime(17)
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    total = ticks / CLOCK_TICKS
+    if tree:
+        total += sum(cpu_seconds(child) for child in descendants(pid))
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, stack = [], list(children.get(pid, []))
+    while stack:
+        child = stack.pop()
+        found.append(child)
+        stack.extend(children.get(child, []))
+    return found
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A `kB` field of /proc/PID/status (VmRSS, VmHWM, ...); 0 when unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def rss_kb(pid: int, *, tree: bool = False) -> int:
+    own = status_kb(pid, "VmRSS")
+    return own + (sum(status_kb(c, "VmRSS") for c in descendants(pid)) if tree else 0)
+
+
+def peak_rss_kb(pid: int, *, tree: bool = False) -> int:
+    """VmHWM: the peak resident set since start or since `reset_peak_rss`."""
+    own = status_kb(pid, "VmHWM")
+    return own + (sum(status_kb(c, "VmHWM") for c in descendants(pid)) if tree else 0)
+
+
+def reset_peak_rss(pid: int, *, tree: bool = False) -> bool:
+    """Reset VmHWM to the current RSS (`echo 5 > /proc/PID/clear_refs`); False if not allowed."""
+    ok = True
+    for target in [pid] + (descendants(pid) if tree else []):
+        try:
+            Path(f"/proc/{target}/clear_refs").write_text("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+def raise_nofile(pid: int | None = None, wanted: int | None = None) -> int:
+    """Raise RLIMIT_NOFILE of this process (pid None) or another one to `wanted` (default: the hard limit).
+
+    Another process is changed with prlimit(1); returns the soft limit in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if wanted is None or hard != resource.RLIM_INFINITY and wanted > hard else wanted
+    if pid is None or pid == os.getpid():
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    subprocess.run(
+        ["prlimit", f"--pid={pid}", f"--nofile={target}:{hard}"], check=True, capture_output=True, timeout=10
+    )
+    return nofile_of(pid)
+
+
+def nofile_of(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent busy since boot (user, nice, system, irq, softirq, steal)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def own_cpu_seconds() -> float:
+    """CPU of the calling process (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }

@@ -1,0 +1,318 @@
+"""The results of a run as Markdown tables (stdout, docs/performance.md) and JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+LOADGEN_NOTE = (
+    "The load generator runs on the same machine ({nproc} cores) as the servers and competes with "
+    "them for CPU: its CPU is shown per scenario (% of one core, summed over its {workers} processes)."
+)
+
+
+def _num(value: Any, digits: int = 1, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return f"{value:,}{unit}"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _mb(kb: float | int | None) -> str:
+    return "–" if not kb else f"{kb / 1024:,.0f}"
+
+
+def _peaks(peaks: dict[str, int] | None) -> str:
+    if not peaks:
+        return "–"
+    return ", ".join(f"{label} {_mb(kb)}" for label, kb in peaks.items())
+
+
+def _phase_row(name: str, phase: dict[str, Any], extra: dict[str, Any] | None = None) -> list[str]:
+    latency = phase["latency"]
+    return [
+        name,
+        f"{phase['clients']} / {phase['rooms']}",
+        _num(phase["edits_sent"]),
+        f"{phase['received']:,} / {phase['expected']:,}",
+        f"{phase['ratio']:.4f}",
+        f"{_num(latency['p50'], 2)} / {_num(latency['p95'], 2)} / {_num(latency['p99'], 2)} / {_num(latency['max'], 1)}",
+        _num(phase["deliveries_per_s"], 0),
+        _num(phase["cpu_us_per_delivery"], 1),
+        _num(phase["total_server_cpu_us_per_delivery"], 1),
+        _num(phase["loadgen_cpu_percent"], 0, "%"),
+        _num(phase.get("other_cpu_percent"), 0, "%"),
+    ]
+
+
+PHASE_HEADER = [
+    "target",
+    "clients / rooms",
+    "edits sent",
+    "received / expected",
+    "delivery ratio",
+    "latency ms p50 / p95 / p99 / max",
+    "deliveries/s",
+    "server CPU µs/delivery (relay)",
+    "(all server processes)",
+    "load gen CPU",
+    "other CPU on the machine",
+]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    out: list[str] = []
+    machine = report["machine"]
+    out.append(f"Run {report['started']} on {machine['nproc']} × {machine['cpu_model']}, {machine['memory_gib']} GiB")
+    out.append("")
+    out.append(LOADGEN_NOTE.format(nproc=machine["nproc"], workers=report["config"]["workers"]))
+    targets = report["targets"]
+    for name, target in targets.items():
+        if "error" in target:
+            out.append(f"\n**{name}: failed to start**: {target['error']}")
+
+    def scenario(key: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(n, t["scenarios"][key]) for n, t in targets.items() if key in t.get("scenarios", {})]
+
+    rows_a = scenario("a")
+    if rows_a:
+        c = report["config"]
+        out += ["", f"### (a) moderate load: {c['a_rooms']} rooms × {c['a_clients']} clients × {c['a_rate']:g} edits/s for {c['a_duration']:g} s", ""]
+        rows = []
+        for name, res in rows_a:
+            if "error" in res:
+                rows.append([name, f"FAILED: {res['error']}"] + [""] * (len(PHASE_HEADER) - 2))
+                continue
+            rows.append(_phase_row(name, res["phase"]))
+        out.append(_table(PHASE_HEADER, rows))
+        out.append("")
+        out.append(_table(
+            ["target", "peak RSS MB (per process)", "documents complete (views)", "duplicates / misrouted / echoes", "connections closed"],
+            [
+                [
+                    name,
+                    _peaks(res.get("peak_rss_kb")),
+                    f"{res['convergence']['complete']}/{res['convergence']['views']}"
+                    + (f" (missing {res['convergence']['missing']})" if res["convergence"]["missing"] else ""),
+                    f"{res['phase']['duplicates']} / {res['phase']['misrouted']} / {res['phase']['echoes']}",
+                    str(res["phase"]["closed_clients"]),
+                ]
+                for name, res in rows_a
+                if "error" not in res
+            ],
+        ))
+
+    rows_b = scenario("b")
+    if rows_b:
+        c = report["config"]
+        out += ["", f"### (b) throughput: {c['b_rooms']} rooms × {c['b_clients']} clients, edits/s per client raised in {c['b_step']:g} s steps until ratio < {c['b_min_ratio']} or p99 > {c['b_max_p99_ms']:g} ms", ""]
+        rows = []
+        for name, res in rows_b:
+            if "error" in res:
+                rows.append([name, f"FAILED: {res['error']}"] + [""] * 6)
+                continue
+            best = res.get("best") or {}
+            rows.append([
+                name,
+                _num(res["best_deliveries_per_s"], 0),
+                _num(res["best_deliveries_per_s_per_instance"], 0),
+                _num(best.get("rate_per_client"), 0),
+                _num(best.get("cpu_us_per_delivery"), 1),
+                _num((best.get("latency") or {}).get("p99"), 2),
+                _num(best.get("loadgen_cpu_percent"), 0, "%"),
+                res["stop_reason"],
+            ])
+        out.append(_table(
+            ["target", "highest sustained deliveries/s", "per relay instance", "at edits/s per client",
+             "server CPU µs/delivery", "p99 ms", "load gen CPU", "stopped because"],
+            rows,
+        ))
+        out.append("")
+        step_rows = []
+        for name, res in rows_b:
+            for step in res.get("steps", []):
+                step_rows.append([
+                    name,
+                    _num(step["rate_per_client"], 0),
+                    _num(step["edits_per_s"], 0),
+                    _num(step["deliveries_per_s"], 0),
+                    f"{step['ratio']:.4f}",
+                    _num(step["latency"]["p99"], 2),
+                    _num(step["cpu_us_per_delivery"], 1),
+                    _num(step["loadgen_cpu_percent"], 0, "%"),
+                    _num(step.get("other_cpu_percent"), 0, "%"),
+                ])
+        out.append("<details><summary>(b) every step</summary>\n")
+        out.append(_table(
+            ["target", "edits/s per client", "edits/s", "deliveries/s", "ratio", "p99 ms", "µs/delivery", "load gen CPU", "other CPU"],
+            step_rows,
+        ))
+        out.append("\n</details>")
+
+    rows_c = scenario("c")
+    if rows_c:
+        first = next((r for _, r in rows_c if "error" not in r), None)
+        size = f"{first['document_bytes'] / 1e6:.1f} MB from {first['document_updates']:,} updates" if first else ""
+        out += ["", f"### (c) join: a document of {size}; ms from connect to synced (SyncStep2 received), median of {first['samples'] if first else 5}", ""]
+        rows = []
+        for name, res in rows_c:
+            if "error" in res:
+                rows.append([name, f"FAILED: {res['error']}", "", "", "", ""])
+                continue
+            get = lambda key, field="synced_ms": _num((res.get(key) or {}).get(field), 1)  # noqa: E731
+            rows.append([
+                name,
+                get("warm_compacted"),
+                get("warm_pending"),
+                get("cold_compacted"),
+                get("cold_pending"),
+                get("warm_compacted", "applied_ms"),
+            ])
+        out.append(_table(
+            ["target", "warm (room open)", "warm, doc built from updates", "cold, compacted in DB",
+             "cold, 10k pending updates in DB", "warm incl. client apply"],
+            rows,
+        ))
+
+    rows_d = scenario("d")
+    if rows_d:
+        first = next((r for _, r in rows_d if "error" not in r), None)
+        shape = (
+            f": {first['rooms']} rooms × {first['connections'] // max(1, first['rooms'])} connections "
+            f"({first['users_per_room']} users per room)" if first else ""
+        )
+        out += ["", f"### (d) idle authenticated connections to one server process{shape}", ""]
+        rows = []
+        for name, res in rows_d:
+            if "error" in res:
+                rows.append([name, f"FAILED: {res['error']}", "", "", "", "", ""])
+                continue
+            rows.append([
+                f"{name} ({res['process']})",
+                f"{res['open']['opened']:,} / {res['connections']:,}",
+                _num(res["open"]["seconds"], 1),
+                f"{_mb(res['rss_before_kb'])} → {_mb(res['rss_after_kb'])}",
+                _num(res["rss_per_connection_kb"], 1),
+                _num(res["idle_cpu_percent"], 0, "%"),
+                str(res["closed_while_idle"]),
+            ])
+        out.append(_table(
+            ["target", "connections open", "seconds to open", "RSS MB", "KB per connection", "CPU while idle", "closed while idle"],
+            rows,
+        ))
+
+    rows_e = scenario("e")
+    if rows_e:
+        out += ["", "### (e) persistence during (a)", ""]
+        rows = []
+        for name, res in rows_e:
+            rows.append([
+                name,
+                f"{res['updates_persisted']:,.0f} / {res['edits_sent']:,}",
+                _num(res["lag_p50_ms"], 1),
+                _num(res["lag_p99_ms"], 1),
+                _num(res["lag_mean_ms"], 1),
+                _num(res["write_amplification"], 2),
+                _num(res["compactions"], 0),
+            ])
+        out.append(_table(
+            ["target", "persisted / sent", "lag p50 ms", "lag p99 ms", "lag mean ms", "write amplification", "compactions"],
+            rows,
+        ))
+
+    goals = goal_rows(report)
+    if goals:
+        out += ["", "### against the issue's goals (ratio = project / node in this run)", ""]
+        out.append(_table(["goal", "target", "value", "met"], goals))
+
+    profiles = [
+        (name, key, res["profile"])
+        for name, target in targets.items()
+        for key, res in target.get("scenarios", {}).items()
+        if isinstance(res, dict) and res.get("profile")
+    ]
+    for name, key, profile in profiles:
+        for label, summary in profile.items():
+            if "self" not in summary:
+                continue
+            out += ["", f"<details><summary>profile {name} ({key}) {label}: {summary['samples']} samples, top self time</summary>\n"]
+            out.append(_table(["function", "% self"], [[f"`{f}`", f"{p}"] for f, p in summary["self"]]))
+            out.append("\n</details>")
+    return "\n".join(out)
+
+
+def _scenario(report: dict[str, Any], target: str, key: str) -> dict[str, Any] | None:
+    res = report["targets"].get(target, {}).get("scenarios", {}).get(key)
+    return res if isinstance(res, dict) and "error" not in res else None
+
+
+def goal_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The issue's numbers to reach, checked against this run."""
+    rows: list[list[str]] = []
+    node_a = _scenario(report, "node", "a")
+    node_b = _scenario(report, "node", "b")
+    for target in ("single", "multi"):
+        a = _scenario(report, target, "a")
+        if a and node_a:
+            mine = a["phase"]["cpu_us_per_delivery"]
+            theirs = node_a["phase"]["cpu_us_per_delivery"]
+            ratio = mine / theirs if theirs else math.nan
+            rows.append([f"(a) server CPU per delivery ≤ node's", target, f"{mine:.1f} vs {theirs:.1f} µs = {ratio:.2f}×", _yes(ratio <= 1.0)])
+        if a and target == "multi":
+            p99 = a["phase"]["latency"]["p99"]
+            ratio_ok = a["phase"]["ratio"] == 1.0
+            rows.append(["(a) cross-instance p99 ≤ 5 ms, ratio 1.0", target, f"{p99:.2f} ms, ratio {a['phase']['ratio']:.4f}", _yes(p99 <= 5 and ratio_ok)])
+        b = _scenario(report, target, "b")
+        if b and node_b:
+            mine = b["best_deliveries_per_s_per_instance"]
+            theirs = node_b["best_deliveries_per_s_per_instance"]
+            rows.append(["(b) sustained deliveries/s per instance ≥ node's", target, f"{mine:,.0f} vs {theirs:,.0f}", _yes(mine >= theirs)])
+        c = _scenario(report, target, "c")
+        if c:
+            for key, limit in (("cold_compacted", 80.0), ("cold_pending", 300.0), ("warm_compacted", 80.0)):
+                if key in c:
+                    value = c[key]["synced_ms"]
+                    rows.append([f"(c) join {key.replace('_', ' ')} ≤ {limit:.0f} ms", target, f"{value:.1f} ms", _yes(value <= limit)])
+        d = _scenario(report, target, "d")
+        if d:
+            value = d["rss_per_connection_kb"]
+            rows.append(["(d) ≤ 20 KB RSS per idle connection", target, f"{value:.1f} KB", _yes(value <= 20)])
+        e = _scenario(report, target, "e")
+        if e:
+            rows.append(["(e) persistence lag p99 ≤ 1 s", target, f"{e['lag_p99_ms']:.0f} ms", _yes(e["lag_p99_ms"] <= 1000)])
+            rows.append(["(e) write amplification ≤ 1.5", target, f"{e['write_amplification']:.2f}", _yes(e["write_amplification"] <= 1.5)])
+    return rows
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return None
+    return value
+
+
+def write_json(report: dict[str, Any], directory: Path, stamp: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{stamp}.json"
+    path.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+    return path

@@ -1,0 +1,448 @@
+"""The scenarios of `make bench` (issue 6), each run against one target.
+
+(a) moderate load: 20 rooms x 4 clients x 5 edits/s for 20 s.
+(b) throughput: 10 rooms x 10 clients; edits/s per client raised in steps
+    until the delivery ratio drops below 0.99 or p99 passes 100 ms (or the
+    load generator cannot keep the schedule); the highest sustained
+    deliveries/s is the result.
+(c) join: a ~5 MB document built from 20k updates; time from connect to
+    synced for a fresh client, median of 5: warm (the room is open) and, on
+    the project, cold from the database, compacted and with 10k pending
+    updates.
+(d) idle: 10,000 authenticated connections to one server process (100 rooms,
+    10 users per room with 10 connections each, so the server's access
+    checks are partly cached); RSS per connection and the CPU it burns while
+    nobody types.
+(e) persistence (targets with the worker): lag from accept to commit and
+    write amplification, measured during (a).
+
+`BenchConfig.scaled(f)` shrinks everything for quick runs and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.accounting import (
+    PhaseResult,
+    histogram_buckets,
+    histogram_delta,
+    histogram_quantile,
+    parse_prometheus,
+    sustained,
+)
+from bench.loadgen import ClientSpec
+from bench.probe import check_documents, join
+from bench.procstat import cpu_seconds, peak_rss_kb, raise_nofile, reset_peak_rss, rss_kb
+from bench.profile import Profiler
+from bench.run import LoadRun
+from bench.targets import JoinDocument, Target
+
+Log = Callable[[str], None]
+
+DEFAULT_B_RATES = (2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 125.0)
+
+
+@dataclass
+class BenchConfig:
+    workers: int = 2  # load processes
+    drain_timeout: float = 3.0
+    settle: float = 1.0  # pause between scenarios
+    # (a)
+    a_rooms: int = 20
+    a_clients: int = 4
+    a_rate: float = 5.0
+    a_duration: float = 20.0
+    # (b)
+    b_rooms: int = 10
+    b_clients: int = 10
+    b_rates: tuple[float, ...] = DEFAULT_B_RATES
+    b_step: float = 4.0
+    b_budget: float = 60.0
+    b_min_ratio: float = 0.99
+    b_max_p99_ms: float = 100.0
+    # (c)
+    c_updates: int = 20_000
+    c_pending: int = 10_000
+    c_samples: int = 5
+    # (d)
+    d_connections: int = 10_000
+    d_rooms: int = 100
+    d_users_per_room: int = 10  # each user holds connections/rooms/users connections (tabs) in its room
+    d_idle_window: float = 5.0
+    d_connect_concurrency: int = 100
+    # profiling (py-spy) of the hot path during (a) and (b)
+    profile_dir: Path | None = None
+
+    def scaled(self, factor: float) -> "BenchConfig":
+        """Everything smaller (durations, clients, connections, document) by `factor`."""
+        if factor >= 1:
+            return self
+        f = max(factor, 0.01)
+        return replace(
+            self,
+            a_rooms=max(2, round(self.a_rooms * f)),
+            a_duration=max(1.0, self.a_duration * f),
+            b_rooms=max(2, round(self.b_rooms * f)),
+            b_step=max(1.0, self.b_step * f),
+            b_budget=max(5.0, self.b_budget * f),
+            c_updates=max(200, round(self.c_updates * f)),
+            c_pending=max(100, round(self.c_pending * f)),
+            c_samples=max(1, round(self.c_samples * f)) if f < 0.5 else self.c_samples,
+            d_connections=max(50, round(self.d_connections * f)),
+            d_rooms=max(2, round(self.d_rooms * f)),
+            d_idle_window=max(1.0, self.d_idle_window * f),
+        )
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["profile_dir"] = str(self.profile_dir) if self.profile_dir else None
+        return data
+
+
+def client_specs(target: Target, rooms: list[str], per_room: int, *, sends: bool = True) -> list[ClientSpec]:
+    """`per_room` clients in each room, user k for the k-th, dealt round-robin over the instances."""
+    specs = []
+    for r, room in enumerate(rooms):
+        for k in range(per_room):
+            base = target.ws_bases[len(specs) % len(target.ws_bases)]
+            specs.append(ClientSpec(len(specs) + 1, r, target.url(room, user=k + 1, base=base), sends))
+    return specs
+
+
+def room_views(target: Target, rooms: list[str]) -> dict[int, list[str]]:
+    """Every instance's view of every room (for the convergence check)."""
+    return {r: [target.url(room, user=1, base=base) for base in target.ws_bases] for r, room in enumerate(rooms)}
+
+
+def _profiler(target: Target, cfg: BenchConfig, scenario: str) -> Profiler | None:
+    if cfg.profile_dir is None or target.kind not in ("project-single", "project-multi"):
+        return None
+    pids = {label: target.probe.processes[label][0] for label in target.probe.hot_path}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    profiler = Profiler(cfg.profile_dir, f"{stamp}-{target.name}-{scenario}", pids)
+    return profiler if profiler.start() else None
+
+
+# ---------------------------------------------------------------------------
+# (a) and (e)
+# ---------------------------------------------------------------------------
+
+
+async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, Any]:
+    rooms = await target.new_rooms(cfg.a_rooms, users=cfg.a_clients)
+    specs = client_specs(target, rooms, cfg.a_clients)
+    metrics_before = await target.persistence_metrics()
+    target.probe.reset_peaks()
+    profiler = _profiler(target, cfg, "a")
+    async with LoadRun(specs, workers=cfg.workers) as run:
+        opened = await run.open()
+        log(f"  (a) {opened['opened']}/{len(specs)} clients connected in {opened['seconds']:.1f}s")
+        if opened["failed"]:
+            log(f"  (a) connect failures: {opened['errors']}")
+        phase = await run.phase(1, rate=cfg.a_rate, duration=cfg.a_duration, probe=target.probe, drain_timeout=cfg.drain_timeout)
+        peaks = target.probe.peak_rss_kb()
+        convergence = await check_documents(room_views(target, rooms), run.sent_by_room())
+    profile = profiler.stop() if profiler else None
+    result: dict[str, Any] = {
+        "open": opened,
+        "phase": phase.to_json(),
+        "peak_rss_kb": peaks,
+        "convergence": convergence,
+    }
+    if profile:
+        result["profile"] = profile
+    if metrics_before is not None:
+        result["persistence"] = await _persistence(target, metrics_before, phase.edits_sent, log)
+    return result
+
+
+async def _persistence(target: Target, before_text: str, edits: int, log: Log, timeout: float = 20.0) -> dict[str, Any]:
+    """(e): wait until the worker committed every edit of (a), then read its metrics."""
+    before = parse_prometheus(before_text)
+    deadline = time.monotonic() + timeout
+    while True:
+        after = parse_prometheus(await target.persistence_metrics() or "")
+        persisted = after.get("persistence_updates_total", 0) - before.get("persistence_updates_total", 0)
+        if persisted >= edits or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    delta = lambda name: after.get(name, 0.0) - before.get(name, 0.0)  # noqa: E731
+    buckets = histogram_delta(
+        histogram_buckets(after, "persistence_lag_seconds"), histogram_buckets(before, "persistence_lag_seconds")
+    )
+    lag_count = delta("persistence_lag_seconds_count")
+    update_bytes = delta("persistence_update_bytes_total")
+    db_bytes = delta("persistence_db_bytes_written_total")
+    result = {
+        "edits_sent": edits,
+        "updates_persisted": persisted,
+        "lag_p50_ms": histogram_quantile(buckets, 0.50) * 1000,
+        "lag_p99_ms": histogram_quantile(buckets, 0.99) * 1000,
+        "lag_mean_ms": delta("persistence_lag_seconds_sum") / lag_count * 1000 if lag_count else math.nan,
+        "lag_buckets": buckets,
+        "update_bytes": update_bytes,
+        "db_bytes_written": db_bytes,
+        "write_amplification": db_bytes / update_bytes if update_bytes else math.nan,
+        "compactions": delta("persistence_compactions_total"),
+        "transactions": delta("persistence_batches_total"),
+        "note": "lag quantiles interpolated in the worker's persistence_lag_seconds histogram buckets "
+        "(from XADD to COMMIT); amplification = db bytes written / update bytes, during (a)",
+    }
+    log(
+        f"  (e) persisted {persisted:.0f}/{edits}; lag p50 {result['lag_p50_ms']:.1f} ms p99 {result['lag_p99_ms']:.1f} ms;"
+        f" write amplification {result['write_amplification']:.2f}"
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------
+# (b)
+# ---------------------------------------------------------------------------
+
+
+async def scenario_b(target: Target, cfg: BenchConfig, log: Log) -> dict[str, Any]:
+    rooms = await target.new_rooms(cfg.b_rooms, users=cfg.b_clients)
+    specs = client_specs(target, rooms, cfg.b_clients)
+    target.probe.reset_peaks()
+    steps: list[PhaseResult] = []
+    stop_reason = "all steps sustained"
+    best: PhaseResult | None = None
+    profiler = _profiler(target, cfg, "b")
+    async with LoadRun(specs, workers=cfg.workers) as run:
+        opened = await run.open()
+        started = time.monotonic()
+        for index, rate in enumerate(cfg.b_rates, start=1):
+            if time.monotonic() - started + cfg.b_step + 1.0 > cfg.b_budget:
+                stop_reason = f"time budget ({cfg.b_budget:.0f} s) used"
+                break
+            step = await run.phase(index, rate=rate, duration=cfg.b_step, probe=target.probe, drain_timeout=min(2.0, cfg.drain_timeout))
+            steps.append(step)
+            nominal = len(specs) * rate * cfg.b_step
+            ok = sustained(step, min_ratio=cfg.b_min_ratio, max_p99_ms=cfg.b_max_p99_ms)
+            log(
+                f"  (b) {rate:g}/s per client: {step.deliveries_per_s:,.0f} deliveries/s ratio {step.ratio:.4f}"
+                f" p99 {step.latency.p99:.1f} ms, {step.cpu_us_per_delivery():.1f} us/delivery,"
+                f" load CPU {step.loadgen_cpu_percent:.0f}%{'' if ok else '  <- not sustained'}"
+            )
+            if ok and (best is None or step.deliveries_per_s > best.deliveries_per_s):
+                best = step
+            if not ok:
+                stop_reason = "delivery ratio < %.2f" % cfg.b_min_ratio if step.ratio < cfg.b_min_ratio else "p99 > %.0f ms" % cfg.b_max_p99_ms
+                break
+            if step.edits_sent < 0.95 * nominal:
+                stop_reason = "load generator could not keep the schedule (sent < 95% of nominal)"
+                break
+        peaks = target.probe.peak_rss_kb()
+        convergence = await check_documents(room_views(target, rooms), run.sent_by_room())
+    profile = profiler.stop() if profiler else None
+    instances = len(target.probe.hot_path) or 1
+    result: dict[str, Any] = {
+        "open": opened,
+        "steps": [s.to_json() for s in steps],
+        "stop_reason": stop_reason,
+        "best": best.to_json() if best else None,
+        "best_deliveries_per_s": best.deliveries_per_s if best else 0.0,
+        "best_deliveries_per_s_per_instance": (best.deliveries_per_s / instances) if best else 0.0,
+        "peak_rss_kb": peaks,
+        "convergence": convergence,
+    }
+    if profile:
+        result["profile"] = profile
+    return result
+
+
+# ---------------------------------------------------------------------------
+# (c)
+# ---------------------------------------------------------------------------
+
+
+def _median_join(samples: list) -> dict[str, Any]:
+    return {
+        "synced_ms": statistics.median(s.synced_ms for s in samples),
+        "applied_ms": statistics.median(s.applied_ms for s in samples),
+        "open_ms": statistics.median(s.open_ms for s in samples),
+        "samples_synced_ms": [round(s.synced_ms, 2) for s in samples],
+        "update_bytes": samples[0].update_bytes,
+        "text_ok": all(s.text_length == samples[0].text_length for s in samples),
+        "text_length": samples[0].text_length,
+    }
+
+
+async def _push_document(url: str, updates: list[bytes]) -> Any:
+    """A holder client that pushes `updates` into a room and stays connected (keeps it open)."""
+    import aiohttp
+
+    from shared.protocol import encode_sync_step1, encode_sync_update
+
+    session = aiohttp.ClientSession()
+    ws = await session.ws_connect(url, max_msg_size=0, compress=0)
+    await ws.send_bytes(encode_sync_step1(b"\x00"))
+    for update in updates:
+        await ws.send_bytes(encode_sync_update(update))
+    # the server handles one socket's frames in order: once it answers this
+    # SyncStep1, it has applied every update above
+    from pycrdt import Doc
+
+    probe_state = Doc().get_state()
+    await ws.send_bytes(encode_sync_step1(probe_state))
+    seen_step2 = 0
+    async with asyncio.timeout(120):
+        while seen_step2 < 2:  # the answer to our first SyncStep1, then to the second
+            message = await ws.receive()
+            if message.type is aiohttp.WSMsgType.BINARY and message.data[:2] == b"\x00\x01":
+                seen_step2 += 1
+            elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                raise ConnectionError(f"holder closed while pushing (code {ws.close_code})")
+    return session, ws
+
+
+async def scenario_c(target: Target, cfg: BenchConfig, document: JoinDocument, log: Log) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "document_updates": len(document.updates),
+        "document_update_bytes": document.update_bytes,
+        "document_bytes": len(document.full),
+        "pending_updates": document.pending,
+        "samples": cfg.c_samples,
+    }
+    cold = await target.prepare_cold_rooms(document, cfg.c_samples)
+    if cold is not None:
+        for variant, rooms in cold.items():
+            samples = [(await join(target.url(room)))[0] for room in rooms]
+            result[f"cold_{variant}"] = _median_join(samples)
+            log(f"  (c) cold {variant}: median {result[f'cold_{variant}']['synced_ms']:.1f} ms to synced")
+        # warm: the room stays loaded while a holder is connected
+        for variant, rooms in cold.items():
+            session, holder = await _push_document(target.url(rooms[0]), [])
+            try:
+                samples = [(await join(target.url(rooms[0])))[0] for _ in range(cfg.c_samples)]
+            finally:
+                await holder.close()
+                await session.close()
+            result[f"warm_{variant}"] = _median_join(samples)
+            log(f"  (c) warm ({variant} in the store): median {result[f'warm_{variant}']['synced_ms']:.1f} ms")
+    else:
+        for variant, updates in (("compacted", [document.full]), ("pending", document.updates)):
+            room = (await target.new_rooms(1, users=1))[0]
+            session, holder = await _push_document(target.url(room), updates)
+            try:
+                samples = [(await join(target.url(room)))[0] for _ in range(cfg.c_samples)]
+            finally:
+                await holder.close()
+                await session.close()
+            result[f"warm_{variant}"] = _median_join(samples)
+            how = "pushed as one update" if variant == "compacted" else f"pushed as {len(updates)} updates"
+            log(f"  (c) warm ({how}): median {result[f'warm_{variant}']['synced_ms']:.1f} ms")
+    return result
+
+
+# ---------------------------------------------------------------------------
+# (d)
+# ---------------------------------------------------------------------------
+
+
+async def scenario_d(target: Target, cfg: BenchConfig, log: Log, *, restart: bool = True) -> dict[str, Any]:
+    if restart:  # a fresh process: RSS before/after measures the connections, not earlier scenarios
+        await target.restart_idle_target()
+    label, base, pid = target.idle_target()
+    per_room = max(1, cfg.d_connections // cfg.d_rooms)
+    users = max(1, min(per_room, cfg.d_users_per_room))
+    rooms = await target.new_rooms(cfg.d_rooms, users=users)
+    specs = [
+        ClientSpec(r * per_room + k + 1, r, target.url(room, user=k % users + 1, base=base), sends=False)
+        for r, room in enumerate(rooms)
+        for k in range(per_room)
+    ]
+    nofile = raise_nofile()
+    if pid is not None:
+        try:
+            nofile = raise_nofile(pid, len(specs) + 2048)
+        except Exception as exc:  # noqa: BLE001 - reported
+            log(f"  (d) could not raise the server's RLIMIT_NOFILE: {exc}")
+        reset_peak_rss(pid)
+    await asyncio.sleep(0.5)
+    rss_before = rss_kb(pid) if pid else 0
+    async with LoadRun(specs, workers=cfg.workers) as run:
+        opened = await run.open(concurrency=cfg.d_connect_concurrency, timeout=120.0)
+        log(
+            f"  (d) {opened['opened']}/{len(specs)} idle connections open in {opened['seconds']:.1f}s"
+            + (f"; failures: {opened['errors']}" if opened["failed"] else "")
+        )
+        await asyncio.sleep(2.0)
+        rss_after = rss_kb(pid) if pid else 0
+        cpu_before = cpu_seconds(pid) if pid else 0.0
+        await asyncio.sleep(cfg.d_idle_window)
+        cpu_after = cpu_seconds(pid) if pid else 0.0
+        peak = peak_rss_kb(pid) if pid else 0
+        status = await run.status()
+    count = max(1, opened["opened"])
+    result = {
+        "process": label,
+        "connections": len(specs),
+        "rooms": len(rooms),
+        "users_per_room": users,
+        "open": opened,
+        "server_nofile": nofile,
+        "rss_before_kb": rss_before,
+        "rss_after_kb": rss_after,
+        "peak_rss_kb": peak,
+        "rss_per_connection_kb": (rss_after - rss_before) / count if pid else math.nan,
+        "idle_cpu_percent": 100.0 * (cpu_after - cpu_before) / cfg.d_idle_window if pid else math.nan,
+        "closed_while_idle": status["closed"],
+        "close_codes": status["close_codes"],
+    }
+    log(
+        f"  (d) RSS {rss_before / 1024:.0f} -> {rss_after / 1024:.0f} MB: "
+        f"{result['rss_per_connection_kb']:.1f} KB/connection; idle CPU {result['idle_cpu_percent']:.0f}%"
+    )
+    return result
+
+
+SCENARIOS = ("a", "b", "c", "d")  # the order they run in; (d) restarts its server process first
+
+
+async def run_target(
+    target: Target,
+    scenarios: set[str],
+    cfg: BenchConfig,
+    log: Log,
+    document: Callable[[], JoinDocument],
+) -> dict[str, Any]:
+    """Every selected scenario against one started target; failures are recorded, not raised."""
+    results: dict[str, Any] = {}
+    wanted = set(scenarios)
+    if "e" in wanted:
+        wanted.add("a")
+    for name in SCENARIOS:
+        if name not in wanted:
+            continue
+        log(f"[{target.name}] scenario ({name})")
+        started = time.monotonic()
+        try:
+            if name == "a":
+                results["a"] = await scenario_a(target, cfg, log)
+                if "persistence" in results["a"]:
+                    results["e"] = results["a"].pop("persistence")
+            elif name == "b":
+                results["b"] = await scenario_b(target, cfg, log)
+            elif name == "c":
+                results["c"] = await scenario_c(target, cfg, document(), log)
+            elif name == "d":
+                results["d"] = await scenario_d(target, cfg, log)
+        except Exception as exc:  # noqa: BLE001 - one scenario failing must not lose the others
+            import traceback
+
+            log(f"  ({name}) FAILED: {type(exc).__name__}: {exc}")
+            results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        results.setdefault("seconds", {})[name] = round(time.monotonic() - started, 1)
+        await asyncio.sleep(cfg.settle)
+    return results
+
+
+__all__ = ["BenchConfig", "SCENARIOS", "client_specs", "run_target"]

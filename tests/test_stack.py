@@ -1,0 +1,468 @@
+"""The HA topology on loopback (`make stack`), exercised through nginx.
+
+One stack for the module: nginx (the project's config) in front of 2
+gateways and 2 collabs, Redis, PostgreSQL, the persistence worker. The tests
+go in order: health and routing first, then real clients (stock y-websocket
+under Node, and the pycrdt test client), then failures (SIGKILL of a collab
+instance, a rolling restart, a scale-up), and finally `stop()`, which must
+leave no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from pycrdt import Doc, Text
+
+from shared.compaction import build_doc
+from shared.db.engine import create_engine, create_sessionmaker
+from shared.store import DocumentStore
+from stack import Stack, persistence_available
+from stack.processes import descendants, pid_alive
+from tests.support.node_client import NodeYClient
+from tests.support.yclient import YClient
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery staple"
+CLOSE_BAD_ROOM, CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN = 4400, 4401, 4403
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    running = Stack.start(collab=2, gateway=2, env={"LOG_LEVEL": "WARNING"})
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+class Api:
+    """The gateway's HTTP API, through nginx."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    async def call(
+        self, method: str, path: str, token: str | None = None, **kwargs: Any
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.session.request(
+            method, self.base + path, headers=headers, **kwargs
+        ) as resp:
+            body = await resp.read()
+            if resp.content_type == "application/json":
+                return resp.status, json.loads(body)
+            return resp.status, body
+
+    async def user(self, name: str) -> str:
+        """Register a new user and log in: its token."""
+        email = f"{name}-{uuid.uuid4().hex[:8]}@example.com"
+        status, body = await self.call(
+            "POST", "/api/auth/register", json={"email": email, "password": PASSWORD, "name": name}
+        )
+        assert status == 201, body
+        status, body = await self.call(
+            "POST", "/api/auth/login", json={"email": email, "password": PASSWORD}
+        )
+        assert status == 200, body
+        return str(body["token"])
+
+    async def project(self, token: str, title: str = "doc") -> str:
+        """A new project owned by the token's user: its room name."""
+        status, body = await self.call("POST", "/api/projects", token, json={"title": title})
+        assert status == 201, body
+        return f"project-{body['uuid']}"
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield Api(session, stack.url)
+
+
+def instance_of(client: YClient) -> str:
+    """The collab instance a connection landed on (its X-Instance-Id response header)."""
+    return client.ws._response.headers["X-Instance-Id"]  # aiohttp keeps the handshake response here
+
+
+async def connections_per_instance(stack: Stack) -> dict[str, int]:
+    counts = {}
+    async with aiohttp.ClientSession() as session:
+        for instance in stack.collab_instances:
+            if not instance.alive:
+                continue
+            async with session.get(f"{instance.url}/metrics") as resp:
+                text = await resp.text()
+            match = re.search(r"^collab_connections (\S+)$", text, re.MULTILINE)
+            counts[instance.name] = int(float(match.group(1))) if match else 0
+    return counts
+
+
+async def wait_until(check: Any, what: str, timeout: float = 15.0) -> Any:
+    """Poll an async `check` until it returns something truthy (processes/DB have no events)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def idle(stack: Stack) -> None:
+    """Wait until no collab instance holds a connection of an earlier test."""
+
+    async def check() -> bool:
+        return not any((await connections_per_instance(stack)).values())
+
+    await wait_until(check, "earlier connections to close", timeout=10)
+
+
+async def stored_text(stack: Stack, room: str) -> str:
+    engine = create_engine(stack.database_url)
+    try:
+        store = DocumentStore(create_sessionmaker(engine))
+        updates = await store.load_updates(room.removeprefix("project-"))
+        return str(build_doc(updates).get("t", type=Text))
+    finally:
+        await engine.dispose()
+
+
+async def exported_text(api: Api, token: str, room: str) -> str:
+    status, body = await api.call(
+        "GET", f"/api/projects/{room.removeprefix('project-')}/yjs-document", token
+    )
+    assert status == 200, body
+    doc = Doc()
+    doc.apply_update(body)
+    return str(doc.get("t", type=Text))
+
+
+class Editors:
+    """Stock y-websocket clients appending unique tokens as fast as a user types."""
+
+    def __init__(self, clients: list[NodeYClient]) -> None:
+        self.clients = clients
+        self.made: list[str] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _edit(self, index: int, client: NodeYClient) -> None:
+        n = 0
+        while not self._stop.is_set():
+            token = f"<{index}:{n}>"
+            await client.append(token)
+            self.made.append(token)
+            n += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.03)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._edit(i, c)) for i, c in enumerate(self.clients)]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    async def converged(self, timeout: float = 20.0) -> str:
+        """Every client holds the same text with every token exactly once: that text."""
+
+        async def check() -> str | None:
+            texts = [await c.text() for c in self.clients]
+            if len(set(texts)) == 1 and all(texts[0].count(t) == 1 for t in self.made):
+                return texts[0]
+            return None
+
+        text = await wait_until(
+            check, f"{len(self.clients)} clients to converge on {len(self.made)} edits", timeout
+        )
+        assert len(re.findall(r"<\d+:\d+>", text)) == len(self.made), (
+            "an edit was duplicated or lost"
+        )
+        return str(text)
+
+
+@contextlib.asynccontextmanager
+async def node_clients(
+    stack: Stack, room: str, token: str, count: int
+) -> AsyncIterator[list[NodeYClient]]:
+    async with contextlib.AsyncExitStack() as exits:
+        clients = []
+        for i in range(count):
+            client = await exits.enter_async_context(
+                NodeYClient.start(stack.ws_url, room, token, name=f"c{i}", max_backoff_ms=250)
+            )
+            await client.wait_synced()
+            clients.append(client)
+        yield clients
+
+
+def closes(client: NodeYClient) -> int:
+    return sum(1 for e in client.events if e["event"] == "close")
+
+
+# -- make stack / make stack-down (first: before the module stack starts) ------------------
+
+
+def test_cli_up_status_down_stop_exactly_the_recorded_processes(tmp_path: Path) -> None:
+    """`make stack` / `make stack-down`: separate processes, linked only by stack.json."""
+    run_dir = tmp_path / "run"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stack", *args, "--run-dir", str(run_dir)], check=False,
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    up = cli("up", "--collab", "1", "--gateway", "1", "--no-persistence")
+    assert up.returncode == 0, up.stderr + up.stdout
+    state = json.loads((run_dir / "stack.json").read_text())
+    assert state["url"] in up.stdout and "its room:" in up.stdout
+    assert (run_dir / "stack.env").stat().st_mode & 0o077 == 0
+    pids = [i["pid"] for i in state["instances"]] + [
+        state[k]["pid"] for k in ("nginx", "redis", "postgres")
+    ]
+    assert sorted(p.name for p in (run_dir / "pids").iterdir()) == sorted(
+        ["nginx.pid", "redis.pid", "postgres.pid", "gateway-1.pid", "collab-1.pid"]
+    )
+    assert cli("status").returncode == 0
+    again = cli("up", "--collab", "1", "--gateway", "1", "--no-persistence")
+    assert again.returncode == 1 and "already running" in again.stderr
+    family = set(pids)
+    for pid in pids:
+        family |= set(descendants(pid))
+    down = cli("down")
+    assert down.returncode == 0 and "stopped nginx" in down.stdout
+    assert [pid for pid in family if pid_alive(pid)] == []
+    assert not (run_dir / "stack.json").exists() and (run_dir / "logs" / "collab-1.log").exists()
+    assert "nothing to stop" in cli("down").stdout
+
+
+# -- health and routing ------------------------------------------------------------------
+
+
+async def test_health_through_nginx_and_on_every_instance(stack: Stack) -> None:
+    assert persistence_available() and stack.persistence_instances, stack.warnings
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{stack.url}/health") as resp:
+            assert resp.status == 200 and (await resp.json()) == {"status": "ok"}
+        for path in ("/healthcheck", "/health/ready"):
+            async with session.get(stack.url + path) as resp:
+                assert resp.status == 200, path
+        async with session.get(f"{stack.url}/metrics") as resp:
+            assert resp.status == 404  # scraped per instance, not published
+        for instance in (
+            stack.gateway_instances + stack.collab_instances + stack.persistence_instances
+        ):
+            async with session.get(f"{instance.url}/healthcheck") as resp:
+                assert resp.status == 200, instance.name
+            async with session.get(f"{instance.url}/health/ready") as resp:
+                body = await resp.json()
+                assert resp.status == 200 and body["status"] == "ok", (instance.name, body)
+                assert body["checks"].get("redis") == "ok", (instance.name, body)
+    state = json.loads((stack.run_dir / "stack.json").read_text())
+    assert state["url"] == stack.url and state["counts"]["collab"] == 2
+    assert {i["port"] for i in state["instances"]} == {
+        i.port
+        for i in stack.instances["gateway"] + stack.collab_instances + stack.persistence_instances
+    }
+    assert stack.jwt_secret not in (stack.run_dir / "stack.json").read_text()
+
+
+async def test_gateway_api_round_trip_through_nginx_on_every_gateway(
+    stack: Stack, api: Api
+) -> None:
+    for round_ in range(3):
+        token = await api.user(f"user{round_}")
+        room = await api.project(token, f"project {round_}")
+        project = room.removeprefix("project-")
+        data = f"asset {round_} ".encode() * 1000
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename="notes.txt", content_type="text/plain")
+        status, body = await api.call("POST", f"/api/projects/{project}/assets", token, data=form)
+        assert status == 201, body
+        status, body = await api.call("GET", f"/api/projects/{project}/assets/notes.txt", token)
+        assert status == 200 and body == data
+        status, body = await api.call("GET", "/api/projects", token)
+        assert status == 200 and [p["uuid"] for p in body["projects"]] == [project]
+    used = {
+        entry["upstream"]
+        for entry in map(json.loads, stack.nginx_access_log.read_text().splitlines())
+        if entry["path"].startswith("/api/")
+    }
+    assert used == {f"127.0.0.1:{g.port}" for g in stack.gateway_instances}
+
+
+async def test_websocket_through_nginx_upgrades_and_refuses(stack: Stack, api: Api) -> None:
+    owner = await api.user("owner")
+    stranger = await api.user("stranger")
+    room = await api.project(owner)
+    ids = {c.instance_id for c in stack.collab_instances}
+    async with await YClient.connect(stack.ws_url, room, owner) as client:
+        assert client.synced.is_set() and client.close_code is None
+        assert instance_of(client) in ids
+    for token, target, code in (
+        (stranger, room, CLOSE_FORBIDDEN),
+        ("not-a-jwt", room, CLOSE_UNAUTHORIZED),
+        (stack.mint_token("someone"), room, CLOSE_FORBIDDEN),
+        (owner, "no-such-room", CLOSE_BAD_ROOM),
+    ):
+        async with await YClient.connect(stack.ws_url, target, token, wait_synced=False) as refused:
+            assert await refused.wait_closed() == code, (target, code)
+
+
+async def test_connections_spread_over_instances_and_sync_through_redis(
+    stack: Stack, api: Api
+) -> None:
+    token = await api.user("spread")
+    room = await api.project(token)
+    await idle(stack)
+    async with (
+        await YClient.connect(stack.ws_url, room, token) as a,
+        await YClient.connect(stack.ws_url, room, token) as b,
+    ):
+        assert instance_of(a) != instance_of(b), (
+            "least_conn should put the second connection elsewhere"
+        )
+        a.append("from a;")
+        await b.wait_text("from a;")
+        b.append("from b;")
+        await a.wait_text("from a;from b;")
+
+
+async def test_stock_clients_on_different_instances_converge_with_presence(
+    stack: Stack, api: Api
+) -> None:
+    token = await api.user("stock")
+    room = await api.project(token)
+    await idle(stack)
+    async with node_clients(stack, room, token, 2) as (alice, bob):
+        assert await connections_per_instance(stack) == {"collab-1": 1, "collab-2": 1}
+        await alice.append("hello ")
+        await bob.wait_text("hello ")
+        await bob.append("world")
+        await alice.wait_text("hello world")
+        await alice.set_awareness({"user": {"name": "alice"}})
+        await bob.wait_peers(
+            lambda states: any(
+                s and s.get("user", {}).get("name") == "alice" for s in states.values()
+            )
+        )
+
+
+async def test_access_log_never_holds_a_token(stack: Stack) -> None:
+    lines = stack.nginx_access_log.read_text().splitlines()
+    yjs = [json.loads(line) for line in lines if '"/yjs/' in line]
+    assert yjs and any(entry["status"] == 101 for entry in yjs)
+    text = "\n".join(lines)
+    assert "token" not in text and "eyJ" not in text  # no JWT, no ?token=
+    error_log = (stack.logs_dir / "nginx-error.log").read_text()
+    assert "eyJ" not in error_log
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+async def test_sigkill_of_a_collab_instance_loses_no_edit(stack: Stack, api: Api) -> None:
+    token = await api.user("failover")
+    room = await api.project(token)
+    await idle(stack)
+    async with node_clients(stack, room, token, 4) as clients:
+        assert await connections_per_instance(stack) == {"collab-1": 2, "collab-2": 2}
+        editors = Editors(clients)
+        editors.start()
+        await asyncio.sleep(0.7)
+        await asyncio.to_thread(stack.kill_collab, 0)
+        await asyncio.sleep(1.0)
+        await editors.stop()
+        text = await editors.converged()
+        # The two clients of the killed instance came back, through nginx, on the survivor.
+        assert await connections_per_instance(stack) == {"collab-2": 4}
+        assert sorted(min(closes(c), 1) for c in clients) == [0, 0, 1, 1]
+    assert len(editors.made) > 30
+    assert await exported_text(api, token, room) == text
+    assert await wait_until(lambda: _stored_is(stack, room, text), "PostgreSQL to hold every edit")
+    await asyncio.to_thread(stack.restart_collab, 0)  # back to two instances
+
+
+async def _stored_is(stack: Stack, room: str, text: str) -> bool:
+    return await stored_text(stack, room) == text
+
+
+async def test_rolling_restart_under_load_loses_no_edit(stack: Stack, api: Api) -> None:
+    token = await api.user("rolling")
+    room = await api.project(token)
+    async with node_clients(stack, room, token, 4) as clients:
+        editors = Editors(clients)
+        editors.start()
+        for index in range(len(stack.collab_instances)):
+            old_id = stack.collab_instances[index].instance_id
+            await asyncio.sleep(0.3)
+            instance = await asyncio.to_thread(stack.restart_collab, index)
+            assert instance.alive and instance.instance_id != old_id
+        await asyncio.sleep(0.3)
+        await editors.stop()
+        text = await editors.converged()
+    assert await exported_text(api, token, room) == text
+    assert await wait_until(lambda: _stored_is(stack, room, text), "PostgreSQL to hold every edit")
+
+
+async def test_scale_up_reaches_the_new_instance_without_disturbing_others(
+    stack: Stack, api: Api
+) -> None:
+    token = await api.user("scale")
+    room = await api.project(token)
+    async with node_clients(stack, room, token, 2) as old:
+        new_instance = await asyncio.to_thread(stack.start_collab)
+        assert new_instance.name == "collab-3" and len(stack.collab_instances) == 3
+        opened = []
+        try:
+            for _ in range(3):
+                opened.append(await YClient.connect(stack.ws_url, room, token))
+            assert new_instance.instance_id in {instance_of(c) for c in opened}
+            # The connections made before the reload are untouched and still live.
+            assert [closes(c) for c in old] == [0, 0]
+            await old[0].append("still here")
+            await old[1].wait_text("still here")
+            await opened[-1].wait_text("still here")
+        finally:
+            for client in opened:
+                await client.close()
+    state = json.loads((stack.run_dir / "stack.json").read_text())
+    assert state["counts"]["collab"] == 3
+    upstreams = (stack.nginx_dir / "exe-collab" / "upstreams.conf").read_text()
+    assert f"server 127.0.0.1:{new_instance.port} " in upstreams
+
+
+# -- the end ---------------------------------------------------------------------------------
+
+
+def test_stop_leaves_no_process_behind(stack: Stack) -> None:
+    processes = stack.processes()
+    assert all(p.alive for p in processes), [p.name for p in processes if not p.alive]
+    everything = {p.pid for p in processes}
+    for process in processes:
+        everything |= set(descendants(process.pid))  # nginx workers, PostgreSQL backends
+    assert len(everything) > len(processes)
+    scratch = stack.scratch_dir
+    stack.stop()
+    assert [pid for pid in everything if pid_alive(pid)] == []
+    assert not scratch.exists()
+    assert not stack.run_dir.exists()  # a temporary run directory goes too
