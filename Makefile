@@ -13,6 +13,9 @@ help:
 	@echo "make test     install what is missing, then run the whole test suite"
 	@echo "make migrate  alembic upgrade head against the configured database"
 	@echo "make bench    the benchmark suite (~10 min): Markdown table on stdout, JSON in bench/results/"
+	@echo "make up | down | logs [service=] | ps          the Docker Compose HA stack (deploy/)"
+	@echo "make scale collab=N gateway=M                  resize the Compose stack"
+	@echo "make stack [collab=N gateway=M] | stack-down   the same topology from local processes"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
