@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: help venv node system-deps run test migrate clean
+.PHONY: help venv node system-deps run test migrate clean web web-if-possible
 
 help:
 	@echo "make run      serve gateway + collab on http://127.0.0.1:8080 (SQLite under ./data)"
 	@echo "make test     install what is missing, then run the whole test suite"
+	@echo "make web      build the browser client (web/ -> web/dist, served at /; needs Node.js + npm)"
 	@echo "make migrate  alembic upgrade head against the configured database"
 	@echo "make bench    the benchmark suite (~10 min): Markdown table on stdout, JSON in bench/results/"
 	@echo "make up | down | logs [service=] | ps          the Docker Compose HA stack (deploy/)"
@@ -31,20 +32,40 @@ $(NODE_STAMP): tests/node/package-lock.json
 
 node: $(NODE_STAMP)
 
+# The browser client (web/): its npm packages, then the esbuild bundle in web/dist (not committed),
+# rebuilt when web/src, web/build.mjs or web/package-lock.json is newer.
+WEB_STAMP := web/node_modules/.installed
+WEB_BUNDLE := web/dist/index.html
+
+$(WEB_STAMP): web/package-lock.json
+	@if command -v npm >/dev/null; then cd web && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: building the browser client (web/) needs Node.js 20+ and npm" >&2; exit 1; fi
+
+$(WEB_BUNDLE): $(WEB_STAMP) web/build.mjs $(shell find web/src 2>/dev/null)
+	cd web && node build.mjs
+
+web: $(WEB_BUNDLE)
+
+# `make run` without Node still serves the API (and / says how to get the UI).
+web-if-possible:
+	@if command -v npm >/dev/null && command -v node >/dev/null; then \
+		$(MAKE) --no-print-directory web || echo "building the browser client failed: serving the API only" >&2; \
+	else echo "Node.js/npm not found: serving the API only. For the browser client at /, install Node.js 20+ and npm, then run 'make web'." >&2; fi
+
 system-deps:
 	@bash scripts/install-system-deps.sh
 
-run: venv
+run: venv web-if-possible
 	$(PY) -m services
 
-test: venv node system-deps
+test: venv node system-deps web
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 migrate: venv
 	$(PY) -m alembic upgrade head
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules .pytest_cache
+	rm -rf $(VENV) tests/node/node_modules .pytest_cache web/node_modules web/dist
 
 # ---- HA deployment (deploy/): Docker Compose, and the same topology on loopback ----
 COMPOSE ?= docker compose

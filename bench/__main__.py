@@ -21,10 +21,11 @@ from typing import Any
 
 from bench import report as reporting
 from bench.procstat import machine, raise_nofile
-from bench.scenarios import DEFAULT_B_RATES, BenchConfig, run_target
+from bench.scenarios import DEFAULT_B_RATES, BenchConfig, QuietWaiter, run_target
 from bench.targets import JoinDocument, Target, UrlTarget, make_target
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 ALL_TARGETS = ("single", "multi", "node")
 ALL_SCENARIOS = ("a", "b", "c", "d", "e")
 
@@ -34,25 +35,76 @@ def _csv(value: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", type=_csv, default=list(ALL_TARGETS), help="single,multi,node (default: all)")
-    parser.add_argument("--url", action="append", default=[], metavar="NAME=URL[,pid=PID][,token=T]",
-                        help="an extra y-websocket target (repeatable); pid= makes its CPU and RSS measurable")
-    parser.add_argument("--scenarios", type=_csv, default=list(ALL_SCENARIOS), help="a,b,c,d,e (default: all)")
-    parser.add_argument("--scale", type=float, default=1.0, help="shrink every scenario by this factor (0.1 = quick)")
-    parser.add_argument("--workers", type=int, default=2, help="load generator processes (default 2)")
-    parser.add_argument("--single-db", choices=("postgresql", "sqlite"), default="postgresql",
-                        help="database of the single-instance target (default postgresql)")
-    parser.add_argument("--server-log-level", default="INFO", help="LOG_LEVEL of the project's services (default INFO)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--targets", type=_csv, default=list(ALL_TARGETS), help="single,multi,node (default: all)"
+    )
+    parser.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="NAME=URL[,pid=PID][,token=T]",
+        help="an extra y-websocket target (repeatable); pid= makes its CPU and RSS measurable",
+    )
+    parser.add_argument(
+        "--scenarios", type=_csv, default=list(ALL_SCENARIOS), help="a,b,c,d,e (default: all)"
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="shrink every scenario by this factor (0.1 = quick)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="load generator processes (default 2)"
+    )
+    parser.add_argument(
+        "--single-db",
+        choices=("postgresql", "sqlite"),
+        default="postgresql",
+        help="database of the single-instance target (default postgresql)",
+    )
+    parser.add_argument(
+        "--server-log-level",
+        default="INFO",
+        help="LOG_LEVEL of the project's services (default INFO)",
+    )
     parser.add_argument("--a-duration", type=float, help="seconds of scenario (a) (default 20)")
-    parser.add_argument("--b-rates", type=lambda v: tuple(float(x) for x in _csv(v)),
-                        help=f"edits/s per client for the steps of (b) (default {','.join(f'{r:g}' for r in DEFAULT_B_RATES)})")
+    parser.add_argument(
+        "--b-rates",
+        type=lambda v: tuple(float(x) for x in _csv(v)),
+        help=f"edits/s per client for the steps of (b) (default {','.join(f'{r:g}' for r in DEFAULT_B_RATES)})",
+    )
     parser.add_argument("--b-step", type=float, help="seconds per step of (b) (default 4)")
-    parser.add_argument("--idle-connections", type=int, help="connections of scenario (d) (default 10000)")
-    parser.add_argument("--doc-updates", type=int, help="updates of the join document of (c) (default 20000)")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy the relaying processes during (a) and (b) (raw stacks in bench/results/profiles/)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes (default bench/results/)")
+    parser.add_argument(
+        "--idle-connections", type=int, help="connections of scenario (d) (default 10000)"
+    )
+    parser.add_argument(
+        "--doc-updates", type=int, help="updates of the join document of (c) (default 20000)"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="seconds to wait before a scenario for other processes to go quiet (0: don't; default 30)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the relaying processes during (a) and (b) (raw stacks in bench/results/profiles/)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where the JSON goes (default bench/results/)"
+    )
+    parser.add_argument(
+        "--update-docs",
+        action="store_true",
+        help=f"also put the tables into {DOCS.relative_to(DOCS.parents[1])} (between its bench markers)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.targets) - set(ALL_TARGETS)
     if unknown:
@@ -64,7 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> BenchConfig:
-    cfg = BenchConfig(workers=args.workers).scaled(args.scale)
+    cfg = BenchConfig(workers=args.workers, quiet_wait=args.quiet_wait).scaled(args.scale)
     overrides: dict[str, Any] = {}
     if args.a_duration:
         overrides["a_duration"] = args.a_duration
@@ -88,17 +140,26 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = build_config(args)
     raise_nofile()
-    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    targets: list[Target] = [make_target(name, single_database=args.single_db, log_level=args.server_log_level) for name in args.targets]
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    targets: list[Target] = [
+        make_target(name, single_database=args.single_db, log_level=args.server_log_level)
+        for name in args.targets
+    ]
     targets += [UrlTarget.parse(spec) for spec in args.url]
 
     @lru_cache(maxsize=1)
     def document() -> JoinDocument:
         started = time.monotonic()
         doc = JoinDocument.build(cfg.c_updates, cfg.c_pending)
-        log(f"  (c) join document: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s")
+        log(
+            f"  (c) join document: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s"
+        )
         return doc
 
+    quiet = QuietWaiter(cfg)
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
@@ -106,13 +167,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "scenarios": sorted(set(args.scenarios)),
         "notes": [
             reporting.LOADGEN_NOTE.format(nproc=machine()["nproc"], workers=cfg.workers),
-            "Latency: the sender's time.monotonic_ns() is in the edit's text; every receiving client subtracts it "
-            "from its own clock at receipt (same machine, one clock).",
-            "Server CPU per delivery: utime+stime (from /proc) of the relaying processes (collab instances, or the "
-            "node server) over the phase, divided by deliveries received; '(all server processes)' adds Redis, the "
-            "persistence worker and PostgreSQL (its whole process tree).",
-            "Receivers count tokens in the frames; they do not apply updates. After (a) and (b) a fresh client "
-            "applies each room's document on every instance and checks it holds every edit sent.",
+            (
+                "Latency: the sender's time.monotonic_ns() is in the edit's text; every receiving client "
+                "subtracts it from its own clock at receipt (same machine, one clock)."
+            ),
+            (
+                "Server CPU per delivery: utime+stime (from /proc) of the relaying processes (collab instances, "
+                "or the node server) over the phase, divided by deliveries received; '(all server processes)' "
+                "adds Redis, the persistence worker and PostgreSQL (its whole process tree)."
+            ),
+            (
+                "Receivers count tokens in the frames; they do not apply updates. After (a) and (b) a fresh "
+                "client applies each room's document on every instance and checks it holds every edit sent."
+            ),
+            "The Node reference server echoes every update to its sender too: counted as echoes, not deliveries.",
         ],
         "targets": {},
     }
@@ -122,7 +190,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         report["targets"][target.name] = entry
         try:
             await target.start()
-        except Exception as exc:  # noqa: BLE001 - the other targets still run
+        except Exception as exc:  # the other targets still run
             log(f"[{target.name}] failed to start: {exc}")
             entry["error"] = f"{type(exc).__name__}: {exc}"
             await _quietly(target.stop())
@@ -130,7 +198,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         entry["info"] = target.info
         entry["processes"] = {label: pid for label, (pid, _) in target.probe.processes.items()}
         try:
-            entry["scenarios"] = await run_target(target, set(args.scenarios), cfg, log, document)
+            entry["scenarios"] = await run_target(
+                target, set(args.scenarios), cfg, log, document, quiet
+            )
             entry["processes"] = {label: pid for label, (pid, _) in target.probe.processes.items()}
         finally:
             await _quietly(target.stop())
@@ -142,7 +212,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def _quietly(awaitable: Any) -> None:
     try:
         await awaitable
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(f"  (while stopping: {type(exc).__name__}: {exc})", file=sys.stderr)
 
 
@@ -153,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     report["seconds"] = round(time.monotonic() - started, 1)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = reporting.write_json(report, args.out, stamp)
-    print(reporting.markdown(report))
+    tables = reporting.markdown(report)
+    print(tables)
     print(f"\nJSON: {path}  ({report['seconds']:.0f} s)")
+    if args.update_docs:
+        reporting.update_docs(DOCS, tables, path)
+        print(f"updated {DOCS}")
     return 0
 
 

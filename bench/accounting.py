@@ -300,7 +300,7 @@ def parse_prometheus(text: str) -> dict[str, float]:
 def histogram_buckets(samples: Mapping[str, float], name: str) -> list[tuple[float, float]]:
     """Sorted (upper bound, cumulative count) of histogram `name`."""
     buckets = []
-    prefix = f"{name}_bucket{{le=\""
+    prefix = f'{name}_bucket{{le="'
     for key, value in samples.items():
         if key.startswith(prefix):
             bound = key[len(prefix) :].split('"', 1)[0]
@@ -328,6 +328,8 @@ def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> floa
                 return lower_bound
             if count == lower_count:
                 return bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (
+                count - lower_count
+            )
         lower_bound, lower_count = bound, count
     return lower_bound

@@ -50,7 +50,19 @@ class ClientSpec:
 
 
 class LoadClient:
-    __slots__ = ("spec", "ledger", "doc", "text", "seq", "ws", "synced", "closed", "close_code", "_updates", "_reader")
+    __slots__ = (
+        "spec",
+        "ledger",
+        "doc",
+        "text",
+        "seq",
+        "ws",
+        "synced",
+        "closed",
+        "close_code",
+        "_updates",
+        "_reader",
+    )
 
     def __init__(self, spec: ClientSpec, ledger: Ledger) -> None:
         self.spec = spec
@@ -68,10 +80,18 @@ class LoadClient:
 
     async def connect(self, session: aiohttp.ClientSession, timeout: float) -> None:
         async with asyncio.timeout(timeout):
-            self.ws = await session.ws_connect(self.spec.url, max_msg_size=0, autoping=True, compress=0)
+            self.ws = await session.ws_connect(
+                self.spec.url, max_msg_size=0, autoping=True, compress=0
+            )
             await self.ws.send_bytes(encode_sync_step1(self.doc.get_state()))
             self._reader = asyncio.create_task(self._read())
-            await self.synced.wait()
+            synced = asyncio.ensure_future(self.synced.wait())
+            try:
+                await asyncio.wait({synced, self._reader}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                synced.cancel()
+            if not self.synced.is_set():
+                raise ConnectionError(f"closed before synced (close code {self.close_code})")
 
     def edit(self, phase: int) -> bytes:
         """One edit: insert a fresh token, return the sync-update frame carrying it."""
@@ -152,15 +172,17 @@ class LoadWorker:
                 try:
                     await client.connect(self._session, timeout)
                     return None
-                except BaseException as exc:  # noqa: BLE001 - reported, not raised
+                except BaseException as exc:
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     await client.close()
                     code = client.close_code
-                    return f"{type(exc).__name__}: {exc}" + (f" (close code {code})" if code else "")
+                    return f"{type(exc).__name__}: {exc}" + (
+                        f" (close code {code})" if code else ""
+                    )
 
         errors = await asyncio.gather(*(connect(c) for c in clients))
-        self.clients.extend(c for c, e in zip(clients, errors) if e is None)
+        self.clients.extend(c for c, e in zip(clients, errors, strict=True) if e is None)
         failures = [e for e in errors if e is not None]
         return {
             "opened": len(clients) - len(failures),
@@ -170,7 +192,9 @@ class LoadWorker:
             "nofile": nofile,
         }
 
-    async def phase(self, phase: int, rate: float, duration: float, start_at: float) -> dict[str, Any]:
+    async def phase(
+        self, phase: int, rate: float, duration: float, start_at: float
+    ) -> dict[str, Any]:
         """Send edits from every sender at `rate`/s from `start_at` (time.monotonic) for `duration` s."""
         self._cpu_at_phase_start[phase] = own_cpu_seconds()
         self._closed_at_phase_start[phase] = sum(1 for c in self.clients if c.closed)
@@ -226,7 +250,8 @@ class LoadWorker:
         return {
             "tally": tally.to_wire(),
             "cpu_s": own_cpu_seconds() - self._cpu_at_phase_start.get(phase, own_cpu_seconds()),
-            "closed": sum(1 for c in self.clients if c.closed) - self._closed_at_phase_start.get(phase, 0),
+            "closed": sum(1 for c in self.clients if c.closed)
+            - self._closed_at_phase_start.get(phase, 0),
             "unknown": self.ledger.unknown,
         }
 
@@ -234,7 +259,9 @@ class LoadWorker:
         return {
             "clients": len(self.clients),
             "closed": sum(1 for c in self.clients if c.closed),
-            "close_codes": sorted({c.close_code for c in self.clients if c.closed and c.close_code is not None}),
+            "close_codes": sorted(
+                {c.close_code for c in self.clients if c.closed and c.close_code is not None}
+            ),
         }
 
     async def close(self, concurrency: int = 500) -> dict[str, Any]:
@@ -308,7 +335,9 @@ class ProcessWorker:
     def __init__(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child,), daemon=True, name="bench-load")
+        self._process = context.Process(
+            target=_serve, args=(child,), daemon=True, name="bench-load"
+        )
         self._process.start()
         child.close()
         self._lock = asyncio.Lock()

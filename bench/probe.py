@@ -38,7 +38,11 @@ async def join(url: str, *, apply: bool = True, timeout: float = 60.0) -> tuple[
         while True:
             message = await ws.receive()
             if message.type is not aiohttp.WSMsgType.BINARY:
-                if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                if message.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.ERROR,
+                ):
                     raise ConnectionError(f"closed before synced (code {ws.close_code})")
                 continue
             data = message.data
@@ -54,7 +58,10 @@ async def join(url: str, *, apply: bool = True, timeout: float = 60.0) -> tuple[
         applied = time.perf_counter()
         await ws.close()
     length = len(str(doc.get("t", type=Text))) if apply else 0
-    ms = lambda t: (t - started) * 1000.0  # noqa: E731
+
+    def ms(moment: float) -> float:
+        return (moment - started) * 1000.0
+
     return Join(ms(opened), ms(synced), ms(applied), len(update), length), doc
 
 
@@ -80,7 +87,7 @@ async def check_documents(
         async with gate:
             try:
                 tokens = await document_tokens(url)
-            except Exception as exc:  # noqa: BLE001 - reported
+            except Exception as exc:
                 report["errors"].append(f"{type(exc).__name__}: {exc}")
                 return
         report["views"] += 1

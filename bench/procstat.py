@@ -92,27 +92,39 @@ def reset_peak_rss(pid: int, *, tree: bool = False) -> bool:
 
 
 def raise_nofile(pid: int | None = None, wanted: int | None = None) -> int:
-    """Raise RLIMIT_NOFILE of this process (pid None) or another one to `wanted` (default: the hard limit).
+    """Raise the soft RLIMIT_NOFILE of this process (pid None) or of another one.
 
-    Another process is changed with prlimit(1); returns the soft limit in force.
+    Up to `wanted`, or to the hard limit when `wanted` is None or above it; never
+    lowers it. Another process is changed with prlimit(1). Returns the soft limit.
     """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if wanted is None or hard != resource.RLIM_INFINITY and wanted > hard else wanted
     if pid is None or pid == os.getpid():
-        if soft < target:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    else:
+        soft, hard = nofile_of(pid), nofile_of(pid, hard=True)
+    unlimited = hard in (resource.RLIM_INFINITY, -1)
+    target = hard if wanted is None or (not unlimited and wanted > hard) else wanted
+    if soft != resource.RLIM_INFINITY and soft >= target:
+        return soft
+    if pid is None or pid == os.getpid():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limit = f"{target}:{'unlimited' if unlimited else hard}"
     subprocess.run(
-        ["prlimit", f"--pid={pid}", f"--nofile={target}:{hard}"], check=True, capture_output=True, timeout=10
+        ["prlimit", f"--pid={pid}", f"--nofile={limit}"],
+        check=True,
+        capture_output=True,
+        timeout=10,
     )
     return nofile_of(pid)
 
 
-def nofile_of(pid: int) -> int:
+def nofile_of(pid: int, *, hard: bool = False) -> int:
+    """The soft (or hard) open-files limit of a process; -1 for unlimited, 0 when unreadable."""
     try:
         for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
             if line.startswith("Max open files"):
-                return int(line.split()[3])
+                value = line.split()[4 if hard else 3]
+                return -1 if value == "unlimited" else int(value)
     except (OSError, ValueError, IndexError):
         pass
     return 0

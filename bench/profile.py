@@ -88,7 +88,10 @@ def summarize(collapsed: str, top: int = 15) -> dict:
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
-    share = lambda c: round(100.0 * c / total, 1) if total else 0.0  # noqa: E731
+
+    def share(count: int) -> float:
+        return round(100.0 * count / total, 1) if total else 0.0
+
     return {
         "samples": total,
         "self": [(f, share(c)) for f, c in own.most_common(top)],

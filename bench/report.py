@@ -39,6 +39,10 @@ def _peaks(peaks: dict[str, int] | None) -> str:
     return ", ".join(f"{label} {_mb(kb)}" for label, kb in peaks.items())
 
 
+def _join_ms(result: dict[str, Any], variant: str, field: str = "synced_ms") -> str:
+    return _num((result.get(variant) or {}).get(field), 1)
+
+
 def _phase_row(name: str, phase: dict[str, Any], extra: dict[str, Any] | None = None) -> list[str]:
     latency = phase["latency"]
     return [
@@ -74,7 +78,9 @@ PHASE_HEADER = [
 def markdown(report: dict[str, Any]) -> str:
     out: list[str] = []
     machine = report["machine"]
-    out.append(f"Run {report['started']} on {machine['nproc']} × {machine['cpu_model']}, {machine['memory_gib']} GiB")
+    out.append(
+        f"Run {report['started']} on {machine['nproc']} × {machine['cpu_model']}, {machine['memory_gib']} GiB"
+    )
     out.append("")
     out.append(LOADGEN_NOTE.format(nproc=machine["nproc"], workers=report["config"]["workers"]))
     targets = report["targets"]
@@ -83,12 +89,18 @@ def markdown(report: dict[str, Any]) -> str:
             out.append(f"\n**{name}: failed to start**: {target['error']}")
 
     def scenario(key: str) -> list[tuple[str, dict[str, Any]]]:
-        return [(n, t["scenarios"][key]) for n, t in targets.items() if key in t.get("scenarios", {})]
+        return [
+            (n, t["scenarios"][key]) for n, t in targets.items() if key in t.get("scenarios", {})
+        ]
 
     rows_a = scenario("a")
     if rows_a:
         c = report["config"]
-        out += ["", f"### (a) moderate load: {c['a_rooms']} rooms × {c['a_clients']} clients × {c['a_rate']:g} edits/s for {c['a_duration']:g} s", ""]
+        out += [
+            "",
+            f"### (a) moderate load: {c['a_rooms']} rooms × {c['a_clients']} clients × {c['a_rate']:g} edits/s for {c['a_duration']:g} s",
+            "",
+        ]
         rows = []
         for name, res in rows_a:
             if "error" in res:
@@ -97,100 +109,161 @@ def markdown(report: dict[str, Any]) -> str:
             rows.append(_phase_row(name, res["phase"]))
         out.append(_table(PHASE_HEADER, rows))
         out.append("")
-        out.append(_table(
-            ["target", "peak RSS MB (per process)", "documents complete (views)", "duplicates / misrouted / echoes", "connections closed"],
-            [
+        out.append(
+            _table(
                 [
-                    name,
-                    _peaks(res.get("peak_rss_kb")),
-                    f"{res['convergence']['complete']}/{res['convergence']['views']}"
-                    + (f" (missing {res['convergence']['missing']})" if res["convergence"]["missing"] else ""),
-                    f"{res['phase']['duplicates']} / {res['phase']['misrouted']} / {res['phase']['echoes']}",
-                    str(res["phase"]["closed_clients"]),
-                ]
-                for name, res in rows_a
-                if "error" not in res
-            ],
-        ))
+                    "target",
+                    "peak RSS MB (per process)",
+                    "documents complete (views)",
+                    "duplicates / misrouted / echoes",
+                    "connections closed",
+                ],
+                [
+                    [
+                        name,
+                        _peaks(res.get("peak_rss_kb")),
+                        f"{res['convergence']['complete']}/{res['convergence']['views']}"
+                        + (
+                            f" (missing {res['convergence']['missing']})"
+                            if res["convergence"]["missing"]
+                            else ""
+                        ),
+                        f"{res['phase']['duplicates']} / {res['phase']['misrouted']} / {res['phase']['echoes']}",
+                        str(res["phase"]["closed_clients"]),
+                    ]
+                    for name, res in rows_a
+                    if "error" not in res
+                ],
+            )
+        )
 
     rows_b = scenario("b")
     if rows_b:
         c = report["config"]
-        out += ["", f"### (b) throughput: {c['b_rooms']} rooms × {c['b_clients']} clients, edits/s per client raised in {c['b_step']:g} s steps until ratio < {c['b_min_ratio']} or p99 > {c['b_max_p99_ms']:g} ms", ""]
+        out += [
+            "",
+            f"### (b) throughput: {c['b_rooms']} rooms × {c['b_clients']} clients, edits/s per client raised in {c['b_step']:g} s steps until ratio < {c['b_min_ratio']} or p99 > {c['b_max_p99_ms']:g} ms",
+            "",
+        ]
         rows = []
         for name, res in rows_b:
             if "error" in res:
                 rows.append([name, f"FAILED: {res['error']}"] + [""] * 6)
                 continue
             best = res.get("best") or {}
-            rows.append([
-                name,
-                _num(res["best_deliveries_per_s"], 0),
-                _num(res["best_deliveries_per_s_per_instance"], 0),
-                _num(best.get("rate_per_client"), 0),
-                _num(best.get("cpu_us_per_delivery"), 1),
-                _num((best.get("latency") or {}).get("p99"), 2),
-                _num(best.get("loadgen_cpu_percent"), 0, "%"),
-                res["stop_reason"],
-            ])
-        out.append(_table(
-            ["target", "highest sustained deliveries/s", "per relay instance", "at edits/s per client",
-             "server CPU µs/delivery", "p99 ms", "load gen CPU", "stopped because"],
-            rows,
-        ))
+            rows.append(
+                [
+                    name,
+                    _num(res["best_deliveries_per_s"], 0),
+                    _num(res["best_deliveries_per_s_per_instance"], 0),
+                    _num(best.get("rate_per_client"), 0),
+                    _num(best.get("cpu_us_per_delivery"), 1),
+                    _num((best.get("latency") or {}).get("p99"), 2),
+                    _num(best.get("loadgen_cpu_percent"), 0, "%"),
+                    res["stop_reason"],
+                ]
+            )
+        out.append(
+            _table(
+                [
+                    "target",
+                    "highest sustained deliveries/s",
+                    "per relay instance",
+                    "at edits/s per client",
+                    "server CPU µs/delivery",
+                    "p99 ms",
+                    "load gen CPU",
+                    "stopped because",
+                ],
+                rows,
+            )
+        )
         out.append("")
         step_rows = []
         for name, res in rows_b:
             for step in res.get("steps", []):
-                step_rows.append([
-                    name,
-                    _num(step["rate_per_client"], 0),
-                    _num(step["edits_per_s"], 0),
-                    _num(step["deliveries_per_s"], 0),
-                    f"{step['ratio']:.4f}",
-                    _num(step["latency"]["p99"], 2),
-                    _num(step["cpu_us_per_delivery"], 1),
-                    _num(step["loadgen_cpu_percent"], 0, "%"),
-                    _num(step.get("other_cpu_percent"), 0, "%"),
-                ])
+                step_rows.append(
+                    [
+                        name,
+                        _num(step["rate_per_client"], 0),
+                        _num(step["edits_per_s"], 0),
+                        _num(step["deliveries_per_s"], 0),
+                        f"{step['ratio']:.4f}",
+                        _num(step["latency"]["p99"], 2),
+                        _num(step["cpu_us_per_delivery"], 1),
+                        _num(step["loadgen_cpu_percent"], 0, "%"),
+                        _num(step.get("other_cpu_percent"), 0, "%"),
+                    ]
+                )
         out.append("<details><summary>(b) every step</summary>\n")
-        out.append(_table(
-            ["target", "edits/s per client", "edits/s", "deliveries/s", "ratio", "p99 ms", "µs/delivery", "load gen CPU", "other CPU"],
-            step_rows,
-        ))
+        out.append(
+            _table(
+                [
+                    "target",
+                    "edits/s per client",
+                    "edits/s",
+                    "deliveries/s",
+                    "ratio",
+                    "p99 ms",
+                    "µs/delivery",
+                    "load gen CPU",
+                    "other CPU",
+                ],
+                step_rows,
+            )
+        )
         out.append("\n</details>")
 
     rows_c = scenario("c")
     if rows_c:
         first = next((r for _, r in rows_c if "error" not in r), None)
-        size = f"{first['document_bytes'] / 1e6:.1f} MB from {first['document_updates']:,} updates" if first else ""
-        out += ["", f"### (c) join: a document of {size}; ms from connect to synced (SyncStep2 received), median of {first['samples'] if first else 5}", ""]
+        size = (
+            f"{first['document_bytes'] / 1e6:.1f} MB from {first['document_updates']:,} updates"
+            if first
+            else ""
+        )
+        out += [
+            "",
+            f"### (c) join: a document of {size}; ms from connect to synced (SyncStep2 received), median of {first['samples'] if first else 5}",
+            "",
+        ]
         rows = []
         for name, res in rows_c:
             if "error" in res:
                 rows.append([name, f"FAILED: {res['error']}", "", "", "", ""])
                 continue
-            get = lambda key, field="synced_ms": _num((res.get(key) or {}).get(field), 1)  # noqa: E731
-            rows.append([
-                name,
-                get("warm_compacted"),
-                get("warm_pending"),
-                get("cold_compacted"),
-                get("cold_pending"),
-                get("warm_compacted", "applied_ms"),
-            ])
-        out.append(_table(
-            ["target", "warm (room open)", "warm, doc built from updates", "cold, compacted in DB",
-             "cold, 10k pending updates in DB", "warm incl. client apply"],
-            rows,
-        ))
+            rows.append(
+                [
+                    name,
+                    _join_ms(res, "warm_compacted"),
+                    _join_ms(res, "warm_pending"),
+                    _join_ms(res, "cold_compacted"),
+                    _join_ms(res, "cold_pending"),
+                    _join_ms(res, "warm_compacted", "applied_ms"),
+                ]
+            )
+        out.append(
+            _table(
+                [
+                    "target",
+                    "warm (room open)",
+                    "warm, doc built from updates",
+                    "cold, compacted in DB",
+                    "cold, 10k pending updates in DB",
+                    "warm incl. client apply",
+                ],
+                rows,
+            )
+        )
 
     rows_d = scenario("d")
     if rows_d:
         first = next((r for _, r in rows_d if "error" not in r), None)
         shape = (
             f": {first['rooms']} rooms × {first['connections'] // max(1, first['rooms'])} connections "
-            f"({first['users_per_room']} users per room)" if first else ""
+            f"({first['users_per_room']} users per room)"
+            if first
+            else ""
         )
         out += ["", f"### (d) idle authenticated connections to one server process{shape}", ""]
         rows = []
@@ -198,38 +271,62 @@ def markdown(report: dict[str, Any]) -> str:
             if "error" in res:
                 rows.append([name, f"FAILED: {res['error']}", "", "", "", "", ""])
                 continue
-            rows.append([
-                f"{name} ({res['process']})",
-                f"{res['open']['opened']:,} / {res['connections']:,}",
-                _num(res["open"]["seconds"], 1),
-                f"{_mb(res['rss_before_kb'])} → {_mb(res['rss_after_kb'])}",
-                _num(res["rss_per_connection_kb"], 1),
-                _num(res["idle_cpu_percent"], 0, "%"),
-                str(res["closed_while_idle"]),
-            ])
-        out.append(_table(
-            ["target", "connections open", "seconds to open", "RSS MB", "KB per connection", "CPU while idle", "closed while idle"],
-            rows,
-        ))
+            rows.append(
+                [
+                    f"{name} ({res['process']})",
+                    f"{res['open']['opened']:,} / {res['connections']:,}",
+                    _num(res["open"]["seconds"], 1),
+                    f"{_mb(res['rss_before_kb'])} → {_mb(res['rss_after_kb'])}",
+                    _num(res["rss_per_connection_kb"], 1),
+                    _num(res["idle_cpu_percent"], 0, "%"),
+                    str(res["closed_while_idle"]),
+                ]
+            )
+        out.append(
+            _table(
+                [
+                    "target",
+                    "connections open",
+                    "seconds to open",
+                    "RSS MB",
+                    "KB per connection",
+                    "CPU while idle",
+                    "closed while idle",
+                ],
+                rows,
+            )
+        )
 
     rows_e = scenario("e")
     if rows_e:
         out += ["", "### (e) persistence during (a)", ""]
         rows = []
         for name, res in rows_e:
-            rows.append([
-                name,
-                f"{res['updates_persisted']:,.0f} / {res['edits_sent']:,}",
-                _num(res["lag_p50_ms"], 1),
-                _num(res["lag_p99_ms"], 1),
-                _num(res["lag_mean_ms"], 1),
-                _num(res["write_amplification"], 2),
-                _num(res["compactions"], 0),
-            ])
-        out.append(_table(
-            ["target", "persisted / sent", "lag p50 ms", "lag p99 ms", "lag mean ms", "write amplification", "compactions"],
-            rows,
-        ))
+            rows.append(
+                [
+                    name,
+                    f"{res['updates_persisted']:,.0f} / {res['edits_sent']:,}",
+                    _num(res["lag_p50_ms"], 1),
+                    _num(res["lag_p99_ms"], 1),
+                    _num(res["lag_mean_ms"], 1),
+                    _num(res["write_amplification"], 2),
+                    _num(res["compactions"], 0),
+                ]
+            )
+        out.append(
+            _table(
+                [
+                    "target",
+                    "persisted / sent",
+                    "lag p50 ms",
+                    "lag p99 ms",
+                    "lag mean ms",
+                    "write amplification",
+                    "compactions",
+                ],
+                rows,
+            )
+        )
 
     goals = goal_rows(report)
     if goals:
@@ -246,8 +343,13 @@ def markdown(report: dict[str, Any]) -> str:
         for label, summary in profile.items():
             if "self" not in summary:
                 continue
-            out += ["", f"<details><summary>profile {name} ({key}) {label}: {summary['samples']} samples, top self time</summary>\n"]
-            out.append(_table(["function", "% self"], [[f"`{f}`", f"{p}"] for f, p in summary["self"]]))
+            out += [
+                "",
+                f"<details><summary>profile {name} ({key}) {label}: {summary['samples']} samples, top self time</summary>\n",
+            ]
+            out.append(
+                _table(["function", "% self"], [[f"`{f}`", f"{p}"] for f, p in summary["self"]])
+            )
             out.append("\n</details>")
     return "\n".join(out)
 
@@ -268,30 +370,83 @@ def goal_rows(report: dict[str, Any]) -> list[list[str]]:
             mine = a["phase"]["cpu_us_per_delivery"]
             theirs = node_a["phase"]["cpu_us_per_delivery"]
             ratio = mine / theirs if theirs else math.nan
-            rows.append([f"(a) server CPU per delivery ≤ node's", target, f"{mine:.1f} vs {theirs:.1f} µs = {ratio:.2f}×", _yes(ratio <= 1.0)])
+            rows.append(
+                [
+                    "(a) server CPU per delivery ≤ node's",
+                    target,
+                    f"{mine:.1f} vs {theirs:.1f} µs = {ratio:.2f}×",
+                    _yes(ratio <= 1.0),
+                ]
+            )
         if a and target == "multi":
             p99 = a["phase"]["latency"]["p99"]
             ratio_ok = a["phase"]["ratio"] == 1.0
-            rows.append(["(a) cross-instance p99 ≤ 5 ms, ratio 1.0", target, f"{p99:.2f} ms, ratio {a['phase']['ratio']:.4f}", _yes(p99 <= 5 and ratio_ok)])
+            rows.append(
+                [
+                    "(a) cross-instance p99 ≤ 5 ms, ratio 1.0",
+                    target,
+                    f"{p99:.2f} ms, ratio {a['phase']['ratio']:.4f}",
+                    _yes(p99 <= 5 and ratio_ok),
+                ]
+            )
         b = _scenario(report, target, "b")
         if b and node_b:
             mine = b["best_deliveries_per_s_per_instance"]
             theirs = node_b["best_deliveries_per_s_per_instance"]
-            rows.append(["(b) sustained deliveries/s per instance ≥ node's", target, f"{mine:,.0f} vs {theirs:,.0f}", _yes(mine >= theirs)])
+            rows.append(
+                [
+                    "(b) sustained deliveries/s per instance ≥ node's",
+                    target,
+                    f"{mine:,.0f} vs {theirs:,.0f}",
+                    _yes(mine >= theirs),
+                ]
+            )
         c = _scenario(report, target, "c")
         if c:
-            for key, limit in (("cold_compacted", 80.0), ("cold_pending", 300.0), ("warm_compacted", 80.0)):
+            for key, limit in (
+                ("cold_compacted", 80.0),
+                ("cold_pending", 300.0),
+                ("warm_compacted", 80.0),
+            ):
                 if key in c:
                     value = c[key]["synced_ms"]
-                    rows.append([f"(c) join {key.replace('_', ' ')} ≤ {limit:.0f} ms", target, f"{value:.1f} ms", _yes(value <= limit)])
+                    rows.append(
+                        [
+                            f"(c) join {key.replace('_', ' ')} ≤ {limit:.0f} ms",
+                            target,
+                            f"{value:.1f} ms",
+                            _yes(value <= limit),
+                        ]
+                    )
         d = _scenario(report, target, "d")
         if d:
             value = d["rss_per_connection_kb"]
-            rows.append(["(d) ≤ 20 KB RSS per idle connection", target, f"{value:.1f} KB", _yes(value <= 20)])
+            rows.append(
+                [
+                    "(d) ≤ 20 KB RSS per idle connection",
+                    target,
+                    f"{value:.1f} KB",
+                    _yes(value <= 20),
+                ]
+            )
         e = _scenario(report, target, "e")
         if e:
-            rows.append(["(e) persistence lag p99 ≤ 1 s", target, f"{e['lag_p99_ms']:.0f} ms", _yes(e["lag_p99_ms"] <= 1000)])
-            rows.append(["(e) write amplification ≤ 1.5", target, f"{e['write_amplification']:.2f}", _yes(e["write_amplification"] <= 1.5)])
+            rows.append(
+                [
+                    "(e) persistence lag p99 ≤ 1 s",
+                    target,
+                    f"{e['lag_p99_ms']:.0f} ms",
+                    _yes(e["lag_p99_ms"] <= 1000),
+                ]
+            )
+            rows.append(
+                [
+                    "(e) write amplification ≤ 1.5",
+                    target,
+                    f"{e['write_amplification']:.2f}",
+                    _yes(e["write_amplification"] <= 1.5),
+                ]
+            )
     return rows
 
 
@@ -316,3 +471,17 @@ def write_json(report: dict[str, Any], directory: Path, stamp: str) -> Path:
     path = directory / f"{stamp}.json"
     path.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
     return path
+
+
+BEGIN_MARK = "<!-- bench:begin (written by python -m bench --update-docs) -->"
+END_MARK = "<!-- bench:end -->"
+
+
+def update_docs(path: Path, tables: str, json_path: Path) -> None:
+    """Replace the part of docs/performance.md between the bench markers with `tables`."""
+    text = path.read_text()
+    start, end = text.find(BEGIN_MARK), text.find(END_MARK)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no {BEGIN_MARK} ... {END_MARK} section")
+    body = f"{BEGIN_MARK}\n\n{tables}\n\nJSON of this run: `bench/results/{json_path.name}` (not committed)\n\n"
+    path.write_text(text[:start] + body + text[end:])

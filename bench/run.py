@@ -61,7 +61,9 @@ class LoadRun:
         self.room_of = {spec.id: spec.room for spec in self.specs}
         self.rooms = len(set(self.room_of.values()))
         count = max(1, workers)
-        self._workers = [InProcessWorker()] if workers == 0 else [ProcessWorker() for _ in range(count)]
+        self._workers = (
+            [InProcessWorker()] if workers == 0 else [ProcessWorker() for _ in range(count)]
+        )
         self._shares = [self.specs[i :: len(self._workers)] for i in range(len(self._workers))]
         self.open_result: dict[str, Any] = {}
         self.sent_total: dict[int, int] = {}  # client id -> edits sent over all phases
@@ -78,7 +80,7 @@ class LoadRun:
         results = await asyncio.gather(
             *(
                 w.call("open", share, self.room_of, concurrency=concurrency, timeout=timeout)
-                for w, share in zip(self._workers, self._shares)
+                for w, share in zip(self._workers, self._shares, strict=True)
             )
         )
         errors = sorted({e for r in results for e in r["errors"]})[:5]

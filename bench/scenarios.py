@@ -39,7 +39,15 @@ from bench.accounting import (
 )
 from bench.loadgen import ClientSpec
 from bench.probe import check_documents, join
-from bench.procstat import cpu_seconds, peak_rss_kb, raise_nofile, reset_peak_rss, rss_kb
+from bench.procstat import (
+    cpu_seconds,
+    machine_busy_seconds,
+    own_cpu_seconds,
+    peak_rss_kb,
+    raise_nofile,
+    reset_peak_rss,
+    rss_kb,
+)
 from bench.profile import Profiler
 from bench.run import LoadRun
 from bench.targets import JoinDocument, Target
@@ -74,9 +82,16 @@ class BenchConfig:
     # (d)
     d_connections: int = 10_000
     d_rooms: int = 100
-    d_users_per_room: int = 10  # each user holds connections/rooms/users connections (tabs) in its room
+    d_users_per_room: int = (
+        10  # each user holds connections/rooms/users connections (tabs) in its room
+    )
     d_idle_window: float = 5.0
     d_connect_concurrency: int = 100
+    # before each scenario, wait (up to quiet_wait s, at most quiet_budget s per run) until the
+    # rest of the machine uses less than quiet_threshold of a core: other work skews every number
+    quiet_wait: float = 30.0
+    quiet_budget: float = 120.0
+    quiet_threshold: float = 0.3
     # profiling (py-spy) of the hot path during (a) and (b)
     profile_dir: Path | None = None
 
@@ -106,19 +121,26 @@ class BenchConfig:
         return data
 
 
-def client_specs(target: Target, rooms: list[str], per_room: int, *, sends: bool = True) -> list[ClientSpec]:
+def client_specs(
+    target: Target, rooms: list[str], per_room: int, *, sends: bool = True
+) -> list[ClientSpec]:
     """`per_room` clients in each room, user k for the k-th, dealt round-robin over the instances."""
     specs = []
     for r, room in enumerate(rooms):
         for k in range(per_room):
             base = target.ws_bases[len(specs) % len(target.ws_bases)]
-            specs.append(ClientSpec(len(specs) + 1, r, target.url(room, user=k + 1, base=base), sends))
+            specs.append(
+                ClientSpec(len(specs) + 1, r, target.url(room, user=k + 1, base=base), sends)
+            )
     return specs
 
 
 def room_views(target: Target, rooms: list[str]) -> dict[int, list[str]]:
     """Every instance's view of every room (for the convergence check)."""
-    return {r: [target.url(room, user=1, base=base) for base in target.ws_bases] for r, room in enumerate(rooms)}
+    return {
+        r: [target.url(room, user=1, base=base) for base in target.ws_bases]
+        for r, room in enumerate(rooms)
+    }
 
 
 def _profiler(target: Target, cfg: BenchConfig, scenario: str) -> Profiler | None:
@@ -146,7 +168,13 @@ async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
         log(f"  (a) {opened['opened']}/{len(specs)} clients connected in {opened['seconds']:.1f}s")
         if opened["failed"]:
             log(f"  (a) connect failures: {opened['errors']}")
-        phase = await run.phase(1, rate=cfg.a_rate, duration=cfg.a_duration, probe=target.probe, drain_timeout=cfg.drain_timeout)
+        phase = await run.phase(
+            1,
+            rate=cfg.a_rate,
+            duration=cfg.a_duration,
+            probe=target.probe,
+            drain_timeout=cfg.drain_timeout,
+        )
         peaks = target.probe.peak_rss_kb()
         convergence = await check_documents(room_views(target, rooms), run.sent_by_room())
     profile = profiler.stop() if profiler else None
@@ -163,19 +191,27 @@ async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
     return result
 
 
-async def _persistence(target: Target, before_text: str, edits: int, log: Log, timeout: float = 20.0) -> dict[str, Any]:
+async def _persistence(
+    target: Target, before_text: str, edits: int, log: Log, timeout: float = 20.0
+) -> dict[str, Any]:
     """(e): wait until the worker committed every edit of (a), then read its metrics."""
     before = parse_prometheus(before_text)
     deadline = time.monotonic() + timeout
     while True:
         after = parse_prometheus(await target.persistence_metrics() or "")
-        persisted = after.get("persistence_updates_total", 0) - before.get("persistence_updates_total", 0)
+        persisted = after.get("persistence_updates_total", 0) - before.get(
+            "persistence_updates_total", 0
+        )
         if persisted >= edits or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
-    delta = lambda name: after.get(name, 0.0) - before.get(name, 0.0)  # noqa: E731
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
     buckets = histogram_delta(
-        histogram_buckets(after, "persistence_lag_seconds"), histogram_buckets(before, "persistence_lag_seconds")
+        histogram_buckets(after, "persistence_lag_seconds"),
+        histogram_buckets(before, "persistence_lag_seconds"),
     )
     lag_count = delta("persistence_lag_seconds_count")
     update_bytes = delta("persistence_update_bytes_total")
@@ -185,7 +221,9 @@ async def _persistence(target: Target, before_text: str, edits: int, log: Log, t
         "updates_persisted": persisted,
         "lag_p50_ms": histogram_quantile(buckets, 0.50) * 1000,
         "lag_p99_ms": histogram_quantile(buckets, 0.99) * 1000,
-        "lag_mean_ms": delta("persistence_lag_seconds_sum") / lag_count * 1000 if lag_count else math.nan,
+        "lag_mean_ms": delta("persistence_lag_seconds_sum") / lag_count * 1000
+        if lag_count
+        else math.nan,
         "lag_buckets": buckets,
         "update_bytes": update_bytes,
         "db_bytes_written": db_bytes,
@@ -222,7 +260,13 @@ async def scenario_b(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
             if time.monotonic() - started + cfg.b_step + 1.0 > cfg.b_budget:
                 stop_reason = f"time budget ({cfg.b_budget:.0f} s) used"
                 break
-            step = await run.phase(index, rate=rate, duration=cfg.b_step, probe=target.probe, drain_timeout=min(2.0, cfg.drain_timeout))
+            step = await run.phase(
+                index,
+                rate=rate,
+                duration=cfg.b_step,
+                probe=target.probe,
+                drain_timeout=min(2.0, cfg.drain_timeout),
+            )
             steps.append(step)
             nominal = len(specs) * rate * cfg.b_step
             ok = sustained(step, min_ratio=cfg.b_min_ratio, max_p99_ms=cfg.b_max_p99_ms)
@@ -234,7 +278,11 @@ async def scenario_b(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
             if ok and (best is None or step.deliveries_per_s > best.deliveries_per_s):
                 best = step
             if not ok:
-                stop_reason = "delivery ratio < %.2f" % cfg.b_min_ratio if step.ratio < cfg.b_min_ratio else "p99 > %.0f ms" % cfg.b_max_p99_ms
+                stop_reason = (
+                    "delivery ratio < %.2f" % cfg.b_min_ratio
+                    if step.ratio < cfg.b_min_ratio
+                    else "p99 > %.0f ms" % cfg.b_max_p99_ms
+                )
                 break
             if step.edits_sent < 0.95 * nominal:
                 stop_reason = "load generator could not keep the schedule (sent < 95% of nominal)"
@@ -298,12 +346,18 @@ async def _push_document(url: str, updates: list[bytes]) -> Any:
             message = await ws.receive()
             if message.type is aiohttp.WSMsgType.BINARY and message.data[:2] == b"\x00\x01":
                 seen_step2 += 1
-            elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            elif message.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
                 raise ConnectionError(f"holder closed while pushing (code {ws.close_code})")
     return session, ws
 
 
-async def scenario_c(target: Target, cfg: BenchConfig, document: JoinDocument, log: Log) -> dict[str, Any]:
+async def scenario_c(
+    target: Target, cfg: BenchConfig, document: JoinDocument, log: Log
+) -> dict[str, Any]:
     result: dict[str, Any] = {
         "document_updates": len(document.updates),
         "document_update_bytes": document.update_bytes,
@@ -316,7 +370,9 @@ async def scenario_c(target: Target, cfg: BenchConfig, document: JoinDocument, l
         for variant, rooms in cold.items():
             samples = [(await join(target.url(room)))[0] for room in rooms]
             result[f"cold_{variant}"] = _median_join(samples)
-            log(f"  (c) cold {variant}: median {result[f'cold_{variant}']['synced_ms']:.1f} ms to synced")
+            log(
+                f"  (c) cold {variant}: median {result[f'cold_{variant}']['synced_ms']:.1f} ms to synced"
+            )
         # warm: the room stays loaded while a holder is connected
         for variant, rooms in cold.items():
             session, holder = await _push_document(target.url(rooms[0]), [])
@@ -326,7 +382,9 @@ async def scenario_c(target: Target, cfg: BenchConfig, document: JoinDocument, l
                 await holder.close()
                 await session.close()
             result[f"warm_{variant}"] = _median_join(samples)
-            log(f"  (c) warm ({variant} in the store): median {result[f'warm_{variant}']['synced_ms']:.1f} ms")
+            log(
+                f"  (c) warm ({variant} in the store): median {result[f'warm_{variant}']['synced_ms']:.1f} ms"
+            )
     else:
         for variant, updates in (("compacted", [document.full]), ("pending", document.updates)):
             room = (await target.new_rooms(1, users=1))[0]
@@ -337,7 +395,11 @@ async def scenario_c(target: Target, cfg: BenchConfig, document: JoinDocument, l
                 await holder.close()
                 await session.close()
             result[f"warm_{variant}"] = _median_join(samples)
-            how = "pushed as one update" if variant == "compacted" else f"pushed as {len(updates)} updates"
+            how = (
+                "pushed as one update"
+                if variant == "compacted"
+                else f"pushed as {len(updates)} updates"
+            )
             log(f"  (c) warm ({how}): median {result[f'warm_{variant}']['synced_ms']:.1f} ms")
     return result
 
@@ -347,7 +409,9 @@ async def scenario_c(target: Target, cfg: BenchConfig, document: JoinDocument, l
 # ---------------------------------------------------------------------------
 
 
-async def scenario_d(target: Target, cfg: BenchConfig, log: Log, *, restart: bool = True) -> dict[str, Any]:
+async def scenario_d(
+    target: Target, cfg: BenchConfig, log: Log, *, restart: bool = True
+) -> dict[str, Any]:
     if restart:  # a fresh process: RSS before/after measures the connections, not earlier scenarios
         await target.restart_idle_target()
     label, base, pid = target.idle_target()
@@ -355,7 +419,9 @@ async def scenario_d(target: Target, cfg: BenchConfig, log: Log, *, restart: boo
     users = max(1, min(per_room, cfg.d_users_per_room))
     rooms = await target.new_rooms(cfg.d_rooms, users=users)
     specs = [
-        ClientSpec(r * per_room + k + 1, r, target.url(room, user=k % users + 1, base=base), sends=False)
+        ClientSpec(
+            r * per_room + k + 1, r, target.url(room, user=k % users + 1, base=base), sends=False
+        )
         for r, room in enumerate(rooms)
         for k in range(per_room)
     ]
@@ -363,7 +429,7 @@ async def scenario_d(target: Target, cfg: BenchConfig, log: Log, *, restart: boo
     if pid is not None:
         try:
             nofile = raise_nofile(pid, len(specs) + 2048)
-        except Exception as exc:  # noqa: BLE001 - reported
+        except Exception as exc:
             log(f"  (d) could not raise the server's RLIMIT_NOFILE: {exc}")
         reset_peak_rss(pid)
     await asyncio.sleep(0.5)
@@ -393,7 +459,9 @@ async def scenario_d(target: Target, cfg: BenchConfig, log: Log, *, restart: boo
         "rss_after_kb": rss_after,
         "peak_rss_kb": peak,
         "rss_per_connection_kb": (rss_after - rss_before) / count if pid else math.nan,
-        "idle_cpu_percent": 100.0 * (cpu_after - cpu_before) / cfg.d_idle_window if pid else math.nan,
+        "idle_cpu_percent": 100.0 * (cpu_after - cpu_before) / cfg.d_idle_window
+        if pid
+        else math.nan,
         "closed_while_idle": status["closed"],
         "close_codes": status["close_codes"],
     }
@@ -402,6 +470,42 @@ async def scenario_d(target: Target, cfg: BenchConfig, log: Log, *, restart: boo
         f"{result['rss_per_connection_kb']:.1f} KB/connection; idle CPU {result['idle_cpu_percent']:.0f}%"
     )
     return result
+
+
+async def background_load(target: Target, window: float = 1.0) -> float:
+    """CPU (in cores) the machine spends on anything but the target and this process."""
+    busy, servers, own = machine_busy_seconds(), sum(target.probe.cpu().values()), own_cpu_seconds()
+    await asyncio.sleep(window)
+    busy = machine_busy_seconds() - busy
+    ours = sum(target.probe.cpu().values()) - servers + own_cpu_seconds() - own
+    return max(0.0, (busy - ours) / window)
+
+
+class QuietWaiter:
+    """Waits for a quiet machine before a scenario, within a budget for the whole run."""
+
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        self.spent = 0.0
+
+    async def wait(self, target: Target, log: Log) -> float:
+        started = time.monotonic()
+        limit = min(self.cfg.quiet_wait, max(0.0, self.cfg.quiet_budget - self.spent))
+        other = await background_load(target)
+        announced = False
+        while other > self.cfg.quiet_threshold and time.monotonic() - started < limit:
+            if not announced:
+                log(
+                    f"  other processes use {other:.0%} of a core: waiting up to {limit:.0f}s for a quiet machine"
+                )
+                announced = True
+            other = await background_load(target)
+        self.spent += time.monotonic() - started
+        if other > self.cfg.quiet_threshold:
+            log(
+                f"  WARNING: starting with {other:.0%} of a core used by other processes (numbers will be noisy)"
+            )
+        return other
 
 
 SCENARIOS = ("a", "b", "c", "d")  # the order they run in; (d) restarts its server process first
@@ -413,9 +517,11 @@ async def run_target(
     cfg: BenchConfig,
     log: Log,
     document: Callable[[], JoinDocument],
+    quiet: QuietWaiter | None = None,
 ) -> dict[str, Any]:
     """Every selected scenario against one started target; failures are recorded, not raised."""
     results: dict[str, Any] = {}
+    quiet = quiet or QuietWaiter(cfg)
     wanted = set(scenarios)
     if "e" in wanted:
         wanted.add("a")
@@ -423,6 +529,7 @@ async def run_target(
         if name not in wanted:
             continue
         log(f"[{target.name}] scenario ({name})")
+        background = await quiet.wait(target, log)
         started = time.monotonic()
         try:
             if name == "a":
@@ -435,14 +542,19 @@ async def run_target(
                 results["c"] = await scenario_c(target, cfg, document(), log)
             elif name == "d":
                 results["d"] = await scenario_d(target, cfg, log)
-        except Exception as exc:  # noqa: BLE001 - one scenario failing must not lose the others
+        except Exception as exc:  # one scenario failing must not lose the others
             import traceback
 
             log(f"  ({name}) FAILED: {type(exc).__name__}: {exc}")
-            results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            results[name] = {
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
         results.setdefault("seconds", {})[name] = round(time.monotonic() - started, 1)
+        if background is not None:
+            results.setdefault("background_cores_at_start", {})[name] = round(background, 2)
         await asyncio.sleep(cfg.settle)
     return results
 
 
-__all__ = ["BenchConfig", "SCENARIOS", "client_specs", "run_target"]
+__all__ = ["BenchConfig", "QuietWaiter", "SCENARIOS", "client_specs", "run_target"]

@@ -114,7 +114,9 @@ class Target:
         """The persistence worker's /metrics text, when the target has one."""
         return None
 
-    async def prepare_cold_rooms(self, document: JoinDocument, samples: int) -> dict[str, list[str]] | None:
+    async def prepare_cold_rooms(
+        self, document: JoinDocument, samples: int
+    ) -> dict[str, list[str]] | None:
         """Rooms whose stored document is `document` (compacted / with pending updates); None
         when the target keeps documents only in memory."""
         return None
@@ -173,7 +175,13 @@ class ProjectTarget(Target):
             await session.execute(
                 insert(User),
                 [
-                    {"id": i, "email": f"bench-{i}@bench.invalid", "password_hash": "-", "display_name": f"bench {i}", "roles": []}
+                    {
+                        "id": i,
+                        "email": f"bench-{i}@bench.invalid",
+                        "password_hash": "-",
+                        "display_name": f"bench {i}",
+                        "roles": [],
+                    }
                     for i in range(self._users + 1, count + 1)
                 ],
             )
@@ -190,7 +198,11 @@ class ProjectTarget(Target):
             await session.execute(
                 insert(Project), [{"uuid": u, "title": "bench", "owner_id": 1} for u in uuids]
             )
-            ids = (await session.execute(select(Project.id).where(Project.uuid.in_(uuids)))).scalars().all()
+            ids = (
+                (await session.execute(select(Project.id).where(Project.uuid.in_(uuids))))
+                .scalars()
+                .all()
+            )
             await session.execute(
                 insert(ProjectMember),
                 [
@@ -201,7 +213,9 @@ class ProjectTarget(Target):
             )
         return [f"project-{u}" for u in uuids]
 
-    async def prepare_cold_rooms(self, document: JoinDocument, samples: int) -> dict[str, list[str]]:
+    async def prepare_cold_rooms(
+        self, document: JoinDocument, samples: int
+    ) -> dict[str, list[str]]:
         """Write the document straight into the store: compacted, and snapshot + pending log rows."""
         from shared.store import DocumentStore
 
@@ -224,7 +238,16 @@ class ProjectTarget(Target):
 
 def _server_env(secret: str) -> dict[str, str]:
     """Variables of this environment that must not leak into a service we start."""
-    drop = ("REDIS_", "DB_", "DATABASE_URL", "API_JWT_SECRET", "APP_SECRET", "INSTANCE_ID", "HOST", "PORT")
+    drop = (
+        "REDIS_",
+        "DB_",
+        "DATABASE_URL",
+        "API_JWT_SECRET",
+        "APP_SECRET",
+        "INSTANCE_ID",
+        "HOST",
+        "PORT",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(API_JWT_SECRET=secret, APP_SECRET=secret, APP_ENV="production", PYTHONUNBUFFERED="1")
     return env
@@ -240,7 +263,11 @@ def _python_info() -> dict[str, Any]:
     import aiohttp
     import pycrdt
 
-    return {"event_loop": loop, "aiohttp": aiohttp.__version__, "pycrdt": getattr(pycrdt, "__version__", "?")}
+    return {
+        "event_loop": loop,
+        "aiohttp": aiohttp.__version__,
+        "pycrdt": getattr(pycrdt, "__version__", "?"),
+    }
 
 
 class SingleTarget(ProjectTarget):
@@ -249,7 +276,13 @@ class SingleTarget(ProjectTarget):
     name = "single"
     kind = "project-single"
 
-    def __init__(self, *, database: str = "postgresql", log_level: str = "INFO", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        database: str = "postgresql",
+        log_level: str = "INFO",
+        env: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.database = database
         self.log_level = log_level
@@ -284,7 +317,9 @@ class SingleTarget(ProjectTarget):
         self._process = ServiceProcess("services.collab", env, self._workdir)
         await asyncio.to_thread(self._process.start, 60.0)
         self.ws_bases = [self._process.ws_url]
-        self.probe = ServerProbe({"collab": (self._process.process.pid, False)}, hot_path=["collab"])
+        self.probe = ServerProbe(
+            {"collab": (self._process.process.pid, False)}, hot_path=["collab"]
+        )
         if self._postgres is not None:
             self.probe.processes["postgres"] = (self._postgres.pid, True)
         self.info = {
@@ -315,7 +350,9 @@ class MultiTarget(ProjectTarget):
     name = "multi"
     kind = "project-multi"
 
-    def __init__(self, *, collabs: int = 2, log_level: str = "INFO", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, collabs: int = 2, log_level: str = "INFO", env: dict[str, str] | None = None
+    ) -> None:
         super().__init__()
         self.collabs = collabs
         self.log_level = log_level
@@ -327,7 +364,12 @@ class MultiTarget(ProjectTarget):
 
         env = {"LOG_LEVEL": self.log_level, **self.env_overrides}
         self._stack = await asyncio.to_thread(
-            Stack.start, collab=self.collabs, gateway=1, env=env, jwt_secret=self.jwt_secret, timeout=90.0
+            Stack.start,
+            collab=self.collabs,
+            gateway=1,
+            env=env,
+            jwt_secret=self.jwt_secret,
+            timeout=90.0,
         )
         stack = self._stack
         self.database_url = stack.database_url
@@ -381,7 +423,10 @@ def ensure_node_server() -> Path:
     if npm is None:
         raise RuntimeError("npm not found: the Node reference target needs Node.js 20 and npm")
     subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR, check=True, timeout=600
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=NODE_DIR,
+        check=True,
+        timeout=600,
     )
     return NODE_SERVER
 
@@ -406,17 +451,23 @@ class NodeTarget(Target):
         env.pop("YPERSISTENCE", None)
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
-                ["node", str(server)], cwd=NODE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                ["node", str(server)],
+                cwd=NODE_DIR,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         deadline = time.monotonic() + 30
         while await asyncio.to_thread(_http_text, f"http://127.0.0.1:{port}/", 0.5) is None:
             if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the node server did not start:\n{self._log.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"the node server did not start:\n{self._log.read_text()[-2000:]}"
+                )
             await asyncio.sleep(0.1)
         self.ws_bases = [f"ws://127.0.0.1:{port}/yjs"]
         self.probe = ServerProbe({"node": (self._process.pid, False)}, hot_path=["node"])
-        version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+        version = await asyncio.to_thread(_node_version)
         self.info = {"mode": "@y/websocket-server 0.1.1, in memory, no auth", "node": version}
 
     async def restart_idle_target(self) -> None:
@@ -439,7 +490,9 @@ class UrlTarget(Target):
 
     kind = "url"
 
-    def __init__(self, name: str, base: str, *, pid: int | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, name: str, base: str, *, pid: int | None = None, token: str | None = None
+    ) -> None:
         super().__init__()
         self.name = name
         self.ws_bases = [base.rstrip("/")]
@@ -452,14 +505,25 @@ class UrlTarget(Target):
     def parse(cls, spec: str) -> "UrlTarget":
         name, _, rest = spec.partition("=")
         if not name or not rest:
-            raise ValueError(f"--url wants NAME=ws://host:port/base[,pid=PID][,token=T], got {spec!r}")
+            raise ValueError(
+                f"--url wants NAME=ws://host:port/base[,pid=PID][,token=T], got {spec!r}"
+            )
         base, *options = rest.split(",")
         opts = dict(option.split("=", 1) for option in options if "=" in option)
-        return cls(name, base, pid=int(opts["pid"]) if "pid" in opts else None, token=opts.get("token"))
+        return cls(
+            name, base, pid=int(opts["pid"]) if "pid" in opts else None, token=opts.get("token")
+        )
 
     def url(self, room: str, user: int = 1, base: str | None = None) -> str:
         suffix = f"?token={self._token}" if self._token else ""
         return f"{base or self.ws_bases[0]}/{room}{suffix}"
+
+
+def _node_version() -> str:
+    result = subprocess.run(
+        ["node", "--version"], capture_output=True, text=True, check=False, timeout=30
+    )
+    return result.stdout.strip()
 
 
 def _http_text(url: str, timeout: float = 5.0) -> str | None:
@@ -470,7 +534,9 @@ def _http_text(url: str, timeout: float = 5.0) -> str | None:
         return None
 
 
-def make_target(name: str, *, single_database: str = "postgresql", log_level: str = "INFO") -> Target:
+def make_target(
+    name: str, *, single_database: str = "postgresql", log_level: str = "INFO"
+) -> Target:
     if name == "single":
         return SingleTarget(database=single_database, log_level=log_level)
     if name == "multi":

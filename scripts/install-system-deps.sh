@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system services the exe-collab test suite starts on its own:
-# redis-server, PostgreSQL (initdb/postgres) and nginx.
+# redis-server, PostgreSQL (initdb/postgres), nginx, and Chromium (the
+# browser tests drive /usr/bin/chromium with Playwright; no browser is downloaded).
 #
 # Idempotent: only missing components are installed. As root, missing
 # packages are installed with apt-get (one `apt-get update`). As a regular
@@ -35,13 +36,26 @@ have_nginx() {
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]
 }
 
+have_chromium() {
+    [ -x /usr/bin/chromium ]
+}
+
 missing=()
 have_redis    || missing+=(redis-server)
 have_postgres || missing+=(postgresql)
 have_nginx    || missing+=(nginx)
+# Chromium is for the browser tests only: a regular user without it gets a warning
+# and those tests skip; as root it is installed like the rest.
+if ! have_chromium; then
+    if [ "$(id -u)" -eq 0 ]; then
+        missing+=(chromium)
+    else
+        warn "chromium is not installed: tests/test_web.py will be skipped (apt-get install chromium)"
+    fi
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    log "redis-server, postgresql and nginx are already installed"
+    log "redis-server, postgresql, nginx and chromium are already installed"
 else
     if [ "$(id -u)" -ne 0 ]; then
         printf 'install-system-deps: missing system packages: %s\n' "${missing[*]}" >&2
@@ -66,6 +80,7 @@ else
     have_redis    || still_missing+=(redis-server)
     have_postgres || still_missing+=(postgresql)
     have_nginx    || still_missing+=(nginx)
+    have_chromium || still_missing+=(chromium)
     if [ "${#still_missing[@]}" -ne 0 ]; then
         printf 'install-system-deps: still missing after install: %s\n' "${still_missing[*]}" >&2
         exit 1

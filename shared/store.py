@@ -64,14 +64,17 @@ class DocumentStore:
         self._project_ids: dict[str, int] = {}
 
     async def load_updates(self, project_uuid: str) -> list[bytes]:
-        """The stored document: its snapshot (if any) followed by the log, oldest first."""
+        """The stored document: its snapshot (if any) followed by the log, oldest first.
+
+        The log is read before the snapshot: the two reads see different
+        commits (SQLite without a read transaction, PostgreSQL in READ
+        COMMITTED), and a compaction committing in between then only makes
+        the snapshot contain log rows already read, never lose them.
+        """
         async with self._sessionmaker() as session:
             project_id = await self._find_project_id(session, project_uuid)
             if project_id is None:
                 return []
-            snapshot = await session.scalar(
-                select(YjsDocument.snapshot).where(YjsDocument.project_id == project_id)
-            )
             log = (
                 await session.scalars(
                     select(YjsUpdate.update)
@@ -79,6 +82,9 @@ class DocumentStore:
                     .order_by(YjsUpdate.id)
                 )
             ).all()
+            snapshot = await session.scalar(
+                select(YjsDocument.snapshot).where(YjsDocument.project_id == project_id)
+            )
         return ([snapshot] if snapshot else []) + list(log)
 
     async def append(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, LogStats]:

@@ -11,14 +11,15 @@ import json
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import aiohttp
 import jwt
 import pytest
 
 from shared.auth import mint_token
+from shared.config import Settings
 from shared.protocol import FrameKind, encode_sync_update
 from tests.support.app_server import InProcessServer
 from tests.support.yclient import YClient
@@ -51,12 +52,19 @@ async def refused_with(
 ) -> int | None:
     """Open a raw WebSocket and return the close code the server ends it with."""
     params = {"token": token} if token is not None else {}
-    async with asyncio.timeout(timeout), aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"{server.ws_url}/{room}", params=params, headers=headers) as ws:
-            while True:
-                msg = await ws.receive()
-                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                    return ws.close_code
+    async with (
+        asyncio.timeout(timeout),
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{server.ws_url}/{room}", params=params, headers=headers) as ws,
+    ):
+        while True:
+            msg = await ws.receive()
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                return ws.close_code
 
 
 @dataclass
@@ -77,9 +85,11 @@ class Bystander:
         async with await join(self.server, self.room, "fresh") as fresh:
             await fresh.wait_text(self.text)
         # and the app itself still answers plain HTTP
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{self.server.http_url}/healthcheck") as resp:
-                assert resp.status == 200
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.server.http_url}/healthcheck") as resp,
+        ):
+            assert resp.status == 200
 
 
 async def make_bystander(server: InProcessServer) -> Bystander:
@@ -142,7 +152,9 @@ def bad_tokens(secret: str) -> dict[str, str | None]:
         "alg_none": none_token,
         "alg_none_with_signature": none_token + "c2lnbmF0dXJl",
         "hs512": jwt.encode(_claims(), secret, algorithm="HS512"),
-        "no_exp": jwt.encode({k: v for k, v in _claims().items() if k != "exp"}, secret, algorithm="HS256"),
+        "no_exp": jwt.encode(
+            {k: v for k, v in _claims().items() if k != "exp"}, secret, algorithm="HS256"
+        ),
         "garbage": "definitely.not.a-jwt",
         "random": base64.urlsafe_b64encode(random.Random(5).randbytes(90)).decode(),
     }
@@ -177,12 +189,16 @@ async def test_bad_bearer_token_is_refused_with_4401(
     server: InProcessServer, bystander: Bystander, case: str
 ) -> None:
     token = bad_tokens(server.settings.jwt_secret)[case]
-    code = await refused_with(server, new_room(), None, headers={"Authorization": f"Bearer {token}"})
+    code = await refused_with(
+        server, new_room(), None, headers={"Authorization": f"Bearer {token}"}
+    )
     assert code == CLOSE_UNAUTHORIZED
     await bystander.assert_unaffected()
 
 
-async def test_valid_bearer_header_is_accepted(server: InProcessServer, bystander: Bystander) -> None:
+async def test_valid_bearer_header_is_accepted(
+    server: InProcessServer, bystander: Bystander
+) -> None:
     """The positive control for the refusals above: a good header token joins."""
     token = await server.grant(bystander.room, "bearer")
     async with await YClient.connect(
@@ -196,9 +212,11 @@ async def test_refusals_do_not_leak_rooms_or_connections(server: InProcessServer
     for case in ("missing", "expired", "forged"):
         token = bad_tokens(server.settings.jwt_secret)[case]
         assert await refused_with(server, new_room(), token) == CLOSE_UNAUTHORIZED
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{server.http_url}/metrics") as resp:
-            metrics = await resp.text()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{server.http_url}/metrics") as resp,
+    ):
+        metrics = await resp.text()
     assert "collab_connections 0.0" in metrics
     assert "collab_rooms 0.0" in metrics
 
@@ -206,7 +224,9 @@ async def test_refusals_do_not_leak_rooms_or_connections(server: InProcessServer
 # --------------------------------------------------------------------------- bad frames
 
 
-async def offend(server: InProcessServer, bystander: Bystander, frame: bytes | str, expected_code: int) -> None:
+async def offend(
+    server: InProcessServer, bystander: Bystander, frame: bytes | str, expected_code: int
+) -> None:
     """Send `frame` from one client of a room while a peer shares that room;
     the sender alone is closed with `expected_code`; peer and bystander carry on."""
     room = new_room()
@@ -329,10 +349,12 @@ async def test_query_awareness_with_trailing_bytes_is_answered(
 
 
 @pytest.fixture
-async def small_server(settings) -> AsyncIterator[InProcessServer]:  # type: ignore[no-untyped-def]
+async def small_server(settings: Settings) -> AsyncIterator[InProcessServer]:
     from services.embedded import create_app
 
-    srv = await InProcessServer(create_app, settings.with_overrides(max_message_bytes=64 * 1024)).start()
+    srv = await InProcessServer(
+        create_app, settings.with_overrides(max_message_bytes=64 * 1024)
+    ).start()
     try:
         yield srv
     finally:

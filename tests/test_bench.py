@@ -26,7 +26,6 @@ from bench.accounting import (
     percentile,
     sustained,
 )
-from bench.loadgen import ClientSpec
 from bench.run import LoadRun, ServerProbe
 from bench.scenarios import BenchConfig, client_specs, scenario_a
 from bench.targets import SingleTarget, Target
@@ -59,15 +58,31 @@ def test_expected_deliveries_count_every_other_client_of_the_room() -> None:
 
 def test_ledger_counts_distinct_deliveries_and_flags_the_rest() -> None:
     ledger = Ledger({1: 0, 2: 0, 3: 1})
-    frame = lambda *tokens: encode_sync_update(b"".join(t.encode() for t in tokens))  # noqa: E731
+
+    def frame(*tokens: str) -> bytes:
+        return encode_sync_update(b"".join(t.encode() for t in tokens))
+
     now = 5_000_000
-    assert ledger.record(2, frame(make_token(1, 1, 1, now - 2_000_000), make_token(1, 1, 2, now - 1_000_000)), now) == 2
+    assert (
+        ledger.record(
+            2,
+            frame(make_token(1, 1, 1, now - 2_000_000), make_token(1, 1, 2, now - 1_000_000)),
+            now,
+        )
+        == 2
+    )
     assert ledger.record(2, frame(make_token(1, 1, 1, now)), now) == 0  # the same edit again
     ledger.record(2, frame(make_token(1, 3, 1, now)), now)  # from another room
     ledger.record(2, frame(make_token(1, 2, 1, now)), now)  # its own edit echoed
     ledger.record(2, frame(make_token(1, 99, 1, now)), now)  # a client nobody started
     tally = ledger.tally(1)
-    assert (tally.received, tally.duplicates, tally.misrouted, tally.echoes, ledger.unknown) == (2, 1, 1, 1, 1)
+    assert (tally.received, tally.duplicates, tally.misrouted, tally.echoes, ledger.unknown) == (
+        2,
+        1,
+        1,
+        1,
+        1,
+    )
     assert sorted(tally.latencies_us) == [1000, 2000]
     assert PhaseTally.from_wire(tally.to_wire()).latencies_us == tally.latencies_us
 
@@ -171,7 +186,9 @@ async def test_a_relay_that_drops_updates_is_caught(drop_every: int) -> None:
         async with LoadRun(specs, workers=0) as run:
             opened = await run.open()
             assert opened["opened"] == 6
-            result = await run.phase(1, rate=20, duration=1.0, probe=ServerProbe(), drain_timeout=1.0, lead_in=0.05)
+            result = await run.phase(
+                1, rate=20, duration=1.0, probe=ServerProbe(), drain_timeout=1.0, lead_in=0.05
+            )
     finally:
         await relay.stop()
     assert result.edits_sent == relay.updates > 0
@@ -194,7 +211,9 @@ async def test_a_relay_that_drops_updates_is_caught(drop_every: int) -> None:
 
 async def test_tiny_scenario_a_against_the_single_instance_collab() -> None:
     target = SingleTarget(database="sqlite", log_level="WARNING")
-    cfg = BenchConfig(workers=1, a_rooms=2, a_clients=3, a_rate=10.0, a_duration=1.0, drain_timeout=5.0)
+    cfg = BenchConfig(
+        workers=1, a_rooms=2, a_clients=3, a_rate=10.0, a_duration=1.0, drain_timeout=5.0
+    )
     lines: list[str] = []
     await target.start()
     try:
@@ -214,4 +233,10 @@ async def test_tiny_scenario_a_against_the_single_instance_collab() -> None:
     assert phase["loadgen_cpu_s"] > 0
     assert result["peak_rss_kb"]["collab"] > 10_000
     # every edit is in the server's document, as a fresh client sees it
-    assert result["convergence"] == {"views": 2, "complete": 2, "missing": 0, "unexpected": 0, "errors": []}
+    assert result["convergence"] == {
+        "views": 2,
+        "complete": 2,
+        "missing": 0,
+        "unexpected": 0,
+        "errors": [],
+    }

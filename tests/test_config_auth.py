@@ -36,7 +36,9 @@ def test_defaults_are_the_embedded_mode(tmp_path: Path) -> None:
     settings = Settings.from_env(env_for(tmp_path))
     data_dir = tmp_path / "data"
     assert settings.app_env == "dev" and not settings.is_production
-    assert settings.database_url == f"sqlite+aiosqlite:///{(data_dir / 'exe-collab.sqlite').resolve()}"
+    assert (
+        settings.database_url == f"sqlite+aiosqlite:///{(data_dir / 'exe-collab.sqlite').resolve()}"
+    )
     assert settings.database_is_sqlite
     assert not settings.multi_instance and settings.redis_host == ""
     assert settings.data_dir == data_dir and settings.files_dir == data_dir
@@ -105,7 +107,10 @@ def test_db_variables_defaults(tmp_path: Path) -> None:
         ("postgres://u:p@h:5433/db", "postgresql+asyncpg://u:p@h:5433/db"),
         ("postgresql://u:p@h/db", "postgresql+asyncpg://u:p@h/db"),
         ("postgresql+asyncpg://u:p@h/db", "postgresql+asyncpg://u:p@h/db"),
-        ("sqlite+aiosqlite:////var/lib/exe/db.sqlite", "sqlite+aiosqlite:////var/lib/exe/db.sqlite"),
+        (
+            "sqlite+aiosqlite:////var/lib/exe/db.sqlite",
+            "sqlite+aiosqlite:////var/lib/exe/db.sqlite",
+        ),
     ],
 )
 def test_database_url_is_normalised(tmp_path: Path, given: str, expected: str) -> None:
@@ -138,7 +143,9 @@ def test_prod_without_any_secret_names_both(tmp_path: Path, app_env: str) -> Non
 
 
 def test_prod_with_secrets_starts_and_defaults_change(tmp_path: Path) -> None:
-    settings = Settings.from_env(env_for(tmp_path, APP_ENV="prod", API_JWT_SECRET=SECRET, APP_SECRET="a" * 40))
+    settings = Settings.from_env(
+        env_for(tmp_path, APP_ENV="prod", API_JWT_SECRET=SECRET, APP_SECRET="a" * 40)
+    )
     assert settings.is_production
     assert settings.jwt_secret == SECRET
     assert settings.run_migrations is False and settings.auth_create_users is False
@@ -146,7 +153,9 @@ def test_prod_with_secrets_starts_and_defaults_change(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / DEV_SECRET_FILE).exists()
 
 
-def test_dev_without_secret_generates_and_persists_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_dev_without_secret_generates_and_persists_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level("WARNING"):
         first = Settings.from_env(env_for(tmp_path))
     assert len(first.jwt_secret) >= 32 and len(first.app_secret) >= 32
@@ -188,7 +197,9 @@ def test_dev_with_only_one_secret_keeps_it(tmp_path: Path) -> None:
         ("RELAY_UNKNOWN_FRAMES", "maybe"),
     ],
 )
-def test_bad_values_are_config_errors_naming_the_variable(tmp_path: Path, name: str, value: str) -> None:
+def test_bad_values_are_config_errors_naming_the_variable(
+    tmp_path: Path, name: str, value: str
+) -> None:
     env = env_for(tmp_path, API_JWT_SECRET=SECRET, APP_SECRET=SECRET, **{name: value})
     if name == "DB_PORT":
         env["DB_HOST"] = "db"
@@ -218,6 +229,7 @@ def test_service_refuses_to_start_in_prod_without_secret(tmp_path: Path, module:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert result.returncode != 0
     assert "API_JWT_SECRET" in result.stderr
@@ -235,6 +247,7 @@ def test_service_refuses_to_start_on_a_bad_integer(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert result.returncode != 0
     assert "MAX_MESSAGE_BYTES" in result.stderr and "Traceback" not in result.stderr
@@ -249,13 +262,21 @@ def _b64(obj: dict[str, object]) -> str:
 
 def _claims(**changes: object) -> dict[str, object]:
     now = int(time.time())
-    claims: dict[str, object] = {"sub": "42", "email": "a@b.c", "roles": [], "iat": now, "exp": now + 600}
+    claims: dict[str, object] = {
+        "sub": "42",
+        "email": "a@b.c",
+        "roles": [],
+        "iat": now,
+        "exp": now + 600,
+    }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
 
 def test_minted_token_verifies() -> None:
-    token, expires = mint_token(SECRET, 42, email="ann@example.com", roles=["admin"], ttl_seconds=120)
+    token, expires = mint_token(
+        SECRET, 42, email="ann@example.com", roles=["admin"], ttl_seconds=120
+    )
     assert abs(expires - (time.time() + 120)) < 5
     identity = verify_token(token, SECRET)
     assert identity.user_id == "42"

@@ -288,14 +288,18 @@ async def test_viewer_edits_never_reach_others_or_the_store(world: World) -> Non
         assert editor.value == "ok"
         exported = await world.as_("viewer").get(f"/api/projects/{world.project}/yjs-document")
         assert text_of(exported.body) == "ok"
-    # once the room has unloaded (everything flushed), the store has the editor's text only
-    for _ in range(100):
-        if not _room_loaded(server, world.project):
+    # once the room has unloaded and flushed, the store has the editor's text only
+    store = server.app[DATABASE].store  # type: ignore[index]
+
+    async def stored_text() -> str:
+        return str(build_doc(await store.load_updates(world.project)).get("t", type=Text))
+
+    for _ in range(200):
+        if not _room_loaded(server, world.project) and await stored_text() == "ok":
             break
         await asyncio.sleep(0.05)
     assert not _room_loaded(server, world.project)
-    store = server.app[DATABASE].store  # type: ignore[index]
-    assert str(build_doc(await store.load_updates(world.project)).get("t", type=Text)) == "ok"
+    assert await stored_text() == "ok"
 
 
 def _room_loaded(server: InProcessServer, project: str) -> bool:

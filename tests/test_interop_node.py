@@ -32,9 +32,11 @@ def _names(states: dict[int, object]) -> set[str]:
 
 async def _rejected(server: InProcessServer, code: int) -> float:
     """The server's count of connections refused with `code`."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{server.http_url}/metrics") as resp:
-            text = await resp.text()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{server.http_url}/metrics") as resp,
+    ):
+        text = await resp.text()
     prefix = f'collab_rejected_total{{code="{code}"}} '
     for line in text.splitlines():
         if line.startswith(prefix):
@@ -103,8 +105,8 @@ async def test_two_stock_clients_see_each_others_awareness(server: InProcessServ
 
             # bob vanishes without saying goodbye (no awareness removal of his
             # own): the server announces his removal when his socket closes
-            assert bob._proc is not None  # noqa: SLF001 - a hard kill is the point
-            bob._proc.kill()  # noqa: SLF001
+            assert bob._proc is not None
+            bob._proc.kill()
             await alice.wait_peers(lambda s: bob.client_id not in s)
         finally:
             await bob.close()
@@ -186,8 +188,10 @@ async def test_stock_client_stays_connected_in_a_quiet_room(server: InProcessSer
         with pytest.raises(TimeoutError):
             # Fails at once if the provider closes or reconnects during the window.
             await node.wait_for(
-                lambda e: e["event"] in ("close", "closed", "connection_error")
-                or (e["event"] == "status" and e["status"] != "connected"),
+                lambda e: (
+                    e["event"] in ("close", "closed", "connection_error")
+                    or (e["event"] == "status" and e["status"] != "connected")
+                ),
                 QUIET_SECONDS,
                 since=quiet_from,
             )

@@ -7,7 +7,7 @@ stop accepting, close sockets with 1001, flush the store.
 from __future__ import annotations
 
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -91,9 +91,10 @@ async def test_unflushed_edits_are_written_on_shutdown(backend_settings: Setting
     project_uuid = room.removeprefix("project-")
     try:
         token = await srv.grant(room, "alice")
-        async with await YClient.connect(srv.ws_url, room, token) as writer, await YClient.connect(
-            srv.ws_url, room, token
-        ) as peer:
+        async with (
+            await YClient.connect(srv.ws_url, room, token) as writer,
+            await YClient.connect(srv.ws_url, room, token) as peer,
+        ):
             for i in range(20):
                 writer.append(f"{i},")
             expected = "".join(f"{i}," for i in range(20))
@@ -112,7 +113,9 @@ async def test_unflushed_edits_are_written_on_shutdown(backend_settings: Setting
         await srv.stop()
 
 
-async def test_stock_client_reconnects_after_a_graceful_restart(app_server: InProcessServer) -> None:
+async def test_stock_client_reconnects_after_a_graceful_restart(
+    app_server: InProcessServer,
+) -> None:
     """The stock client sees 1001 (transient), reconnects to the restarted
     server on its own, resyncs, and keeps editing; nothing is lost either way.
     Its edits made while the server is down reach the server through the

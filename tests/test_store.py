@@ -8,10 +8,11 @@ real server and checks that the compaction thresholds fire.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import threading
 import uuid
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from pycrdt import Doc, Text
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import shared.store as store_module
 from shared.compaction import build_doc, build_snapshot
+from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.models import Project, YjsDocument, YjsUpdate
 from shared.store import DocumentStore, LogStats
@@ -28,7 +30,9 @@ from tests.support.yclient import YClient
 
 
 @pytest.fixture
-async def sessionmaker(migrated_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def sessionmaker(
+    migrated_database_url: str,
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     engine = create_engine(migrated_database_url)
     try:
         yield create_sessionmaker(engine)
@@ -235,7 +239,9 @@ async def test_compaction_preserves_10k_random_edits(
     assert text_of(await store.load_updates(project)) == "after:" + expected
 
 
-def _hold_snapshot_build(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+def _hold_snapshot_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[threading.Event, threading.Event]:
     """Make the store's snapshot build block until released.
 
     Returns (building, release): `building` is set once compaction has read
@@ -348,7 +354,152 @@ async def test_concurrent_compactions_lose_nothing(
     assert text_of(await store.load_updates(project)) == "base+late"
 
 
+class _Gate:
+    """Pauses the task that set it after its first SQL statement."""
+
+    def __init__(self) -> None:
+        self.statements = 0
+        self.paused = asyncio.Event()
+        self.release = asyncio.Event()
+
+
+_GATE: contextvars.ContextVar[_Gate | None] = contextvars.ContextVar("gate", default=None)
+
+
+class _GatedSession(AsyncSession):
+    """An AsyncSession that lets a test stop a chosen task between two statements."""
+
+    async def _after_statement(self) -> None:
+        gate = _GATE.get()
+        if gate is not None:
+            gate.statements += 1
+            if gate.statements == 1:
+                gate.paused.set()
+                await gate.release.wait()
+
+    async def execute(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        result = await super().execute(*args, **kwargs)
+        await self._after_statement()
+        return result
+
+    async def scalar(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        result = await super().scalar(*args, **kwargs)
+        await self._after_statement()
+        return result
+
+    async def scalars(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        result = await super().scalars(*args, **kwargs)
+        await self._after_statement()
+        return result
+
+
+async def test_load_during_a_compaction_is_complete(migrated_database_url: str) -> None:
+    """A room loading while a compaction commits must not read the old (empty)
+    snapshot and then the new (emptied) log."""
+    engine = create_engine(migrated_database_url)
+    try:
+        store = DocumentStore(
+            async_sessionmaker(engine, class_=_GatedSession, expire_on_commit=False)
+        )
+        project = new_project()
+        rec = Recorder()
+        rec.text += "only in the log until compacted"
+        await store.append({project: rec.take()})
+        assert await store.load_updates(project)  # caches the project id: the load below
+        # goes straight to reading the document
+
+        gate = _Gate()
+
+        async def gated_load() -> list[bytes]:
+            _GATE.set(gate)
+            return await store.load_updates(project)
+
+        load = asyncio.create_task(gated_load())
+        await asyncio.wait_for(gate.paused.wait(), 10)  # the load has run one query
+        result = await asyncio.wait_for(store.compact(project), 10)
+        assert result is not None
+        gate.release.set()
+        assert text_of(await asyncio.wait_for(load, 10)) == "only in the log until compacted"
+    finally:
+        await engine.dispose()
+
+
 # --------------------------------------------------------------------------- StoreWriter thresholds
+
+
+def _local_backplane(store: DocumentStore):  # type: ignore[no-untyped-def]
+    from prometheus_client import CollectorRegistry
+
+    from services.collab.backplane import LocalBackplane
+    from services.collab.metrics import CollabMetrics
+    from services.collab.store_writer import StoreWriter
+    from shared.compaction import CompactionPolicy
+
+    writer = StoreWriter(store, CompactionPolicy(), CollabMetrics(CollectorRegistry()), interval=60)
+    return LocalBackplane(store, writer), writer
+
+
+async def test_backplane_load_sees_updates_while_their_write_is_in_flight(
+    store: DocumentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single-instance loads (a room, a gateway export) read the store plus
+    the writer's unwritten updates; a batch being committed is in neither
+    place unless the writer still reports it."""
+    backplane, writer = _local_backplane(store)
+    project = new_project()
+    rec = Recorder()
+    rec.text += "accepted, being written"
+    writer.submit(project, rec.take()[0])
+
+    entered, release = asyncio.Event(), asyncio.Event()
+    real_append = store.append
+
+    async def slow_append(batch):  # type: ignore[no-untyped-def]
+        entered.set()
+        await release.wait()
+        return await real_append(batch)
+
+    monkeypatch.setattr(store, "append", slow_append)
+    flush = asyncio.create_task(writer.flush())
+    try:
+        await asyncio.wait_for(entered.wait(), 10)  # the batch is in flight
+        assert text_of(await backplane.load(project)) == "accepted, being written"
+    finally:
+        release.set()
+        await asyncio.wait_for(flush, 10)
+    assert text_of(await backplane.load(project)) == "accepted, being written"
+
+
+async def test_backplane_load_racing_a_flush_commit_is_complete(migrated_database_url: str) -> None:
+    """The write commits while the load is between its store read and asking
+    the writer: the load must not miss the batch in both places."""
+    engine = create_engine(migrated_database_url)
+    try:
+        store = DocumentStore(
+            async_sessionmaker(engine, class_=_GatedSession, expire_on_commit=False)
+        )
+        backplane, writer = _local_backplane(store)
+        project = new_project()
+        rec = Recorder()
+        rec.text += "seed"
+        await store.append({project: rec.take()})  # the project exists, its id is cached
+        await store.load_updates(project)
+        rec.text += "+pending"
+        writer.submit(project, rec.take()[0])
+
+        gate = _Gate()
+
+        async def gated_load() -> list[bytes]:
+            _GATE.set(gate)
+            return await backplane.load(project)
+
+        load = asyncio.create_task(gated_load())
+        await asyncio.wait_for(gate.paused.wait(), 10)  # the store read has begun
+        await asyncio.wait_for(writer.flush(), 10)  # ...and the batch commits meanwhile
+        gate.release.set()
+        assert text_of(await asyncio.wait_for(load, 10)) == "seed+pending"
+    finally:
+        await engine.dispose()
 
 
 async def _db_state(url: str, project_uuid: str) -> tuple[int, int]:
@@ -362,7 +513,9 @@ async def _db_state(url: str, project_uuid: str) -> tuple[int, int]:
             if project_id is None:
                 return 0, 0
             count = await session.scalar(
-                select(func.count()).select_from(YjsUpdate).where(YjsUpdate.project_id == project_id)
+                select(func.count())
+                .select_from(YjsUpdate)
+                .where(YjsUpdate.project_id == project_id)
             )
             version = await session.scalar(
                 select(YjsDocument.snapshot_version).where(YjsDocument.project_id == project_id)
@@ -372,7 +525,7 @@ async def _db_state(url: str, project_uuid: str) -> tuple[int, int]:
         await engine.dispose()
 
 
-async def _until(check: Callable[[], "asyncio.Future[bool]"], timeout: float, what: str) -> None:
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
     """Poll an async condition (a database query) until it holds, bounded."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not await check():
@@ -382,7 +535,7 @@ async def _until(check: Callable[[], "asyncio.Future[bool]"], timeout: float, wh
 
 
 async def test_store_writer_compacts_on_count_threshold(
-    settings, migrated_database_url: str  # type: ignore[no-untyped-def]
+    settings: Settings, migrated_database_url: str
 ) -> None:
     from services.embedded import create_app
 

@@ -75,7 +75,8 @@ class LocalBackplane:
         return None
 
     async def load(self, project_uuid: str) -> list[bytes]:
-        return await self._store.load_updates(project_uuid) + self._writer.pending(project_uuid)
+        unwritten = self._writer.pending(project_uuid)  # first: see StoreWriter.pending
+        return await self._store.load_updates(project_uuid) + unwritten
 
     async def room_opened(self, room: Any) -> None:
         return None

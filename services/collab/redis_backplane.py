@@ -140,6 +140,9 @@ class RedisBackplane:
 
     async def load(self, project_uuid: str) -> list[bytes]:
         """Stored document + log tail + updates still waiting for Redis."""
+        # Captured first: whatever leaves the outbox meanwhile is then in the log.
+        waiting = [u for p, u in self._backlog if p == project_uuid]
+        waiting += [b for p, k, b in self._outbox if p == project_uuid and k is Kind.UPDATE]
         updates: list[bytes] | None = None
         if self._connected.is_set():
             try:
@@ -148,9 +151,7 @@ class RedisBackplane:
                 log.warning("log unreadable; loading from the database only", extra={"project": project_uuid})
         if updates is None:  # caught up from the log when Redis returns
             updates = await self._store.load_updates(project_uuid)
-        updates += [u for p, u in self._backlog if p == project_uuid]
-        updates += [b for p, k, b in self._outbox if p == project_uuid and k is Kind.UPDATE]
-        return updates
+        return updates + waiting
 
     async def room_opened(self, room: Any) -> None:
         """Ask peers for what this room misses and for their awareness states."""

@@ -37,6 +37,7 @@ class StoreWriter:
         self._metrics = metrics
         self._interval = interval
         self._pending: dict[str, list[bytes]] = defaultdict(list)
+        self._writing: dict[str, list[bytes]] = {}  # the batch being committed
         self._wakeup = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._compactions: dict[str, asyncio.Task[None]] = {}
@@ -49,8 +50,10 @@ class StoreWriter:
         self._wakeup.set()
 
     def pending(self, project_uuid: str) -> list[bytes]:
-        """Updates accepted for a project but not yet written."""
-        return list(self._pending.get(project_uuid, ()))
+        """Updates accepted for a project but not yet committed (including a
+        batch being written now). Ask before reading the store: whatever
+        commits in between is then in one of the two answers."""
+        return list(self._writing.get(project_uuid, ())) + list(self._pending.get(project_uuid, ()))
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="store-writer")
@@ -104,12 +107,15 @@ class StoreWriter:
             if not self._pending:
                 return
             batch, self._pending = self._pending, defaultdict(list)
+            self._writing = batch
             try:
                 stats = await self._store.append(batch)
             except BaseException:
                 for project_uuid, updates in batch.items():
                     self._pending[project_uuid][:0] = updates
                 raise
+            finally:
+                self._writing = {}
             written = sum(len(updates) for updates in batch.values())
             self._metrics.store_pending.dec(written)
             self._metrics.store_updates.inc(written)

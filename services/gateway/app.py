@@ -33,6 +33,7 @@ from services.gateway.errors import error_middleware, quiet_malformed_request_lo
 from services.gateway.metrics import GatewayMetrics, metrics_middleware
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.security import jwt_middleware
+from services.gateway.web import setup_web
 from shared.access_db import database_access
 from shared.config import Settings
 from shared.db.resources import DATABASE, database_ready_check, setup_database
@@ -104,6 +105,7 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
     assets.add_routes(app)
     tus.add_routes(app)
     openapi.add_routes(app)
+    setup_web(app, settings)  # the browser client at / (web/dist)
 
 
 def create_app(settings: Settings) -> web.Application:

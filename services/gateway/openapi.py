@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from services.gateway.web import OPENAPI_PATHS as WEB_CLIENT_PATHS
+
 JSON = "application/json"
 BINARY = "application/octet-stream"
 
@@ -600,6 +602,7 @@ PATHS: dict[str, Any] = {
             tags=["assets"],
         ),
     },
+    **WEB_CLIENT_PATHS,  # the browser client (services/gateway/web.py)
 }
 
 
