@@ -45,3 +45,30 @@ class CompactionPolicy:
 
     def due(self, count: int, size: int) -> bool:
         return count >= self.max_updates or size >= self.max_bytes
+
+
+class IdleTracker:
+    """Which projects have written updates since their last compaction, and when.
+
+    Pure bookkeeping for the idle compaction trigger (the collab's store writer
+    in single-instance mode, the persistence worker in multi-instance mode).
+    """
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self._last_write: dict[str, float] = {}
+
+    def touch(self, project_uuid: str, now: float) -> None:
+        """The project's log grew at `now`."""
+        self._last_write[project_uuid] = now
+
+    def compacted(self, project_uuid: str) -> None:
+        self._last_write.pop(project_uuid, None)
+
+    def due(self, now: float) -> list[str]:
+        """Projects quiet for at least `idle_seconds`, with updates not yet compacted."""
+        return [p for p, t in self._last_write.items() if now - t >= self.idle_seconds]
+
+    @property
+    def check_interval(self) -> float:
+        return max(0.2, min(5.0, self.idle_seconds / 4))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import select
+
 import pytest
 
 from tests.support.app_server import InProcessServer
@@ -170,5 +172,29 @@ async def test_flooding_connection_is_closed_others_unaffected(settings, project
             calm.append("still here")
             async with await YClient.connect(srv.ws_url, project, token) as fresh:
                 await fresh.wait_text("still here")
+    finally:
+        await srv.stop()
+
+
+async def test_idle_document_is_compacted_while_its_room_stays_open(settings, project: str) -> None:  # type: ignore[no-untyped-def]
+    from services.embedded import create_app
+    from shared.db.models import YjsDocument
+
+    idle = settings.with_overrides(compact_idle_seconds=0.5, compact_max_updates=10_000, compact_max_bytes=10**9)
+    srv = await InProcessServer(create_app, idle).start()
+    try:
+        token = await srv.grant(project)
+        async with await YClient.connect(srv.ws_url, project, token) as c:
+            for word in ("quiet ", "room ", "compacts"):
+                c.append(word)
+            async with asyncio.timeout(10):
+                while True:  # polling the database: compaction emits no event a client sees
+                    async with srv.sessionmaker() as session:
+                        versions = (await session.scalars(select(YjsDocument.snapshot_version))).all()
+                    if versions and max(versions) > 0:
+                        break
+                    await asyncio.sleep(0.1)
+            async with await YClient.connect(srv.ws_url, project, token) as fresh:
+                await fresh.wait_text("quiet room compacts")
     finally:
         await srv.stop()

@@ -99,6 +99,7 @@ async def test_schemathesis_finds_no_errors(tmp_path: Path) -> None:
         config = tmp_path / "schemathesis.toml"
         config.write_text(
             f'headers = {{ Authorization = "Bearer {token}" }}\n'
+            "request-timeout = 60\n"  # a loaded CI machine must not turn slowness into failures
             "[generation]\n"
             f"max-examples = {int(os.environ.get('GATEWAY_FUZZ_EXAMPLES', '5'))}\n"
             'database = "none"\n'

@@ -225,3 +225,27 @@ async def test_compaction_of_100k_small_updates(cluster: Cluster) -> None:
         f"{len(str(text))} characters; compaction {elapsed:.2f}s, "
         f"stored in {started - t_start:.2f}s, generated in {t_generated - t_begin:.2f}s"
     )
+
+
+async def test_worker_compacts_an_idle_document(cluster: Cluster) -> None:
+    from sqlalchemy import select
+
+    from shared.db.engine import create_sessionmaker
+    from shared.db.models import YjsDocument
+
+    a = await cluster.collab("a")
+    await cluster.worker(compact_idle_seconds="0.5", compact_max_updates="100000")
+    room = await cluster.new_project(1)
+    async with await YClient.connect(a.ws_url, room, cluster.token(1)) as c:
+        c.append("idle ")
+        c.append("compaction")
+        await wait_stored(cluster, room, "idle compaction")
+        async with asyncio.timeout(10):
+            while True:  # polling PostgreSQL
+                async with create_sessionmaker(cluster.engine)() as session:
+                    version = max((await session.scalars(select(YjsDocument.snapshot_version))).all())
+                if version > 0:
+                    break
+                await asyncio.sleep(0.1)
+        assert (await cluster.store.log_stats(room.removeprefix("project-"))).count == 0
+        assert await cluster.stored_text(room) == "idle compaction"

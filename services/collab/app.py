@@ -53,6 +53,7 @@ def create_backplane(
         CompactionPolicy(settings.compact_max_updates, settings.compact_max_bytes),
         metrics,
         interval=settings.store_flush_interval,
+        idle_compact_seconds=settings.compact_idle_seconds,
     )
     return LocalBackplane(database.store, writer)
 

@@ -19,6 +19,8 @@ from services.collab.room import Room
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_DRAIN_SECONDS = 0.1
+
 
 class RoomManager:
     def __init__(
@@ -148,7 +150,12 @@ class RoomManager:
 
     async def close(self, code: int, message: str) -> None:
         """Shutdown: refuse new joins, close every socket with `code`, flush every room."""
+        if self._closing:
+            return
         self._closing = True
+        # Frames already received are handled before the sockets close (aiohttp
+        # discards what is still unread once close() starts).
+        await asyncio.sleep(SHUTDOWN_DRAIN_SECONDS)
         for timer in self._unload_timers.values():
             timer.cancel()
         self._unload_timers.clear()

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 
 from services.collab.metrics import CollabMetrics
-from shared.compaction import CompactionPolicy
+from shared.compaction import CompactionPolicy, IdleTracker
 from shared.store import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class StoreWriter:
         metrics: CollabMetrics,
         *,
         interval: float = 0.05,
+        idle_compact_seconds: float = 30.0,
     ) -> None:
         self._store = store
         self._policy = policy
@@ -42,6 +44,8 @@ class StoreWriter:
         self._flush_lock = asyncio.Lock()
         self._compactions: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._idle = IdleTracker(idle_compact_seconds)
+        self._idle_task: asyncio.Task[None] | None = None
 
     def submit(self, project_uuid: str, update: bytes) -> None:
         """Queue an accepted update; it is written within about `interval` seconds."""
@@ -57,12 +61,14 @@ class StoreWriter:
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="store-writer")
+        self._idle_task = asyncio.create_task(self._compact_idle(), name="store-idle-compaction")
 
     async def stop(self) -> None:
         """Write everything pending and wait for running compactions."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for task in (self._loop_task, self._idle_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.flush(retry=True)
         await asyncio.gather(*self._compactions.values(), return_exceptions=True)
 
@@ -120,7 +126,9 @@ class StoreWriter:
             self._metrics.store_pending.dec(written)
             self._metrics.store_updates.inc(written)
             self._metrics.store_flushes.inc()
+        now = time.monotonic()
         for project_uuid, log_stats in stats.items():
+            self._idle.touch(project_uuid, now)
             if self._policy.due(log_stats.count, log_stats.bytes):
                 self._schedule_compaction(project_uuid)
 
@@ -131,7 +139,14 @@ class StoreWriter:
         self._compactions[project_uuid] = task
         task.add_done_callback(lambda _: self._compactions.pop(project_uuid, None))
 
+    async def _compact_idle(self) -> None:
+        while True:
+            await asyncio.sleep(self._idle.check_interval)
+            for project_uuid in self._idle.due(time.monotonic()):
+                self._schedule_compaction(project_uuid)
+
     async def _compact(self, project_uuid: str) -> None:
+        self._idle.compacted(project_uuid)
         try:
             result = await self._store.compact(project_uuid)
         except Exception:

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from services.persistence.metrics import WorkerMetrics
-from shared.compaction import CompactionPolicy
+from shared.compaction import CompactionPolicy, IdleTracker
 from shared.envelope import EnvelopeError, Kind, decode_envelope
 from shared.redis_log import (
     CHANNEL_PATTERN,
@@ -60,12 +60,10 @@ class PersistenceWorker:
         self._policy = policy
         self._metrics = metrics
         self._consumer = consumer
-        self._idle_compact_seconds = idle_compact_seconds
         self._claim_idle_ms = claim_idle_ms
         self._batch_size = batch_size
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._last_write: dict[str, float] = {}
-        self._uncompacted: set[str] = set()
+        self._idle = IdleTracker(idle_compact_seconds)
         self._kicked: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -108,8 +106,7 @@ class PersistenceWorker:
             await self._redis.xtrim(
                 log_stream(project_uuid), minid=format_stream_id((newest[0], newest[1] + 1)), approximate=False
             )
-            self._last_write[project_uuid] = time.monotonic()
-            self._uncompacted.add(project_uuid)
+            self._idle.touch(project_uuid, time.monotonic())
             if self._policy.due(stats.count, stats.bytes):
                 await self._compact_locked(project_uuid)
             return written
@@ -120,7 +117,7 @@ class PersistenceWorker:
 
     async def _compact_locked(self, project_uuid: str) -> None:
         result = await self._store.compact(project_uuid)
-        self._uncompacted.discard(project_uuid)
+        self._idle.compacted(project_uuid)
         if result is None:
             return
         self._metrics.compactions.inc()
@@ -257,17 +254,14 @@ class PersistenceWorker:
 
     async def _idle_loop(self) -> None:
         """Compact projects whose log has been quiet for `idle_compact_seconds`."""
-        interval = max(0.2, min(5.0, self._idle_compact_seconds / 4))
         while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            for project_uuid in list(self._uncompacted):
-                if now - self._last_write.get(project_uuid, now) >= self._idle_compact_seconds:
-                    try:
-                        await self.compact(project_uuid)
-                    except Exception:
-                        self._metrics.errors.labels("compaction").inc()
-                        log.exception("idle compaction failed", extra={"project": project_uuid})
+            await asyncio.sleep(self._idle.check_interval)
+            for project_uuid in self._idle.due(time.monotonic()):
+                try:
+                    await self.compact(project_uuid)
+                except Exception:
+                    self._metrics.errors.labels("compaction").inc()
+                    log.exception("idle compaction failed", extra={"project": project_uuid})
 
     async def _sweep_logs(self) -> None:
         """At start-up, persist every non-empty log (work queued before we existed)."""
