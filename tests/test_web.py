@@ -330,13 +330,15 @@ async def test_two_editors_on_two_instances_see_each_other(scene: Scene, tmp_pat
     stack, alice, bob = scene.stack, scene.alice, scene.bob
     await wait_connections(stack, lambda c: sum(c.values()) == 0, "no connection yet")
     await open_project(alice, scene.project)
-    await wait_connections(stack, lambda c: sum(c.values()) == 1, "Alice's connection")
+    counts = await wait_connections(stack, lambda c: sum(c.values()) == 1, "Alice's connection")
+    instance = {"Alice": next(name for name, n in counts.items() if n == 1)}
     await sign_in_page(bob, stack)
     await open_project(bob, scene.project)
     counts = await wait_connections(
         stack, lambda c: sorted(c.values()) == [1, 1], "one connection on each instance"
     )
     assert counts == {"collab-1": 1, "collab-2": 1}
+    instance["Bob"] = next(name for name in counts if name != instance["Alice"])
 
     await type_at_end(alice.page, "Packing list\n- passports\n- ")
     await wait_editor_text(bob.page, "Packing list\n- passports\n- ")
@@ -362,7 +364,7 @@ async def test_two_editors_on_two_instances_see_each_other(scene: Scene, tmp_pat
         shots[person.name] = await person.page.screenshot()
         (tmp_path / f"{person.name.lower()}.png").write_bytes(shots[person.name])
     both = tmp_path / "both-windows.png"
-    await compose_screenshot(scene.browser, shots, counts, both)
+    await compose_screenshot(scene.browser, shots, instance, both)
     assert both.stat().st_size > 10_000
     if os.environ.get("UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists():
         SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -370,11 +372,11 @@ async def test_two_editors_on_two_instances_see_each_other(scene: Scene, tmp_pat
 
 
 async def compose_screenshot(
-    browser: Any, shots: dict[str, bytes], counts: dict[str, int], path: Path
+    browser: Any, shots: dict[str, bytes], instance: dict[str, str], path: Path
 ) -> None:
-    """Both windows side by side, each captioned, rendered by the browser itself."""
+    """Both windows side by side, captioned, put together by the browser itself."""
     figures = "".join(
-        f"<figure><figcaption>{name}'s browser</figcaption>"
+        f"<figure><figcaption>{name}'s browser, connected to {instance[name]}</figcaption>"
         f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>'
         for name, png in shots.items()
     )

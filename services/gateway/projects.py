@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.context import (
     Need,
@@ -42,6 +43,17 @@ def project_json(project: Project, role: Role | str) -> dict[str, Any]:
     }
 
 
+async def insert_project(
+    session: AsyncSession, owner_id: int, title: str, project_uuid: uuid_module.UUID | None = None
+) -> Project:
+    """Add a project with `owner_id` as its owner (in the caller's transaction)."""
+    project = Project(uuid=project_uuid or uuid_module.uuid4(), title=title, owner_id=owner_id)
+    session.add(project)
+    await session.flush()
+    session.add(ProjectMember(project_id=project.id, user_id=owner_id, role=Role.OWNER.value))
+    return project
+
+
 async def create_project(request: web.Request) -> web.Response:
     user_id = caller_user_id(require_identity(request))
     body = await read_json(request)
@@ -49,10 +61,7 @@ async def create_project(request: web.Request) -> web.Response:
     async with sessionmaker(request)() as session, session.begin():
         if await session.get(User, user_id) is None:
             raise not_found("this token's account no longer exists")
-        project = Project(uuid=uuid_module.uuid4(), title=title, owner_id=user_id)
-        session.add(project)
-        await session.flush()
-        session.add(ProjectMember(project_id=project.id, user_id=user_id, role=Role.OWNER.value))
+        project = await insert_project(session, user_id, title)
     async with sessionmaker(request)() as session:
         project = await session.get(Project, project.id)  # server-side timestamps
     assert project is not None
