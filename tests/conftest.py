@@ -12,7 +12,8 @@ from services.embedded import create_app as create_embedded_app
 from shared.config import Settings
 from shared.db.engine import upgrade
 from tests.support.app_server import InProcessServer
-from tests.support.servers import PostgresServer
+from tests.support.cluster import Cluster
+from tests.support.servers import PostgresServer, RedisServer
 
 TEST_SECRET = "test-secret-" + "x" * 40
 
@@ -73,3 +74,24 @@ async def server(settings: Settings) -> AsyncIterator[InProcessServer]:
 @pytest.fixture
 def project() -> str:
     return f"project-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway redis-server (AOF on), stopped and removed after the test."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, redis_server: RedisServer, postgres: PostgresServer) -> AsyncIterator[Cluster]:
+    """Multi-instance mode: Redis, a fresh migrated PostgreSQL database, collab instances on demand."""
+    url = postgres.create_database(f"c_{uuid.uuid4().hex[:12]}")
+    c = await Cluster(tmp_path, redis_server, url).migrate()
+    try:
+        yield c
+    finally:
+        await c.close()

@@ -6,33 +6,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
-import pytest
-
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, metrics_of, wait_stored
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.yclient import YClient
-from tests.test_multi_instance import metrics_of, wait_stored
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, redis_server: RedisServer, postgres: PostgresServer) -> AsyncIterator[Cluster]:
-    url = postgres.create_database(f"f_{uuid.uuid4().hex[:12]}")
-    c = await Cluster(tmp_path, redis_server, url).migrate()
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 async def edit_steadily(client: YClient, tag: str, count: int, pause: float = 0.005) -> list[str]:

@@ -6,51 +6,10 @@ import asyncio
 import random
 import statistics
 import time
-import uuid
-from pathlib import Path
-from typing import AsyncIterator, Iterator
 
-import aiohttp
-import pytest
-
-from tests.support.cluster import Cluster
-from tests.support.servers import PostgresServer, RedisServer
+from tests.support.cluster import Cluster, metrics_of, wait_stored
+from tests.support.servers import RedisServer
 from tests.support.yclient import YClient
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, redis_server: RedisServer, postgres: PostgresServer) -> AsyncIterator[Cluster]:
-    url = postgres.create_database(f"m_{uuid.uuid4().hex[:12]}")
-    c = await Cluster(tmp_path, redis_server, url).migrate()
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-async def metrics_of(url: str) -> str:
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
-        return await resp.text()
-
-
-async def wait_stored(cluster: Cluster, room: str, expected: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = await cluster.stored_text(room)
-        if text == expected:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"database holds {text!r}, expected {expected!r}")
-        await asyncio.sleep(0.1)  # polling PostgreSQL: there is no event to wait on
 
 
 async def test_two_instances_converge_and_share_awareness(cluster: Cluster) -> None:

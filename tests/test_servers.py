@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pwd
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -73,12 +72,6 @@ def test_wait_for_port() -> None:
 # --------------------------------------------------------------------------
 # Redis
 # --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.mark.asyncio

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from pathlib import Path
 
+import aiohttp
 from pycrdt import Text
 
 from services.collab.app import create_app as create_collab_app
@@ -111,3 +114,18 @@ class Cluster:
             process.kill()
         await self.engine.dispose()
 
+
+async def metrics_of(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
+        return await resp.text()
+
+
+async def wait_stored(cluster: Cluster, room: str, expected: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = await cluster.stored_text(room)
+        if text == expected:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"database holds {text!r}, expected {expected!r}")
+        await asyncio.sleep(0.1)  # polling PostgreSQL: there is no event to wait on

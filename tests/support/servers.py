@@ -46,6 +46,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from stack.processes import free_port, port_accepts  # one port registry per process
+
 __all__ = [
     "LOOPBACK",
     "NginxServer",
@@ -78,36 +80,6 @@ class ServerStartError(ServerError):
 # Generic helpers
 # --------------------------------------------------------------------------
 
-_handed_out_ports: set[int] = set()
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """Return a TCP port on *host* that is currently free.
-
-    The kernel picks the port (bind to port 0). Ports already returned by
-    this function in the current process are never returned twice, so two
-    servers created back to back cannot be given the same port before
-    either of them has bound it.
-    """
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port not in _handed_out_ports:
-            _handed_out_ports.add(port)
-            return port
-    raise ServerError("could not find a free port that was not handed out already")
-
-
-def _port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
-    """Return True when a TCP connection to (*host*, *port*) succeeds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def wait_for_port(
     host: str,
     port: int,
@@ -125,7 +97,7 @@ def wait_for_port(
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
-        if _port_accepts(host, port, timeout=max(0.05, min(0.5, remaining))):
+        if port_accepts(host, port, timeout=max(0.05, min(0.5, remaining))):
             return
         if process is not None and process.poll() is not None:
             raise ServerStartError(
