@@ -163,6 +163,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
+        "code": code_version(),
         "config": cfg.to_json(),
         "scenarios": sorted(set(args.scenarios)),
         "notes": [
@@ -207,6 +208,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"[{target.name}] stopped")
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return report
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the work tree had uncommitted changes to it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=30)
+        return result.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "services", "shared")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "services_changed": bool(changed)}
 
 
 async def _quietly(awaitable: Any) -> None:

@@ -4,7 +4,8 @@
 (b) throughput: 10 rooms x 10 clients; edits/s per client raised in steps
     until the delivery ratio drops below 0.99 or p99 passes 100 ms (or the
     load generator cannot keep the schedule); the highest sustained
-    deliveries/s is the result.
+    deliveries/s is the result. The first failing step is retried once, so
+    a burst of other work on the machine does not end the climb.
 (c) join: a ~5 MB document built from 20k updates; time from connect to
     synced for a fresh client, median of 5: warm (the room is open) and, on
     the project, cold from the database, compacted and with 10k pending
@@ -256,12 +257,17 @@ async def scenario_b(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
     async with LoadRun(specs, workers=cfg.workers) as run:
         opened = await run.open()
         started = time.monotonic()
-        for index, rate in enumerate(cfg.b_rates, start=1):
+        phase = 0
+        rates = list(cfg.b_rates)
+        retried = False
+        while rates:
+            rate = rates[0]
             if time.monotonic() - started + cfg.b_step + 1.0 > cfg.b_budget:
                 stop_reason = f"time budget ({cfg.b_budget:.0f} s) used"
                 break
+            phase += 1
             step = await run.phase(
-                index,
+                phase,
                 rate=rate,
                 duration=cfg.b_step,
                 probe=target.probe,
@@ -271,13 +277,18 @@ async def scenario_b(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
             nominal = len(specs) * rate * cfg.b_step
             ok = sustained(step, min_ratio=cfg.b_min_ratio, max_p99_ms=cfg.b_max_p99_ms)
             log(
-                f"  (b) {rate:g}/s per client: {step.deliveries_per_s:,.0f} deliveries/s ratio {step.ratio:.4f}"
-                f" p99 {step.latency.p99:.1f} ms, {step.cpu_us_per_delivery():.1f} us/delivery,"
-                f" load CPU {step.loadgen_cpu_percent:.0f}%{'' if ok else '  <- not sustained'}"
+                f"  (b) {rate:g}/s per client: {step.deliveries_per_s:,.0f} deliveries/s"
+                f" ratio {step.ratio:.4f} p99 {step.latency.p99:.1f} ms,"
+                f" {step.cpu_us_per_delivery():.1f} us/delivery, load CPU"
+                f" {step.loadgen_cpu_percent:.0f}%, other CPU {step.other_cpu_percent:.0f}%"
+                f"{'' if ok else '  <- not sustained'}"
             )
             if ok and (best is None or step.deliveries_per_s > best.deliveries_per_s):
                 best = step
             if not ok:
+                if not retried:  # one retry per run: a burst of other work must not end it
+                    retried = True
+                    continue
                 stop_reason = (
                     "delivery ratio < %.2f" % cfg.b_min_ratio
                     if step.ratio < cfg.b_min_ratio
@@ -287,6 +298,7 @@ async def scenario_b(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
             if step.edits_sent < 0.95 * nominal:
                 stop_reason = "load generator could not keep the schedule (sent < 95% of nominal)"
                 break
+            rates.pop(0)
         peaks = target.probe.peak_rss_kb()
         convergence = await check_documents(room_views(target, rooms), run.sent_by_room())
     profile = profiler.stop() if profiler else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable
 
-from shared.protocol import ProtocolError, read_var_bytes, read_var_uint, write_var_uint
+from shared.protocol import read_var_bytes, read_var_uint, write_var_uint
 
 NULL_STATE = b"null"
 

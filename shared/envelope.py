@@ -18,7 +18,7 @@ class Kind(IntEnum):
     AWARENESS = 1  # body: an awareness update from the sender's connections
     OPAQUE = 2  # body: a binary frame relayed as-is
     OPAQUE_TEXT = 3  # body: a UTF-8 text frame relayed as-is
-    SYNC_REQUEST = 4  # body: the sender's state vector; peers answer with SYNC_REPLY
+    SYNC_REQUEST = 4  # body: flags (1 byte) + the sender's state vector; peers answer with SYNC_REPLY
     SYNC_REPLY = 5  # body: target instance id (16 bytes) + the update it misses
 
 
@@ -51,6 +51,22 @@ def decode_envelope(data: bytes) -> Envelope:
     if kind is Kind.SYNC_REPLY and len(body) < INSTANCE_ID_BYTES:
         raise EnvelopeError("sync reply without a target")
     return Envelope(data[:INSTANCE_ID_BYTES], kind, body)
+
+
+#: SYNC_REQUEST flag: "and send me your state vector too" (set after a reconnect,
+#: so that whichever of two instances reconnects second starts a full exchange).
+ASK_BACK = 0x01
+
+
+def sync_request_body(state_vector: bytes, *, ask_back: bool) -> bytes:
+    return bytes((ASK_BACK if ask_back else 0,)) + state_vector
+
+
+def split_sync_request(body: bytes) -> tuple[bool, bytes]:
+    """(ask back?, state vector) of a SYNC_REQUEST body."""
+    if not body:
+        raise EnvelopeError("sync request without flags")
+    return bool(body[0] & ASK_BACK), body[1:]
 
 
 def sync_reply_body(target: bytes, update: bytes) -> bytes:

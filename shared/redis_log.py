@@ -11,12 +11,14 @@ Keys (DESIGN.md "Redis contract"):
 
 from __future__ import annotations
 
+import asyncio
 from typing import Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
@@ -28,6 +30,9 @@ CONSUMER_GROUP = "persistence"
 UPDATE_FIELD = b"u"
 PROJECT_FIELD = b"p"
 DIRTY_MAXLEN = 100_000
+
+#: What a lost or restarting Redis raises; callers back off and retry.
+REDIS_ERRORS = (RedisError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
 def channel(project_uuid: str) -> str:

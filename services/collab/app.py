@@ -25,9 +25,9 @@ from shared.config import Settings
 from shared.db.resources import DATABASE, Database, database_ready_check, setup_database
 from shared.documents import DOCUMENTS
 from shared.envelope import instance_id_bytes
-from shared.redis_log import create_redis
 from shared.health import READINESS_CHECKS, add_health_routes
 from shared.metrics import METRICS_REGISTRY, metrics_handler
+from shared.redis_log import create_redis
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from collections import defaultdict, deque
 from typing import Any, Iterable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from services.collab.backplane import RoomHost
 from services.collab.metrics import CollabMetrics
+from shared.backoff import Backoff
 from shared.envelope import (
     INSTANCE_ID_BYTES,
     EnvelopeError,
@@ -34,12 +34,15 @@ from shared.envelope import (
     decode_envelope,
     encode_envelope,
     split_sync_reply,
+    split_sync_request,
     sync_reply_body,
+    sync_request_body,
 )
 from shared.health import ReadinessCheck
 from shared.protocol import EMPTY_UPDATE, ProtocolError
 from shared.redis_documents import load_with_log
 from shared.redis_log import (
+    REDIS_ERRORS,
     channel,
     instance_key,
     project_of_channel,
@@ -53,7 +56,6 @@ log = logging.getLogger(__name__)
 INSTANCES_CHANNEL = "exe:yjs:instances"  # body: the id of an instance shutting down
 SUBSCRIBE_TIMEOUT = 5.0
 MAX_BACKOFF = 2.0
-_REDIS_ERRORS = (RedisError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
 class RedisBackplane:
@@ -118,7 +120,7 @@ class RedisBackplane:
             async with asyncio.timeout(2.0):
                 await self._redis.publish(INSTANCES_CHANNEL, self.instance_id)
                 await self._redis.delete(instance_key(self.instance_id))
-        except _REDIS_ERRORS:
+        except REDIS_ERRORS:
             pass
         await asyncio.gather(*self._side_tasks, return_exceptions=True)
         for task in self._tasks:
@@ -135,7 +137,7 @@ class RedisBackplane:
             return  # the subscriber subscribes every open room when Redis returns
         try:
             await self._subscribe([project_uuid])
-        except _REDIS_ERRORS:
+        except REDIS_ERRORS:
             log.warning("subscribe failed; the room resyncs when Redis returns", extra={"project": project_uuid})
 
     async def load(self, project_uuid: str) -> list[bytes]:
@@ -147,7 +149,7 @@ class RedisBackplane:
         if self._connected.is_set():
             try:
                 updates = await load_with_log(self._redis, self._store, project_uuid)
-            except _REDIS_ERRORS:
+            except REDIS_ERRORS:
                 log.warning("log unreadable; loading from the database only", extra={"project": project_uuid})
         if updates is None:  # caught up from the log when Redis returns
             updates = await self._store.load_updates(project_uuid)
@@ -155,8 +157,7 @@ class RedisBackplane:
 
     async def room_opened(self, room: Any) -> None:
         """Ask peers for what this room misses and for their awareness states."""
-        self._publish(room.project_uuid, Kind.SYNC_REQUEST, room.doc.get_state())
-        self._metrics.resyncs.inc()
+        self._request_sync(room, ask_back=False)
 
     async def close_room(self, project_uuid: str) -> None:
         self._projects.discard(project_uuid)
@@ -168,7 +169,7 @@ class RedisBackplane:
         if waiter is not None and self._pubsub is not None and self._connected.is_set():
             try:
                 await self._pubsub.unsubscribe(channel(project_uuid))
-            except _REDIS_ERRORS:
+            except REDIS_ERRORS:
                 pass
 
     def publish_update(self, project_uuid: str, update: bytes) -> None:
@@ -193,6 +194,11 @@ class RedisBackplane:
 
     # publishing ----------------------------------------------------------
 
+    def _request_sync(self, room: Any, *, ask_back: bool) -> None:
+        """Publish the room's state vector; peers answer with what it misses."""
+        self._publish(room.project_uuid, Kind.SYNC_REQUEST, sync_request_body(room.doc.get_state(), ask_back=ask_back))
+        self._metrics.resyncs.inc()
+
     def _publish(self, project_uuid: str, kind: Kind, body: bytes) -> None:
         self._outbox.append((project_uuid, kind, body))
         self._drained.clear()
@@ -200,7 +206,7 @@ class RedisBackplane:
 
     async def _sender_loop(self) -> None:
         """Send the outbox once per wake-up: one pipeline, log appends before publishes."""
-        backoff = 0.05
+        backoff = Backoff(0.05, MAX_BACKOFF)
         while True:
             await self._wake_sender.wait()
             self._wake_sender.clear()
@@ -211,15 +217,14 @@ class RedisBackplane:
             backlog = list(self._backlog)
             try:
                 await self._send(backlog, batch)
-            except _REDIS_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("Redis publish failed (%s); keeping updates for the log", exc)
                 self._outbox[:0] = batch
                 self._move_updates_to_backlog()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await backoff.sleep()
                 self._wake_sender.set()
                 continue
-            backoff = 0.05
+            backoff.reset()
             for _ in backlog:
                 self._backlog.popleft()
             self._metrics.log_backlog.set(len(self._backlog))
@@ -265,7 +270,7 @@ class RedisBackplane:
         batch: dict[str, list[bytes]] = defaultdict(list)
         for project_uuid, update in entries:
             batch[project_uuid].append(update)
-        backoff = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF)
         while True:
             try:
                 await self._store.append(batch)
@@ -273,8 +278,7 @@ class RedisBackplane:
                 return
             except Exception:
                 log.exception("spilling the Redis backlog to the database failed; retrying")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await backoff.sleep()
 
     # subscribing ---------------------------------------------------------
 
@@ -293,7 +297,7 @@ class RedisBackplane:
         await asyncio.wait_for(asyncio.gather(*waiters), SUBSCRIBE_TIMEOUT)
 
     async def _subscriber_loop(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF)
         while True:
             pubsub = self._redis.pubsub()
             try:
@@ -304,11 +308,11 @@ class RedisBackplane:
                 self._on_connected()
                 # rooms opened while we were connecting
                 await self._subscribe([p for p in self._projects if p not in self._subscribed])
-                backoff = 0.1
+                backoff.reset()
                 await reader
             except asyncio.CancelledError:
                 raise
-            except _REDIS_ERRORS as exc:
+            except REDIS_ERRORS as exc:
                 if self._connected.is_set():
                     log.error("lost Redis: %s; serving locally and keeping updates", exc)
                 self._on_disconnected()
@@ -317,8 +321,7 @@ class RedisBackplane:
                     reader.cancel()
                 self._pubsub = None
                 await _quietly(pubsub.aclose())
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            await backoff.sleep()
 
     def _on_connected(self) -> None:
         was_down = not self._connected.is_set()
@@ -330,8 +333,7 @@ class RedisBackplane:
             # Whatever happened while we were away: peers fill it in, and so
             # does the log (entries no live peer may hold).
             for room in self._rooms.rooms() if self._rooms else []:
-                self._publish(room.project_uuid, Kind.SYNC_REQUEST, room.doc.get_state())
-                self._metrics.resyncs.inc()
+                self._request_sync(room, ask_back=True)
                 catch_up = asyncio.create_task(self._catch_up_from_log(room))
                 self._side_tasks.add(catch_up)
                 catch_up.add_done_callback(self._side_tasks.discard)
@@ -339,7 +341,7 @@ class RedisBackplane:
     async def _catch_up_from_log(self, room: Any) -> None:
         try:
             entries = await read_log(self._redis, room.project_uuid)
-        except _REDIS_ERRORS:
+        except REDIS_ERRORS:
             return
         room.apply_remote_updates([update for _, update in entries])
 
@@ -402,12 +404,15 @@ class RedisBackplane:
         elif kind is Kind.OPAQUE_TEXT:
             room.relay_remote_opaque(body.decode())
         elif kind is Kind.SYNC_REQUEST:
-            missing = room.doc.get_update(body)
+            ask_back, state_vector = split_sync_request(body)
+            missing = room.doc.get_update(state_vector)
             if missing != EMPTY_UPDATE:
                 self._publish(room.project_uuid, Kind.SYNC_REPLY, sync_reply_body(sender, missing))
             local_states = room.awareness.snapshot(owned_by=lambda owner: isinstance(owner, int))
             if local_states is not None:
                 self.publish_awareness(room.project_uuid, local_states)
+            if ask_back:
+                self._request_sync(room, ask_back=False)
         elif kind is Kind.SYNC_REPLY:
             target, update = split_sync_reply(body)
             if target == self.instance_id:
@@ -422,7 +427,7 @@ class RedisBackplane:
                     instance_key(self.instance_id), b"1", px=int(self._presence_ttl * 1000)
                 )
                 await self._remove_dead_instances()
-            except _REDIS_ERRORS:
+            except REDIS_ERRORS:
                 pass
             await asyncio.sleep(self._presence_interval)
 

@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 
 from services.collab.metrics import CollabMetrics
+from shared.backoff import Backoff
 from shared.compaction import CompactionPolicy, IdleTracker
 from shared.store import DocumentStore
 
@@ -74,7 +75,7 @@ class StoreWriter:
 
     async def flush(self, *, retry: bool = False) -> None:
         """Write what is pending now; with `retry`, keep trying until it is written."""
-        backoff = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF)
         while True:
             try:
                 await self._write_pending()
@@ -84,8 +85,7 @@ class StoreWriter:
                 log.exception("store write failed; will retry")
                 if not retry:
                     raise
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await backoff.sleep()
 
     async def close_project(self, project_uuid: str) -> None:
         """Flush and compact a project whose room is unloading."""
@@ -93,20 +93,19 @@ class StoreWriter:
         await self._compact(project_uuid)
 
     async def _run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF)
         while True:
             await self._wakeup.wait()
             await asyncio.sleep(self._interval)  # coalesce a burst into one transaction
             self._wakeup.clear()
             try:
                 await self._write_pending()
-                backoff = 0.1
+                backoff.reset()
             except Exception:
                 self._metrics.store_errors.inc()
-                log.exception("store write failed; retrying in %.1fs", backoff)
+                log.exception("store write failed; retrying in %.1fs", backoff.delay)
                 self._wakeup.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await backoff.sleep()
 
     async def _write_pending(self) -> None:
         async with self._flush_lock:

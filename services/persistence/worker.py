@@ -18,9 +18,10 @@ import time
 from collections import defaultdict
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from services.persistence.metrics import WorkerMetrics
+from shared.backoff import Backoff
 from shared.compaction import CompactionPolicy, IdleTracker
 from shared.envelope import EnvelopeError, Kind, decode_envelope
 from shared.redis_log import (
@@ -28,6 +29,7 @@ from shared.redis_log import (
     CONSUMER_GROUP,
     DIRTY_STREAM,
     PROJECT_FIELD,
+    REDIS_ERRORS,
     format_stream_id,
     log_stream,
     parse_stream_id,
@@ -39,7 +41,6 @@ from shared.store import DocumentStore
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
-_REDIS_ERRORS = (RedisError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
 class PersistenceWorker:
@@ -142,7 +143,7 @@ class PersistenceWorker:
                 raise
 
     async def _queue_loop(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF)
         group_ready = False
         while True:
             try:
@@ -160,7 +161,7 @@ class PersistenceWorker:
                 if not entries:
                     entries = await self._read_group(">", block=1000)
                 await self._process(entries)
-                backoff = 0.1
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
@@ -168,19 +169,16 @@ class PersistenceWorker:
                     group_ready = False
                 self._metrics.errors.labels("redis").inc()
                 log.warning("work queue error: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-            except _REDIS_ERRORS as exc:
+                await backoff.sleep()
+            except REDIS_ERRORS as exc:
                 self._metrics.redis_connected.set(0)
                 self._metrics.errors.labels("redis").inc()
-                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff.delay)
+                await backoff.sleep()
             except Exception:
                 self._metrics.errors.labels("database").inc()
-                log.exception("database write failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                log.exception("database write failed; retrying in %.1fs", backoff.delay)
+                await backoff.sleep()
 
     async def _read_group(self, start: str, block: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
         response = await self._redis.xreadgroup(
@@ -206,21 +204,20 @@ class PersistenceWorker:
 
     async def _wakeup_loop(self) -> None:
         """Start a pass as soon as an update is published on any room channel."""
-        backoff = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF)
         while True:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.psubscribe(CHANNEL_PATTERN)
-                backoff = 0.1
+                backoff.reset()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
                         self._on_channel_message(message)
             except asyncio.CancelledError:
                 raise
-            except _REDIS_ERRORS:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+            except REDIS_ERRORS:
+                await backoff.sleep()
             finally:
                 try:
                     await pubsub.aclose()
@@ -265,7 +262,7 @@ class PersistenceWorker:
 
     async def _sweep_logs(self) -> None:
         """At start-up, persist every non-empty log (work queued before we existed)."""
-        backoff = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF)
         while True:
             try:
                 async for key in self._redis.scan_iter(match=log_stream("*"), count=500):
@@ -276,5 +273,4 @@ class PersistenceWorker:
                 raise
             except Exception as exc:
                 log.warning("start-up sweep failed (%s); retrying", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await backoff.sleep()
