@@ -198,3 +198,15 @@ async def test_idle_document_is_compacted_while_its_room_stays_open(settings, pr
                 await fresh.wait_text("quiet room compacts")
     finally:
         await srv.stop()
+
+
+async def test_large_updates_are_relayed_intact(server: InProcessServer, project: str) -> None:
+    token = await server.grant(project)
+    big = "x" * 200_000  # frames with a 64-bit length
+    async with await YClient.connect(server.ws_url, project, token) as a, await YClient.connect(
+        server.ws_url, project, token
+    ) as b:
+        a.append(big)
+        await b.wait_text(big)
+        b.append("!")
+        await a.wait_text(big + "!")

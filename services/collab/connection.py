@@ -1,9 +1,12 @@
-"""One client's WebSocket, with a non-blocking send queue.
+"""One client's WebSocket, with a non-blocking send path.
 
-Broadcasting must never wait on a slow socket: `send` queues the bytes and a
-writer task (started on demand, so idle connections cost no task) drains them.
-A client that lets more than `max_queued_bytes` pile up is disconnected with
-1013 instead of growing the server's memory without bound.
+Broadcasting must never wait on a slow socket. `send` writes the frame
+straight to the transport while the socket keeps up (no task, no copy: a
+broadcast encodes its frame once, see `frames.py`); once the transport's
+buffer passes `HIGH_WATER`, frames queue and a writer task drains them with
+aiohttp's flow control. A client that lets more than `max_queued_bytes` pile
+up is disconnected with 1013 instead of growing the server's memory without
+bound.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from collections import deque
 
 from aiohttp import web
 
+from services.collab.frames import encode_frame
+
 from shared.access import Role
 from shared.auth import Identity
 
@@ -24,6 +29,7 @@ log = logging.getLogger(__name__)
 _ids = itertools.count(1)
 
 CLOSE_TRY_AGAIN_LATER = 1013
+HIGH_WATER = 256 * 1024
 
 
 class Connection:
@@ -32,6 +38,7 @@ class Connection:
     def __init__(
         self,
         ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
         identity: Identity,
         role: Role,
         *,
@@ -40,6 +47,7 @@ class Connection:
     ) -> None:
         self.id = next(_ids)
         self.ws = ws
+        self._transport = transport
         self.identity = identity
         self.role = role
         self.last_seen = time.monotonic()
@@ -71,9 +79,19 @@ class Connection:
     def closed(self) -> bool:
         return self.ws.closed
 
-    def send(self, data: bytes | str) -> None:
-        """Queue a frame (bytes: binary, str: text) without waiting."""
+    def send(self, data: bytes | str, frame: bytes | None = None) -> None:
+        """Send `data` (bytes: binary, str: text) without waiting; `frame` is its
+        pre-encoded WebSocket frame when the caller has one."""
         if self.ws.closed:
+            return
+        transport = self._transport
+        if (
+            self._writer is None
+            and transport is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() < HIGH_WATER
+        ):
+            transport.write(frame if frame is not None else encode_frame(data))
             return
         self._queue.append(data)
         self._queued_bytes += len(data)

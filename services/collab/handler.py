@@ -98,7 +98,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
     if ctx.rooms.connection_count() >= ctx.settings.max_connections:
         return await _refuse(ctx, ws, CLOSE_TRY_AGAIN_LATER, "server full")
-    conn = Connection(ws, identity, role, frames_per_second=ctx.settings.max_frames_per_second)
+    conn = Connection(
+        ws, request.transport, identity, role, frames_per_second=ctx.settings.max_frames_per_second
+    )
     room.join(conn)
     ctx.metrics.connections.inc()
     log.info(

@@ -10,12 +10,13 @@ updates go (store, Redis) is the backplane's business.
 from __future__ import annotations
 
 import logging
-from typing import Hashable, Iterable
+from typing import Hashable
 
 from pycrdt import Doc
 
 from services.collab.backplane import Backplane
 from services.collab.connection import Connection
+from services.collab.frames import encode_frame
 from services.collab.metrics import CollabMetrics
 from shared.awareness import AwarenessRegistry, decode_awareness_update
 from shared.protocol import (
@@ -184,11 +185,11 @@ class Room:
 
     def _broadcast(self, data: bytes | str, kind: str, *, exclude: Connection | None = None) -> None:
         """Send the same bytes to every connection (encoded once, by the caller)."""
-        targets: Iterable[Connection] = self.connections.values()
+        frame = encode_frame(data)
         count = 0
-        for conn in targets:
+        for conn in self.connections.values():
             if conn is not exclude:
-                conn.send(data)
+                conn.send(data, frame)
                 count += 1
         if count:
             self._metrics.frames_out.labels(kind).inc(count)
