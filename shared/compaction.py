@@ -38,13 +38,34 @@ def build_snapshot(updates: Iterable[bytes]) -> Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class CompactionPolicy:
-    """When a project's update log is folded into its snapshot."""
+    """When a project's update log is folded into its snapshot.
+
+    Passing `max_updates` rows or `max_bytes` makes a compaction worth
+    considering; it runs once the log holds at least `min_log_ratio` times the
+    snapshot's bytes, so every byte of update is rewritten into snapshots at
+    most 1/`min_log_ratio` times (write amplification ≤ 1 + 1/ratio), and in
+    any case past `max_rows` rows, which keeps loading a room fast. An idle
+    document is compacted on the ratio alone.
+    """
 
     max_updates: int = 50
     max_bytes: int = 512 * 1024
+    min_log_ratio: float = 2.0
+    max_rows: int = 10_000
 
-    def due(self, count: int, size: int) -> bool:
-        return count >= self.max_updates or size >= self.max_bytes
+    def _worth_it(self, size: int, snapshot_size: int) -> bool:
+        return size >= self.min_log_ratio * snapshot_size
+
+    def due(self, count: int, size: int, snapshot_size: int) -> bool:
+        """After a write: is the log due for compaction?"""
+        if count >= self.max_rows:
+            return True
+        over = count >= self.max_updates or size >= self.max_bytes
+        return count > 0 and over and self._worth_it(size, snapshot_size)
+
+    def due_when_idle(self, count: int, size: int, snapshot_size: int) -> bool:
+        """For a document nobody has written to for a while."""
+        return count > 0 and (count >= self.max_rows or self._worth_it(size, snapshot_size))
 
 
 class IdleTracker:

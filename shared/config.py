@@ -11,7 +11,10 @@ import os
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from shared.compaction import CompactionPolicy
 from urllib.parse import quote
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,8 @@ class Settings:
     compact_max_updates: int = 50
     compact_max_bytes: int = 512 * 1024
     compact_idle_seconds: float = 30.0
+    compact_min_log_ratio: float = 2.0
+    compact_max_rows: int = 10_000
     presence_interval: float = 1.0
     max_connections: int = 20_000
     redis_backlog: int = 100_000
@@ -103,6 +108,17 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.app_env in ("prod", "production")
+
+    @property
+    def compaction_policy(self) -> "CompactionPolicy":
+        from shared.compaction import CompactionPolicy
+
+        return CompactionPolicy(
+            self.compact_max_updates,
+            self.compact_max_bytes,
+            self.compact_min_log_ratio,
+            self.compact_max_rows,
+        )
 
     @property
     def multi_instance(self) -> bool:
@@ -153,6 +169,8 @@ class Settings:
             compact_max_updates=_int(env, "COMPACT_MAX_UPDATES", 50),
             compact_max_bytes=_int(env, "COMPACT_MAX_BYTES", 512 * 1024),
             compact_idle_seconds=_float(env, "COMPACT_IDLE_SECONDS", 30.0),
+            compact_min_log_ratio=_float(env, "COMPACT_MIN_LOG_RATIO", 2.0),
+            compact_max_rows=_int(env, "COMPACT_MAX_ROWS", 10_000),
             presence_interval=_float(env, "PRESENCE_INTERVAL", 1.0),
             max_connections=_int(env, "MAX_CONNECTIONS", 20_000),
             redis_backlog=_int(env, "REDIS_BACKLOG", 100_000),

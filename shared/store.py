@@ -39,6 +39,7 @@ class LogStats:
 
     count: int
     bytes: int
+    snapshot_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class DocumentStore:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
         self._project_ids: dict[str, int] = {}
+        self._documents: set[int] = set()  # projects whose document row is known to exist
 
     async def load_updates(self, project_uuid: str) -> list[bytes]:
         """The stored document: its snapshot (if any) followed by the log, oldest first.
@@ -87,7 +89,9 @@ class DocumentStore:
             )
         return ([snapshot] if snapshot else []) + list(log)
 
-    async def append(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, LogStats]:
+    async def append(
+        self, batch: Mapping[str, Sequence[bytes]], *, with_stats: bool = True
+    ) -> dict[str, LogStats]:
         """Append updates for several projects in one transaction.
 
         A project row is created when missing (open-access mode, where rooms
@@ -107,8 +111,11 @@ class DocumentStore:
                     for update in updates
                 ],
             )
-            stats = {uuid: await self._log_stats(session, ids[uuid]) for uuid in batch}
+            stats = (
+                {uuid: await self._log_stats(session, ids[uuid]) for uuid in batch} if with_stats else {}
+            )
         self._project_ids.update(ids)  # committed now
+        self._documents.update(ids.values())
         return stats
 
     async def append_from_log(
@@ -136,6 +143,7 @@ class DocumentStore:
                 last = max(position for position, _ in fresh)
                 document.log_position = f"{last[0]}-{last[1]}"
             stats = await self._log_stats(session, project_id)
+        self._documents.add(project_id)
         return len(fresh), stats
 
     async def log_stats(self, project_uuid: str) -> LogStats:
@@ -215,14 +223,21 @@ class DocumentStore:
             )
 
     async def _log_stats(self, session: AsyncSession, project_id: int) -> LogStats:
-        count, size = (
+        snapshot_size = (
+            select(func.coalesce(func.length(YjsDocument.snapshot), 0))
+            .where(YjsDocument.project_id == project_id)
+            .scalar_subquery()
+        )
+        count, size, snapshot = (
             await session.execute(
-                select(func.count(), func.coalesce(func.sum(func.length(YjsUpdate.update)), 0)).where(
-                    YjsUpdate.project_id == project_id
-                )
+                select(
+                    func.count(YjsUpdate.id),
+                    func.coalesce(func.sum(func.length(YjsUpdate.update)), 0),
+                    snapshot_size,
+                ).where(YjsUpdate.project_id == project_id)
             )
         ).one()
-        return LogStats(int(count), int(size))
+        return LogStats(int(count), int(size), int(snapshot or 0))
 
     async def _find_project_id(self, session: AsyncSession, project_uuid: str) -> int | None:
         cached = self._project_ids.get(project_uuid)
@@ -238,9 +253,9 @@ class DocumentStore:
     async def _ensure_project_id(self, session: AsyncSession, project_uuid: str) -> int:
         """The project's id, creating the project and its document row when missing.
 
-        The document row is ensured on every call (a no-op upsert): a project
-        created elsewhere (by the gateway) has none, and its id may already be
-        cached by a load. Ids found here are not cached, since this
+        The document row is ensured (a no-op upsert) until a commit has shown
+        that it exists: a project created elsewhere (by the gateway) has none,
+        and its id may already be cached by a load. Ids found here are not cached, since this
         transaction may still roll back; callers cache them after commit.
         """
         dialect_insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
@@ -255,9 +270,10 @@ class DocumentStore:
                 select(Project.id).where(Project.uuid == uuid_module.UUID(project_uuid))
             )
             assert project_id is not None
-        await session.execute(
-            dialect_insert(YjsDocument)
-            .values(project_id=project_id, snapshot=b"", state_vector=b"", snapshot_version=0)
-            .on_conflict_do_nothing(index_elements=["project_id"])
-        )
+        if project_id not in self._documents:
+            await session.execute(
+                dialect_insert(YjsDocument)
+                .values(project_id=project_id, snapshot=b"", state_vector=b"", snapshot_version=0)
+                .on_conflict_do_nothing(index_elements=["project_id"])
+            )
         return project_id

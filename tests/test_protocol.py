@@ -120,3 +120,17 @@ def test_awareness_registry_tracks_owners_and_removes() -> None:
     assert len(registry) == 1
     registry.apply("b", [AwarenessEntry(3, 5, b"null")])
     assert registry.snapshot() is None
+
+
+def test_compaction_policy_bounds_write_amplification() -> None:
+    from shared.compaction import CompactionPolicy
+
+    policy = CompactionPolicy(max_updates=50, max_bytes=1000, min_log_ratio=2.0, max_rows=500)
+    assert not policy.due(0, 0, 0)
+    assert not policy.due(49, 900, 0)  # below both thresholds
+    assert policy.due(50, 100, 0)  # first compaction: no snapshot yet
+    assert not policy.due(60, 300, 200)  # log smaller than twice the snapshot: not worth rewriting it
+    assert policy.due(60, 400, 200)
+    assert policy.due(500, 10, 10**6)  # too many rows slow loading down whatever the sizes
+    assert policy.due_when_idle(3, 50, 20) and not policy.due_when_idle(3, 50, 100)
+    assert not policy.due_when_idle(0, 0, 0)

@@ -118,8 +118,9 @@ async def test_log_stats(store: DocumentStore) -> None:
     await store.append({project: updates[:4]})
     await store.append({project: updates[4:]})
     assert await store.log_stats(project) == LogStats(7, sizes)
-    await store.compact(project)
-    assert await store.log_stats(project) == LogStats(0, 0)
+    result = await store.compact(project)
+    assert result is not None
+    assert await store.log_stats(project) == LogStats(0, 0, result.snapshot_bytes)
 
 
 async def test_compaction_of_nothing_returns_none(store: DocumentStore) -> None:
@@ -167,7 +168,7 @@ async def test_project_created_by_the_gateway_is_compacted(
     result = await store.compact(project)
     assert result is not None and result.snapshot_version == 1
     assert text_of(await store.load_updates(project)) == "edited in a gateway-made project"
-    assert await store.log_stats(project) == LogStats(0, 0)
+    assert await store.log_stats(project) == LogStats(0, 0, result.snapshot_bytes)
 
 
 # --------------------------------------------------------------------------- compaction
@@ -217,7 +218,7 @@ async def test_compaction_preserves_10k_random_edits(
     assert len(loaded) == 1  # the snapshot alone
     assert len(loaded[0]) == result.snapshot_bytes
     assert text_of(loaded) == expected
-    assert await store.log_stats(project) == LogStats(0, 0)
+    assert await store.log_stats(project) == LogStats(0, 0, result.snapshot_bytes)
 
     # the snapshot is a complete document: a client with it needs nothing more
     assert build_doc(loaded).get_state() == rec.doc.get_state()
@@ -287,7 +288,7 @@ async def test_update_appended_during_compaction_survives(
     assert result is not None and result.merged_updates == 500  # the late one was not folded in
 
     monkeypatch.undo()
-    assert await store.log_stats(project) == LogStats(1, len(late[0]))
+    assert await store.log_stats(project) == LogStats(1, len(late[0]), result.snapshot_bytes)
     assert text_of(await store.load_updates(project)) == str(rec.text)
     again = await store.compact(project)
     assert again is not None and again.merged_updates == 1 and again.snapshot_version == 2
@@ -454,10 +455,10 @@ async def test_backplane_load_sees_updates_while_their_write_is_in_flight(
     entered, release = asyncio.Event(), asyncio.Event()
     real_append = store.append
 
-    async def slow_append(batch):  # type: ignore[no-untyped-def]
+    async def slow_append(batch, **options):  # type: ignore[no-untyped-def]
         entered.set()
         await release.wait()
-        return await real_append(batch)
+        return await real_append(batch, **options)
 
     monkeypatch.setattr(store, "append", slow_append)
     flush = asyncio.create_task(writer.flush())

@@ -20,7 +20,6 @@ from services.collab.rooms import RoomDocuments, RoomManager
 from services.collab.store_writer import StoreWriter
 from shared.access import AccessPolicy
 from shared.access_db import database_access
-from shared.compaction import CompactionPolicy
 from shared.config import Settings
 from shared.db.resources import DATABASE, Database, database_ready_check, setup_database
 from shared.documents import DOCUMENTS
@@ -50,7 +49,7 @@ def create_backplane(
         )
     writer = StoreWriter(
         database.store,
-        CompactionPolicy(settings.compact_max_updates, settings.compact_max_bytes),
+        settings.compaction_policy,
         metrics,
         interval=settings.store_flush_interval,
         idle_compact_seconds=settings.compact_idle_seconds,

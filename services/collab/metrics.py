@@ -5,6 +5,18 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
+class Labelled(dict):  # type: ignore[type-arg]
+    """`metric.labels(value)` resolved once per value (the lookup is costly per frame)."""
+
+    def __init__(self, metric: Counter) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, value: str) -> Counter:
+        child = self[value] = self.metric.labels(value)
+        return child
+
+
 class CollabMetrics:
     """Counters and gauges of one collab instance, in its own registry."""
 
@@ -72,6 +84,10 @@ class CollabMetrics:
         self.resyncs = Counter(
             "collab_resync_requests_total", "State-vector resync requests published", registry=registry
         )
+        self.frames_in_by = Labelled(self.frames_in)
+        self.frames_out_by = Labelled(self.frames_out)
+        self.envelopes_in_by = Labelled(self.envelopes_in)
+        self.envelopes_out_by = Labelled(self.envelopes_out)
         self.room_load_seconds = Histogram(
             "collab_room_load_seconds",
             "Time to load a room's document",

@@ -246,7 +246,7 @@ class RedisBackplane:
         if updates or batch:
             await pipe.execute()
         for _, kind, _ in batch:
-            self._metrics.envelopes_out.labels(kind.name.lower()).inc()
+            self._metrics.envelopes_out_by[kind.name.lower()].inc()
 
     def _move_updates_to_backlog(self) -> None:
         """Redis is down: updates wait for the log; awareness and opaque frames are moot."""
@@ -387,7 +387,7 @@ class RedisBackplane:
         room = self._rooms.loaded_room(project_uuid)
         if room is None:
             return
-        self._metrics.envelopes_in.labels(envelope.kind.name.lower()).inc()
+        self._metrics.envelopes_in_by[envelope.kind.name.lower()].inc()
         try:
             self._deliver(room, envelope.sender, envelope.kind, envelope.body)
         except (ValueError, ProtocolError, UnicodeDecodeError) as exc:

@@ -96,7 +96,7 @@ class Room:
     def receive(self, conn: Connection, data: bytes) -> None:
         """Handle one binary frame; raise ProtocolError when it is malformed."""
         frame = parse_frame(data)
-        self._metrics.frames_in.labels(frame.kind.value).inc()
+        self._metrics.frames_in_by[frame.kind.value].inc()
         if frame.kind is FrameKind.SYNC_STEP1:
             self._answer_step1(conn, frame)
         elif frame.kind in (FrameKind.SYNC_STEP2, FrameKind.SYNC_UPDATE):
@@ -115,7 +115,7 @@ class Room:
 
     def receive_text(self, conn: Connection, text: str) -> None:
         """Text frames are never interpreted, only relayed."""
-        self._metrics.frames_in.labels("text").inc()
+        self._metrics.frames_in_by["text"].inc()
         self._relay_opaque(conn, text)
 
     def _answer_step1(self, conn: Connection, frame: Frame) -> None:
@@ -180,7 +180,7 @@ class Room:
 
     def _send(self, conn: Connection, data: bytes | str, kind: str) -> None:
         conn.send(data)
-        self._metrics.frames_out.labels(kind).inc()
+        self._metrics.frames_out_by[kind].inc()
         self._metrics.bytes_out.inc(len(data))
 
     def _broadcast(self, data: bytes | str, kind: str, *, exclude: Connection | None = None) -> None:
@@ -192,5 +192,5 @@ class Room:
                 conn.send(data, frame)
                 count += 1
         if count:
-            self._metrics.frames_out.labels(kind).inc(count)
+            self._metrics.frames_out_by[kind].inc(count)
             self._metrics.bytes_out.inc(len(data) * count)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from services.collab.metrics import CollabMetrics
 from shared.backoff import Backoff
 from shared.compaction import CompactionPolicy, IdleTracker
-from shared.store import DocumentStore
+from shared.store import DocumentStore, LogStats
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class StoreWriter:
         self._compactions: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._idle = IdleTracker(idle_compact_seconds)
+        self._log: dict[str, LogStats] = {}
         self._idle_task: asyncio.Task[None] | None = None
 
     def submit(self, project_uuid: str, update: bytes) -> None:
@@ -88,9 +89,10 @@ class StoreWriter:
                 await backoff.sleep()
 
     async def close_project(self, project_uuid: str) -> None:
-        """Flush and compact a project whose room is unloading."""
+        """Flush a project whose room is unloading, and compact it when worth it."""
         await self.flush(retry=True)
-        await self._compact(project_uuid)
+        if await self._due_when_idle(project_uuid):
+            await self._compact(project_uuid)
 
     async def _run(self) -> None:
         backoff = Backoff(0.1, MAX_BACKOFF)
@@ -114,7 +116,7 @@ class StoreWriter:
             batch, self._pending = self._pending, defaultdict(list)
             self._writing = batch
             try:
-                stats = await self._store.append(batch)
+                await self._store.append(batch, with_stats=False)
             except BaseException:
                 for project_uuid, updates in batch.items():
                     self._pending[project_uuid][:0] = updates
@@ -126,10 +128,28 @@ class StoreWriter:
             self._metrics.store_updates.inc(written)
             self._metrics.store_flushes.inc()
         now = time.monotonic()
-        for project_uuid, log_stats in stats.items():
+        for project_uuid, updates in batch.items():
             self._idle.touch(project_uuid, now)
-            if self._policy.due(log_stats.count, log_stats.bytes):
+            stats = await self._track(project_uuid, updates)
+            if self._policy.due(stats.count, stats.bytes, stats.snapshot_bytes):
                 self._schedule_compaction(project_uuid)
+
+    async def _track(self, project_uuid: str, written: list[bytes]) -> LogStats:
+        """The project's log size after `written`, counted here instead of by a
+        query per flush (one query after start-up and after each compaction)."""
+        known = self._log.get(project_uuid)
+        if known is None:
+            known = await self._store.log_stats(project_uuid)  # includes `written`
+        else:
+            known = LogStats(
+                known.count + len(written), known.bytes + sum(map(len, written)), known.snapshot_bytes
+            )
+        self._log[project_uuid] = known
+        return known
+
+    async def _due_when_idle(self, project_uuid: str) -> bool:
+        stats = self._log.get(project_uuid) or await self._store.log_stats(project_uuid)
+        return self._policy.due_when_idle(stats.count, stats.bytes, stats.snapshot_bytes)
 
     def _schedule_compaction(self, project_uuid: str) -> None:
         if project_uuid in self._compactions:
@@ -142,7 +162,12 @@ class StoreWriter:
         while True:
             await asyncio.sleep(self._idle.check_interval)
             for project_uuid in self._idle.due(time.monotonic()):
-                self._schedule_compaction(project_uuid)
+                self._idle.compacted(project_uuid)  # checked now; the next write re-arms it
+                try:
+                    if await self._due_when_idle(project_uuid):
+                        self._schedule_compaction(project_uuid)
+                except Exception:
+                    log.exception("idle compaction check failed", extra={"project": project_uuid})
 
     async def _compact(self, project_uuid: str) -> None:
         self._idle.compacted(project_uuid)
@@ -151,6 +176,8 @@ class StoreWriter:
         except Exception:
             log.exception("compaction failed", extra={"project": project_uuid})
             return
+        finally:
+            self._log.pop(project_uuid, None)  # recounted on the next write
         if result is not None:
             self._metrics.compactions.inc()
             log.info(

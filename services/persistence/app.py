@@ -12,7 +12,6 @@ from prometheus_client import CollectorRegistry
 
 from services.persistence.metrics import WorkerMetrics
 from services.persistence.worker import PersistenceWorker
-from shared.compaction import CompactionPolicy
 from shared.config import ConfigError, Settings
 from shared.db.resources import DATABASE, database_ready_check, setup_database
 from shared.health import READINESS_CHECKS, add_health_routes
@@ -52,7 +51,7 @@ def create_app(settings: Settings) -> web.Application:
         worker = PersistenceWorker(
             redis,
             app[DATABASE].store,
-            CompactionPolicy(settings.compact_max_updates, settings.compact_max_bytes),
+            settings.compaction_policy,
             metrics,
             consumer,
             idle_compact_seconds=settings.compact_idle_seconds,

@@ -36,7 +36,7 @@ from shared.redis_log import (
     project_of_channel,
     read_log,
 )
-from shared.store import DocumentStore
+from shared.store import DocumentStore, LogStats
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class PersistenceWorker:
         self._batch_size = batch_size
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._idle = IdleTracker(idle_compact_seconds)
+        self._log: dict[str, LogStats] = {}  # as of this worker's last pass per project
         self._kicked: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -108,7 +109,8 @@ class PersistenceWorker:
                 log_stream(project_uuid), minid=format_stream_id((newest[0], newest[1] + 1)), approximate=False
             )
             self._idle.touch(project_uuid, time.monotonic())
-            if self._policy.due(stats.count, stats.bytes):
+            self._log[project_uuid] = stats
+            if self._policy.due(stats.count, stats.bytes, stats.snapshot_bytes):
                 await self._compact_locked(project_uuid)
             return written
 
@@ -119,6 +121,7 @@ class PersistenceWorker:
     async def _compact_locked(self, project_uuid: str) -> None:
         result = await self._store.compact(project_uuid)
         self._idle.compacted(project_uuid)
+        self._log.pop(project_uuid, None)
         if result is None:
             return
         self._metrics.compactions.inc()
@@ -254,6 +257,12 @@ class PersistenceWorker:
         while True:
             await asyncio.sleep(self._idle.check_interval)
             for project_uuid in self._idle.due(time.monotonic()):
+                self._idle.compacted(project_uuid)  # checked now; the next write re-arms it
+                stats = self._log.get(project_uuid)
+                if stats is not None and not self._policy.due_when_idle(
+                    stats.count, stats.bytes, stats.snapshot_bytes
+                ):
+                    continue
                 try:
                     await self.compact(project_uuid)
                 except Exception:
