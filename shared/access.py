@@ -7,7 +7,7 @@ act on the answer; what answers it is plugged in at start-up.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Protocol
+from typing import Iterable, Protocol
 
 from shared.auth import Identity
 
@@ -31,8 +31,29 @@ class AccessPolicy(Protocol):
         """The caller's role on the project, or None when they have no access."""
         ...
 
+    async def roles_for_many(
+        self, requests: Iterable[tuple[Identity, str]]
+    ) -> dict[tuple[str, str], Role | None]:
+        """Roles keyed by (user id, project uuid): the periodic re-check of every open connection."""
+        ...
 
-class OpenAccess:
+
+class PolicyBase:
+    """`roles_for_many` by asking `role_for` once per pair; a policy may do it in one query."""
+
+    async def role_for(self, identity: Identity, project_uuid: str) -> Role | None:
+        raise NotImplementedError
+
+    async def roles_for_many(
+        self, requests: Iterable[tuple[Identity, str]]
+    ) -> dict[tuple[str, str], Role | None]:
+        return {
+            (identity.user_id, project_uuid): await self.role_for(identity, project_uuid)
+            for identity, project_uuid in requests
+        }
+
+
+class OpenAccess(PolicyBase):
     """Any valid token may edit any project: the policy until membership exists."""
 
     def __init__(self, role: Role = Role.EDITOR) -> None:

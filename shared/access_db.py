@@ -26,13 +26,13 @@ from __future__ import annotations
 import time
 import uuid as uuid_module
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.access import Role
+from shared.access import PolicyBase, Role
 from shared.auth import Identity
 from shared.db.models import Project, ProjectMember
 
@@ -102,7 +102,7 @@ async def resolve_access(
     return project, await member_role(session, project.id, user_id)
 
 
-class DatabaseAccess:
+class DatabaseAccess(PolicyBase):
     """`AccessPolicy` from `project_members`, with a short TTL cache.
 
     `sessionmaker` may be a callable returning the session factory, so the
@@ -148,6 +148,55 @@ class DatabaseAccess:
             _, role = await resolve_access(session, identity, project_uuid)
         self._remember(key, role, self._clock())
         return role
+
+    async def roles_for_many(
+        self, requests: Iterable[tuple[Identity, str]]
+    ) -> dict[tuple[str, str], Role | None]:
+        """Many answers at once: cached ones, then a single query for the rest."""
+        now = self._clock()
+        answers: dict[tuple[str, str], Role | None] = {}
+        missing: list[tuple[str, str]] = []
+        for identity, project_uuid in requests:
+            key = (identity.user_id, project_uuid.lower())
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] > now:
+                answers[key] = cached[1]
+            else:
+                missing.append(key)
+        if missing:
+            found = await self._member_roles(missing)
+            now = self._clock()
+            for key in missing:
+                answers[key] = found.get(key)
+                self._remember(key, answers[key], now)
+        return answers
+
+    async def _member_roles(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Role]:
+        """Roles of live projects' members among `keys`, in one query."""
+        wanted: dict[tuple[int, uuid_module.UUID], tuple[str, str]] = {}
+        for key in keys:
+            user_id, project_uuid = user_id_of(Identity(key[0])), parse_project_uuid(key[1])
+            if user_id is not None and project_uuid is not None:
+                wanted[(user_id, project_uuid)] = key
+        if not wanted:
+            return {}
+        self.lookups += 1
+        async with self._factory()() as session:
+            rows = await session.execute(
+                select(ProjectMember.user_id, Project.uuid, ProjectMember.role)
+                .join(ProjectMember, ProjectMember.project_id == Project.id)
+                .where(
+                    Project.uuid.in_({project for _, project in wanted}),
+                    Project.deleted_at.is_(None),
+                    ProjectMember.user_id.in_({user for user, _ in wanted}),
+                )
+            )
+        roles: dict[tuple[str, str], Role] = {}
+        for user_id, project_uuid, raw in rows:
+            key = wanted.get((user_id, project_uuid))
+            if key is not None and raw in Role._value2member_map_:
+                roles[key] = Role(raw)
+        return roles
 
     def invalidate(self, project_uuid: str | None = None) -> None:
         """Forget cached answers for one project (every project when None)."""

@@ -6,7 +6,6 @@ import asyncio
 
 from sqlalchemy import select
 
-import pytest
 
 from tests.support.app_server import InProcessServer
 from tests.support.yclient import YClient
@@ -80,10 +79,11 @@ async def test_opaque_frames_are_relayed(server: InProcessServer, project: str) 
 
 
 async def test_viewer_updates_are_dropped(settings, project: str) -> None:  # type: ignore[no-untyped-def]
-    from services.embedded import create_app
     from shared.access import Role
 
-    class ViewerForBob:
+    from shared.access import PolicyBase
+
+    class ViewerForBob(PolicyBase):
         async def role_for(self, identity, project_uuid):  # type: ignore[no-untyped-def]
             return Role.VIEWER if identity.user_id == "bob" else Role.EDITOR
 

@@ -384,3 +384,29 @@ async def test_database_access_rule_and_cache(server: InProcessServer) -> None:
     assert await access.role_for(who(bob), project) is Role.EDITOR  # invalidated
     access.invalidate()
     assert access.lookups == lookups + 2
+
+
+async def test_roles_for_many_answers_every_pair_in_one_query(server) -> None:  # type: ignore[no-untyped-def]
+    from shared.access_db import DatabaseAccess
+    from shared.auth import Identity
+
+    first, second = f"project-{uuid.uuid4()}", f"project-{uuid.uuid4()}"
+    await server.grant(first, "ann", "owner")
+    await server.grant(second, "ann", "viewer")
+    await server.grant(second, "ben", "editor")
+    ann, ben = server.users["ann"], server.users["ben"]
+    access = DatabaseAccess(server.sessionmaker, ttl=60)
+    pairs = [
+        (Identity(str(ann)), first.removeprefix("project-")),
+        (Identity(str(ann)), second.removeprefix("project-")),
+        (Identity(str(ben)), second.removeprefix("project-")),
+        (Identity(str(ben)), first.removeprefix("project-")),  # not a member
+        (Identity("not-a-user-id"), first.removeprefix("project-")),
+        (Identity(str(ann)), "not-a-uuid"),
+    ]
+    roles = await access.roles_for_many(pairs)
+    assert [roles[(i.user_id, p)] for i, p in pairs] == [Role.OWNER, Role.VIEWER, Role.EDITOR, None, None, None]
+    assert access.lookups == 1
+    await access.roles_for_many(pairs)  # all cached now
+    assert access.lookups == 1
+    assert await access.role_for(pairs[2][0], pairs[2][1]) is Role.EDITOR and access.lookups == 1

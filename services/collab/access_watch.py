@@ -1,11 +1,11 @@
 """Re-checking every live connection's access, so revocations take effect.
 
 Joining checks access once; this loop asks the access policy again every
-`interval` seconds for each (user, project) pair with open connections. A
+`interval` seconds about every (user, project) pair with open connections,
+in one batch (`roles_for_many`: one query for all of them). A
 removed member, a deleted project or an unknown user is closed with 4403; a
-changed role (editor <-> viewer) applies to the next frame. The policy's own
-cache bounds the cost to one query per pair per cache period, on every
-instance, so no cross-instance message is needed.
+changed role (editor <-> viewer) applies to the next frame. Every instance
+does this on its own, so no cross-instance message is needed.
 """
 
 from __future__ import annotations
@@ -29,13 +29,18 @@ async def recheck_access(rooms: RoomManager, access: AccessPolicy) -> int:
     for room in rooms.rooms():
         for conn in room.connections.values():
             groups[(room.project_uuid, conn.identity.user_id)].append(conn)
+    if not groups:
+        return 0
+    try:
+        roles = await access.roles_for_many(
+            (conns[0].identity, project_uuid) for (project_uuid, _), conns in groups.items()
+        )
+    except Exception as exc:  # database down: keep serving, check again later
+        log.warning("access re-check failed: %s", exc)
+        return 0
     closed = 0
-    for (project_uuid, _), conns in groups.items():
-        try:
-            role = await access.role_for(conns[0].identity, project_uuid)
-        except Exception as exc:  # database down: keep serving, check again later
-            log.warning("access re-check failed: %s", exc, extra={"project": project_uuid})
-            continue
+    for (project_uuid, user_id), conns in groups.items():
+        role = roles.get((user_id, project_uuid))
         for conn in conns:
             if role is None:
                 log.info("access revoked; closing", extra={"project": project_uuid, "connection": conn.id})
