@@ -193,9 +193,9 @@ class DatabaseAccess(PolicyBase):
             )
         roles: dict[tuple[str, str], Role] = {}
         for user_id, project_uuid, raw in rows:
-            key = wanted.get((user_id, project_uuid))
-            if key is not None and raw in Role._value2member_map_:
-                roles[key] = Role(raw)
+            asked = wanted.get((user_id, project_uuid))
+            if asked is not None and raw in Role._value2member_map_:
+                roles[asked] = Role(raw)
         return roles
 
     def invalidate(self, project_uuid: str | None = None) -> None:

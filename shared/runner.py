@@ -68,5 +68,5 @@ def run_service(service: str, build_app: Callable[[Settings], web.Application]) 
         print=None,
         shutdown_timeout=10.0,
         handle_signals=True,
-        **({"loop": loop_factory()} if loop_factory else {}),
+        loop=loop_factory() if loop_factory else None,
     )

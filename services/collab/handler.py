@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from services.collab.connection import Connection
 from services.collab.metrics import CollabMetrics
+from services.collab.room import Room
 from services.collab.rooms import RoomManager
 from shared.access import AccessPolicy
 from shared.auth import TokenError, bearer_token, verify_token
@@ -119,7 +120,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _serve(ctx: CollabContext, room, conn: Connection) -> None:  # type: ignore[no-untyped-def]
+async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
     ws = conn.ws
     async for message in ws:
         conn.last_seen = now = time.monotonic()
