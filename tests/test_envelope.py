@@ -48,33 +48,3 @@ def test_instance_ids_are_16_bytes_and_stable() -> None:
     assert instance_id_bytes("collab-1") == instance_id_bytes("collab-1") != instance_id_bytes("collab-2")
     assert len(instance_id_bytes("collab-1")) == 16
     assert instance_id_bytes(SENDER.hex()) == SENDER
-
-
-def test_a_tick_publishes_one_update_per_room_in_order() -> None:
-    from pycrdt import Doc, Text
-
-    from services.collab.redis_backplane import _merge_runs_of_updates
-
-    doc = Doc()
-    text = doc.get("t", type=Text)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    for char in "abc":
-        text += char
-    batch = [
-        ("p", Kind.UPDATE, updates[0]),
-        ("p", Kind.UPDATE, updates[1]),
-        ("p", Kind.AWARENESS, b"state"),
-        ("p", Kind.UPDATE, updates[2]),
-        ("q", Kind.UPDATE, updates[0]),
-        ("q", Kind.OPAQUE, b"frame"),
-    ]
-    merged = _merge_runs_of_updates(batch)
-    assert [(p, k) for p, k, _ in merged] == [
-        ("p", Kind.UPDATE), ("p", Kind.AWARENESS), ("p", Kind.UPDATE), ("q", Kind.UPDATE), ("q", Kind.OPAQUE)
-    ]
-    replica = Doc()
-    for project, kind, body in merged:
-        if project == "p" and kind is Kind.UPDATE:
-            replica.apply_update(body)
-    assert str(replica.get("t", type=Text)) == "abc"

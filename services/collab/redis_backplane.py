@@ -23,7 +23,6 @@ from collections import defaultdict, deque
 from typing import Any, Iterable
 
 import redis.asyncio as aioredis
-from pycrdt import merge_updates
 
 from services.collab.backplane import RoomHost
 from services.collab.metrics import CollabMetrics
@@ -233,7 +232,6 @@ class RedisBackplane:
                 self._drained.set()
 
     async def _send(self, backlog: list[tuple[str, bytes]], batch: list[tuple[str, Kind, bytes]]) -> None:
-        batch = _merge_runs_of_updates(batch)
         updates: dict[str, list[bytes]] = defaultdict(list)
         for project_uuid, update in backlog:
             updates[project_uuid].append(update)
@@ -457,25 +455,6 @@ class RedisBackplane:
     def _forget_instance(self, instance_id: bytes) -> None:
         for room in self._rooms.rooms() if self._rooms else []:
             room.remove_awareness_owner(instance_id)
-
-
-def _merge_runs_of_updates(batch: list[tuple[str, Kind, bytes]]) -> list[tuple[str, Kind, bytes]]:
-    """Fold consecutive updates of one room into one (one XADD and one PUBLISH
-    per room per tick instead of per update); everything else keeps its order."""
-    merged: list[tuple[str, Kind, bytes]] = []
-    run: list[bytes] = []
-    for item in batch:
-        project_uuid, kind, body = item
-        if kind is Kind.UPDATE and merged and run and merged[-1][0] == project_uuid:
-            run.append(body)
-            continue
-        if len(run) > 1:
-            merged[-1] = (merged[-1][0], Kind.UPDATE, merge_updates(*run))
-        merged.append(item)
-        run = [body] if kind is Kind.UPDATE else []
-    if len(run) > 1:
-        merged[-1] = (merged[-1][0], Kind.UPDATE, merge_updates(*run))
-    return merged
 
 
 async def _quietly(awaitable: Any) -> None:
