@@ -22,7 +22,7 @@ async def test_two_clients_converge_both_ways(server: InProcessServer, project: 
         await a.wait_text("hello world")
         a.insert(0, ">> ")
         b.insert(len(b.value), "!")
-        await a.wait_until(lambda: a.value == b.value and len(a.value) == len(">> hello world!"))
+        await YClient.wait_all([a, b], lambda: a.value == b.value and len(a.value) == len(">> hello world!"))
         assert a.value == b.value
 
 

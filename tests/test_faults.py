@@ -68,7 +68,9 @@ async def test_collab_instance_killed_clients_move_and_nothing_is_lost(cluster: 
         await moving.reconnect(survivor.ws_url, room, token)
         after = await edit_steadily(moving, "n", 30) + await edit_steadily(staying, "t", 30)
         everything = before + offline + after
-        await staying.wait_until(lambda: staying.value == moving.value and all(t in moving.value for t in everything), 15)
+        await YClient.wait_all(
+            [staying, moving], lambda: staying.value == moving.value and all(t in moving.value for t in everything), 15
+        )
         assert_has_all(staying.value, everything)
         await wait_stored(cluster, room, staying.value, timeout=30)
     finally:
@@ -97,7 +99,7 @@ async def test_redis_restart_instances_converge_without_reconnecting(
         redis_server.start()
         after = await edit_steadily(ca, "p", 10) + await edit_steadily(cb, "q", 10)
         everything = first + during + after
-        await ca.wait_until(lambda: ca.value == cb.value and all(t in ca.value for t in everything), 20)
+        await YClient.wait_all([ca, cb], lambda: ca.value == cb.value and all(t in ca.value for t in everything), 20)
         assert ca.close_code is None and cb.close_code is None  # nobody reconnected
         await wait_stored(cluster, room, ca.value, timeout=30)
         status, _ = await readiness(a.http_url)

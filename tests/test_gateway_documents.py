@@ -65,7 +65,7 @@ async def test_export_equals_live_clients_including_uncompacted_edits(
         ):
             for i in range(30):
                 (a if i % 2 else b).append(f"<{i}>")
-            await a.wait_until(lambda: a.value == b.value and a.value.count("<") == 30)
+            await YClient.wait_all([a, b], lambda: a.value == b.value and a.value.count("<") == 30)
             exported = await api.get(f"/api/projects/{project}/yjs-document")
             assert (
                 exported.status == 200

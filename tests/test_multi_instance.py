@@ -63,8 +63,7 @@ async def test_many_rooms_three_instances_random_edits_converge_with_database(cl
         await asyncio.sleep(0)
     for room, room_clients in clients.items():
         first = room_clients[0]
-        for c in room_clients[1:]:
-            await c.wait_until(lambda: all(x.value == c.value for x in room_clients), 15)
+        await YClient.wait_all(room_clients, lambda: len({x.value for x in room_clients}) == 1, 15)
         assert len({c.value for c in room_clients}) == 1
         await wait_stored(cluster, room, first.value)
     for room_clients in clients.values():

@@ -57,7 +57,7 @@ async def test_edits_survive_a_graceful_restart(app_server: InProcessServer) -> 
             a.append(f"a{i};")
             b.insert(0, f"b{i};")
         other.append("the other room")
-        await a.wait_until(lambda: a.value == b.value and a.value.count(";") == 120)
+        await YClient.wait_all([a, b], lambda: a.value == b.value and a.value.count(";") == 120)
         await other.wait_text("the other room")
         expected = a.value
 

@@ -85,8 +85,11 @@ class RedisBackplane:
         self._outbox: list[tuple[str, Kind, bytes]] = []
         self._backlog: deque[tuple[str, bytes]] = deque()
         self._wake_sender = asyncio.Event()
-        self._drained = asyncio.Event()
+        self._drained = asyncio.Event()  # outbox and backlog empty
         self._drained.set()
+        # outbox items ever queued / ever handed on (sent, or moved to the backlog)
+        self._queued = self._handed_on = 0
+        self._progress = asyncio.Event()
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -161,10 +164,10 @@ class RedisBackplane:
 
     async def close_room(self, project_uuid: str) -> None:
         self._projects.discard(project_uuid)
-        try:
-            await asyncio.wait_for(self._drained.wait(), 5.0)
+        try:  # until what the room queued has left the outbox (others' traffic may go on)
+            await asyncio.wait_for(self._handed_on_up_to(self._queued), 5.0)
         except asyncio.TimeoutError:
-            pass  # still in the backlog; it is written when Redis returns
+            pass  # it is still written, in order, by the sender
         waiter = self._subscribed.pop(project_uuid, None)
         if waiter is not None and self._pubsub is not None and self._connected.is_set():
             try:
@@ -201,8 +204,18 @@ class RedisBackplane:
 
     def _publish(self, project_uuid: str, kind: Kind, body: bytes) -> None:
         self._outbox.append((project_uuid, kind, body))
+        self._queued += 1
         self._drained.clear()
         self._wake_sender.set()
+
+    def _hand_on(self, count: int) -> None:
+        self._handed_on += count
+        self._progress.set()
+
+    async def _handed_on_up_to(self, target: int) -> None:
+        while self._handed_on < target:
+            self._progress.clear()
+            await self._progress.wait()
 
     async def _sender_loop(self) -> None:
         """Send the outbox once per wake-up: one pipeline, log appends before publishes."""
@@ -225,6 +238,7 @@ class RedisBackplane:
                 self._wake_sender.set()
                 continue
             backoff.reset()
+            self._hand_on(len(batch))
             for _ in backlog:
                 self._backlog.popleft()
             self._metrics.log_backlog.set(len(self._backlog))
@@ -253,6 +267,7 @@ class RedisBackplane:
         for project_uuid, kind, body in self._outbox:
             if kind is Kind.UPDATE:
                 self._backlog.append((project_uuid, body))
+        self._hand_on(len(self._outbox))
         self._outbox = []
         if len(self._backlog) > self._backlog_limit:
             overflow = [self._backlog.popleft() for _ in range(len(self._backlog) - self._backlog_limit // 2)]

@@ -124,6 +124,22 @@ class YClient:
                 self._changed.clear()
                 await self._changed.wait()
 
+    @staticmethod
+    async def wait_all(clients: "list[YClient]", predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Return once `predicate()` holds, re-checking whenever *any* of `clients`
+        receives a frame (a predicate about several clients may turn true on the
+        frame of one that is not the caller)."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                for client in clients:
+                    client._changed.clear()
+                waiters = [asyncio.ensure_future(client._changed.wait()) for client in clients]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+
     async def wait_text(self, expected: str, timeout: float = 10.0) -> None:
         try:
             await self.wait_until(lambda: self.value == expected, timeout)
