@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -94,4 +96,9 @@ async def cluster(tmp_path: Path, redis_server: RedisServer, postgres: PostgresS
     try:
         yield c
     finally:
-        await c.close()
+        try:
+            await asyncio.wait_for(c.close(), 30)
+        except asyncio.TimeoutError:  # say what hangs instead of waiting for pytest-timeout
+            for task in asyncio.all_tasks():
+                task.print_stack(file=sys.stderr)
+            raise

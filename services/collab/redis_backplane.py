@@ -125,10 +125,13 @@ class RedisBackplane:
                 await self._redis.delete(instance_key(self.instance_id))
         except REDIS_ERRORS:
             pass
-        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        # Shutdown is bounded at every step: a stuck dependency must not keep
+        # the process from exiting (the backlog was already spilled above).
+        if self._side_tasks:  # waited for, not cancelled: a spill must finish its write
+            await asyncio.wait(set(self._side_tasks), timeout=5.0)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _quietly(asyncio.gather(*self._tasks, return_exceptions=True))
         if self._pubsub is not None:
             await _quietly(self._pubsub.aclose())
         await _quietly(self._redis.aclose())
@@ -472,8 +475,9 @@ class RedisBackplane:
             room.remove_awareness_owner(instance_id)
 
 
-async def _quietly(awaitable: Any) -> None:
+async def _quietly(awaitable: Any, timeout: float = 2.0) -> None:
+    """Await a clean-up step, ignoring its failure and giving up after `timeout`."""
     try:
-        await awaitable
+        await asyncio.wait_for(awaitable, timeout)
     except Exception:
         pass

@@ -80,7 +80,12 @@ class PersistenceWorker:
     async def stop(self) -> None:
         for task in self._tasks + list(self._kicked.values()):
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._kicked.values(), return_exceptions=True)
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*self._tasks, *self._kicked.values(), return_exceptions=True), 5.0
+            )
+        except asyncio.TimeoutError:
+            log.warning("worker tasks did not stop within 5 s")
         # Let an in-flight commit finish; whatever is not acknowledged is redone later.
         for lock in list(self._locks.values()):
             async with lock:
