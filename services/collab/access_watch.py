@@ -14,13 +14,13 @@ import asyncio
 import logging
 from collections import defaultdict
 
+from services.collab.close_codes import CloseCode
 from services.collab.connection import Connection
 from services.collab.rooms import RoomManager
 from shared.access import AccessPolicy
 
 log = logging.getLogger(__name__)
 
-CLOSE_FORBIDDEN = 4403
 
 
 async def recheck_access(rooms: RoomManager, access: AccessPolicy) -> int:
@@ -44,7 +44,7 @@ async def recheck_access(rooms: RoomManager, access: AccessPolicy) -> int:
         for conn in conns:
             if role is None:
                 log.info("access revoked; closing", extra={"project": project_uuid, "connection": conn.id})
-                asyncio.create_task(conn.close(CLOSE_FORBIDDEN, "forbidden"))
+                asyncio.create_task(conn.close(CloseCode.FORBIDDEN, "forbidden"))
                 closed += 1
             else:
                 conn.role = role

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from services.collab.access_watch import run_access_watch
 from services.collab.backplane import Backplane, LocalBackplane
+from services.collab.close_codes import CloseCode
 from services.collab.handler import COLLAB, CollabContext, websocket_handler
 from services.collab.heartbeat import run_heartbeat
 from services.collab.metrics import CollabMetrics
@@ -30,7 +31,6 @@ from shared.redis_log import create_redis
 
 log = logging.getLogger(__name__)
 
-CLOSE_GOING_AWAY = 1001
 
 
 def create_backplane(
@@ -110,12 +110,12 @@ def setup_collab(
         yield
         for task in background:
             task.cancel()
-        await rooms.close(CLOSE_GOING_AWAY, "server shutting down")
+        await rooms.close(CloseCode.GOING_AWAY, "server shutting down")
         await backplane.stop()
 
     async def _close_sockets(app: web.Application) -> None:
         # on_shutdown runs before aiohttp waits for handlers: close sockets first.
-        await app[COLLAB].rooms.close(CLOSE_GOING_AWAY, "server shutting down")
+        await app[COLLAB].rooms.close(CloseCode.GOING_AWAY, "server shutting down")
 
     app.cleanup_ctx.append(_collab_ctx)
     app.on_shutdown.append(_close_sockets)

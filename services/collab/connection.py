@@ -19,8 +19,8 @@ from collections import deque
 
 from aiohttp import web
 
+from services.collab.close_codes import CloseCode
 from services.collab.frames import encode_frame
-
 from shared.access import Role
 from shared.auth import Identity
 
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 
-CLOSE_TRY_AGAIN_LATER = 1013
 HIGH_WATER = 256 * 1024
 
 
@@ -100,7 +99,7 @@ class Connection:
             self._queue.clear()
             self._queued_bytes = 0
             asyncio.get_running_loop().create_task(
-                self.close(CLOSE_TRY_AGAIN_LATER, "too slow")
+                self.close(CloseCode.TRY_AGAIN_LATER, "too slow")
             )
             return
         if self._writer is None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
+from services.collab.close_codes import CloseCode
 from services.collab.connection import Connection
 from services.collab.metrics import CollabMetrics
 from services.collab.room import Room
@@ -29,13 +30,6 @@ ROOM_NAME = re.compile(
     r"^project-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
 )
 
-CLOSE_BAD_ROOM = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_INVALID_DATA = 1007
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_TRY_AGAIN_LATER = 1013
 
 
 @dataclass(frozen=True)
@@ -74,31 +68,31 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
     project_uuid = parse_room_name(request.match_info["room"])
     if project_uuid is None:
-        return await _refuse(ctx, ws, CLOSE_BAD_ROOM, "bad room name")
+        return await _refuse(ctx, ws, CloseCode.BAD_ROOM, "bad room name")
     token = request.query.get("token") or bearer_token(request.headers.get("Authorization"))
     try:
         identity = verify_token(token or "", ctx.settings.jwt_secret)
     except TokenError as exc:
         log.info("websocket refused: %s", exc, extra={"project": project_uuid, "remote": request.remote})
-        return await _refuse(ctx, ws, CLOSE_UNAUTHORIZED, "unauthorized")
+        return await _refuse(ctx, ws, CloseCode.UNAUTHORIZED, "unauthorized")
     try:
         role = await ctx.access.role_for(identity, project_uuid)
     except Exception:
         log.exception("access check failed", extra={"project": project_uuid})
-        return await _refuse(ctx, ws, CLOSE_TRY_AGAIN_LATER, "try again later")
+        return await _refuse(ctx, ws, CloseCode.TRY_AGAIN_LATER, "try again later")
     if role is None:
-        return await _refuse(ctx, ws, CLOSE_FORBIDDEN, "forbidden")
+        return await _refuse(ctx, ws, CloseCode.FORBIDDEN, "forbidden")
 
     try:
         room = await ctx.rooms.acquire(project_uuid)
     except ConnectionRefusedError:
-        return await _refuse(ctx, ws, 1001, "server shutting down")
+        return await _refuse(ctx, ws, CloseCode.GOING_AWAY, "server shutting down")
     except Exception:
         log.exception("room unavailable", extra={"project": project_uuid})
-        return await _refuse(ctx, ws, CLOSE_TRY_AGAIN_LATER, "try again later")
+        return await _refuse(ctx, ws, CloseCode.TRY_AGAIN_LATER, "try again later")
 
     if ctx.rooms.connection_count() >= ctx.settings.max_connections:
-        return await _refuse(ctx, ws, CLOSE_TRY_AGAIN_LATER, "server full")
+        return await _refuse(ctx, ws, CloseCode.TRY_AGAIN_LATER, "server full")
     conn = Connection(
         ws, request.transport, identity, role, frames_per_second=ctx.settings.max_frames_per_second
     )
@@ -127,7 +121,7 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
         if not conn.allow_frame(now):
             ctx.metrics.errors.labels("rate_limited").inc()
             log.warning("closing a flooding connection", extra={"connection": conn.id, "project": room.project_uuid})
-            await conn.close(CLOSE_POLICY_VIOLATION, "too many messages")
+            await conn.close(CloseCode.POLICY_VIOLATION, "too many messages")
             return
         try:
             if message.type is WSMsgType.BINARY:
@@ -145,10 +139,10 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
         except ProtocolError as exc:
             ctx.metrics.errors.labels("invalid_frame").inc()
             log.warning("closing connection on bad frame: %s", exc, extra={"connection": conn.id, "project": room.project_uuid})
-            await conn.close(CLOSE_INVALID_DATA, "invalid frame")
+            await conn.close(CloseCode.INVALID_DATA, "invalid frame")
             return
         except Exception:
             ctx.metrics.errors.labels("internal").inc()
             log.exception("internal error handling a frame", extra={"connection": conn.id})
-            await conn.close(CLOSE_INTERNAL_ERROR, "internal error")
+            await conn.close(CloseCode.INTERNAL_ERROR, "internal error")
             return

@@ -12,11 +12,11 @@ import logging
 import time
 from typing import Callable, Iterable
 
+from services.collab.close_codes import CloseCode
 from services.collab.connection import Connection
 
 log = logging.getLogger(__name__)
 
-CLOSE_HEARTBEAT_TIMEOUT = 4008
 
 
 async def run_heartbeat(
@@ -34,7 +34,7 @@ async def run_heartbeat(
             silent = now - conn.last_seen
             if silent > pong_timeout:
                 log.info("heartbeat timeout", extra={"connection": conn.id})
-                asyncio.create_task(conn.close(CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+                asyncio.create_task(conn.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"))
             elif silent > ping_interval and now - conn.last_ping > ping_interval:
                 conn.last_ping = now
                 try:

@@ -274,12 +274,16 @@ class RedisBackplane:
         self._outbox = []
         if len(self._backlog) > self._backlog_limit:
             overflow = [self._backlog.popleft() for _ in range(len(self._backlog) - self._backlog_limit // 2)]
-            spill = asyncio.create_task(self._spill(overflow))
-            self._side_tasks.add(spill)
-            spill.add_done_callback(self._side_tasks.discard)
+            self._spawn(self._spill(overflow))
         self._metrics.log_backlog.set(len(self._backlog))
         if not self._backlog:
             self._drained.set()
+
+    def _spawn(self, work: Any) -> None:
+        """Run `work` in the background, kept referenced until it ends (stop() waits for it)."""
+        task = asyncio.create_task(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     async def _spill(self, entries: list[tuple[str, bytes]]) -> None:
         """Write updates straight to the database, retrying until it works."""
@@ -352,9 +356,7 @@ class RedisBackplane:
             # does the log (entries no live peer may hold).
             for room in self._rooms.rooms() if self._rooms else []:
                 self._request_sync(room, ask_back=True)
-                catch_up = asyncio.create_task(self._catch_up_from_log(room))
-                self._side_tasks.add(catch_up)
-                catch_up.add_done_callback(self._side_tasks.discard)
+                self._spawn(self._catch_up_from_log(room))
 
     async def _catch_up_from_log(self, room: Any) -> None:
         try:
