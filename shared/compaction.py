@@ -68,6 +68,53 @@ class CompactionPolicy:
         return count > 0 and (count >= self.max_rows or self._worth_it(size, snapshot_size))
 
 
+@dataclass(frozen=True, slots=True)
+class LogStats:
+    """The size of a project's not-yet-compacted update log."""
+
+    count: int
+    bytes: int
+    snapshot_bytes: int = 0
+
+
+class LogSizes:
+    """Each project's log size, kept in memory instead of counted by a query per write.
+
+    Pure bookkeeping for the compaction triggers (the collab's store writer and
+    the persistence worker): the caller queries the database once, when
+    `grown` answers None (after start-up and after each compaction, which
+    `forget`s the project), `set`s the answer, and from then on adds what it
+    writes. A count covers the writes of its own process only: with several
+    persistence workers sharing a project, each one's figure is an estimate
+    (low by the others' writes since its query, high by rows another worker
+    has compacted meanwhile). That is fine: compaction is idempotent and safe
+    to run early or late, so a wrong estimate only shifts when it runs.
+    """
+
+    def __init__(self) -> None:
+        self._sizes: dict[str, LogStats] = {}
+
+    def get(self, project_uuid: str) -> LogStats | None:
+        return self._sizes.get(project_uuid)
+
+    def set(self, project_uuid: str, stats: LogStats) -> None:
+        """The project's log size as counted by the database."""
+        self._sizes[project_uuid] = stats
+
+    def grown(self, project_uuid: str, count: int, nbytes: int) -> LogStats | None:
+        """Add `count` rows of `nbytes` in all; the new size, or None when unknown (query it)."""
+        known = self._sizes.get(project_uuid)
+        if known is None:
+            return None
+        grown = LogStats(known.count + count, known.bytes + nbytes, known.snapshot_bytes)
+        self._sizes[project_uuid] = grown
+        return grown
+
+    def forget(self, project_uuid: str) -> None:
+        """After a compaction: the next write queries again."""
+        self._sizes.pop(project_uuid, None)
+
+
 class IdleTracker:
     """Which projects have written updates since their last compaction, and when.
 

@@ -7,6 +7,7 @@ down explicitly; nothing reads `os.environ` after that.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 <= value < math.inf:
+        raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+    return value
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -81,6 +89,7 @@ class Settings:
     pong_timeout: float = 40.0
     room_unload_grace: float = 30.0
     store_flush_interval: float = 0.05
+    persist_batch_seconds: float = 0.1
     compact_max_updates: int = 50
     compact_max_bytes: int = 512 * 1024
     compact_idle_seconds: float = 30.0
@@ -166,6 +175,7 @@ class Settings:
             pong_timeout=_float(env, "WS_PONG_TIMEOUT", 40.0),
             room_unload_grace=_float(env, "ROOM_UNLOAD_GRACE", 30.0),
             store_flush_interval=_float(env, "STORE_FLUSH_INTERVAL", 0.05),
+            persist_batch_seconds=_non_negative_float(env, "PERSIST_BATCH_SECONDS", 0.1),
             compact_max_updates=_int(env, "COMPACT_MAX_UPDATES", 50),
             compact_max_bytes=_int(env, "COMPACT_MAX_BYTES", 512 * 1024),
             compact_idle_seconds=_float(env, "COMPACT_IDLE_SECONDS", 30.0),

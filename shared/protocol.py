@@ -15,20 +15,21 @@ from enum import Enum
 from pycrdt import create_awareness_message, create_update_message, write_message, write_var_uint
 
 __all__ = [
-    "FrameKind",
+    "EMPTY_STATE_VECTOR",
+    "EMPTY_UPDATE",
     "Frame",
+    "FrameKind",
     "ProtocolError",
-    "parse_frame",
-    "read_var_uint",
-    "read_var_bytes",
-    "write_var_uint",
-    "encode_sync_step1",
-    "encode_sync_step2",
-    "encode_sync_update",
     "encode_awareness",
     "encode_permission_denied",
     "encode_query_awareness",
-    "EMPTY_UPDATE",
+    "encode_sync_step1",
+    "encode_sync_step2",
+    "encode_sync_update",
+    "parse_frame",
+    "read_var_bytes",
+    "read_var_uint",
+    "write_var_uint",
 ]
 
 MESSAGE_SYNC = 0
@@ -44,6 +45,9 @@ AUTH_PERMISSION_DENIED = 0
 
 #: The encoding of a Yjs update that changes nothing (no structs, no deletes).
 EMPTY_UPDATE = b"\x00\x00"
+
+#: The state vector of a client that has nothing yet (a fresh join).
+EMPTY_STATE_VECTOR = b"\x00"
 
 
 class ProtocolError(ValueError):

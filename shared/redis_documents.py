@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from shared.envelope import Kind, encode_envelope
-from shared.redis_log import channel, queue_updates, read_log
+from shared.redis_log import LogPublisher, ProjectOutbox, read_log
 from shared.store import DocumentStore
 
 
@@ -29,6 +29,7 @@ class RedisDocuments:
 
     def __init__(self, redis: aioredis.Redis, store: DocumentStore, instance_id: bytes) -> None:
         self._redis = redis
+        self._log = LogPublisher(redis)
         self._store = store
         self._instance_id = instance_id
 
@@ -36,7 +37,6 @@ class RedisDocuments:
         return await load_with_log(self._redis, self._store, project_uuid)
 
     async def apply_update(self, project_uuid: str, update: bytes) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        queue_updates(pipe, project_uuid, [update])
-        pipe.publish(channel(project_uuid), encode_envelope(self._instance_id, Kind.UPDATE, update))
-        await pipe.execute()
+        outbox = ProjectOutbox()
+        outbox.envelopes.append(encode_envelope(self._instance_id, Kind.UPDATE, update))
+        await self._log.send({project_uuid: outbox})

@@ -12,7 +12,7 @@ Keys (DESIGN.md "Redis contract"):
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from typing import Mapping
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -22,9 +22,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
+from shared.envelope import HEADER_BYTES, Kind
 
 CHANNEL_PREFIX = "exe:yjs:project-"
-CHANNEL_PATTERN = "exe:yjs:project-*"
 DIRTY_STREAM = "exe:yjs:dirty"
 CONSUMER_GROUP = "persistence"
 UPDATE_FIELD = b"u"
@@ -84,9 +84,68 @@ async def read_log(redis: aioredis.Redis, project_uuid: str) -> list[tuple[bytes
     return [(entry_id, fields[UPDATE_FIELD]) for entry_id, fields in entries if UPDATE_FIELD in fields]
 
 
-def queue_updates(pipe: aioredis.client.Pipeline, project_uuid: str, updates: Sequence[bytes]) -> None:
-    """Append updates to the project's log and flag the project dirty (in `pipe`)."""
-    stream = log_stream(project_uuid)
-    for update in updates:
-        pipe.xadd(stream, {UPDATE_FIELD: update})
-    pipe.xadd(DIRTY_STREAM, {PROJECT_FIELD: project_uuid.encode()}, maxlen=DIRTY_MAXLEN, approximate=True)
+# One atomic step per batch: every update enters its project's log before it
+# is published, and a project with new log entries is flagged dirty once.
+# KEYS[1]: the dirty stream; KEYS[1 + p]: the log stream of project p.
+# ARGV[1]: the dirty stream's MAXLEN; then, per project p: its channel, its
+# uuid, N, N updates for the log only, M, M envelopes to publish. An envelope
+# of kind UPDATE also enters the log (its body, after the header).
+_APPEND_AND_PUBLISH = f"""
+local arg = 2
+for p = 2, #KEYS do
+  local log, channel, project = KEYS[p], ARGV[arg], ARGV[arg + 1]
+  local logged = tonumber(ARGV[arg + 2])
+  arg = arg + 3
+  for i = arg, arg + logged - 1 do
+    redis.call('XADD', log, '*', 'u', ARGV[i])
+  end
+  arg = arg + logged
+  local published = tonumber(ARGV[arg])
+  arg = arg + 1
+  for i = arg, arg + published - 1 do
+    local envelope = ARGV[i]
+    if string.byte(envelope, {HEADER_BYTES}) == {int(Kind.UPDATE)} then
+      redis.call('XADD', log, '*', 'u', string.sub(envelope, {HEADER_BYTES + 1}))
+      logged = logged + 1
+    end
+    redis.call('PUBLISH', channel, envelope)
+  end
+  arg = arg + published
+  if logged > 0 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'p', project)
+  end
+end
+"""
+
+
+class ProjectOutbox:
+    """What one batch sends for a project: updates for the log only (accepted
+    while Redis was away; peers resync by state vector) and envelopes to publish."""
+
+    __slots__ = ("log_only", "envelopes")
+
+    def __init__(self) -> None:
+        self.log_only: list[bytes] = []
+        self.envelopes: list[bytes] = []
+
+
+class LogPublisher:
+    """Appends to the durable log and publishes envelopes: one Redis call per batch.
+
+    A Lua script does it server-side, so a batch costs one command and one
+    reply however many updates and projects it holds, and an update's bytes
+    cross the network once (the log entry is cut from its envelope).
+    """
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._script = redis.register_script(_APPEND_AND_PUBLISH)
+
+    async def send(self, batch: Mapping[str, ProjectOutbox]) -> None:
+        keys: list[str] = [DIRTY_STREAM]
+        args: list[bytes | str | int] = [DIRTY_MAXLEN]
+        for project_uuid, outbox in batch.items():
+            keys.append(log_stream(project_uuid))
+            args += (channel(project_uuid), project_uuid, len(outbox.log_only), *outbox.log_only)
+            args += (len(outbox.envelopes), *outbox.envelopes)
+        if len(keys) > 1:
+            await self._script(keys=keys, args=args)

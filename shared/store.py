@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.compaction import build_snapshot
+from shared.compaction import LogStats, build_snapshot
 from shared.db.models import Project, YjsDocument, YjsUpdate
 
 _DELETE_CHUNK = 5000
@@ -31,15 +31,6 @@ class _SnapshotChanged(Exception):
 
 class UnknownProject(LookupError):
     """No project with that uuid."""
-
-
-@dataclass(frozen=True, slots=True)
-class LogStats:
-    """The size of a project's not-yet-compacted update log."""
-
-    count: int
-    bytes: int
-    snapshot_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,21 +110,29 @@ class DocumentStore:
         return stats
 
     async def append_from_log(
-        self, project_uuid: str, entries: Sequence[tuple[tuple[int, int], bytes]]
-    ) -> tuple[int, LogStats]:
+        self,
+        project_uuid: str,
+        entries: Sequence[tuple[tuple[int, int], bytes]],
+        *,
+        with_stats: bool = True,
+    ) -> tuple[int, LogStats | None]:
         """Append Redis-log entries `(position, update)` exactly once.
 
         The document row remembers the last position written; entries at or
         before it are skipped, under a row lock, so workers racing on the same
-        project never write an entry twice. Returns (rows written, log stats).
+        project never write an entry twice. Returns (rows written, log stats
+        after the append, or None without `with_stats`).
         """
         async with self._sessionmaker() as session, session.begin():
             project_id = await self._ensure_project_id(session, project_uuid)
-            document = await session.scalar(
-                select(YjsDocument).where(YjsDocument.project_id == project_id).with_for_update()
-            )
-            assert document is not None
-            done = _parse_position(document.log_position)
+            document_id, log_position = (
+                await session.execute(
+                    select(YjsDocument.id, YjsDocument.log_position)
+                    .where(YjsDocument.project_id == project_id)
+                    .with_for_update()
+                )
+            ).one()
+            done = _parse_position(log_position)
             fresh = [(position, update) for position, update in entries if position > done]
             if fresh:
                 await session.execute(
@@ -141,8 +140,13 @@ class DocumentStore:
                     [{"project_id": project_id, "update": update} for _, update in fresh],
                 )
                 last = max(position for position, _ in fresh)
-                document.log_position = f"{last[0]}-{last[1]}"
-            stats = await self._log_stats(session, project_id)
+                await session.execute(
+                    update(YjsDocument)
+                    .where(YjsDocument.id == document_id)
+                    .values(log_position=f"{last[0]}-{last[1]}")
+                )
+            stats = await self._log_stats(session, project_id) if with_stats else None
+        self._project_ids[project_uuid] = project_id  # committed now
         self._documents.add(project_id)
         return len(fresh), stats
 

@@ -6,7 +6,6 @@ import asyncio
 
 from sqlalchemy import select
 
-
 from tests.support.app_server import InProcessServer
 from tests.support.yclient import YClient
 
@@ -79,9 +78,7 @@ async def test_opaque_frames_are_relayed(server: InProcessServer, project: str) 
 
 
 async def test_viewer_updates_are_dropped(settings, project: str) -> None:  # type: ignore[no-untyped-def]
-    from shared.access import Role
-
-    from shared.access import PolicyBase
+    from shared.access import PolicyBase, Role
 
     class ViewerForBob(PolicyBase):
         async def role_for(self, identity, project_uuid):  # type: ignore[no-untyped-def]
@@ -210,3 +207,143 @@ async def test_large_updates_are_relayed_intact(server: InProcessServer, project
         await b.wait_text(big)
         b.append("!")
         await a.wait_text(big + "!")
+
+
+async def test_fresh_joiners_get_every_edit(server: InProcessServer, project: str) -> None:
+    token = await server.grant(project)
+    async with await YClient.connect(server.ws_url, project, token) as writer:
+        writer.append("first")
+        async with await YClient.connect(server.ws_url, project, token) as fresh:
+            await fresh.wait_text("first")
+            writer.append(" second")
+            await fresh.wait_text("first second")  # the server has applied it
+        # a full document encoded for the first fresh joiner must not be served again
+        async with await YClient.connect(server.ws_url, project, token) as later:
+            await later.wait_text("first second")
+
+
+async def test_simultaneous_fresh_joiners_all_get_the_document(server: InProcessServer, project: str) -> None:
+    token = await server.grant(project)
+    text = "course material " * 5_000
+    async with await YClient.connect(server.ws_url, project, token) as writer:
+        writer.append(text)
+        async with await YClient.connect(server.ws_url, project, token) as observer:
+            await observer.wait_text(text)
+        students = await asyncio.gather(*(YClient.connect(server.ws_url, project, token) for _ in range(6)))
+        try:
+            for student in students:
+                await student.wait_text(text)
+        finally:
+            await asyncio.gather(*(s.close() for s in students))
+
+
+
+class _FakeConnection:
+    """What a room needs of a connection; records the (data, frame) pairs it is sent."""
+
+    def __init__(self, conn_id: int) -> None:
+        from shared.access import Role
+
+        self.id = conn_id
+        self.role = Role.EDITOR
+        self.sent: list[tuple[bytes | str, bytes | None]] = []
+
+    def send(self, data: bytes | str, frame: bytes | None = None) -> None:
+        self.sent.append((data, frame))
+
+    def last_step2(self) -> tuple[bytes, bytes | None]:
+        """The update of the last frame sent, a SyncStep2, and its pre-encoded frame."""
+        from services.collab.frames import encode_frame
+        from shared.protocol import FrameKind, parse_frame
+
+        data, frame = self.sent[-1]
+        assert isinstance(data, bytes)
+        assert frame is None or frame == encode_frame(data)
+        parsed = parse_frame(data)
+        assert parsed.kind is FrameKind.SYNC_STEP2
+        return parsed.payload, frame
+
+
+class _Writer:
+    """A client document whose edits are handed to the room as updates."""
+
+    def __init__(self) -> None:
+        from pycrdt import Doc, Text
+
+        self.doc = Doc()
+        self.text = self.doc.get("t", type=Text)
+
+    def edit(self, text: str) -> bytes:
+        before = self.doc.get_state()
+        self.text += text
+        return self.doc.get_update(before)
+
+
+def _room():  # type: ignore[no-untyped-def]
+    from prometheus_client import CollectorRegistry
+
+    from services.collab.metrics import CollabMetrics
+    from services.collab.room import Room
+
+    class Backplane:
+        def publish_update(self, project_uuid: str, update: bytes) -> None:
+            pass
+
+    return Room("p", Backplane(), CollabMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+
+
+def _text_of(update: bytes) -> str:
+    from pycrdt import Doc, Text
+
+    doc = Doc()
+    doc.apply_update(update)
+    return str(doc.get("t", type=Text))
+
+
+def test_fresh_joins_share_one_encoding_until_the_document_changes() -> None:
+    from shared.protocol import EMPTY_STATE_VECTOR, encode_sync_step1, encode_sync_update
+
+    room, writer, editor = _room(), _Writer(), _FakeConnection(0)
+    join = encode_sync_step1(EMPTY_STATE_VECTOR)
+    room.receive(editor, encode_sync_update(writer.edit("a")))
+    first, second = _FakeConnection(1), _FakeConnection(2)
+    room.receive(first, join)
+    room.receive(second, join)
+    (update, frame), (_, same_frame) = first.last_step2(), second.last_step2()
+    assert _text_of(update) == "a"
+    assert frame is not None and same_frame is frame  # encoded once, sent twice
+
+    # each way an update reaches the doc makes the next fresh join re-encode
+    changes = [
+        lambda: room.receive(editor, encode_sync_update(writer.edit("b"))),
+        lambda: room.apply_remote_update(writer.edit("c")),
+        lambda: room.apply_remote_updates([writer.edit("d"), writer.edit("e")]),
+    ]
+    for conn_id, change in enumerate(changes, start=3):
+        change()
+        fresh = _FakeConnection(conn_id)
+        room.receive(fresh, join)
+        update, new_frame = fresh.last_step2()
+        assert new_frame is not frame
+        assert _text_of(update) == str(writer.text)
+        frame = new_frame
+    assert str(writer.text) == "abcde"
+
+
+def test_joins_with_a_state_vector_get_only_what_they_miss() -> None:
+    from pycrdt import Doc, Text
+
+    from shared.protocol import encode_sync_step1, encode_sync_update
+
+    room, writer, editor = _room(), _Writer(), _FakeConnection(0)
+    room.receive(editor, encode_sync_update(writer.edit("known " * 100)))
+    client = Doc()
+    client.apply_update(writer.doc.get_update())
+    room.receive(editor, encode_sync_update(writer.edit("new")))
+
+    returning = _FakeConnection(1)
+    room.receive(returning, encode_sync_step1(client.get_state()))
+    missing, _ = returning.last_step2()
+    assert len(missing) < len(writer.doc.get_update()) // 10
+    client.apply_update(missing)
+    assert str(client.get("t", type=Text)) == str(writer.text)

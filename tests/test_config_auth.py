@@ -47,6 +47,7 @@ def test_defaults_are_the_embedded_mode(tmp_path: Path) -> None:
     assert settings.relay_unknown_frames is True
     assert (settings.ping_interval, settings.pong_timeout) == (30.0, 40.0)
     assert settings.room_unload_grace == 30.0
+    assert settings.persist_batch_seconds == 0.1
     assert settings.run_migrations is True and settings.auth_create_users is True
 
 
@@ -62,6 +63,7 @@ def test_explicit_values_are_read(tmp_path: Path) -> None:
             WS_PING_INTERVAL="2.5",
             ROOM_UNLOAD_GRACE="1",
             COMPACT_MAX_UPDATES="7",
+            PERSIST_BATCH_SECONDS="0",
             API_JWT_SECRET=SECRET,
             APP_SECRET=SECRET,
         )
@@ -72,6 +74,7 @@ def test_explicit_values_are_read(tmp_path: Path) -> None:
     assert settings.relay_unknown_frames is False
     assert settings.ping_interval == 2.5 and settings.room_unload_grace == 1.0
     assert settings.compact_max_updates == 7
+    assert settings.persist_batch_seconds == 0.0
     assert settings.jwt_secret == SECRET
 
 
@@ -195,6 +198,9 @@ def test_dev_with_only_one_secret_keeps_it(tmp_path: Path) -> None:
         ("COMPACT_MAX_UPDATES", "lots"),
         ("WS_PING_INTERVAL", "soon"),
         ("RELAY_UNKNOWN_FRAMES", "maybe"),
+        ("PERSIST_BATCH_SECONDS", "soon"),
+        ("PERSIST_BATCH_SECONDS", "-1"),
+        ("PERSIST_BATCH_SECONDS", "nan"),
     ],
 )
 def test_bad_values_are_config_errors_naming_the_variable(

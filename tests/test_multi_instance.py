@@ -7,7 +7,7 @@ import random
 import statistics
 import time
 
-from tests.support.cluster import Cluster, metrics_of, wait_stored
+from tests.support.cluster import Cluster, metric, metrics_of, wait_metric, wait_stored
 from tests.support.servers import RedisServer
 from tests.support.yclient import YClient
 
@@ -207,3 +207,31 @@ async def test_worker_compacts_an_idle_document(cluster: Cluster) -> None:
                 await asyncio.sleep(0.1)
         assert (await cluster.store.log_stats(room.removeprefix("project-"))).count == 0
         assert await cluster.stored_text(room) == "idle compaction"
+
+
+async def test_worker_commits_a_burst_in_one_transaction(cluster: Cluster) -> None:
+    """The dirty stream alone wakes the worker; updates flagged within one
+    `PERSIST_BATCH_SECONDS` window are committed together, and soon."""
+    a = await cluster.collab("a")
+    worker = await cluster.worker(persist_batch_seconds="0.3")
+    room = await cluster.new_project(1)
+    token = cluster.token(1)
+    async with await YClient.connect(a.ws_url, room, token) as writer, await YClient.connect(
+        a.ws_url, room, token
+    ) as peer:
+        writer.append("seed;")
+        before = await wait_metric(worker.http_url, "persistence_updates_total", 1)
+        for i in range(20):  # over many collab ticks: each is relayed before the next is typed
+            writer.append(f"{i};")
+            expected = writer.value
+            await peer.wait_text(expected)
+        after = await wait_metric(worker.http_url, "persistence_updates_total", 21)
+        assert await cluster.stored_text(room) == writer.value
+    batches = metric(after, "persistence_batches_total") - metric(
+        before, "persistence_batches_total"
+    )
+    assert metric(after, "persistence_updates_total") == 21
+    assert 1 <= batches <= 2, f"20 updates of one burst took {batches} transactions"
+    # every update reached PostgreSQL within a second of entering the Redis log
+    within_a_second = metric(after, 'persistence_lag_seconds_bucket{le="1.0"}')
+    assert within_a_second == metric(after, "persistence_lag_seconds_count")

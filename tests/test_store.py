@@ -1,8 +1,9 @@
 """The document store against SQLite and PostgreSQL: append, load, compact.
 
-Every test here runs twice, once per backend (the `migrated_database_url`
-fixture). The last test drives the collab service's `StoreWriter` through a
-real server and checks that the compaction thresholds fire.
+Every database test here runs twice, once per backend (the
+`migrated_database_url` fixture). The last test drives the collab service's
+`StoreWriter` through a real server and checks that the compaction thresholds
+fire.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import shared.store as store_module
-from shared.compaction import build_doc, build_snapshot
+from shared.compaction import LogSizes, build_doc, build_snapshot
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.models import Project, YjsDocument, YjsUpdate
@@ -121,6 +122,34 @@ async def test_log_stats(store: DocumentStore) -> None:
     result = await store.compact(project)
     assert result is not None
     assert await store.log_stats(project) == LogStats(0, 0, result.snapshot_bytes)
+
+
+async def test_append_from_log_writes_each_entry_once(store: DocumentStore) -> None:
+    project = new_project()
+    rec = Recorder()
+    for i in range(5):
+        rec.text += f"{i};"
+    updates = rec.take()
+    entries = [((1000, i), update) for i, update in enumerate(updates)]
+    written, stats = await store.append_from_log(project, entries[:3])
+    assert written == 3 and stats == LogStats(3, sum(len(u) for u in updates[:3]))
+    # a second pass over the whole log (another worker, a retry) writes only what is new
+    written, stats = await store.append_from_log(project, entries, with_stats=False)
+    assert (written, stats) == (2, None)
+    assert await store.append_from_log(project, entries) == (0, LogStats(5, sum(map(len, updates))))
+    assert await store.load_updates(project) == updates
+
+
+def test_log_sizes_count_in_memory_until_a_compaction() -> None:
+    sizes = LogSizes()
+    assert sizes.grown("p", 2, 20) is None and sizes.get("p") is None  # unknown: the caller queries
+    sizes.set("p", LogStats(3, 30, 100))  # what the query counted
+    assert sizes.grown("p", 2, 20) == LogStats(5, 50, 100)
+    assert sizes.grown("p", 0, 0) == sizes.get("p") == LogStats(5, 50, 100)
+    assert sizes.get("q") is None
+    sizes.forget("p")  # compacted: the next write queries again
+    assert sizes.get("p") is None and sizes.grown("p", 1, 10) is None
+    sizes.forget("p")  # forgetting an unknown project is harmless
 
 
 async def test_compaction_of_nothing_returns_none(store: DocumentStore) -> None:

@@ -1,10 +1,12 @@
 """One client's WebSocket, with a non-blocking send path.
 
-Broadcasting must never wait on a slow socket. `send` writes the frame
-straight to the transport while the socket keeps up (no task, no copy: a
-broadcast encodes its frame once, see `frames.py`); once the transport's
-buffer passes `HIGH_WATER`, frames queue and a writer task drains them with
-aiohttp's flow control. A client that lets more than `max_queued_bytes` pile
+Broadcasting must never wait on a slow socket. While the socket keeps up,
+`send` only appends the (already encoded, see `frames.py`) frame to the
+connection's tick buffer; at the end of the event-loop tick the `TickWriter`
+writes each socket's frames with one `transport.write`, so a client sent
+several frames in one tick costs one system call, not several. Once the
+transport's buffer passes `HIGH_WATER`, frames queue instead and a writer task
+drains them with aiohttp's flow control. A client that lets more than `max_queued_bytes` pile
 up is disconnected with 1013 instead of growing the server's memory without
 bound.
 """
@@ -31,6 +33,24 @@ _ids = itertools.count(1)
 HIGH_WATER = 256 * 1024
 
 
+class TickWriter:
+    """Writes every connection's frames of one event-loop tick together, at its end."""
+
+    def __init__(self) -> None:
+        self._due: list[Connection] = []
+
+    def schedule(self, conn: "Connection") -> None:
+        """`conn` has frames to write; the first call of a tick schedules the flush."""
+        if not self._due:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._due.append(conn)
+
+    def _flush(self) -> None:
+        due, self._due = self._due, []
+        for conn in due:
+            conn.write_tick()
+
+
 class Connection:
     """A joined client: its socket, who it is, and its outgoing queue."""
 
@@ -40,6 +60,7 @@ class Connection:
         transport: asyncio.Transport | None,
         identity: Identity,
         role: Role,
+        tick_writer: TickWriter,
         *,
         max_queued_bytes: int = 64 * 1024 * 1024,
         frames_per_second: float = 0.0,
@@ -51,6 +72,8 @@ class Connection:
         self.role = role
         self.last_seen = time.monotonic()
         self.last_ping = 0.0
+        self._tick_writer = tick_writer
+        self._tick_frames: list[bytes] = []  # encoded frames written at the end of this tick
         self._queue: deque[bytes | str] = deque()
         self._queued_bytes = 0
         self._max_queued_bytes = max_queued_bytes
@@ -84,13 +107,15 @@ class Connection:
         if self.ws.closed:
             return
         transport = self._transport
-        if (
+        if self._tick_frames or (
             self._writer is None
             and transport is not None
             and not transport.is_closing()
             and transport.get_write_buffer_size() < HIGH_WATER
         ):
-            transport.write(frame if frame is not None else encode_frame(data))
+            if not self._tick_frames:
+                self._tick_writer.schedule(self)
+            self._tick_frames.append(frame if frame is not None else encode_frame(data))
             return
         self._queue.append(data)
         self._queued_bytes += len(data)
@@ -104,6 +129,13 @@ class Connection:
             return
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    def write_tick(self) -> None:
+        """Write the frames gathered this tick in one system call."""
+        frames, self._tick_frames = self._tick_frames, []
+        transport = self._transport
+        if frames and transport is not None and not transport.is_closing() and not self.ws.closed:
+            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     async def _drain(self) -> None:
         try:
@@ -122,6 +154,7 @@ class Connection:
 
     async def flush(self) -> None:
         """Wait until queued frames are handed to the socket."""
+        self.write_tick()
         writer = self._writer
         if writer is not None:
             await asyncio.shield(writer)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
 from services.collab.close_codes import CloseCode
-from services.collab.connection import Connection
+from services.collab.connection import Connection, TickWriter
 from services.collab.metrics import CollabMetrics
 from services.collab.room import Room
 from services.collab.rooms import RoomManager
@@ -41,6 +41,7 @@ class CollabContext:
     access: AccessPolicy
     metrics: CollabMetrics
     instance_id: str
+    tick_writer: TickWriter = field(default_factory=TickWriter)
 
 
 COLLAB: web.AppKey[CollabContext] = web.AppKey("collab", CollabContext)
@@ -94,7 +95,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if ctx.rooms.connection_count() >= ctx.settings.max_connections:
         return await _refuse(ctx, ws, CloseCode.TRY_AGAIN_LATER, "server full")
     conn = Connection(
-        ws, request.transport, identity, role, frames_per_second=ctx.settings.max_frames_per_second
+        ws,
+        request.transport,
+        identity,
+        role,
+        ctx.tick_writer,
+        frames_per_second=ctx.settings.max_frames_per_second,
     )
     room.join(conn)
     ctx.metrics.connections.inc()

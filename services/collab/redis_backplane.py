@@ -43,10 +43,11 @@ from shared.protocol import EMPTY_UPDATE, ProtocolError
 from shared.redis_documents import load_with_log
 from shared.redis_log import (
     REDIS_ERRORS,
+    LogPublisher,
+    ProjectOutbox,
     channel,
     instance_key,
     project_of_channel,
-    queue_updates,
     read_log,
 )
 from shared.store import DocumentStore
@@ -73,6 +74,7 @@ class RedisBackplane:
         assert len(instance_id) == INSTANCE_ID_BYTES
         self.instance_id = instance_id
         self._redis = redis
+        self._log = LogPublisher(redis)
         self._store = store
         self._metrics = metrics
         self._backlog_limit = backlog_limit
@@ -221,7 +223,7 @@ class RedisBackplane:
             await self._progress.wait()
 
     async def _sender_loop(self) -> None:
-        """Send the outbox once per wake-up: one pipeline, log appends before publishes."""
+        """Send the outbox once per wake-up: one Redis call, log appends before publishes."""
         backoff = Backoff(0.05, MAX_BACKOFF)
         while True:
             await self._wake_sender.wait()
@@ -249,19 +251,12 @@ class RedisBackplane:
                 self._drained.set()
 
     async def _send(self, backlog: list[tuple[str, bytes]], batch: list[tuple[str, Kind, bytes]]) -> None:
-        updates: dict[str, list[bytes]] = defaultdict(list)
+        outboxes: dict[str, ProjectOutbox] = defaultdict(ProjectOutbox)
         for project_uuid, update in backlog:
-            updates[project_uuid].append(update)
+            outboxes[project_uuid].log_only.append(update)
         for project_uuid, kind, body in batch:
-            if kind is Kind.UPDATE:
-                updates[project_uuid].append(body)
-        pipe = self._redis.pipeline(transaction=False)
-        for project_uuid, project_updates in updates.items():
-            queue_updates(pipe, project_uuid, project_updates)
-        for project_uuid, kind, body in batch:
-            pipe.publish(channel(project_uuid), encode_envelope(self.instance_id, kind, body))
-        if updates or batch:
-            await pipe.execute()
+            outboxes[project_uuid].envelopes.append(encode_envelope(self.instance_id, kind, body))
+        await self._log.send(outboxes)
         for _, kind, _ in batch:
             self._metrics.envelopes_out_by[kind.name.lower()].inc()
 

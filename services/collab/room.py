@@ -5,12 +5,19 @@ the backplane, clients `join()`/`leave()`, frames go through `receive()`;
 frames from other instances come in through the `apply_remote_*` methods.
 The room owns the in-memory `Doc` and the awareness registry; where accepted
 updates go (store, Redis) is the backplane's business.
+
+Fresh clients (empty state vector) need the whole document. Its SyncStep2 is
+encoded once and reused by every fresh join until the document next changes,
+so 30 clients opening a large project together cost one encoding. Updates
+must therefore reach the doc through the room (`_apply`), which drops the
+cached answer.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Hashable
+from collections.abc import Hashable
+from dataclasses import dataclass
 
 from pycrdt import Doc
 
@@ -20,6 +27,7 @@ from services.collab.frames import encode_frame
 from services.collab.metrics import CollabMetrics
 from shared.awareness import AwarenessRegistry, decode_awareness_update
 from shared.protocol import (
+    EMPTY_STATE_VECTOR,
     EMPTY_UPDATE,
     Frame,
     FrameKind,
@@ -38,6 +46,14 @@ class InvalidUpdate(ProtocolError):
     """A sync frame whose payload is not a valid Yjs update or state vector."""
 
 
+@dataclass(frozen=True, slots=True)
+class _FullSync:
+    """The SyncStep2 carrying the whole document, and its WebSocket frame."""
+
+    message: bytes
+    frame: bytes
+
+
 class Room:
     def __init__(
         self,
@@ -54,6 +70,7 @@ class Room:
         self._backplane = backplane
         self._metrics = metrics
         self._relay_unknown = relay_unknown_frames
+        self._full_sync: _FullSync | None = None  # None: stale, encode on the next fresh join
 
     def __repr__(self) -> str:
         return f"<Room {self.project_uuid} connections={len(self.connections)}>"
@@ -68,7 +85,7 @@ class Room:
         """
         for update in await self._backplane.load(self.project_uuid):
             if update and update != EMPTY_UPDATE:
-                self.doc.apply_update(update)
+                self._apply(update)
 
     def join(self, conn: Connection) -> None:
         """Add a connection and greet it: our state vector, then current awareness."""
@@ -119,11 +136,22 @@ class Room:
         self._relay_opaque(conn, text)
 
     def _answer_step1(self, conn: Connection, frame: Frame) -> None:
+        if frame.payload == EMPTY_STATE_VECTOR:
+            full = self._full_sync_answer()
+            self._send(conn, full.message, "sync_step2", full.frame)
+            return
         try:
             missing = self.doc.get_update(frame.payload)
         except ValueError as exc:
             raise InvalidUpdate(f"invalid state vector: {exc}") from None
         self._send(conn, encode_sync_step2(missing), "sync_step2")
+
+    def _full_sync_answer(self) -> _FullSync:
+        """The answer to an empty state vector, encoded at most once per document state."""
+        if self._full_sync is None:
+            message = encode_sync_step2(self.doc.get_update(EMPTY_STATE_VECTOR))
+            self._full_sync = _FullSync(message, encode_frame(message))
+        return self._full_sync
 
     def _accept_update(self, conn: Connection, frame: Frame, data: bytes) -> None:
         update = frame.payload
@@ -133,7 +161,7 @@ class Room:
             self._metrics.readonly_dropped.inc()
             return
         try:
-            self.doc.apply_update(update)
+            self._apply(update)
         except ValueError as exc:
             raise InvalidUpdate(f"invalid Yjs update: {exc}") from None
         relayed = data if frame.kind is FrameKind.SYNC_UPDATE else encode_sync_update(update)
@@ -150,14 +178,14 @@ class Room:
 
     def apply_remote_update(self, update: bytes) -> None:
         """A document update accepted by another instance (or imported over HTTP)."""
-        self.doc.apply_update(update)
+        self._apply(update)
         self._broadcast(encode_sync_update(update), "sync_update")
 
     def apply_remote_updates(self, updates: list[bytes]) -> None:
         """Many updates at once (a log catch-up): one diff goes out to the clients."""
         before = self.doc.get_state()
         for update in updates:
-            self.doc.apply_update(update)
+            self._apply(update)
         diff = self.doc.get_update(before)
         if diff != EMPTY_UPDATE:
             self._broadcast(encode_sync_update(diff), "sync_update")
@@ -176,10 +204,15 @@ class Room:
         if removal is not None:
             self._broadcast(encode_awareness(removal), "awareness")
 
+    def _apply(self, update: bytes) -> None:
+        """Apply an update to the document; the cached full sync is stale from now on."""
+        self._full_sync = None
+        self.doc.apply_update(update)
+
     # sending -------------------------------------------------------------
 
-    def _send(self, conn: Connection, data: bytes | str, kind: str) -> None:
-        conn.send(data)
+    def _send(self, conn: Connection, data: bytes | str, kind: str, frame: bytes | None = None) -> None:
+        conn.send(data, frame)
         self._metrics.frames_out_by[kind].inc()
         self._metrics.bytes_out.inc(len(data))
 

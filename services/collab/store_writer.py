@@ -17,8 +17,8 @@ from collections import defaultdict
 
 from services.collab.metrics import CollabMetrics
 from shared.backoff import Backoff
-from shared.compaction import CompactionPolicy, IdleTracker
-from shared.store import DocumentStore, LogStats
+from shared.compaction import CompactionPolicy, IdleTracker, LogSizes, LogStats
+from shared.store import DocumentStore
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class StoreWriter:
         self._compactions: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._idle = IdleTracker(idle_compact_seconds)
-        self._log: dict[str, LogStats] = {}
+        self._sizes = LogSizes()
         self._idle_task: asyncio.Task[None] | None = None
 
     def submit(self, project_uuid: str, update: bytes) -> None:
@@ -137,18 +137,14 @@ class StoreWriter:
     async def _track(self, project_uuid: str, written: list[bytes]) -> LogStats:
         """The project's log size after `written`, counted here instead of by a
         query per flush (one query after start-up and after each compaction)."""
-        known = self._log.get(project_uuid)
-        if known is None:
-            known = await self._store.log_stats(project_uuid)  # includes `written`
-        else:
-            known = LogStats(
-                known.count + len(written), known.bytes + sum(map(len, written)), known.snapshot_bytes
-            )
-        self._log[project_uuid] = known
-        return known
+        stats = self._sizes.grown(project_uuid, len(written), sum(map(len, written)))
+        if stats is None:
+            stats = await self._store.log_stats(project_uuid)  # includes `written`
+            self._sizes.set(project_uuid, stats)
+        return stats
 
     async def _due_when_idle(self, project_uuid: str) -> bool:
-        stats = self._log.get(project_uuid) or await self._store.log_stats(project_uuid)
+        stats = self._sizes.get(project_uuid) or await self._store.log_stats(project_uuid)
         return self._policy.due_when_idle(stats.count, stats.bytes, stats.snapshot_bytes)
 
     def _schedule_compaction(self, project_uuid: str) -> None:
@@ -177,7 +173,7 @@ class StoreWriter:
             log.exception("compaction failed", extra={"project": project_uuid})
             return
         finally:
-            self._log.pop(project_uuid, None)  # recounted on the next write
+            self._sizes.forget(project_uuid)  # recounted on the next write
         if result is not None:
             self._metrics.compactions.inc()
             log.info(

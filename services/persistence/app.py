@@ -55,6 +55,7 @@ def create_app(settings: Settings) -> web.Application:
             metrics,
             consumer,
             idle_compact_seconds=settings.compact_idle_seconds,
+            batch_seconds=settings.persist_batch_seconds,
         )
         app[WORKER] = worker
         await worker.start()

@@ -2,12 +2,15 @@
 
 Work arrives on the `exe:yjs:dirty` stream, consumed through the consumer
 group `persistence` (several workers share the work; entries a dead worker
-left pending are claimed with XAUTOCLAIM). The fan-out channels are a second,
-lower-latency wake-up. For a project, a pass reads its whole log, commits the
-new entries (exactly once, see `DocumentStore.append_from_log`), then
-acknowledges and trims the log up to what was committed. Nothing is
-acknowledged or trimmed before the commit, so a crash or a database outage
-loses nothing: the next pass (here or on another worker) redoes it.
+left pending are claimed with XAUTOCLAIM). A blocking XREADGROUP wakes the
+worker as soon as a collab instance flags a project; it then gathers what
+else arrives for `batch_seconds` and makes one pass per project. A pass reads
+the project's whole log, commits the new entries in one transaction (exactly
+once, see `DocumentStore.append_from_log`), then acknowledges and trims the
+log up to what was committed. Nothing is acknowledged or trimmed before the
+commit, so a crash or a database outage loses nothing: the next pass (here or
+on another worker) redoes it. The log's size for the compaction triggers is
+counted in memory (`LogSizes`), not queried on every pass.
 """
 
 from __future__ import annotations
@@ -16,16 +19,15 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from services.persistence.metrics import WorkerMetrics
 from shared.backoff import Backoff
-from shared.compaction import CompactionPolicy, IdleTracker
-from shared.envelope import EnvelopeError, Kind, decode_envelope
+from shared.compaction import CompactionPolicy, IdleTracker, LogSizes
 from shared.redis_log import (
-    CHANNEL_PATTERN,
     CONSUMER_GROUP,
     DIRTY_STREAM,
     PROJECT_FIELD,
@@ -33,10 +35,9 @@ from shared.redis_log import (
     format_stream_id,
     log_stream,
     parse_stream_id,
-    project_of_channel,
     read_log,
 )
-from shared.store import DocumentStore, LogStats
+from shared.store import DocumentStore
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class PersistenceWorker:
         idle_compact_seconds: float = 30.0,
         claim_idle_ms: int = 15_000,
         batch_size: int = 200,
+        batch_seconds: float = 0.1,
     ) -> None:
         self._redis = redis
         self._store = store
@@ -63,28 +65,25 @@ class PersistenceWorker:
         self._consumer = consumer
         self._claim_idle_ms = claim_idle_ms
         self._batch_size = batch_size
+        self._batch_seconds = batch_seconds
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._idle = IdleTracker(idle_compact_seconds)
-        self._log: dict[str, LogStats] = {}  # as of this worker's last pass per project
-        self._kicked: dict[str, asyncio.Task[None]] = {}
+        self._sizes = LogSizes()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._queue_loop(), name="worker-queue"),
-            asyncio.create_task(self._wakeup_loop(), name="worker-wakeup"),
             asyncio.create_task(self._idle_loop(), name="worker-idle-compaction"),
             asyncio.create_task(self._sweep_logs(), name="worker-initial-sweep"),
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks + list(self._kicked.values()):
+        for task in self._tasks:
             task.cancel()
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*self._tasks, *self._kicked.values(), return_exceptions=True), 5.0
-            )
-        except asyncio.TimeoutError:
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 5.0)
+        except TimeoutError:
             log.warning("worker tasks did not stop within 5 s")
         # Let an in-flight commit finish; whatever is not acknowledged is redone later.
         for lock in list(self._locks.values()):
@@ -93,29 +92,47 @@ class PersistenceWorker:
 
     # one project -----------------------------------------------------------
 
-    async def persist(self, project_uuid: str) -> int:
-        """Commit the project's log to the database; return how many entries were new."""
+    async def persist(self, project_uuid: str, acknowledge: Sequence[bytes] = ()) -> int:
+        """Commit the project's log to the database; return how many entries were new.
+
+        After the commit, the log is trimmed and the work entries `acknowledge`
+        are acknowledged, in one round trip.
+        """
         async with self._locks[project_uuid]:
             entries = await read_log(self._redis, project_uuid)
             if not entries:
+                if acknowledge:
+                    await self._redis.xack(DIRTY_STREAM, CONSUMER_GROUP, *acknowledge)
                 return 0
             positioned = [(parse_stream_id(entry_id), update) for entry_id, update in entries]
-            written, stats = await self._store.append_from_log(project_uuid, positioned)
+            written, counted = await self._store.append_from_log(
+                project_uuid, positioned, with_stats=self._sizes.get(project_uuid) is None
+            )
             now_ms = time.time() * 1000
-            newest = positioned[-1][0]
+            fresh = positioned[len(positioned) - written :]
+            size = sum(len(update) for _, update in fresh)
             if written:
-                for position, update in positioned[-written:]:
+                for position, _ in fresh:
                     self._metrics.lag.observe(max(0.0, (now_ms - position[0]) / 1000))
-                size = sum(len(update) for _, update in positioned[-written:])
                 self._metrics.record_written(size, size)
                 self._metrics.updates_persisted.inc(written)
                 self._metrics.batches.inc()
-            await self._redis.xtrim(
-                log_stream(project_uuid), minid=format_stream_id((newest[0], newest[1] + 1)), approximate=False
-            )
+            newest = positioned[-1][0]
+            after_newest = format_stream_id((newest[0], newest[1] + 1))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xtrim(log_stream(project_uuid), minid=after_newest, approximate=False)
+                if acknowledge:
+                    pipe.xack(DIRTY_STREAM, CONSUMER_GROUP, *acknowledge)
+                await pipe.execute()
             self._idle.touch(project_uuid, time.monotonic())
-            self._log[project_uuid] = stats
-            if self._policy.due(stats.count, stats.bytes, stats.snapshot_bytes):
+            if counted is None:
+                stats = self._sizes.grown(project_uuid, written, size)
+            else:
+                stats = counted
+                self._sizes.set(project_uuid, counted)
+            if stats is not None and self._policy.due(
+                stats.count, stats.bytes, stats.snapshot_bytes
+            ):
                 await self._compact_locked(project_uuid)
             return written
 
@@ -126,7 +143,7 @@ class PersistenceWorker:
     async def _compact_locked(self, project_uuid: str) -> None:
         result = await self._store.compact(project_uuid)
         self._idle.compacted(project_uuid)
-        self._log.pop(project_uuid, None)
+        self._sizes.forget(project_uuid)
         if result is None:
             return
         self._metrics.compactions.inc()
@@ -168,6 +185,10 @@ class PersistenceWorker:
                 entries += claimed
                 if not entries:
                     entries = await self._read_group(">", block=1000)
+                    if entries and self._batch_seconds > 0:
+                        # gather the rest of the burst: one pass per project per window
+                        await asyncio.sleep(self._batch_seconds)
+                        entries += await self._read_group(">", block=None)
                 await self._process(entries)
                 backoff.reset()
             except asyncio.CancelledError:
@@ -196,66 +217,19 @@ class PersistenceWorker:
 
     async def _process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         by_project: dict[str, list[bytes]] = defaultdict(list)
+        stray: list[bytes] = []  # malformed: no project; acknowledged so they do not loop
         for entry_id, fields in entries:
             project = fields.get(PROJECT_FIELD)
             if project:
                 by_project[project.decode()].append(entry_id)
+            else:
+                stray.append(entry_id)
         for project_uuid, entry_ids in by_project.items():
-            await self.persist(project_uuid)
-            await self._redis.xack(DIRTY_STREAM, CONSUMER_GROUP, *entry_ids)
-        # malformed entries carry no project: acknowledge them so they do not loop
-        stray = [entry_id for entry_id, fields in entries if not fields.get(PROJECT_FIELD)]
+            await self.persist(project_uuid, acknowledge=entry_ids)
         if stray:
             await self._redis.xack(DIRTY_STREAM, CONSUMER_GROUP, *stray)
 
-    # low-latency wake-up and housekeeping -----------------------------------
-
-    async def _wakeup_loop(self) -> None:
-        """Start a pass as soon as an update is published on any room channel."""
-        backoff = Backoff(0.1, MAX_BACKOFF)
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.psubscribe(CHANNEL_PATTERN)
-                backoff.reset()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None:
-                        self._on_channel_message(message)
-            except asyncio.CancelledError:
-                raise
-            except REDIS_ERRORS:
-                await backoff.sleep()
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:
-                    pass
-
-    def _on_channel_message(self, message: dict) -> None:  # type: ignore[type-arg]
-        project_uuid = project_of_channel(message.get("channel", b""))
-        if project_uuid is None:
-            return
-        try:
-            envelope = decode_envelope(message["data"])
-        except EnvelopeError:
-            return  # collab instances count and log these
-        if envelope.kind is Kind.UPDATE:
-            self._kick(project_uuid)
-
-    def _kick(self, project_uuid: str) -> None:
-        if project_uuid in self._kicked:
-            return
-        task = asyncio.create_task(self._kicked_pass(project_uuid))
-        self._kicked[project_uuid] = task
-        task.add_done_callback(lambda _: self._kicked.pop(project_uuid, None))
-
-    async def _kicked_pass(self, project_uuid: str) -> None:
-        await asyncio.sleep(0.01)  # let the publisher's pipeline (log + publish) land
-        try:
-            await self.persist(project_uuid)
-        except Exception as exc:  # the work queue retries with backoff
-            log.debug("wake-up pass failed: %s", exc)
+    # housekeeping ------------------------------------------------------------
 
     async def _idle_loop(self) -> None:
         """Compact projects whose log has been quiet for `idle_compact_seconds`."""
@@ -263,7 +237,7 @@ class PersistenceWorker:
             await asyncio.sleep(self._idle.check_interval)
             for project_uuid in self._idle.due(time.monotonic()):
                 self._idle.compacted(project_uuid)  # checked now; the next write re-arms it
-                stats = self._log.get(project_uuid)
+                stats = self._sizes.get(project_uuid)
                 if stats is not None and not self._policy.due_when_idle(
                     stats.count, stats.bytes, stats.snapshot_bytes
                 ):

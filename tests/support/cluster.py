@@ -120,6 +120,26 @@ async def metrics_of(url: str) -> str:
         return await resp.text()
 
 
+def metric(text: str, sample: str) -> float:
+    """One sample's value in Prometheus text, e.g. `persistence_batches_total` (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def wait_metric(url: str, sample: str, expected: float, timeout: float = 15.0) -> str:
+    """Wait until a sample reaches `expected`; return the whole metrics text of that moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = await metrics_of(url)
+        if metric(text, sample) >= expected:
+            return text
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{sample} is {metric(text, sample)}, expected {expected}")
+        await asyncio.sleep(0.05)  # polling the metrics endpoint: there is no event to wait on
+
+
 async def wait_stored(cluster: Cluster, room: str, expected: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while True:

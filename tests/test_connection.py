@@ -1,0 +1,80 @@
+"""Connection's send path: frames of one event-loop tick leave in one write per socket."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from services.collab.connection import HIGH_WATER, Connection, TickWriter
+from services.collab.frames import encode_frame
+from shared.access import Role
+from shared.auth import Identity
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.buffered = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+class OpenSocket:
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def _connection(tick_writer: TickWriter) -> tuple[Connection, RecordingTransport, OpenSocket]:
+    transport, ws = RecordingTransport(), OpenSocket()
+    identity = Identity(user_id="u1")
+    conn = Connection(cast(Any, ws), cast(Any, transport), identity, Role.EDITOR, tick_writer)
+    return conn, transport, ws
+
+
+async def test_frames_sent_in_one_tick_are_written_together_in_order() -> None:
+    tick_writer = TickWriter()
+    first, first_transport, _ = _connection(tick_writer)
+    second, second_transport, _ = _connection(tick_writer)
+
+    first.send(b"one")
+    second.send(b"two")
+    first.send(b"three", encode_frame(b"three"))
+    assert first_transport.writes == [] and second_transport.writes == []  # not before the tick ends
+
+    await asyncio.sleep(0)
+    assert first_transport.writes == [encode_frame(b"one") + encode_frame(b"three")]
+    assert second_transport.writes == [encode_frame(b"two")]
+
+    first.send("text")
+    await asyncio.sleep(0)
+    assert first_transport.writes[1:] == [encode_frame("text")]
+
+
+async def test_flush_writes_the_tick_at_once() -> None:
+    conn, transport, _ = _connection(TickWriter())
+    conn.send(b"last words")
+    await conn.flush()  # close() flushes before its close frame
+    assert transport.writes == [encode_frame(b"last words")]
+    await asyncio.sleep(0)
+    assert transport.writes == [encode_frame(b"last words")]  # not written twice
+
+
+async def test_a_full_socket_buffer_queues_frames_for_the_writer_task() -> None:
+    conn, transport, ws = _connection(TickWriter())
+    transport.buffered = HIGH_WATER
+    conn.send(b"queued")
+    await conn.flush()
+    assert transport.writes == []
+    assert ws.sent == [b"queued"]
