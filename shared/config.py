@@ -93,7 +93,7 @@ class Settings:
     compact_max_updates: int = 50
     compact_max_bytes: int = 512 * 1024
     compact_idle_seconds: float = 30.0
-    compact_min_log_ratio: float = 2.0
+    compact_min_log_ratio: float = 8.0
     compact_max_rows: int = 10_000
     presence_interval: float = 1.0
     max_connections: int = 20_000
@@ -179,7 +179,7 @@ class Settings:
             compact_max_updates=_int(env, "COMPACT_MAX_UPDATES", 50),
             compact_max_bytes=_int(env, "COMPACT_MAX_BYTES", 512 * 1024),
             compact_idle_seconds=_float(env, "COMPACT_IDLE_SECONDS", 30.0),
-            compact_min_log_ratio=_float(env, "COMPACT_MIN_LOG_RATIO", 2.0),
+            compact_min_log_ratio=_float(env, "COMPACT_MIN_LOG_RATIO", 8.0),
             compact_max_rows=_int(env, "COMPACT_MAX_ROWS", 10_000),
             presence_interval=_float(env, "PRESENCE_INTERVAL", 1.0),
             max_connections=_int(env, "MAX_CONNECTIONS", 20_000),

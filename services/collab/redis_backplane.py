@@ -50,11 +50,13 @@ from shared.redis_log import (
     project_of_channel,
     read_log,
 )
+from shared.redis_subscriber import RedisSubscriber
 from shared.store import DocumentStore
 
 log = logging.getLogger(__name__)
 
 INSTANCES_CHANNEL = "exe:yjs:instances"  # body: the id of an instance shutting down
+INSTANCES_CHANNEL_BYTES = INSTANCES_CHANNEL.encode()
 SUBSCRIBE_TIMEOUT = 5.0
 MAX_BACKOFF = 2.0
 
@@ -81,7 +83,7 @@ class RedisBackplane:
         self._presence_interval = presence_interval
         self._presence_ttl = presence_ttl
         self._rooms: RoomHost | None = None
-        self._pubsub: Any = None
+        self._subscriber: RedisSubscriber | None = None
         self._projects: set[str] = set()
         self._subscribed: dict[str, asyncio.Future[None]] = {}
         self._outbox: list[tuple[str, Kind, bytes]] = []
@@ -134,8 +136,8 @@ class RedisBackplane:
         for task in self._tasks:
             task.cancel()
         await _quietly(asyncio.gather(*self._tasks, return_exceptions=True))
-        if self._pubsub is not None:
-            await _quietly(self._pubsub.aclose())
+        if self._subscriber is not None:
+            self._subscriber.close()
         await _quietly(self._redis.aclose())
 
     async def open_room(self, project_uuid: str) -> None:
@@ -174,9 +176,9 @@ class RedisBackplane:
         except asyncio.TimeoutError:
             pass  # it is still written, in order, by the sender
         waiter = self._subscribed.pop(project_uuid, None)
-        if waiter is not None and self._pubsub is not None and self._connected.is_set():
+        if waiter is not None and self._subscriber is not None and self._connected.is_set():
             try:
-                await self._pubsub.unsubscribe(channel(project_uuid))
+                self._subscriber.unsubscribe(channel(project_uuid))
             except REDIS_ERRORS:
                 pass
 
@@ -310,23 +312,28 @@ class RedisBackplane:
             names.append(channel(project_uuid))
         if not names:
             return
-        await self._pubsub.subscribe(*names)
+        if self._subscriber is None:
+            raise ConnectionError("not connected to Redis")
+        self._subscriber.subscribe(*names)
         await asyncio.wait_for(asyncio.gather(*waiters), SUBSCRIBE_TIMEOUT)
 
     async def _subscriber_loop(self) -> None:
         backoff = Backoff(0.1, MAX_BACKOFF)
         while True:
-            pubsub = self._redis.pubsub()
+            subscriber: RedisSubscriber | None = None
             try:
-                await pubsub.subscribe(INSTANCES_CHANNEL)
-                self._pubsub = pubsub
-                reader = asyncio.create_task(self._read(pubsub))
+                subscriber = await RedisSubscriber.connect_like(
+                    self._redis, self._on_message, self._on_subscribed
+                )
+                subscriber.subscribe(INSTANCES_CHANNEL)
+                self._subscriber = subscriber
                 await self._subscribe(list(self._projects))
                 self._on_connected()
                 # rooms opened while we were connecting
                 await self._subscribe([p for p in self._projects if p not in self._subscribed])
                 backoff.reset()
-                await reader
+                await subscriber.closed
+                raise ConnectionError("subscriber connection closed")
             except asyncio.CancelledError:
                 raise
             except REDIS_ERRORS as exc:
@@ -334,10 +341,9 @@ class RedisBackplane:
                     log.error("lost Redis: %s; serving locally and keeping updates", exc)
                 self._on_disconnected()
             finally:
-                if "reader" in locals() and not reader.done():
-                    reader.cancel()
-                self._pubsub = None
-                await _quietly(pubsub.aclose())
+                self._subscriber = None
+                if subscriber is not None:
+                    subscriber.close()
             await backoff.sleep()
 
     def _on_connected(self) -> None:
@@ -368,26 +374,17 @@ class RedisBackplane:
                 waiter.cancel()
         self._subscribed.clear()
 
-    async def _read(self, pubsub: Any) -> None:
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
-            if message is not None:
-                self._dispatch(message)
+    def _on_subscribed(self, name: bytes) -> None:
+        project_uuid = project_of_channel(name)
+        waiter = self._subscribed.get(project_uuid) if project_uuid else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        name = message.get("channel")
-        if kind == "subscribe":
-            project_uuid = project_of_channel(name)
-            waiter = self._subscribed.get(project_uuid) if project_uuid else None
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-            return
-        if kind != "message":
-            return
-        data: bytes = message["data"]
-        if name in (INSTANCES_CHANNEL, INSTANCES_CHANNEL.encode()):
-            if len(data) == INSTANCE_ID_BYTES and data != self.instance_id:
+    def _on_message(self, name: bytes, data: bytes) -> None:
+        if data.startswith(self.instance_id):
+            return  # our own envelope, echoed by pub/sub
+        if name == INSTANCES_CHANNEL_BYTES:
+            if len(data) == INSTANCE_ID_BYTES:
                 self._forget_instance(data)
             return
         project_uuid = project_of_channel(name)
@@ -397,7 +394,7 @@ class RedisBackplane:
             self._metrics.envelopes_invalid.inc()
             log.warning("dropped a malformed envelope: %s", exc, extra={"channel": str(name)})
             return
-        if envelope.sender == self.instance_id or project_uuid is None or self._rooms is None:
+        if project_uuid is None or self._rooms is None:
             return
         room = self._rooms.loaded_room(project_uuid)
         if room is None:
