@@ -88,7 +88,7 @@ class Settings:
     ping_interval: float = 30.0
     pong_timeout: float = 40.0
     room_unload_grace: float = 30.0
-    store_flush_interval: float = 0.05
+    store_flush_interval: float = 0.2
     persist_batch_seconds: float = 0.1
     compact_max_updates: int = 50
     compact_max_bytes: int = 512 * 1024
@@ -174,7 +174,7 @@ class Settings:
             ping_interval=_float(env, "WS_PING_INTERVAL", 30.0),
             pong_timeout=_float(env, "WS_PONG_TIMEOUT", 40.0),
             room_unload_grace=_float(env, "ROOM_UNLOAD_GRACE", 30.0),
-            store_flush_interval=_float(env, "STORE_FLUSH_INTERVAL", 0.05),
+            store_flush_interval=_float(env, "STORE_FLUSH_INTERVAL", 0.2),
             persist_batch_seconds=_non_negative_float(env, "PERSIST_BATCH_SECONDS", 0.1),
             compact_max_updates=_int(env, "COMPACT_MAX_UPDATES", 50),
             compact_max_bytes=_int(env, "COMPACT_MAX_BYTES", 512 * 1024),
