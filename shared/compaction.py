@@ -53,7 +53,7 @@ class CompactionPolicy:
     multiple of the document (and `max_rows` bounds its row count).
     """
 
-    max_updates: int = 50
+    max_updates: int = 500
     max_bytes: int = 512 * 1024
     min_log_ratio: float = 8.0
     max_rows: int = 10_000

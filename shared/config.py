@@ -90,7 +90,7 @@ class Settings:
     room_unload_grace: float = 30.0
     store_flush_interval: float = 0.2
     persist_batch_seconds: float = 0.1
-    compact_max_updates: int = 50
+    compact_max_updates: int = 500
     compact_max_bytes: int = 512 * 1024
     compact_idle_seconds: float = 30.0
     compact_min_log_ratio: float = 8.0
@@ -176,7 +176,7 @@ class Settings:
             room_unload_grace=_float(env, "ROOM_UNLOAD_GRACE", 30.0),
             store_flush_interval=_float(env, "STORE_FLUSH_INTERVAL", 0.2),
             persist_batch_seconds=_non_negative_float(env, "PERSIST_BATCH_SECONDS", 0.1),
-            compact_max_updates=_int(env, "COMPACT_MAX_UPDATES", 50),
+            compact_max_updates=_int(env, "COMPACT_MAX_UPDATES", 500),
             compact_max_bytes=_int(env, "COMPACT_MAX_BYTES", 512 * 1024),
             compact_idle_seconds=_float(env, "COMPACT_IDLE_SECONDS", 30.0),
             compact_min_log_ratio=_float(env, "COMPACT_MIN_LOG_RATIO", 8.0),

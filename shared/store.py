@@ -25,9 +25,11 @@ _DELETE_CHUNK = 5000
 _COMPACT_ATTEMPTS = 5
 
 
-# Appends insert into the table, not the mapped class: the ORM's bulk-insert
-# path costs several times more Python per batch, for rows nobody reads back.
+# Hot writes (appends, compaction) go to the tables, not the mapped classes:
+# the ORM's bulk insert/update/delete paths cost several times more Python per
+# statement, for rows nobody reads back as objects.
 _UPDATES = YjsUpdate.__table__
+_DOCUMENTS = YjsDocument.__table__
 
 class _SnapshotChanged(Exception):
     """Another compaction replaced the snapshot while this one was merging."""
@@ -145,8 +147,8 @@ class DocumentStore:
                 )
                 last = max(position for position, _ in fresh)
                 await session.execute(
-                    update(YjsDocument)
-                    .where(YjsDocument.id == document_id)
+                    update(_DOCUMENTS)
+                    .where(_DOCUMENTS.c.id == document_id)
                     .values(log_position=f"{last[0]}-{last[1]}")
                 )
             stats = await self._log_stats(session, project_id) if with_stats else None
@@ -205,10 +207,10 @@ class DocumentStore:
             )
             version = document.snapshot_version + 1
             replaced = await session.execute(
-                update(YjsDocument)
+                update(_DOCUMENTS)
                 .where(
-                    YjsDocument.id == document.id,
-                    YjsDocument.snapshot_version == document.snapshot_version,
+                    _DOCUMENTS.c.id == document.id,
+                    _DOCUMENTS.c.snapshot_version == document.snapshot_version,
                 )
                 .values(
                     snapshot=snapshot.update,
@@ -221,7 +223,7 @@ class DocumentStore:
             merged_ids = [row.id for row in rows]
             for start in range(0, len(merged_ids), _DELETE_CHUNK):
                 await session.execute(
-                    delete(YjsUpdate).where(YjsUpdate.id.in_(merged_ids[start : start + _DELETE_CHUNK]))
+                    delete(_UPDATES).where(_UPDATES.c.id.in_(merged_ids[start : start + _DELETE_CHUNK]))
                 )
             return CompactionResult(
                 merged_updates=len(rows),
