@@ -12,7 +12,7 @@ Keys (DESIGN.md "Redis contract"):
 from __future__ import annotations
 
 import asyncio
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -80,7 +80,19 @@ def format_stream_id(position: tuple[int, int]) -> str:
 
 async def read_log(redis: aioredis.Redis, project_uuid: str) -> list[tuple[bytes, bytes]]:
     """Every entry of a project's log as (stream id, update), oldest first."""
-    entries = await redis.xrange(log_stream(project_uuid))
+    return _log_entries(await redis.xrange(log_stream(project_uuid)))
+
+
+async def read_logs(redis: aioredis.Redis, projects: Sequence[str]) -> dict[str, list[tuple[bytes, bytes]]]:
+    """`read_log` of several projects in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for project_uuid in projects:
+            pipe.xrange(log_stream(project_uuid))
+        replies = await pipe.execute()
+    return {project_uuid: _log_entries(entries) for project_uuid, entries in zip(projects, replies)}
+
+
+def _log_entries(entries: list) -> list[tuple[bytes, bytes]]:  # type: ignore[type-arg]
     return [(entry_id, fields[UPDATE_FIELD]) for entry_id, fields in entries if UPDATE_FIELD in fields]
 
 

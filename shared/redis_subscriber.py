@@ -16,13 +16,16 @@ connection is noticed like a reset one (`closed` completes either way).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
 
 OnMessage = Callable[[bytes, bytes], None]  # (channel, data)
 OnSubscribed = Callable[[bytes], None]  # (channel)
@@ -97,13 +100,10 @@ class RedisSubscriber(asyncio.Protocol):
         self._reader.feed(data)
         while (reply := self._reader.gets()) is not False:
             if isinstance(reply, list) and reply:
-                kind = reply[0]
-                if kind == b"message":
-                    self._on_message(reply[1], reply[2])
-                elif kind == b"subscribe":
-                    self._on_subscribed(reply[1])
-                elif kind == b"pong" and self._pong is not None and not self._pong.done():
-                    self._pong.set_result(None)
+                try:
+                    self._push(reply)
+                except Exception:  # one bad message must not drop the connection
+                    log.exception("handling a pub/sub message failed")
             elif self._replies:
                 waiter = self._replies.popleft()
                 if not waiter.done():
@@ -111,6 +111,17 @@ class RedisSubscriber(asyncio.Protocol):
                         waiter.set_exception(ConnectionError(f"Redis refused: {reply}"))
                     else:
                         waiter.set_result(reply)
+            elif isinstance(reply, hiredis.ReplyError):
+                log.warning("Redis refused a pub/sub command: %s", reply)
+
+    def _push(self, reply: list[bytes]) -> None:
+        kind = reply[0]
+        if kind == b"message":
+            self._on_message(reply[1], reply[2])
+        elif kind == b"subscribe":
+            self._on_subscribed(reply[1])
+        elif kind == b"pong" and self._pong is not None and not self._pong.done():
+            self._pong.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -128,7 +139,7 @@ class RedisSubscriber(asyncio.Protocol):
     def _write(self, *args: str | bytes) -> None:
         if self._transport is None:
             raise ConnectionError("Redis subscriber is not connected")
-        self._transport.write(hiredis.pack_command(args))
+        self._transport.write(hiredis.pack_command(cast(Any, args)))  # its stub wants a 1-tuple
 
     async def _command(self, *args: str | bytes) -> object:
         """A command answered with a plain reply (before any subscription)."""

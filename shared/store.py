@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import uuid as uuid_module
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -115,46 +115,63 @@ class DocumentStore:
         self._documents.update(ids.values())
         return stats
 
-    async def append_from_log(
+    async def append_from_logs(
         self,
-        project_uuid: str,
-        entries: Sequence[tuple[tuple[int, int], bytes]],
+        batch: Mapping[str, Sequence[tuple[tuple[int, int], bytes]]],
         *,
-        with_stats: bool = True,
-    ) -> tuple[int, LogStats | None]:
-        """Append Redis-log entries `(position, update)` exactly once.
+        with_stats_for: Collection[str] = frozenset(),
+    ) -> dict[str, tuple[int, LogStats | None]]:
+        """Append several projects' Redis-log entries `(position, update)` exactly once, in one transaction.
 
-        The document row remembers the last position written; entries at or
-        before it are skipped, under a row lock, so workers racing on the same
-        project never write an entry twice. Returns (rows written, log stats
-        after the append, or None without `with_stats`).
+        Each document row remembers the last position written; entries at or
+        before it are skipped, under row locks taken in id order by one
+        statement, so workers racing on overlapping projects never write an
+        entry twice nor deadlock. Returns, per project with entries, (rows
+        written, log stats after the append for projects in `with_stats_for`,
+        else None).
         """
+        batch = {uuid: entries for uuid, entries in batch.items() if entries}
+        if not batch:
+            return {}
         async with self._sessionmaker() as session, session.begin():
-            project_id = await self._ensure_project_id(session, project_uuid)
-            document_id, log_position = (
-                await session.execute(
-                    select(YjsDocument.id, YjsDocument.log_position)
-                    .where(YjsDocument.project_id == project_id)
+            # sorted: concurrent inserts of new projects' rows wait on each other in one order
+            ids = {uuid: await self._ensure_project_id(session, uuid) for uuid in sorted(batch)}
+            documents = {
+                row.project_id: row
+                for row in await session.execute(
+                    select(_DOCUMENTS.c.id, _DOCUMENTS.c.project_id, _DOCUMENTS.c.log_position)
+                    .where(_DOCUMENTS.c.project_id.in_(ids.values()))
+                    .order_by(_DOCUMENTS.c.id)
                     .with_for_update()
                 )
-            ).one()
-            done = _parse_position(log_position)
-            fresh = [(position, update) for position, update in entries if position > done]
-            if fresh:
-                await session.execute(
-                    insert(_UPDATES),
-                    [{"project_id": project_id, "update": update} for _, update in fresh],
-                )
-                last = max(position for position, _ in fresh)
+            }
+            rows: list[dict[str, object]] = []
+            positions: list[dict[str, object]] = []
+            written: dict[str, int] = {}
+            for uuid, entries in batch.items():
+                document = documents[ids[uuid]]
+                done = _parse_position(document.log_position)
+                fresh = [(position, update) for position, update in entries if position > done]
+                written[uuid] = len(fresh)
+                if fresh:
+                    rows.extend({"project_id": ids[uuid], "update": update} for _, update in fresh)
+                    last = max(position for position, _ in fresh)
+                    positions.append({"document": document.id, "position": f"{last[0]}-{last[1]}"})
+            if rows:
+                await session.execute(insert(_UPDATES), rows)
                 await session.execute(
                     update(_DOCUMENTS)
-                    .where(_DOCUMENTS.c.id == document_id)
-                    .values(log_position=f"{last[0]}-{last[1]}")
+                    .where(_DOCUMENTS.c.id == bindparam("document"))
+                    .values(log_position=bindparam("position")),
+                    positions,
                 )
-            stats = await self._log_stats(session, project_id) if with_stats else None
-        self._project_ids[project_uuid] = project_id  # committed now
-        self._documents.add(project_id)
-        return len(fresh), stats
+            result = {
+                uuid: (count, await self._log_stats(session, ids[uuid]) if uuid in with_stats_for else None)
+                for uuid, count in written.items()
+            }
+        self._project_ids.update(ids)  # committed now
+        self._documents.update(ids.values())
+        return result
 
     async def log_stats(self, project_uuid: str) -> LogStats:
         async with self._sessionmaker() as session:

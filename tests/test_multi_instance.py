@@ -79,7 +79,8 @@ async def test_malformed_envelopes_are_dropped(cluster: Cluster, redis_server: R
     async with await YClient.connect(srv.ws_url, room, cluster.token(1)) as c:
         r = aioredis.Redis(port=redis_server.port)
         channel = f"exe:yjs:{room}"
-        for junk in (b"", b"short", bytes(16) + b"\x63garbage", bytes(16) + b"\x00not-a-yjs-update", random.randbytes(300)):
+        junks = (b"", b"short", bytes(16) + b"\x63garbage", bytes(16) + b"\x00not-a-yjs-update", random.randbytes(300))
+        for junk in junks:
             await r.publish(channel, junk)
         await r.aclose()
         c.append("still fine")
@@ -168,7 +169,7 @@ async def test_compaction_of_100k_small_updates(cluster: Cluster) -> None:
     t_start = time.perf_counter()
     for start in range(0, len(updates), 10_000):
         positioned = [((1, start + i + 1), u) for i, u in enumerate(updates[start : start + 10_000])]
-        await cluster.store.append_from_log(project_uuid, positioned)
+        await cluster.store.append_from_logs({project_uuid: positioned})
     started = time.perf_counter()
     result = await cluster.store.compact(project_uuid)
     elapsed = time.perf_counter() - started
@@ -235,3 +236,28 @@ async def test_worker_commits_a_burst_in_one_transaction(cluster: Cluster) -> No
     # every update reached PostgreSQL within a second of entering the Redis log
     within_a_second = metric(after, 'persistence_lag_seconds_bucket{le="1.0"}')
     assert within_a_second == metric(after, "persistence_lag_seconds_count")
+
+
+async def test_worker_commits_a_window_over_several_rooms_in_one_transaction(cluster: Cluster) -> None:
+    """Updates flagged in several rooms within one `PERSIST_BATCH_SECONDS`
+    window are read, committed and acknowledged in one pass: one transaction."""
+    a = await cluster.collab("a")
+    worker = await cluster.worker(persist_batch_seconds="0.3")
+    rooms = [await cluster.new_project(1) for _ in range(3)]
+    token = cluster.token(1)
+    clients = [await YClient.connect(a.ws_url, room, token) for room in rooms]
+    try:
+        for client in clients:
+            client.append("seed;")
+        before = await wait_metric(worker.http_url, "persistence_updates_total", 3)
+        for i, client in enumerate(clients):  # one burst over the three rooms
+            client.append(f"burst {i};")
+        after = await wait_metric(worker.http_url, "persistence_updates_total", 6)
+        for room, client in zip(rooms, clients):
+            assert await cluster.stored_text(room) == client.value
+    finally:
+        for client in clients:
+            await client.close()
+    assert metric(after, "persistence_updates_total") == 6
+    batches = metric(after, "persistence_batches_total") - metric(before, "persistence_batches_total")
+    assert batches == 1, f"a burst over 3 rooms took {batches} transactions"

@@ -170,3 +170,25 @@ async def test_subscriber_authenticates_like_the_client_it_copies(redis_server: 
         await authorised.config_set("requirepass", "")
         for client in (admin, authorised, wrong):
             await client.aclose()
+
+
+async def test_a_failing_handler_does_not_drop_the_subscription(redis_server: RedisServer) -> None:
+    redis = aioredis.Redis.from_url(redis_server.url)
+    inbox = Inbox()
+
+    def on_message(name: bytes, data: bytes) -> None:
+        if data == b"poison":
+            raise RuntimeError("handler bug")
+        inbox.on_message(name, data)
+
+    subscriber = await RedisSubscriber.connect_like(redis, on_message, inbox.on_subscribed)
+    try:
+        subscriber.subscribe("room")
+        await inbox.wait_for(lambda: inbox.subscribed == [b"room"])
+        await redis.publish("room", b"poison")
+        await redis.publish("room", b"fine")
+        await inbox.wait_for(lambda: inbox.messages == [(b"room", b"fine")])
+        assert not subscriber.closed.done()
+    finally:
+        subscriber.close()
+        await redis.aclose()

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from pycrdt import Doc, Text
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import shared.store as store_module
@@ -124,20 +124,117 @@ async def test_log_stats(store: DocumentStore) -> None:
     assert await store.log_stats(project) == LogStats(0, 0, result.snapshot_bytes)
 
 
-async def test_append_from_log_writes_each_entry_once(store: DocumentStore) -> None:
-    project = new_project()
+def log_entries(count: int, ms: int = 1000) -> tuple[list[bytes], list[tuple[tuple[int, int], bytes]]]:
+    """`count` updates of a fresh document, and the same as Redis-log entries `(position, update)`."""
     rec = Recorder()
-    for i in range(5):
+    for i in range(count):
         rec.text += f"{i};"
     updates = rec.take()
-    entries = [((1000, i), update) for i, update in enumerate(updates)]
-    written, stats = await store.append_from_log(project, entries[:3])
-    assert written == 3 and stats == LogStats(3, sum(len(u) for u in updates[:3]))
-    # a second pass over the whole log (another worker, a retry) writes only what is new
-    written, stats = await store.append_from_log(project, entries, with_stats=False)
-    assert (written, stats) == (2, None)
-    assert await store.append_from_log(project, entries) == (0, LogStats(5, sum(map(len, updates))))
-    assert await store.load_updates(project) == updates
+    return updates, [((ms, i), update) for i, update in enumerate(updates)]
+
+
+async def test_append_from_logs_writes_each_entry_once_across_projects(store: DocumentStore) -> None:
+    a, b, c = new_project(), new_project(), new_project()
+    updates_a, entries_a = log_entries(5)
+    updates_b, entries_b = log_entries(4, ms=2000)
+    updates_c, entries_c = log_entries(2, ms=3000)
+    size = {a: sum(map(len, updates_a)), b: sum(map(len, updates_b)), c: sum(map(len, updates_c))}
+    first = await store.append_from_logs(
+        {a: entries_a[:3], b: entries_b, c: [], new_project(): []}, with_stats_for={a, c}
+    )
+    # projects without entries are skipped; stats only where asked for
+    assert first == {a: (3, LogStats(3, sum(map(len, updates_a[:3])))), b: (4, None)}
+    # a second pass over the whole logs (another worker, a retry) writes only what is new, per project
+    second = await store.append_from_logs({a: entries_a, b: entries_b, c: entries_c}, with_stats_for={a, b, c})
+    assert second == {a: (2, LogStats(5, size[a])), b: (0, LogStats(4, size[b])), c: (2, LogStats(2, size[c]))}
+    assert await store.append_from_logs({c: entries_c, a: entries_a}) == {c: (0, None), a: (0, None)}
+    assert await store.load_updates(a) == updates_a
+    assert await store.load_updates(b) == updates_b
+    assert await store.load_updates(c) == updates_c
+
+
+async def test_append_from_logs_creates_a_missing_document_row(
+    store: DocumentStore, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A project made by the gateway has no document row yet (and a load may
+    have cached its id); a batch with it and an unknown project writes both."""
+    from tests.support.fixtures_data import create_project
+
+    made, unknown = await create_project(sessionmaker), new_project()
+    assert await store.load_updates(made) == []  # caches the id, no document row
+    updates_made, entries_made = log_entries(3)
+    updates_unknown, entries_unknown = log_entries(2)
+    written = await store.append_from_logs({made: entries_made, unknown: entries_unknown})
+    assert written == {made: (3, None), unknown: (2, None)}
+    assert await store.load_updates(made) == updates_made
+    assert await store.load_updates(unknown) == updates_unknown
+    async with sessionmaker() as session:
+        positions = (
+            await session.execute(
+                select(Project.uuid, YjsDocument.log_position).join(YjsDocument, YjsDocument.project_id == Project.id)
+            )
+        ).all()
+    assert {str(u): p for u, p in positions if str(u) in (made, unknown)} == {made: "1000-2", unknown: "1000-1"}
+
+
+async def test_racing_batches_over_the_same_projects_write_each_entry_once(
+    sessionmaker: async_sessionmaker[AsyncSession], migrated_database_url: str
+) -> None:
+    """Two workers (two stores) committing overlapping batches, listed in
+    opposite orders, at the same time: no deadlock, no entry twice. PostgreSQL
+    only: the persistence workers' database (SQLite ignores FOR UPDATE)."""
+    if migrated_database_url.startswith("sqlite"):
+        pytest.skip("row locks: PostgreSQL only")
+    projects = [new_project() for _ in range(6)]
+    logs = {project: log_entries(30, ms=1000 + i) for i, project in enumerate(projects)}
+    one, other = DocumentStore(sessionmaker), DocumentStore(sessionmaker)
+    for upto in (10, 20, 30):
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                one.append_from_logs({p: logs[p][1][:upto] for p in projects}),
+                other.append_from_logs({p: logs[p][1][:upto] for p in reversed(projects)}),
+            ),
+            30,
+        )
+        for project in projects:
+            assert results[0][project][0] + results[1][project][0] == 10
+    for project in projects:
+        assert await one.load_updates(project) == logs[project][0]
+
+
+async def test_a_batch_locks_documents_lowest_id_first(
+    sessionmaker: async_sessionmaker[AsyncSession], migrated_database_url: str
+) -> None:
+    """While a batch waits for one document's row lock it holds none with a
+    higher id, so batches over overlapping projects (two workers) queue
+    instead of deadlocking, whatever order their projects come in."""
+    if migrated_database_url.startswith("sqlite"):
+        pytest.skip("row locks: PostgreSQL only")
+    low, high = new_project(), new_project()
+    logs = {low: log_entries(4)[1], high: log_entries(4, ms=2000)[1]}
+    store, other = DocumentStore(sessionmaker), DocumentStore(sessionmaker)
+    await store.append_from_logs({low: logs[low][:1]})  # document rows, in id order
+    await store.append_from_logs({high: logs[high][:1]})
+    async with sessionmaker() as blocker, blocker.begin():
+        await blocker.execute(  # another worker's transaction holds the lower row
+            select(YjsDocument.id)
+            .join(Project, Project.id == YjsDocument.project_id)
+            .where(Project.uuid == uuid.UUID(low))
+            .with_for_update()
+        )
+        waiting = asyncio.create_task(store.append_from_logs({high: logs[high][:2], low: logs[low][:2]}))
+        lock_waits = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        async with asyncio.timeout(10):
+            while True:  # polling PostgreSQL until the batch waits for the lock
+                async with sessionmaker() as session:  # (a fresh transaction: the view is snapshotted per one)
+                    if await session.scalar(lock_waits):
+                        break
+                await asyncio.sleep(0.02)
+        # the higher row is free: a batch over it alone commits meanwhile
+        assert await asyncio.wait_for(other.append_from_logs({high: logs[high][:3]}), 10) == {high: (2, None)}
+        assert not waiting.done()
+    assert await asyncio.wait_for(waiting, 10) == {high: (0, None), low: (1, None)}
+    assert await store.load_updates(high) == [update for _, update in logs[high][:3]]
 
 
 def test_log_sizes_count_in_memory_until_a_compaction() -> None:

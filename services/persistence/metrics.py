@@ -32,9 +32,6 @@ class WorkerMetrics:
         self.batches = Counter("persistence_batches_total", "Database transactions of log entries", registry=registry)
         self.compactions = Counter("persistence_compactions_total", "Compactions run", registry=registry)
         self.errors = Counter("persistence_errors_total", "Failed attempts (retried)", ["stage"], registry=registry)
-        self.log_entries = Gauge(
-            "persistence_log_entries", "Entries left in the log after the last pass, per worker", registry=registry
-        )
         self.redis_connected = Gauge("persistence_redis_connected", "1 while Redis answers", registry=registry)
 
     def record_written(self, update_bytes: int, db_bytes: int) -> None:

@@ -4,13 +4,16 @@ Work arrives on the `exe:yjs:dirty` stream, consumed through the consumer
 group `persistence` (several workers share the work; entries a dead worker
 left pending are claimed with XAUTOCLAIM). A blocking XREADGROUP wakes the
 worker as soon as a collab instance flags a project; it then gathers what
-else arrives for `batch_seconds` and makes one pass per project. A pass reads
-the project's whole log, commits the new entries in one transaction (exactly
-once, see `DocumentStore.append_from_log`), then acknowledges and trims the
-log up to what was committed. Nothing is acknowledged or trimmed before the
-commit, so a crash or a database outage loses nothing: the next pass (here or
-on another worker) redoes it. The log's size for the compaction triggers is
-counted in memory (`LogSizes`), not queried on every pass.
+else arrives for `batch_seconds` and makes one pass over all the window's
+projects, in a constant number of round trips however many there are: one
+Redis pipeline reads their logs, one transaction commits the new entries
+(exactly once, see `DocumentStore.append_from_logs`), one pipeline trims the
+logs up to what was committed and acknowledges the window's work entries.
+Nothing is acknowledged or trimmed before the commit, so a crash or a
+database outage loses nothing: the next pass (here or on another worker)
+redoes it. The logs' sizes for the compaction triggers are counted in memory
+(`LogSizes`), not queried on every pass; compactions run after the pass, one
+project at a time.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from services.persistence.metrics import WorkerMetrics
 from shared.backoff import Backoff
-from shared.compaction import CompactionPolicy, IdleTracker, LogSizes
+from shared.compaction import CompactionPolicy, IdleTracker, LogSizes, LogStats
 from shared.redis_log import (
     CONSUMER_GROUP,
     DIRTY_STREAM,
@@ -35,7 +39,7 @@ from shared.redis_log import (
     format_stream_id,
     log_stream,
     parse_stream_id,
-    read_log,
+    read_logs,
 )
 from shared.store import DocumentStore
 
@@ -90,51 +94,79 @@ class PersistenceWorker:
             async with lock:
                 pass
 
-    # one project -----------------------------------------------------------
+    # a pass ------------------------------------------------------------------
 
-    async def persist(self, project_uuid: str, acknowledge: Sequence[bytes] = ()) -> int:
-        """Commit the project's log to the database; return how many entries were new.
+    async def persist(self, work: Mapping[str, Sequence[bytes]]) -> int:
+        """Commit the logs of the projects in `work` in one transaction; return the entries written.
 
-        After the commit, the log is trimmed and the work entries `acknowledge`
-        are acknowledged, in one round trip.
+        After the commit, one round trip trims the logs and acknowledges the
+        work entries `work[project]`; then the projects due for compaction are
+        compacted.
         """
-        async with self._locks[project_uuid]:
-            entries = await read_log(self._redis, project_uuid)
-            if not entries:
-                if acknowledge:
-                    await self._redis.xack(DIRTY_STREAM, CONSUMER_GROUP, *acknowledge)
-                return 0
-            positioned = [(parse_stream_id(entry_id), update) for entry_id, update in entries]
-            written, counted = await self._store.append_from_log(
-                project_uuid, positioned, with_stats=self._sizes.get(project_uuid) is None
+        projects = sorted(work)
+        async with AsyncExitStack() as stack:
+            for project_uuid in projects:  # in one order, so concurrent passes never wait in a cycle
+                await stack.enter_async_context(self._locks[project_uuid])
+            logs = await self._read_logs(projects)
+            results = await self._store.append_from_logs(
+                logs, with_stats_for={p for p in logs if self._sizes.get(p) is None}
             )
-            now_ms = time.time() * 1000
-            fresh = positioned[len(positioned) - written :]
-            size = sum(len(update) for _, update in fresh)
-            if written:
-                for position, _ in fresh:
-                    self._metrics.lag.observe(max(0.0, (now_ms - position[0]) / 1000))
-                self._metrics.record_written(size, size)
-                self._metrics.updates_persisted.inc(written)
-                self._metrics.batches.inc()
-            newest = positioned[-1][0]
-            after_newest = format_stream_id((newest[0], newest[1] + 1))
+            written, due = self._record(logs, results)
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.xtrim(log_stream(project_uuid), minid=after_newest, approximate=False)
+                for project_uuid, entries in logs.items():
+                    newest = entries[-1][0]
+                    after_newest = format_stream_id((newest[0], newest[1] + 1))
+                    pipe.xtrim(log_stream(project_uuid), minid=after_newest, approximate=False)
+                acknowledge = [entry_id for entry_ids in work.values() for entry_id in entry_ids]
                 if acknowledge:
                     pipe.xack(DIRTY_STREAM, CONSUMER_GROUP, *acknowledge)
                 await pipe.execute()
-            self._idle.touch(project_uuid, time.monotonic())
+        for project_uuid in due:  # committed and acknowledged: a failure here loses nothing
+            try:
+                await self.compact(project_uuid)
+            except Exception:
+                self._metrics.errors.labels("compaction").inc()
+                log.exception("compaction failed", extra={"project": project_uuid})
+        return written
+
+    async def _read_logs(self, projects: Sequence[str]) -> dict[str, list[tuple[tuple[int, int], bytes]]]:
+        """The non-empty logs of `projects` as (position, update), oldest first, in one round trip."""
+        logs = await read_logs(self._redis, projects)
+        return {
+            project_uuid: [(parse_stream_id(entry_id), update) for entry_id, update in entries]
+            for project_uuid, entries in logs.items()
+            if entries
+        }
+
+    def _record(
+        self,
+        logs: Mapping[str, Sequence[tuple[tuple[int, int], bytes]]],
+        results: Mapping[str, tuple[int, LogStats | None]],
+    ) -> tuple[int, list[str]]:
+        """Metrics and log sizes after a commit; returns (entries written, projects due for compaction)."""
+        now_ms, now = time.time() * 1000, time.monotonic()
+        total = total_bytes = 0
+        due = []
+        for project_uuid, entries in logs.items():
+            written, counted = results[project_uuid]
+            fresh = entries[len(entries) - written :]  # positions ascend: the new entries are the tail
+            size = sum(len(update) for _, update in fresh)
+            for position, _ in fresh:
+                self._metrics.lag.observe(max(0.0, (now_ms - position[0]) / 1000))
+            total, total_bytes = total + written, total_bytes + size
+            self._idle.touch(project_uuid, now)
             if counted is None:
                 stats = self._sizes.grown(project_uuid, written, size)
             else:
                 stats = counted
                 self._sizes.set(project_uuid, counted)
-            if stats is not None and self._policy.due(
-                stats.count, stats.bytes, stats.snapshot_bytes
-            ):
-                await self._compact_locked(project_uuid)
-            return written
+            if stats is not None and self._policy.due(stats.count, stats.bytes, stats.snapshot_bytes):
+                due.append(project_uuid)
+        if total:
+            self._metrics.record_written(total_bytes, total_bytes)
+            self._metrics.updates_persisted.inc(total)
+            self._metrics.batches.inc()
+        return total, due
 
     async def compact(self, project_uuid: str) -> None:
         async with self._locks[project_uuid]:
@@ -186,7 +218,7 @@ class PersistenceWorker:
                 if not entries:
                     entries = await self._read_group(">", block=1000)
                     if entries and self._batch_seconds > 0:
-                        # gather the rest of the burst: one pass per project per window
+                        # gather the rest of the burst: one pass (one transaction) per window
                         await asyncio.sleep(self._batch_seconds)
                         entries += await self._read_group(">", block=None)
                 await self._process(entries)
@@ -224,8 +256,8 @@ class PersistenceWorker:
                 by_project[project.decode()].append(entry_id)
             else:
                 stray.append(entry_id)
-        for project_uuid, entry_ids in by_project.items():
-            await self.persist(project_uuid, acknowledge=entry_ids)
+        if by_project:
+            await self.persist(by_project)
         if stray:
             await self._redis.xack(DIRTY_STREAM, CONSUMER_GROUP, *stray)
 
@@ -253,9 +285,12 @@ class PersistenceWorker:
         backoff = Backoff(0.1, MAX_BACKOFF)
         while True:
             try:
-                async for key in self._redis.scan_iter(match=log_stream("*"), count=500):
-                    project_uuid = key.decode().removeprefix(log_stream(""))
-                    await self.persist(project_uuid)
+                projects = [
+                    key.decode().removeprefix(log_stream(""))
+                    async for key in self._redis.scan_iter(match=log_stream("*"), count=500)
+                ]
+                for start in range(0, len(projects), self._batch_size):
+                    await self.persist({project: () for project in projects[start : start + self._batch_size]})
                 return
             except asyncio.CancelledError:
                 raise
