@@ -65,11 +65,12 @@ async def join(url: str, *, apply: bool = True, timeout: float = 60.0) -> tuple[
     return Join(ms(opened), ms(synced), ms(applied), len(update), length), doc
 
 
-async def document_tokens(url: str, timeout: float = 60.0) -> set[tuple[int, int, int]]:
-    """The (phase, client, seq) of every edit in the server's document of a room."""
-    _, doc = await join(url, timeout=timeout)
+async def document_tokens(url: str, timeout: float = 60.0) -> tuple[set[tuple[int, int, int]], int]:
+    """The (phase, client, seq) of every edit in the server's document of a
+    room, and the size of the whole document encoded as one update."""
+    joined, doc = await join(url, timeout=timeout)
     text = str(doc.get("t", type=Text)).encode()
-    return {(phase, client, seq) for phase, client, seq, _ in parse_tokens(text)}
+    return {(phase, client, seq) for phase, client, seq, _ in parse_tokens(text)}, joined.update_bytes
 
 
 async def check_documents(
@@ -78,19 +79,23 @@ async def check_documents(
     """Does every server view of every room hold every edit sent to it?
 
     `urls`: room index -> the URLs to read it from (one per instance).
-    Returns counts: views checked, views complete, edits missing, unexpected edits.
+    Returns counts: views checked, views complete, edits missing, unexpected
+    edits, and the rooms' documents encoded as one update each (bytes, one view
+    per room: what a compaction would write).
     """
     gate = asyncio.Semaphore(concurrency)
     report = {"views": 0, "complete": 0, "missing": 0, "unexpected": 0, "errors": []}
+    document_bytes: dict[int, int] = {}
 
     async def check(room: int, url: str) -> None:
         async with gate:
             try:
-                tokens = await document_tokens(url)
+                tokens, size = await document_tokens(url)
             except Exception as exc:
                 report["errors"].append(f"{type(exc).__name__}: {exc}")
                 return
         report["views"] += 1
+        document_bytes[room] = size
         expected = sent_by_room.get(room, 0)
         if len(tokens) == expected:
             report["complete"] += 1
@@ -101,4 +106,5 @@ async def check_documents(
 
     await asyncio.gather(*(check(room, url) for room, views in urls.items() for url in views))
     report["errors"] = sorted(set(report["errors"]))[:5]
+    report["document_bytes"] = sum(document_bytes.values())
     return report

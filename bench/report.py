@@ -316,6 +316,8 @@ def markdown(report: dict[str, Any]) -> str:
                     _num(res["lag_mean_ms"], 1),
                     _num(res["write_amplification"], 2),
                     _num(res["compactions"], 0),
+                    _num(res.get("snapshot_over_history", math.nan), 2),
+                    _num(res.get("lifetime_amplification", math.nan), 2),
                 ]
             )
         out.append(
@@ -328,6 +330,8 @@ def markdown(report: dict[str, Any]) -> str:
                     "lag mean ms",
                     "write amplification",
                     "compactions",
+                    "document / updates bytes (c)",
+                    "over a document's life (1 + 1/ratio + c)",
                 ],
                 rows,
             )
@@ -456,7 +460,8 @@ def goal_rows(report: dict[str, Any]) -> list[list[str]]:
             add(
                 "(e) write amplification ≤ 1.5",
                 target,
-                f"{amplification:.2f}",
+                f"{amplification:.2f} during (a);"
+                f" {e.get('lifetime_amplification', math.nan):.2f} over a document's life",
                 amplification <= 1.5,
                 (target, "e"),
             )
