@@ -78,3 +78,22 @@ async def test_a_full_socket_buffer_queues_frames_for_the_writer_task() -> None:
     await conn.flush()
     assert transport.writes == []
     assert ws.sent == [b"queued"]
+
+
+async def test_a_socket_that_fails_to_write_does_not_hold_back_the_others() -> None:
+    tick_writer = TickWriter()
+    broken, broken_transport, _ = _connection(tick_writer)
+    healthy, healthy_transport, _ = _connection(tick_writer)
+
+    def fail(data: bytes) -> None:
+        raise RuntimeError("transport gone")
+
+    broken_transport.write = fail  # type: ignore[method-assign]
+    broken.send(b"lost")
+    healthy.send(b"delivered")
+    await asyncio.sleep(0)
+    assert healthy_transport.writes == [encode_frame(b"delivered")]
+    broken.send(b"next tick")  # the broken one is scheduled again, not stuck
+    healthy.send(b"again")
+    await asyncio.sleep(0)
+    assert healthy_transport.writes[1:] == [encode_frame(b"again")]

@@ -48,7 +48,10 @@ class TickWriter:
     def _flush(self) -> None:
         due, self._due = self._due, []
         for conn in due:
-            conn.write_tick()
+            try:
+                conn.write_tick()
+            except Exception:  # one broken socket must not keep the others' frames back
+                log.exception("writing to a socket failed", extra={"connection": conn.id})
 
 
 class Connection:
