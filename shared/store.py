@@ -31,6 +31,7 @@ _COMPACT_ATTEMPTS = 5
 _UPDATES = YjsUpdate.__table__
 _DOCUMENTS = YjsDocument.__table__
 
+
 class _SnapshotChanged(Exception):
     """Another compaction replaced the snapshot while this one was merging."""
 
@@ -86,18 +87,16 @@ class DocumentStore:
             )
         return ([snapshot] if snapshot else []) + list(log)
 
-    async def append(
-        self, batch: Mapping[str, Sequence[bytes]], *, with_stats: bool = True
-    ) -> dict[str, LogStats]:
+    async def append(self, batch: Mapping[str, Sequence[bytes]]) -> None:
         """Append updates for several projects in one transaction.
 
         A project row is created when missing (open-access mode, where rooms
-        exist before any gateway call). Returns each project's log size after
-        the append, for compaction triggers.
+        exist before any gateway call). Callers that trigger compactions keep
+        the log's size themselves (`LogSizes`, `log_stats`).
         """
         batch = {uuid: updates for uuid, updates in batch.items() if updates}
         if not batch:
-            return {}
+            return
         async with self._sessionmaker() as session, session.begin():
             ids = {uuid: await self._ensure_project_id(session, uuid) for uuid in batch}
             await session.execute(
@@ -108,12 +107,8 @@ class DocumentStore:
                     for update in updates
                 ],
             )
-            stats = (
-                {uuid: await self._log_stats(session, ids[uuid]) for uuid in batch} if with_stats else {}
-            )
         self._project_ids.update(ids)  # committed now
         self._documents.update(ids.values())
-        return stats
 
     async def append_from_logs(
         self,
@@ -121,7 +116,8 @@ class DocumentStore:
         *,
         with_stats_for: Collection[str] = frozenset(),
     ) -> dict[str, tuple[int, LogStats | None]]:
-        """Append several projects' Redis-log entries `(position, update)` exactly once, in one transaction.
+        """Append several projects' Redis-log entries `(position, update)`
+        exactly once, in one transaction.
 
         Each document row remembers the last position written; entries at or
         before it are skipped, under row locks taken in id order by one

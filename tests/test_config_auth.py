@@ -225,18 +225,24 @@ def _service_env(tmp_path: Path, **values: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("module", ["services.collab", "services.gateway"])
-def test_service_refuses_to_start_in_prod_without_secret(tmp_path: Path, module: str) -> None:
-    result = subprocess.run(
+def _start_service(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a service until it exits (these tests expect it to refuse to start)."""
+    return subprocess.run(
         [sys.executable, "-m", module],
         cwd=ROOT,
-        env=_service_env(tmp_path, APP_ENV="prod", APP_SECRET="top-secret-app-value-123456"),
+        env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.parametrize("module", ["services.collab", "services.gateway"])
+def test_service_refuses_to_start_in_prod_without_secret(tmp_path: Path, module: str) -> None:
+    env = _service_env(tmp_path, APP_ENV="prod", APP_SECRET="top-secret-app-value-123456")
+    result = _start_service(module, env)
     assert result.returncode != 0
     assert "API_JWT_SECRET" in result.stderr
     assert "Traceback" not in result.stderr  # a clear message, not a crash
@@ -245,16 +251,7 @@ def test_service_refuses_to_start_in_prod_without_secret(tmp_path: Path, module:
 
 
 def test_service_refuses_to_start_on_a_bad_integer(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "services.collab"],
-        cwd=ROOT,
-        env=_service_env(tmp_path, MAX_MESSAGE_BYTES="big"),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _start_service("services.collab", _service_env(tmp_path, MAX_MESSAGE_BYTES="big"))
     assert result.returncode != 0
     assert "MAX_MESSAGE_BYTES" in result.stderr and "Traceback" not in result.stderr
 

@@ -243,28 +243,24 @@ async def new_person(scene_browser: Any, stack: Stack, name: str, requests: list
 
 
 async def register_in_page(person: Person, stack: Stack) -> None:
-    page = person.page
-    await page.goto(stack.url + "/")
-    form = page.locator("#register-form")
+    await person.page.goto(stack.url + "/")
+    form = person.page.locator("#register-form")
     await form.locator("input[name=name]").fill(person.name)
-    await form.locator("input[name=email]").fill(person.email)
-    await form.locator("input[name=password]").fill(PASSWORD)
-    await form.locator("button").click()
-    await page.wait_for_selector("#create-project")
-    person.token = await page.evaluate(
-        "JSON.parse(localStorage.getItem('exe-collab.session')).token"
-    )
+    await _submit_credentials(person, form)
 
 
 async def sign_in_page(person: Person, stack: Stack) -> None:
-    page = person.page
-    await page.goto(stack.url + "/")
-    form = page.locator("#login-form")
+    await person.page.goto(stack.url + "/")
+    await _submit_credentials(person, person.page.locator("#login-form"))
+
+
+async def _submit_credentials(person: Person, form: Any) -> None:
+    """Fill e-mail and password, submit, wait for the projects screen, keep the token."""
     await form.locator("input[name=email]").fill(person.email)
     await form.locator("input[name=password]").fill(PASSWORD)
     await form.locator("button").click()
-    await page.wait_for_selector("#create-project")
-    person.token = await page.evaluate(
+    await person.page.wait_for_selector("#create-project")
+    person.token = await person.page.evaluate(
         "JSON.parse(localStorage.getItem('exe-collab.session')).token"
     )
 

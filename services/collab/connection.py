@@ -6,9 +6,9 @@ connection's tick buffer; at the end of the event-loop tick the `TickWriter`
 writes each socket's frames with one `transport.write`, so a client sent
 several frames in one tick costs one system call, not several. Once the
 transport's buffer passes `HIGH_WATER`, frames queue instead and a writer task
-drains them with aiohttp's flow control. A client that lets more than `max_queued_bytes` pile
-up is disconnected with 1013 instead of growing the server's memory without
-bound.
+drains them with aiohttp's flow control. A client that lets more than
+`max_queued_bytes` pile up is disconnected with 1013 instead of growing the
+server's memory without bound.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class TickWriter:
     def __init__(self) -> None:
         self._due: list[Connection] = []
 
-    def schedule(self, conn: "Connection") -> None:
+    def schedule(self, conn: Connection) -> None:
         """`conn` has frames to write; the first call of a tick schedules the flush."""
         if not self._due:
             asyncio.get_running_loop().call_soon(self._flush)

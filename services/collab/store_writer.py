@@ -32,7 +32,7 @@ class StoreWriter:
         policy: CompactionPolicy,
         metrics: CollabMetrics,
         *,
-        interval: float = 0.05,
+        interval: float = 0.2,
         idle_compact_seconds: float = 30.0,
     ) -> None:
         self._store = store
@@ -116,7 +116,7 @@ class StoreWriter:
             batch, self._pending = self._pending, defaultdict(list)
             self._writing = batch
             try:
-                await self._store.append(batch, with_stats=False)
+                await self._store.append(batch)
             except BaseException:
                 for project_uuid, updates in batch.items():
                     self._pending[project_uuid][:0] = updates

@@ -122,11 +122,7 @@ class PersistenceWorker:
                     pipe.xack(DIRTY_STREAM, CONSUMER_GROUP, *acknowledge)
                 await pipe.execute()
         for project_uuid in due:  # committed and acknowledged: a failure here loses nothing
-            try:
-                await self.compact(project_uuid)
-            except Exception:
-                self._metrics.errors.labels("compaction").inc()
-                log.exception("compaction failed", extra={"project": project_uuid})
+            await self._compact_or_log(project_uuid)
         return written
 
     async def _read_logs(self, projects: Sequence[str]) -> dict[str, list[tuple[tuple[int, int], bytes]]]:
@@ -170,12 +166,9 @@ class PersistenceWorker:
 
     async def compact(self, project_uuid: str) -> None:
         async with self._locks[project_uuid]:
-            await self._compact_locked(project_uuid)
-
-    async def _compact_locked(self, project_uuid: str) -> None:
-        result = await self._store.compact(project_uuid)
-        self._idle.compacted(project_uuid)
-        self._sizes.forget(project_uuid)
+            result = await self._store.compact(project_uuid)
+            self._idle.compacted(project_uuid)
+            self._sizes.forget(project_uuid)
         if result is None:
             return
         self._metrics.compactions.inc()
@@ -189,6 +182,14 @@ class PersistenceWorker:
                 "snapshot_bytes": result.snapshot_bytes,
             },
         )
+
+    async def _compact_or_log(self, project_uuid: str) -> None:
+        """Compact; a failure is counted and logged (the log stays, a later trigger retries)."""
+        try:
+            await self.compact(project_uuid)
+        except Exception:
+            self._metrics.errors.labels("compaction").inc()
+            log.exception("compaction failed", extra={"project": project_uuid})
 
     # the work queue ----------------------------------------------------------
 
@@ -274,11 +275,7 @@ class PersistenceWorker:
                     stats.count, stats.bytes, stats.snapshot_bytes
                 ):
                     continue
-                try:
-                    await self.compact(project_uuid)
-                except Exception:
-                    self._metrics.errors.labels("compaction").inc()
-                    log.exception("idle compaction failed", extra={"project": project_uuid})
+                await self._compact_or_log(project_uuid)
 
     async def _sweep_logs(self) -> None:
         """At start-up, persist every non-empty log (work queued before we existed)."""
