@@ -96,7 +96,7 @@ async def test_upload_download_round_trip(setup: Setup) -> None:
     assert stored.json["sha256"] == hashlib.sha256(data).hexdigest()
     assert stored.json["size"] == len(data) and stored.json["name"] == "photo.jpg"
     assert stored.json["content_type"] == "image/jpeg"
-    # on the shared volume, per DESIGN.md's layout, and nothing left in the temp area
+    # on the shared volume in the layout of docs/architecture.md; nothing left in the temp area
     assert (setup.asset_dir / "photo.jpg").read_bytes() == data
     assert files_under(setup.files_dir / "tmp") == []
 

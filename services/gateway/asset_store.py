@@ -1,6 +1,6 @@
 """Project assets on the shared volume, with their metadata in the `assets` table.
 
-Layout (DESIGN.md): `FILES_DIR/assets/<first two hex of uuid>/<uuid>/<name>`.
+Layout (docs/architecture.md): `FILES_DIR/assets/<first two hex of uuid>/<uuid>/<name>`.
 Every upload (multipart or tus) is written to a temporary file under
 `FILES_DIR/tmp/` (the same volume, so the final `rename` is atomic), hashed
 while it streams, size-checked as it grows, fsynced, then renamed into place

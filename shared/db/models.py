@@ -1,4 +1,4 @@
-"""SQLAlchemy models: the data model of DESIGN.md. Alembic migrations mirror these."""
+"""SQLAlchemy models: the data model (see docs/architecture.md). Alembic migrations mirror these."""
 
 from __future__ import annotations
 
