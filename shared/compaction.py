@@ -30,6 +30,16 @@ def build_doc(updates: Iterable[bytes]) -> Doc:
     return doc
 
 
+def missing_from(durable: Iterable[bytes], held: bytes) -> bytes | None:
+    """What the document state `held` has that the `durable` updates lack, as one
+    update (None when nothing): exactly what applying `held` on top would change."""
+    doc = build_doc(durable)
+    changes: list[bytes] = []
+    doc.observe(lambda event: changes.append(event.update))
+    doc.apply_update(held)
+    return changes[0] if changes else None
+
+
 def build_snapshot(updates: Iterable[bytes]) -> Snapshot:
     """Merge `updates` (a previous snapshot may be the first) into one snapshot."""
     doc = build_doc(updates)

@@ -1,17 +1,26 @@
 """Redis names and primitives shared by collab, gateway and the persistence worker.
 
-Keys (DESIGN.md "Redis contract"):
+Keys (docs/architecture.md, "Redis contract"):
 - `exe:yjs:project-{uuid}`: fan-out channel (pub/sub) of envelopes.
 - `exe:yjs:log:project-{uuid}`: stream of accepted updates not yet in the database
   (field `u`: the update). The worker trims it after each commit.
 - `exe:yjs:dirty`: work-queue stream (field `p`: project uuid) consumed by the
   workers' consumer group `persistence`.
 - `exe:yjs:instance:{hex id}`: heartbeat key of a live collab instance (TTL).
+- `exe:yjs:epoch`: a random token set once per Redis data lifetime; when it
+  changes, Redis lost its data and every open room re-asserts its document.
+
+Nothing here is trusted to survive: Redis may lose its data (restart without
+AOF, failover to a replica that had not caught up, FLUSHALL). The rooms that
+still hold an edit put it back (`RedisBackplane`), the worker recreates its
+consumer group and re-reads every log, and log positions are only compared
+within one Redis server lifetime (`read_logs` returns its run id).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Mapping, Sequence
 
 import redis.asyncio as aioredis
@@ -30,6 +39,7 @@ CONSUMER_GROUP = "persistence"
 UPDATE_FIELD = b"u"
 PROJECT_FIELD = b"p"
 DIRTY_MAXLEN = 100_000
+EPOCH_KEY = "exe:yjs:epoch"
 
 #: What a lost or restarting Redis raises; callers back off and retry.
 REDIS_ERRORS = (RedisError, ConnectionError, OSError, asyncio.TimeoutError)
@@ -83,13 +93,30 @@ async def read_log(redis: aioredis.Redis, project_uuid: str) -> list[tuple[bytes
     return _log_entries(await redis.xrange(log_stream(project_uuid)))
 
 
-async def read_logs(redis: aioredis.Redis, projects: Sequence[str]) -> dict[str, list[tuple[bytes, bytes]]]:
-    """`read_log` of several projects in one round trip."""
+async def read_logs(
+    redis: aioredis.Redis, projects: Sequence[str]
+) -> tuple[str, dict[str, list[tuple[bytes, bytes]]]]:
+    """`read_log` of several projects in one round trip, with the run id of the
+    Redis server that answered.
+
+    Stream ids only ascend within one server's lifetime: a restarted Redis, or a
+    replica promoted with a clock behind its master's, may hand out ids below
+    ones already persisted, so positions are compared only under the same run id.
+    """
     async with redis.pipeline(transaction=False) as pipe:
+        pipe.info("server")
         for project_uuid in projects:
             pipe.xrange(log_stream(project_uuid))
-        replies = await pipe.execute()
-    return {project_uuid: _log_entries(entries) for project_uuid, entries in zip(projects, replies)}
+        info, *replies = await pipe.execute()
+    logs = {project_uuid: _log_entries(entries) for project_uuid, entries in zip(projects, replies)}
+    return str(info["run_id"]), logs
+
+
+async def current_epoch(redis: aioredis.Redis) -> bytes:
+    """The token of Redis's current data lifetime, set now if Redis has none (lost its data)."""
+    candidate = os.urandom(8).hex().encode()
+    previous = await redis.set(EPOCH_KEY, candidate, nx=True, get=True)
+    return previous if previous is not None else candidate
 
 
 def _log_entries(entries: list) -> list[tuple[bytes, bytes]]:  # type: ignore[type-arg]

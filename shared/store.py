@@ -1,6 +1,6 @@
 """The document store: Yjs documents in the database behind one small interface.
 
-Layout (DESIGN.md): `yjs_documents` holds one compacted snapshot per project,
+Layout (docs/architecture.md, "Data model"): `yjs_documents` holds one compacted snapshot per project,
 `yjs_updates` the updates appended since. Loading returns the snapshot and the
 log; compaction folds the log into a new snapshot in one transaction and
 deletes exactly the rows it merged, so an update appended meanwhile survives.
@@ -48,10 +48,26 @@ class CompactionResult:
     snapshot_version: int
 
 
-def _parse_position(text: str) -> tuple[int, int]:
-    if not text:
-        return (0, 0)
-    ms, _, seq = text.partition("-")
+#: Stored with each position: enough of the Redis run id to tell one server lifetime from another.
+EPOCH_CHARS = 16
+
+
+def _format_position(epoch: str, position: tuple[int, int]) -> str:
+    return f"{epoch[:EPOCH_CHARS]}/{position[0]}-{position[1]}"
+
+
+def _written_up_to(text: str, epoch: str) -> tuple[int, int]:
+    """The last log position written, if it was written under the same Redis lifetime.
+
+    A position from another lifetime (or one stored before lifetimes were
+    recorded) proves nothing about the ids the current server hands out:
+    every entry is then taken (duplicates are harmless, Yjs updates are
+    idempotent; a skipped entry would be lost).
+    """
+    stored_epoch, _, position = text.rpartition("/")
+    if not position or stored_epoch != epoch[:EPOCH_CHARS]:
+        return (-1, -1)
+    ms, _, seq = position.partition("-")
     return int(ms), int(seq or 0)
 
 
@@ -114,13 +130,15 @@ class DocumentStore:
         self,
         batch: Mapping[str, Sequence[tuple[tuple[int, int], bytes]]],
         *,
+        epoch: str,
         with_stats_for: Collection[str] = frozenset(),
     ) -> dict[str, tuple[int, LogStats | None]]:
         """Append several projects' Redis-log entries `(position, update)`
-        exactly once, in one transaction.
+        exactly once, in one transaction; `epoch` is the run id of the Redis
+        server the positions come from.
 
-        Each document row remembers the last position written; entries at or
-        before it are skipped, under row locks taken in id order by one
+        Each document row remembers the last position written (and its epoch);
+        entries at or before it in the same epoch are skipped, under row locks taken in id order by one
         statement, so workers racing on overlapping projects never write an
         entry twice nor deadlock. Returns, per project with entries, (rows
         written, log stats after the append for projects in `with_stats_for`,
@@ -146,13 +164,13 @@ class DocumentStore:
             written: dict[str, int] = {}
             for uuid, entries in batch.items():
                 document = documents[ids[uuid]]
-                done = _parse_position(document.log_position)
+                done = _written_up_to(document.log_position, epoch)
                 fresh = [(position, update) for position, update in entries if position > done]
                 written[uuid] = len(fresh)
                 if fresh:
                     rows.extend({"project_id": ids[uuid], "update": update} for _, update in fresh)
                     last = max(position for position, _ in fresh)
-                    positions.append({"document": document.id, "position": f"{last[0]}-{last[1]}"})
+                    positions.append({"document": document.id, "position": _format_position(epoch, last)})
             if rows:
                 await session.execute(insert(_UPDATES), rows)
                 await session.execute(

@@ -166,3 +166,32 @@ async def test_full_backlog_spills_to_the_database(
             assert_has_all(c.value, first + during)
     finally:
         await cluster.close()
+
+
+async def test_failed_sends_reach_peers_once_redis_takes_writes_again(
+    cluster: Cluster, redis_server: RedisServer
+) -> None:
+    """Redis refuses writes (out of memory under noeviction) while every connection stays
+    up: the updates wait in the backlog, enter the log as log-only entries, and the room
+    still resyncs with its peers, who would otherwise never see them."""
+    import redis
+
+    a, b = await cluster.collab("a"), await cluster.collab("b")
+    room = await cluster.new_project(1)
+    token = cluster.token(1)
+    admin = redis.Redis(port=redis_server.port)
+    try:
+        async with await YClient.connect(a.ws_url, room, token) as ca, await YClient.connect(
+            b.ws_url, room, token
+        ) as cb:
+            ca.append("<before>")
+            await cb.wait_text("<before>")
+            admin.config_set("maxmemory", 1)
+            refused = await edit_steadily(ca, "r", 10)
+            async with await YClient.connect(a.ws_url, room, token) as local:  # a's room has them
+                await local.wait_until(lambda: all(t in local.value for t in refused))
+            admin.config_set("maxmemory", 0)
+            await cb.wait_until(lambda: all(t in cb.value for t in refused), 15)
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()

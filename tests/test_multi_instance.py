@@ -8,6 +8,7 @@ import statistics
 import time
 
 from tests.support.cluster import Cluster, metric, metrics_of, wait_metric, wait_stored
+from tests.test_store import EPOCH
 from tests.support.servers import RedisServer
 from tests.support.yclient import YClient
 
@@ -169,7 +170,7 @@ async def test_compaction_of_100k_small_updates(cluster: Cluster) -> None:
     t_start = time.perf_counter()
     for start in range(0, len(updates), 10_000):
         positioned = [((1, start + i + 1), u) for i, u in enumerate(updates[start : start + 10_000])]
-        await cluster.store.append_from_logs({project_uuid: positioned})
+        await cluster.store.append_from_logs(epoch=EPOCH, batch={project_uuid: positioned})
     started = time.perf_counter()
     result = await cluster.store.compact(project_uuid)
     elapsed = time.perf_counter() - started

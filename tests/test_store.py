@@ -21,13 +21,15 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import shared.store as store_module
-from shared.compaction import LogSizes, build_doc, build_snapshot
+from shared.compaction import LogSizes, build_doc, build_snapshot, missing_from
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
 from shared.db.models import Project, YjsDocument, YjsUpdate
 from shared.store import DocumentStore, LogStats
 from tests.support.app_server import InProcessServer
 from tests.support.yclient import YClient
+
+EPOCH = "5a1f0c3e9b7d2468"  # the Redis server lifetime the test's log positions come from
 
 
 @pytest.fixture
@@ -144,17 +146,29 @@ async def test_append_from_logs_writes_each_entry_once_across_projects(store: Do
     updates_c, entries_c = log_entries(2, ms=3000)
     size = {a: sum(map(len, updates_a)), b: sum(map(len, updates_b)), c: sum(map(len, updates_c))}
     first = await store.append_from_logs(
-        {a: entries_a[:3], b: entries_b, c: [], new_project(): []}, with_stats_for={a, c}
+        epoch=EPOCH, batch={a: entries_a[:3], b: entries_b, c: [], new_project(): []}, with_stats_for={a, c}
     )
     # projects without entries are skipped; stats only where asked for
     assert first == {a: (3, LogStats(3, sum(map(len, updates_a[:3])))), b: (4, None)}
     # a second pass over the whole logs (another worker, a retry) writes only what is new, per project
-    second = await store.append_from_logs({a: entries_a, b: entries_b, c: entries_c}, with_stats_for={a, b, c})
+    second = await store.append_from_logs(epoch=EPOCH, batch={a: entries_a, b: entries_b, c: entries_c}, with_stats_for={a, b, c})
     assert second == {a: (2, LogStats(5, size[a])), b: (0, LogStats(4, size[b])), c: (2, LogStats(2, size[c]))}
-    assert await store.append_from_logs({c: entries_c, a: entries_a}) == {c: (0, None), a: (0, None)}
+    assert await store.append_from_logs(epoch=EPOCH, batch={c: entries_c, a: entries_a}) == {c: (0, None), a: (0, None)}
     assert await store.load_updates(a) == updates_a
     assert await store.load_updates(b) == updates_b
     assert await store.load_updates(c) == updates_c
+
+
+async def test_append_from_logs_trusts_positions_only_within_one_redis_lifetime(store: DocumentStore) -> None:
+    """A restarted or failed-over Redis may hand out ids below those already written:
+    under another run id every entry is written (a duplicate is harmless, a skip loses it)."""
+    project = new_project()
+    updates, entries = log_entries(3, ms=5000)
+    assert await store.append_from_logs({project: entries}, epoch=EPOCH) == {project: (3, None)}
+    late_updates, late_entries = log_entries(2, ms=1000)  # a new server whose clock is behind
+    assert await store.append_from_logs({project: late_entries}, epoch=EPOCH) == {project: (0, None)}
+    assert await store.append_from_logs({project: late_entries}, epoch="another-run-id") == {project: (2, None)}
+    assert await store.load_updates(project) == updates + late_updates
 
 
 async def test_append_from_logs_creates_a_missing_document_row(
@@ -168,7 +182,7 @@ async def test_append_from_logs_creates_a_missing_document_row(
     assert await store.load_updates(made) == []  # caches the id, no document row
     updates_made, entries_made = log_entries(3)
     updates_unknown, entries_unknown = log_entries(2)
-    written = await store.append_from_logs({made: entries_made, unknown: entries_unknown})
+    written = await store.append_from_logs(epoch=EPOCH, batch={made: entries_made, unknown: entries_unknown})
     assert written == {made: (3, None), unknown: (2, None)}
     assert await store.load_updates(made) == updates_made
     assert await store.load_updates(unknown) == updates_unknown
@@ -178,7 +192,7 @@ async def test_append_from_logs_creates_a_missing_document_row(
                 select(Project.uuid, YjsDocument.log_position).join(YjsDocument, YjsDocument.project_id == Project.id)
             )
         ).all()
-    assert {str(u): p for u, p in positions if str(u) in (made, unknown)} == {made: "1000-2", unknown: "1000-1"}
+    assert {str(u): p for u, p in positions if str(u) in (made, unknown)} == {made: f"{EPOCH}/1000-2", unknown: f"{EPOCH}/1000-1"}
 
 
 async def test_racing_batches_over_the_same_projects_write_each_entry_once(
@@ -195,8 +209,8 @@ async def test_racing_batches_over_the_same_projects_write_each_entry_once(
     for upto in (10, 20, 30):
         results = await asyncio.wait_for(
             asyncio.gather(
-                one.append_from_logs({p: logs[p][1][:upto] for p in projects}),
-                other.append_from_logs({p: logs[p][1][:upto] for p in reversed(projects)}),
+                one.append_from_logs(epoch=EPOCH, batch={p: logs[p][1][:upto] for p in projects}),
+                other.append_from_logs(epoch=EPOCH, batch={p: logs[p][1][:upto] for p in reversed(projects)}),
             ),
             30,
         )
@@ -217,8 +231,8 @@ async def test_a_batch_locks_documents_lowest_id_first(
     low, high = new_project(), new_project()
     logs = {low: log_entries(4)[1], high: log_entries(4, ms=2000)[1]}
     store, other = DocumentStore(sessionmaker), DocumentStore(sessionmaker)
-    await store.append_from_logs({low: logs[low][:1]})  # document rows, in id order
-    await store.append_from_logs({high: logs[high][:1]})
+    await store.append_from_logs(epoch=EPOCH, batch={low: logs[low][:1]})  # document rows, in id order
+    await store.append_from_logs(epoch=EPOCH, batch={high: logs[high][:1]})
     async with sessionmaker() as blocker, blocker.begin():
         await blocker.execute(  # another worker's transaction holds the lower row
             select(YjsDocument.id)
@@ -226,7 +240,7 @@ async def test_a_batch_locks_documents_lowest_id_first(
             .where(Project.uuid == uuid.UUID(low))
             .with_for_update()
         )
-        waiting = asyncio.create_task(store.append_from_logs({high: logs[high][:2], low: logs[low][:2]}))
+        waiting = asyncio.create_task(store.append_from_logs(epoch=EPOCH, batch={high: logs[high][:2], low: logs[low][:2]}))
         lock_waits = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
         async with asyncio.timeout(10):
             while True:  # polling PostgreSQL until the batch waits for the lock
@@ -235,10 +249,24 @@ async def test_a_batch_locks_documents_lowest_id_first(
                         break
                 await asyncio.sleep(0.02)
         # the higher row is free: a batch over it alone commits meanwhile
-        assert await asyncio.wait_for(other.append_from_logs({high: logs[high][:3]}), 10) == {high: (2, None)}
+        assert await asyncio.wait_for(other.append_from_logs(epoch=EPOCH, batch={high: logs[high][:3]}), 10) == {high: (2, None)}
         assert not waiting.done()
     assert await asyncio.wait_for(waiting, 10) == {high: (0, None), low: (1, None)}
     assert await store.load_updates(high) == [update for _, update in logs[high][:3]]
+
+
+def test_missing_from_is_exactly_what_the_durable_updates_lack() -> None:
+    rec = Recorder()
+    rec.text += "kept;"
+    durable = rec.take()
+    rec.text += "lost;"
+    del rec.text[0:2]  # a deletion only: no new clock, still a change
+    held = rec.doc.get_update()
+    missing = missing_from(durable, held)
+    assert missing is not None
+    assert str(build_doc([*durable, missing]).get("t", type=Text)) == "pt;lost;"
+    assert missing_from([*durable, missing], held) is None  # nothing left to put back
+    assert missing_from([held], held) is None
 
 
 def test_log_sizes_count_in_memory_until_a_compaction() -> None:

@@ -81,6 +81,11 @@ class CollabMetrics:
             "Backlogged updates written straight to the database because the backlog was full",
             registry=registry,
         )
+        self.reasserted = Counter(
+            "collab_reasserted_updates_total",
+            "Updates a room put back into the Redis log because Redis had lost them",
+            registry=registry,
+        )
         self.resyncs = Counter(
             "collab_resync_requests_total", "State-vector resync requests published", registry=registry
         )

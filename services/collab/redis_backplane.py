@@ -1,8 +1,8 @@
 """Multi-instance mode: Redis pub/sub fan-out plus the durable update log.
 
-What it guarantees (DESIGN.md "Redis contract"):
+What it guarantees (docs/architecture.md, "Redis contract"):
 - Every accepted update is XADDed to the project's log stream *before* it is
-  published, in the same pipelined round trip, so a peer that subscribed and
+  published, in the same Lua call (`LogPublisher`), so a peer that subscribed and
   then read the log misses nothing.
 - One subscriber connection per instance; a room's channel is subscribed (and
   the subscription confirmed) before its document is loaded.
@@ -10,9 +10,16 @@ What it guarantees (DESIGN.md "Redis contract"):
   backlog (beyond the bound they go straight to the database) and enter the
   log when Redis returns. After every (re)connect each open room publishes
   its state vector and peers answer with exactly the missing diff.
+- Nothing accepted depends on Redis keeping it. After every reconnect, and
+  whenever the epoch key shows that Redis lost its data (FLUSHALL, a restart
+  without AOF, a failover to a replica that had not caught up), each open
+  room compares its document with what is durable (database + log) and
+  appends the difference to the log, where the worker persists it.
 - Presence: a heartbeat key per instance; awareness states owned by an
-  instance whose key expired are removed from every room. A clean shutdown
-  announces itself so peers drop its states at once.
+  instance whose key stays missing for a whole `presence_ttl` are removed
+  from every room (a live instance whose key vanished with Redis's data has
+  re-announced itself by then). A clean shutdown announces itself so peers
+  drop its states at once.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import redis.asyncio as aioredis
 from services.collab.backplane import RoomHost
 from services.collab.metrics import CollabMetrics
 from shared.backoff import Backoff
+from shared.compaction import missing_from
 from shared.envelope import (
     INSTANCE_ID_BYTES,
     EnvelopeError,
@@ -46,6 +54,7 @@ from shared.redis_log import (
     LogPublisher,
     ProjectOutbox,
     channel,
+    current_epoch,
     instance_key,
     project_of_channel,
     read_log,
@@ -59,6 +68,7 @@ INSTANCES_CHANNEL = "exe:yjs:instances"  # body: the id of an instance shutting 
 INSTANCES_CHANNEL_BYTES = INSTANCES_CHANNEL.encode()
 SUBSCRIBE_TIMEOUT = 5.0
 MAX_BACKOFF = 2.0
+REASSERT_CONCURRENCY = 4  # rooms compared with the database at once after Redis lost data
 
 
 class RedisBackplane:
@@ -97,6 +107,10 @@ class RedisBackplane:
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._epoch: bytes | None = None  # Redis's data lifetime, as last seen
+        self._announce = asyncio.Event()  # refresh the heartbeat now
+        self._missing_since: dict[bytes, float] = {}  # owners whose heartbeat key is missing
+        self._reassert_slots = asyncio.Semaphore(REASSERT_CONCURRENCY)
 
     # lifecycle -----------------------------------------------------------
 
@@ -248,6 +262,7 @@ class RedisBackplane:
             self._hand_on(len(batch))
             for _ in backlog:
                 self._backlog.popleft()
+            self._resync_projects({project_uuid for project_uuid, _ in backlog})
             self._metrics.log_backlog.set(len(self._backlog))
             if not self._outbox and not self._backlog:
                 self._drained.set()
@@ -261,6 +276,14 @@ class RedisBackplane:
         await self._log.send(outboxes)
         for _, kind, _ in batch:
             self._metrics.envelopes_out_by[kind.name.lower()].inc()
+
+    def _resync_projects(self, projects: set[str]) -> None:
+        """Backlogged updates enter the log without being published: their rooms ask
+        peers to exchange what either side misses (also when the subscriber never dropped)."""
+        for project_uuid in projects:
+            room = self._rooms.loaded_room(project_uuid) if self._rooms else None
+            if room is not None:
+                self._request_sync(room, ask_back=True)
 
     def _move_updates_to_backlog(self) -> None:
         """Redis is down: updates wait for the log; awareness and opaque frames are moot."""
@@ -353,18 +376,50 @@ class RedisBackplane:
         if was_down:
             log.info("Redis connected", extra={"instance": self.instance_id.hex(), "rooms": len(self._projects)})
             self._wake_sender.set()
+            self._announce.set()  # before peers look for our heartbeat
             # Whatever happened while we were away: peers fill it in, and so
-            # does the log (entries no live peer may hold).
+            # does the log (entries no live peer may hold); and Redis may have
+            # lost what we sent it.
             for room in self._rooms.rooms() if self._rooms else []:
                 self._request_sync(room, ask_back=True)
-                self._spawn(self._catch_up_from_log(room))
+                self._spawn(self._reconcile(room, catch_up=True))
 
-    async def _catch_up_from_log(self, room: Any) -> None:
-        try:
-            entries = await read_log(self._redis, room.project_uuid)
-        except REDIS_ERRORS:
+    def _reassert_all(self) -> None:
+        for room in self._rooms.rooms() if self._rooms else []:
+            self._spawn(self._reconcile(room, catch_up=False))
+
+    async def _reconcile(self, room: Any, *, catch_up: bool) -> None:
+        """Apply the room's log tail to it (`catch_up`), then append to the log what
+        the room holds that neither the database nor the log has.
+
+        The log is read before the database (see `load_with_log`); updates the
+        room accepts meanwhile may be appended twice, which is harmless.
+        """
+        backoff = Backoff(0.2, MAX_BACKOFF)
+        async with self._reassert_slots:
+            while room.project_uuid in self._projects:
+                try:
+                    tail = [update for _, update in await read_log(self._redis, room.project_uuid)]
+                    stored = await self._store.load_updates(room.project_uuid)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis or the database away: the room keeps what it has
+                    log.warning("cannot compare room with the durable state yet: %s", exc,
+                                extra={"project": room.project_uuid})
+                    await backoff.sleep()
+            else:
+                return  # the room unloaded (its outbox was flushed to the log first)
+            if catch_up:
+                room.apply_remote_updates(tail)
+            missing = await asyncio.to_thread(missing_from, stored + tail, room.doc.get_update())
+        if missing is None:
             return
-        room.apply_remote_updates([update for _, update in entries])
+        log.warning("re-asserting updates Redis lost", extra={"project": room.project_uuid, "bytes": len(missing)})
+        self._metrics.reasserted.inc()
+        self._backlog.append((room.project_uuid, missing))
+        self._drained.clear()
+        self._wake_sender.set()
 
     def _on_disconnected(self) -> None:
         self._connected.clear()
@@ -438,10 +493,25 @@ class RedisBackplane:
                 await self._redis.set(
                     instance_key(self.instance_id), b"1", px=int(self._presence_ttl * 1000)
                 )
+                await self._check_epoch()
                 await self._remove_dead_instances()
             except REDIS_ERRORS:
                 pass
-            await asyncio.sleep(self._presence_interval)
+            self._announce.clear()
+            try:
+                await asyncio.wait_for(self._announce.wait(), self._presence_interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _check_epoch(self) -> None:
+        """Notice that Redis lost its data even without a reconnect (FLUSHALL)."""
+        epoch = await current_epoch(self._redis)
+        if self._epoch is not None and epoch != self._epoch:
+            log.error("Redis lost its data; every open room re-asserts its document",
+                      extra={"rooms": len(self._projects)})
+            self._missing_since.clear()  # every heartbeat vanished with it
+            self._reassert_all()
+        self._epoch = epoch
 
     async def _remove_dead_instances(self) -> None:
         if self._rooms is None:
@@ -453,16 +523,26 @@ class RedisBackplane:
             if isinstance(owner, bytes)
         }
         if not owners:
+            self._missing_since.clear()
             return
         ordered = list(owners)
         pipe = self._redis.pipeline(transaction=False)
         for owner in ordered:
             pipe.exists(instance_key(owner))
         alive = await pipe.execute()
+        now = asyncio.get_running_loop().time()
         for owner, exists in zip(ordered, alive):
-            if not exists:
+            if exists:
+                self._missing_since.pop(owner, None)
+                continue
+            # Missing for a whole TTL: a live instance re-sets its key every interval.
+            since = self._missing_since.setdefault(owner, now)
+            if now - since >= self._presence_ttl:
+                del self._missing_since[owner]
                 log.info("instance gone; removing its awareness states", extra={"instance": owner.hex()})
                 self._forget_instance(owner)
+        for owner in set(self._missing_since) - owners:
+            del self._missing_since[owner]
 
     def _forget_instance(self, instance_id: bytes) -> None:
         for room in self._rooms.rooms() if self._rooms else []:

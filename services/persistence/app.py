@@ -21,6 +21,9 @@ from shared.runner import run_service
 
 log = logging.getLogger(__name__)
 
+#: A worker that has not completed a pass for this long is not ready (a pass blocks 1 s at most when idle).
+STALLED_SECONDS = 30.0
+
 WORKER: web.AppKey[PersistenceWorker] = web.AppKey("worker", PersistenceWorker)
 
 
@@ -46,6 +49,13 @@ def create_app(settings: Settings) -> web.Application:
     checks = app.setdefault(READINESS_CHECKS, {})
     checks["database"] = database_ready_check(app)
     checks["redis"] = redis_check
+
+    async def queue_check() -> None:
+        stalled = app[WORKER].stalled_for()
+        if stalled > STALLED_SECONDS:
+            raise RuntimeError(f"no pass over the work queue for {stalled:.0f} s")
+
+    checks["queue"] = queue_check
 
     async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
         worker = PersistenceWorker(

@@ -33,6 +33,11 @@ class WorkerMetrics:
         self.compactions = Counter("persistence_compactions_total", "Compactions run", registry=registry)
         self.errors = Counter("persistence_errors_total", "Failed attempts (retried)", ["stage"], registry=registry)
         self.redis_connected = Gauge("persistence_redis_connected", "1 while Redis answers", registry=registry)
+        self.consume_lag = Gauge(
+            "persistence_consume_lag_seconds",
+            "Seconds since the worker last completed a pass over its queue (grows while it cannot consume)",
+            registry=registry,
+        )
 
     def record_written(self, update_bytes: int, db_bytes: int) -> None:
         self.update_bytes.inc(update_bytes)

@@ -14,6 +14,14 @@ database outage loses nothing: the next pass (here or on another worker)
 redoes it. The logs' sizes for the compaction triggers are counted in memory
 (`LogSizes`), not queried on every pass; compactions run after the pass, one
 project at a time.
+
+Redis may lose its data (restart without AOF, failover to a replica that had
+not caught up, FLUSHALL). The worker then finds its consumer group gone
+(NOGROUP on any read): it recreates the group from the start of whatever
+stream exists and re-reads every project log, since the work entries that
+pointed at them may be gone; log positions from the lost lifetime are not
+trusted (see `read_logs`). The collab instances put back what the lost logs
+held (see `RedisBackplane`).
 """
 
 from __future__ import annotations
@@ -74,12 +82,17 @@ class PersistenceWorker:
         self._idle = IdleTracker(idle_compact_seconds)
         self._sizes = LogSizes()
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_pass = time.monotonic()
+        metrics.consume_lag.set_function(self.stalled_for)
+
+    def stalled_for(self) -> float:
+        """Seconds since the queue loop last completed a pass (grows while it cannot consume)."""
+        return time.monotonic() - self._last_pass
 
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._queue_loop(), name="worker-queue"),
             asyncio.create_task(self._idle_loop(), name="worker-idle-compaction"),
-            asyncio.create_task(self._sweep_logs(), name="worker-initial-sweep"),
         ]
 
     async def stop(self) -> None:
@@ -107,9 +120,9 @@ class PersistenceWorker:
         async with AsyncExitStack() as stack:
             for project_uuid in projects:  # in one order, so concurrent passes never wait in a cycle
                 await stack.enter_async_context(self._locks[project_uuid])
-            logs = await self._read_logs(projects)
+            epoch, logs = await self._read_logs(projects)
             results = await self._store.append_from_logs(
-                logs, with_stats_for={p for p in logs if self._sizes.get(p) is None}
+                logs, epoch=epoch, with_stats_for={p for p in logs if self._sizes.get(p) is None}
             )
             written, due = self._record(logs, results)
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -125,10 +138,13 @@ class PersistenceWorker:
             await self._compact_or_log(project_uuid)
         return written
 
-    async def _read_logs(self, projects: Sequence[str]) -> dict[str, list[tuple[tuple[int, int], bytes]]]:
-        """The non-empty logs of `projects` as (position, update), oldest first, in one round trip."""
-        logs = await read_logs(self._redis, projects)
-        return {
+    async def _read_logs(
+        self, projects: Sequence[str]
+    ) -> tuple[str, dict[str, list[tuple[tuple[int, int], bytes]]]]:
+        """Redis's run id and the non-empty logs of `projects` as (position, update),
+        oldest first, in one round trip."""
+        epoch, logs = await read_logs(self._redis, projects)
+        return epoch, {
             project_uuid: [(parse_stream_id(entry_id), update) for entry_id, update in entries]
             for project_uuid, entries in logs.items()
             if entries
@@ -205,8 +221,9 @@ class PersistenceWorker:
         group_ready = False
         while True:
             try:
-                if not group_ready:
+                if not group_ready:  # at start-up, and after Redis lost its data
                     await self._ensure_group()
+                    await self._sweep_logs()
                     group_ready = True
                 self._metrics.redis_connected.set(1)
                 # Our own unacknowledged entries first (a failed pass), then ones a
@@ -223,14 +240,18 @@ class PersistenceWorker:
                         await asyncio.sleep(self._batch_seconds)
                         entries += await self._read_group(">", block=None)
                 await self._process(entries)
+                self._last_pass = time.monotonic()
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # Redis lost its data (restart without AOF)
+                if "NOGROUP" in str(exc):
                     group_ready = False
+                    log.error("the work queue's consumer group is gone: Redis lost its data; "
+                              "recreating it and re-reading every log")
+                else:
+                    log.warning("work queue error: %s", exc)
                 self._metrics.errors.labels("redis").inc()
-                log.warning("work queue error: %s", exc)
                 await backoff.sleep()
             except REDIS_ERRORS as exc:
                 self._metrics.redis_connected.set(0)
@@ -278,19 +299,12 @@ class PersistenceWorker:
                 await self._compact_or_log(project_uuid)
 
     async def _sweep_logs(self) -> None:
-        """At start-up, persist every non-empty log (work queued before we existed)."""
-        backoff = Backoff(0.1, MAX_BACKOFF)
-        while True:
-            try:
-                projects = [
-                    key.decode().removeprefix(log_stream(""))
-                    async for key in self._redis.scan_iter(match=log_stream("*"), count=500)
-                ]
-                for start in range(0, len(projects), self._batch_size):
-                    await self.persist({project: () for project in projects[start : start + self._batch_size]})
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("start-up sweep failed (%s); retrying", exc)
-                await backoff.sleep()
+        """Persist every non-empty log (work queued before we existed, or whose work entry was lost)."""
+        projects = [
+            key.decode().removeprefix(log_stream(""))
+            async for key in self._redis.scan_iter(match=log_stream("*"), count=500)
+        ]
+        for start in range(0, len(projects), self._batch_size):
+            await self.persist({project: () for project in projects[start : start + self._batch_size]})
+        if projects:
+            log.info("swept the project logs", extra={"projects": len(projects)})

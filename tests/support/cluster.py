@@ -11,6 +11,7 @@ import aiohttp
 from pycrdt import Text
 
 from services.collab.app import create_app as create_collab_app
+from services.gateway.app import create_app as create_gateway_app
 from services.persistence.app import create_app as create_worker_app
 from shared.compaction import build_doc
 from shared.config import Settings
@@ -69,6 +70,11 @@ class Cluster:
 
     async def worker(self, name: str = "worker-1", **overrides: str) -> InProcessServer:
         server = await InProcessServer(create_worker_app, self.settings(instance_id=name, **overrides)).start()
+        self.servers.append(server)
+        return server
+
+    async def gateway(self, name: str = "gateway-1", **overrides: str) -> InProcessServer:
+        server = await InProcessServer(create_gateway_app, self.settings(instance_id=name, **overrides)).start()
         self.servers.append(server)
         return server
 

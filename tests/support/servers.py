@@ -635,6 +635,14 @@ class RedisServer(_ManagedServer):
         """Graceful shutdown (SIGTERM: flushes and fsyncs the AOF) and wait."""
         self._terminate(signal.SIGTERM, timeout)
 
+    def restart_empty(self) -> Self:
+        """SIGKILL, delete every file it kept, start again on the same port: a Redis
+        host lost, or a failover to a replica that had nothing yet."""
+        self.kill()
+        shutil.rmtree(self.data_dir)
+        self.data_dir.mkdir()
+        return self.start()
+
 
 # --------------------------------------------------------------------------
 # PostgreSQL
