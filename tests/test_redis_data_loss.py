@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from pycrdt import Doc, Text
 
-from tests.support.cluster import Cluster, metric, metrics_of, wait_stored
+from tests.support.cluster import Cluster, metric, metrics_of, wait_metric, wait_stored
 from tests.support.node_client import NodeYClient
 from tests.support.servers import RedisServer
 from tests.support.yclient import YClient
@@ -93,3 +93,18 @@ async def test_redis_losing_its_data_loses_no_accepted_update(
     assert metric(text, 'persistence_errors_total{stage="redis"}') >= 1
     assert metric(text, "persistence_redis_connected") == 1
     assert metric(text, "persistence_consume_lag_seconds") < 5
+
+
+async def test_a_room_unloaded_while_the_worker_is_down_does_not_live_in_redis_alone(
+    cluster: Cluster, redis_server: RedisServer
+) -> None:
+    a = await cluster.collab("a")  # no worker: the log is not persisted
+    room = await cluster.new_project(1)
+    async with await YClient.connect(a.ws_url, room, cluster.token(1)) as client:
+        await edit_steadily(client, "u", 30)
+        final = client.value
+    # the room unloads (ROOM_UNLOAD_GRACE) and, its log still unpersisted, writes itself
+    await wait_metric(a.http_url, "collab_room_handovers_total", 1, timeout=20)
+    redis_server.restart_empty()  # the log is gone with Redis's data
+    await cluster.worker()
+    await wait_stored(cluster, room, final)

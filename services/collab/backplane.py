@@ -51,8 +51,8 @@ class Backplane(Protocol):
     def publish_opaque(self, project_uuid: str, frame: bytes | str) -> None:
         """A frame relayed without interpretation."""
 
-    async def close_room(self, project_uuid: str) -> None:
-        """The room is unloading: flush what it accepted, stop listening for it."""
+    async def close_room(self, room: Any) -> None:
+        """The room (`Room`) is unloading: flush what it accepted, stop listening for it."""
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         """Dependencies this backplane needs, for /health/ready."""
@@ -90,8 +90,8 @@ class LocalBackplane:
     def publish_opaque(self, project_uuid: str, frame: bytes | str) -> None:
         return None
 
-    async def close_room(self, project_uuid: str) -> None:
-        await self._writer.close_project(project_uuid)
+    async def close_room(self, room: Any) -> None:
+        await self._writer.close_project(room.project_uuid)
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         return {}

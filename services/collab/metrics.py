@@ -81,6 +81,11 @@ class CollabMetrics:
             "Backlogged updates written straight to the database because the backlog was full",
             registry=registry,
         )
+        self.handovers = Counter(
+            "collab_room_handovers_total",
+            "Unloaded rooms written to the database because their log was not persisted in time",
+            registry=registry,
+        )
         self.reasserted = Counter(
             "collab_reasserted_updates_total",
             "Updates a room put back into the Redis log because Redis had lost them",

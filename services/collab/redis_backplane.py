@@ -30,6 +30,7 @@ from collections import defaultdict, deque
 from typing import Any, Iterable
 
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 
 from services.collab.backplane import RoomHost
 from services.collab.metrics import CollabMetrics
@@ -56,6 +57,7 @@ from shared.redis_log import (
     channel,
     current_epoch,
     instance_key,
+    log_stream,
     project_of_channel,
     read_log,
 )
@@ -69,6 +71,8 @@ INSTANCES_CHANNEL_BYTES = INSTANCES_CHANNEL.encode()
 SUBSCRIBE_TIMEOUT = 5.0
 MAX_BACKOFF = 2.0
 REASSERT_CONCURRENCY = 4  # rooms compared with the database at once after Redis lost data
+HANDOVER_SECONDS = 3.0  # how long an unloaded room waits for the worker before writing itself
+HANDOVER_POLL = 0.1
 
 
 class RedisBackplane:
@@ -135,7 +139,8 @@ class RedisBackplane:
                 "stopping with updates not yet in the Redis log; writing them to the database",
                 extra={"backlog": len(self._backlog)},
             )
-            await self._spill(list(self._backlog) + [(p, b) for p, k, b in self._outbox if k is Kind.UPDATE])
+            stranded = list(self._backlog) + [(p, b) for p, k, b in self._outbox if k is Kind.UPDATE]
+            await self._spill(stranded, self._metrics.log_spilled)
             self._backlog.clear()
         try:
             async with asyncio.timeout(2.0):
@@ -183,7 +188,8 @@ class RedisBackplane:
         """Ask peers for what this room misses and for their awareness states."""
         self._request_sync(room, ask_back=False)
 
-    async def close_room(self, project_uuid: str) -> None:
+    async def close_room(self, room: Any) -> None:
+        project_uuid = room.project_uuid
         self._projects.discard(project_uuid)
         try:  # until what the room queued has left the outbox (others' traffic may go on)
             await asyncio.wait_for(self._handed_on_up_to(self._queued), 5.0)
@@ -195,6 +201,7 @@ class RedisBackplane:
                 self._subscriber.unsubscribe(channel(project_uuid))
             except REDIS_ERRORS:
                 pass
+        self._spawn(self._hand_over(room))
 
     def publish_update(self, project_uuid: str, update: bytes) -> None:
         self._publish(project_uuid, Kind.UPDATE, update)
@@ -294,7 +301,7 @@ class RedisBackplane:
         self._outbox = []
         if len(self._backlog) > self._backlog_limit:
             overflow = [self._backlog.popleft() for _ in range(len(self._backlog) - self._backlog_limit // 2)]
-            self._spawn(self._spill(overflow))
+            self._spawn(self._spill(overflow, self._metrics.log_spilled))
         self._metrics.log_backlog.set(len(self._backlog))
         if not self._backlog:
             self._drained.set()
@@ -305,8 +312,8 @@ class RedisBackplane:
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
-    async def _spill(self, entries: list[tuple[str, bytes]]) -> None:
-        """Write updates straight to the database, retrying until it works."""
+    async def _spill(self, entries: list[tuple[str, bytes]], written: Counter) -> None:
+        """Write updates straight to the database, retrying until it works; count them in `written`."""
         if not entries:
             return
         batch: dict[str, list[bytes]] = defaultdict(list)
@@ -316,7 +323,7 @@ class RedisBackplane:
         while True:
             try:
                 await self._store.append(batch)
-                self._metrics.log_spilled.inc(len(entries))
+                written.inc(len(entries))
                 return
             except Exception:
                 log.exception("spilling the Redis backlog to the database failed; retrying")
@@ -383,6 +390,31 @@ class RedisBackplane:
             for room in self._rooms.rooms() if self._rooms else []:
                 self._request_sync(room, ask_back=True)
                 self._spawn(self._reconcile(room, catch_up=True))
+
+    async def _hand_over(self, room: Any) -> None:
+        """After an unload, make sure the room's document does not live in Redis alone.
+
+        Once the worker has drained the room's log, or another instance has the
+        room open (and so holds everything too), nothing depends on Redis. If
+        neither happens within `HANDOVER_SECONDS` (the worker is down or behind,
+        Redis is unreachable), the whole document is written to the database.
+        """
+        deadline = asyncio.get_running_loop().time() + HANDOVER_SECONDS
+        while asyncio.get_running_loop().time() < deadline:
+            # first wait: our own unsubscription is then in, and not counted below
+            await asyncio.sleep(HANDOVER_POLL)
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.xlen(log_stream(room.project_uuid))
+                    pipe.pubsub_numsub(channel(room.project_uuid))
+                    length, ((_, subscribers),) = await pipe.execute()
+                if length == 0 or subscribers > 0:
+                    return
+            except REDIS_ERRORS:
+                pass
+        log.info("room unloaded before its log was persisted; writing it to the database",
+                 extra={"project": room.project_uuid})
+        await self._spill([(room.project_uuid, room.doc.get_update())], self._metrics.handovers)
 
     def _reassert_all(self) -> None:
         for room in self._rooms.rooms() if self._rooms else []:

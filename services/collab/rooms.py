@@ -100,7 +100,7 @@ class RoomManager:
             if not isinstance(exc, Exception):
                 raise
             log.exception("room load failed", extra={"project": project_uuid})
-            await self._backplane.close_room(project_uuid)
+            await self._backplane.close_room(room)
             return
         self._metrics.room_load_seconds.observe(time.perf_counter() - started)
         self._opening.pop(project_uuid, None)
@@ -142,7 +142,7 @@ class RoomManager:
 
     async def _unload(self, room: Room) -> None:
         try:
-            await self._backplane.close_room(room.project_uuid)
+            await self._backplane.close_room(room)
         except Exception:
             log.exception("room unload failed", extra={"project": room.project_uuid})
         else:
