@@ -112,6 +112,8 @@ class Settings:
     login_rate_window: float = 60.0
     access_cache_ttl: float = 2.0
     upload_expiry_seconds: int = 24 * 3600
+    max_open_uploads_per_user: int = 20
+    max_open_uploads_per_project: int = 50
     forwarded_allow_ips: str = ""
 
     @property
@@ -197,6 +199,8 @@ class Settings:
             login_rate_window=_float(env, "LOGIN_RATE_WINDOW", 60.0),
             access_cache_ttl=_float(env, "ACCESS_CACHE_TTL", 2.0),
             upload_expiry_seconds=_int(env, "UPLOAD_EXPIRY_SECONDS", 24 * 3600),
+            max_open_uploads_per_user=_int(env, "MAX_OPEN_UPLOADS_PER_USER", 20),
+            max_open_uploads_per_project=_int(env, "MAX_OPEN_UPLOADS_PER_PROJECT", 50),
             forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "").strip(),
         )
         return settings.with_secrets()

@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.errors import bad_request, not_found, too_large
+from services.gateway.quota import check_quota, forget, lock_project
 from services.gateway.timefmt import iso
 from shared.db.models import Asset, Project
 
@@ -177,15 +178,6 @@ def hash_file(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-async def project_usage(
-    session: AsyncSession, project_id: int, excluding: str | None = None
-) -> int:
-    query = select(func.coalesce(func.sum(Asset.size), 0)).where(Asset.project_id == project_id)
-    if excluding is not None:
-        query = query.where(Asset.name != excluding)
-    return int(await session.scalar(query) or 0)
-
-
 async def commit_asset(
     sessionmaker: async_sessionmaker[AsyncSession],
     volume: AssetVolume,
@@ -194,29 +186,24 @@ async def commit_asset(
     staged: StagedFile,
     content_type: str,
     max_project_bytes: int,
+    reservation: str,
 ) -> tuple[Asset, bool]:
     """Move a staged file into place and record it; (asset, created). 413 over the project quota.
 
     The project row is locked for the transaction, so concurrent uploads to
-    one project are checked against the quota one at a time.
+    one project are checked against the quota (`quota.py`) one at a time; the
+    upload's `reservation` ends in the same transaction.
     """
     project_uuid = str(project.uuid)
     relative = volume.relative_path(project_uuid, name)
     final = volume.absolute(relative)
     try:
         async with sessionmaker() as session, session.begin():
-            locked = await session.scalar(
-                select(Project.id)
-                .where(Project.id == project.id, Project.deleted_at.is_(None))
-                .with_for_update()
+            await lock_project(session, project.id)
+            await check_quota(
+                session, project.id, name, staged.size, max_project_bytes, reservation=reservation
             )
-            if locked is None:
-                raise not_found("no such project")
-            used = await project_usage(session, project.id, excluding=name)
-            if used + staged.size > max_project_bytes:
-                raise too_large(
-                    f"the project's assets would exceed its limit of {max_project_bytes} bytes"
-                )
+            await forget(session, reservation)
             existing = await session.scalar(
                 select(Asset).where(Asset.project_id == project.id, Asset.name == name)
             )

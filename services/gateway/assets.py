@@ -7,7 +7,9 @@ uploads (tus) are in `tus.py` and end in the same `commit_asset` step.
 from __future__ import annotations
 
 import logging
-from typing import AsyncIterator
+import secrets
+from contextlib import contextmanager
+from typing import AsyncIterator, Iterator
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
@@ -24,6 +26,12 @@ from services.gateway.asset_store import (
 )
 from services.gateway.context import Need, authorize, gateway, sessionmaker
 from services.gateway.errors import ApiError, bad_request, not_found, too_large
+from services.gateway.quota import (
+    MULTIPART_LEASE_SECONDS,
+    UploadLimits,
+    released_on_error,
+    reserve,
+)
 from shared.db.models import Asset
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,15 @@ async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
+@contextmanager
+def _multipart_errors() -> Iterator[None]:
+    """aiohttp's multipart reader fails with these on a malformed body: a 400."""
+    try:
+        yield
+    except (ValueError, AssertionError, RuntimeError, LookupError) as exc:
+        raise bad_request(f"malformed multipart body: {type(exc).__name__}") from None
+
+
 async def upload_asset(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.EDIT)
     settings = gateway(request).settings
@@ -62,7 +79,7 @@ async def upload_asset(request: web.Request) -> web.Response:
     ):
         raise too_large(f"the file is larger than the limit of {settings.max_asset_bytes} bytes")
     volume = request.app[ASSET_VOLUME]
-    try:
+    with _multipart_errors():
         reader = await request.multipart()
         while True:
             part = await reader.next()
@@ -72,19 +89,32 @@ async def upload_asset(request: web.Request) -> web.Response:
                 break
             await part.release()
         name = validate_name(request.query["name"] if "name" in request.query else part.filename)
-        declared_type = part.headers.get("Content-Type")
-        staged = await stage_stream(volume, _part_chunks(part), settings.max_asset_bytes)
-    except (ValueError, AssertionError, RuntimeError, LookupError) as exc:
-        raise bad_request(f"malformed multipart body: {type(exc).__name__}") from None
-    asset, created = await commit_asset(
+    # The file is at most the body (chunked: at most the per-file limit).
+    declared = min(request.content_length or settings.max_asset_bytes, settings.max_asset_bytes)
+    reservation = secrets.token_hex(16)
+    await reserve(
         sessionmaker(request),
-        volume,
-        auth.project,
+        reservation,
+        auth.project.id,
+        auth.user_id,
         name,
-        staged,
-        content_type_for(name, declared_type),
-        settings.max_project_bytes,
+        declared,
+        UploadLimits.from_settings(settings),
+        MULTIPART_LEASE_SECONDS,
     )
+    async with released_on_error(sessionmaker(request), reservation):
+        with _multipart_errors():
+            staged = await stage_stream(volume, _part_chunks(part), settings.max_asset_bytes)
+        asset, created = await commit_asset(
+            sessionmaker(request),
+            volume,
+            auth.project,
+            name,
+            staged,
+            content_type_for(name, part.headers.get("Content-Type")),
+            settings.max_project_bytes,
+            reservation,
+        )
     gateway(request).metrics.asset_bytes.inc(asset.size)
     log.info(
         "asset stored",

@@ -197,7 +197,7 @@ _MESSAGES = {
     415: "Unsupported media type",
     416: "Range not satisfiable",
     423: "Another request is writing this upload",
-    429: "Too many attempts",
+    429: "Too many attempts, or too many unfinished uploads",
     503: "A dependency is down",
 }
 
@@ -474,7 +474,7 @@ PATHS: dict[str, Any] = {
             {
                 "200": _json("Replaced", "Asset"),
                 "201": _json("Stored", "Asset"),
-                **_errors(*_PROJECT_ERRORS, 413, 415),
+                **_errors(*_PROJECT_ERRORS, 413, 415, 429),
             },
             parameters=[
                 {
@@ -527,13 +527,14 @@ PATHS: dict[str, Any] = {
             tags=["assets"],
         ),
         "post": _op(
-            "tus creation (editor+): Upload-Length and Upload-Metadata 'filename'; Location is the upload",
+            "tus creation (editor+): Upload-Length and Upload-Metadata 'filename'; Location is the upload."
+            " Upload-Length is reserved against the project quota until the upload completes",
             {
                 "201": {
                     "description": "Created",
                     "headers": {**_TUS_HEADERS, "Location": {"schema": {"type": "string"}}},
                 },
-                **_errors(*_PROJECT_ERRORS, 412, 413),
+                **_errors(*_PROJECT_ERRORS, 412, 413, 429),
             },
             parameters=[
                 _TUS,

@@ -17,6 +17,11 @@ valid prefix and the client resumes from `HEAD`). A PATCH holds an exclusive
 the last byte arrives the data file is hashed and committed as an asset by
 the same rename-into-place step as a multipart upload.
 
+Creating an upload reserves its `Upload-Length` against the project quota in
+the database (`quota.py`), within the caps on open uploads per user and per
+project; HEAD and PATCH keep the reservation alive for
+`UPLOAD_EXPIRY_SECONDS`, and an upload whose reservation expired is gone (404).
+
 aiohttp-tus (PyPI) was evaluated and not used: it reads each chunk wholly
 into memory, does blocking file I/O on the event loop, answers protocol
 errors with 500, takes the stored file name from client metadata without
@@ -55,6 +60,7 @@ from services.gateway.asset_store import (
 from services.gateway.assets import ASSET_VOLUME
 from services.gateway.context import Authorized, Need, authorize, gateway, sessionmaker
 from services.gateway.errors import ApiError, too_large
+from services.gateway.quota import UploadLimits, release, released_on_error, renew, reserve
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +138,7 @@ class UploadStore:
             raise _tus_error(404, "no such upload")
         return self.volume.uploads_dir / upload_id
 
-    def create(self, info: UploadInfo) -> str:
-        upload_id = uuid_module.uuid4().hex
+    def create(self, upload_id: str, info: UploadInfo) -> None:
         directory = self.volume.uploads_dir / upload_id
         directory.mkdir(parents=True)
         (directory / "data").touch()
@@ -141,7 +146,6 @@ class UploadStore:
         tmp = directory / "info.json.tmp"
         tmp.write_text(json.dumps(asdict(info)))
         os.replace(tmp, directory / "info.json")
-        return upload_id
 
     def load(self, upload_id: str) -> UploadInfo:
         try:
@@ -263,7 +267,19 @@ async def tus_create(request: web.Request) -> web.Response:
     )
     store = _uploads(request)
     await asyncio.to_thread(store.sweep, settings.upload_expiry_seconds)
-    upload_id = await asyncio.to_thread(store.create, info)
+    upload_id = uuid_module.uuid4().hex
+    await reserve(
+        sessionmaker(request),
+        upload_id,
+        auth.project.id,
+        auth.user_id,
+        name,
+        length,
+        UploadLimits.from_settings(settings),
+        settings.upload_expiry_seconds,
+    )
+    async with released_on_error(sessionmaker(request), upload_id):
+        await asyncio.to_thread(store.create, upload_id, info)
     if length == 0:
         await _complete(request, auth, store, upload_id, info)
     return web.Response(
@@ -283,8 +299,18 @@ async def _own_upload(request: web.Request) -> tuple[Authorized, UploadStore, st
     return auth, store, upload_id, info
 
 
+async def _live_upload(request: web.Request) -> tuple[Authorized, UploadStore, str, UploadInfo]:
+    """The caller's upload, its reservation renewed; 404 (and its files removed) once expired."""
+    auth, store, upload_id, info = await _own_upload(request)
+    expiry = gateway(request).settings.upload_expiry_seconds
+    if not await renew(sessionmaker(request), upload_id, expiry):
+        await asyncio.to_thread(store.remove, upload_id)
+        raise _tus_error(404, "no such upload (it expired)")
+    return auth, store, upload_id, info
+
+
 async def tus_head(request: web.Request) -> web.Response:
-    _, store, upload_id, info = await _own_upload(request)
+    _, store, upload_id, info = await _live_upload(request)
     offset = await asyncio.to_thread(store.offset, upload_id)
     headers = {
         **TUS_HEADERS,
@@ -305,7 +331,7 @@ def _append(path: Path, data: bytes) -> None:
 
 
 async def tus_patch(request: web.Request) -> web.Response:
-    auth, store, upload_id, info = await _own_upload(request)
+    auth, store, upload_id, info = await _live_upload(request)
     if request.headers.get("Content-Type", "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
         raise _tus_error(415, f"PATCH bodies must be {OFFSET_CONTENT_TYPE}")
     claimed = _non_negative_int(request, "Upload-Offset")
@@ -358,15 +384,17 @@ async def _complete(
     await asyncio.to_thread(os.replace, directory / "data", staged_path)
     size, digest = await asyncio.to_thread(hash_file, staged_path)
     try:
-        asset, _ = await commit_asset(
-            sessionmaker(request),
-            store.volume,
-            auth.project,
-            info.name,
-            StagedFile(staged_path, size, digest),
-            info.content_type,
-            settings.max_project_bytes,
-        )
+        async with released_on_error(sessionmaker(request), upload_id):
+            asset, _ = await commit_asset(
+                sessionmaker(request),
+                store.volume,
+                auth.project,
+                info.name,
+                StagedFile(staged_path, size, digest),
+                info.content_type,
+                settings.max_project_bytes,
+                upload_id,
+            )
     finally:
         await asyncio.to_thread(store.remove, upload_id)
     gateway(request).metrics.asset_bytes.inc(asset.size)
@@ -382,6 +410,7 @@ async def tus_delete(request: web.Request) -> web.Response:
     await lock.acquire(LOCK_WAIT)
     try:
         await asyncio.to_thread(store.remove, upload_id)
+        await release(sessionmaker(request), upload_id)
     finally:
         lock.release()
     return web.Response(status=204, headers=TUS_HEADERS)
