@@ -1,4 +1,12 @@
-"""JWT tokens: HS256 with API_JWT_SECRET, `exp` required, algorithm pinned."""
+"""JWT tokens: HS256 with API_JWT_SECRET, `exp` required, algorithm pinned.
+
+One rule for HTTP and the WebSocket alike (`request_token`, `verify_token`):
+the token is the `Authorization: Bearer` header's, else the `?token=` query
+parameter's (browsers cannot set headers on a WebSocket or an `<img src>`); it
+is valid until its `exp`, with no grace (an open WebSocket is closed with 4401
+then); `iat` and `nbf` may be up to `CLOCK_SKEW_SECONDS` ahead of this
+server's clock, since the issuer (another instance, eXeLearning) has its own.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import jwt
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("sub", "exp", "iat")
+CLOCK_SKEW_SECONDS = 5
 
 
 class TokenError(Exception):
@@ -29,23 +38,33 @@ class Identity:
     def is_admin(self) -> bool:
         return "admin" in self.roles
 
+    @property
+    def expires_at(self) -> float | None:
+        """The token's `exp` (Unix time), when it has one."""
+        exp = self.claims.get("exp")
+        return None if exp is None else float(exp)
+
 
 def verify_token(token: str, secret: str) -> Identity:
     """Verify signature, algorithm and expiry; return the identity or raise TokenError."""
     if not token:
         raise TokenError("missing token")
     try:
+        # PyJWT's leeway would apply to exp too: exp is checked below, without one.
         claims = jwt.decode(
             token,
             secret,
             algorithms=[ALGORITHM],
-            options={"require": list(REQUIRED_CLAIMS)},
-            leeway=5,
+            options={"require": list(REQUIRED_CLAIMS), "verify_exp": False},
+            leeway=CLOCK_SKEW_SECONDS,
         )
-    except jwt.ExpiredSignatureError:
-        raise TokenError("token expired") from None
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"invalid token: {exc}") from None
+    exp = claims["exp"]
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        raise TokenError("invalid token: exp must be a number")
+    if exp <= time.time():
+        raise TokenError("token expired")
     roles = claims.get("roles") or ()
     if not isinstance(roles, (list, tuple)):
         raise TokenError("invalid token: roles must be a list")
@@ -71,6 +90,14 @@ def mint_token(
     expires = issued + ttl_seconds
     payload = {"sub": str(user_id), "email": email, "roles": list(roles), "iat": issued, "exp": expires}
     return jwt.encode(payload, secret, algorithm=ALGORITHM), expires
+
+
+def request_token(authorization: str | None, query_token: str | None) -> str | None:
+    """The token a request carries: a Bearer `Authorization` header's, else `?token=`'s.
+
+    An `Authorization` header of another scheme (Basic, from a proxy in front) is not a token.
+    """
+    return bearer_token(authorization) or query_token or None
 
 
 def bearer_token(authorization: str | None) -> str | None:

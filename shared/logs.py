@@ -46,5 +46,3 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiohttp-jwt logs a traceback for every rejected token; we log rejections ourselves.
-    logging.getLogger("aiohttp_jwt").setLevel(logging.CRITICAL)

@@ -3,10 +3,13 @@
 Refusals happen after the upgrade, as close codes a browser can see: the
 stock y-websocket client stops retrying only for 4400-4499, so permanent
 refusals use that range (4400 bad room, 4401 bad token, 4403 no access).
+The token is found and verified as on HTTP (`shared/auth.py`), and a socket
+is closed with 4401 when its token's `exp` passes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -20,7 +23,7 @@ from services.collab.metrics import CollabMetrics
 from services.collab.room import Room
 from services.collab.rooms import RoomManager
 from shared.access import AccessPolicy
-from shared.auth import TokenError, bearer_token, verify_token
+from shared.auth import TokenError, request_token, verify_token
 from shared.config import Settings
 from shared.protocol import ProtocolError
 
@@ -70,7 +73,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     project_uuid = parse_room_name(request.match_info["room"])
     if project_uuid is None:
         return await _refuse(ctx, ws, CloseCode.BAD_ROOM, "bad room name")
-    token = request.query.get("token") or bearer_token(request.headers.get("Authorization"))
+    token = request_token(request.headers.get("Authorization"), request.query.get("token"))
     try:
         identity = verify_token(token or "", ctx.settings.jwt_secret)
     except TokenError as exc:
@@ -103,6 +106,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         frames_per_second=ctx.settings.max_frames_per_second,
     )
     room.join(conn)
+    expiry = _close_when_token_expires(conn)
     ctx.metrics.connections.inc()
     log.info(
         "connected",
@@ -111,6 +115,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     try:
         await _serve(ctx, room, conn)
     finally:
+        expiry.cancel()
         ctx.rooms.release(room, conn)
         ctx.metrics.connections.dec()
         log.info(
@@ -118,6 +123,19 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             extra={"project": project_uuid, "connection": conn.id, "code": ws.close_code},
         )
     return ws
+
+
+def _close_when_token_expires(conn: Connection) -> asyncio.TimerHandle:
+    """Close the socket with 4401 at its token's `exp` (a token verified here has one)."""
+    expires_at = conn.identity.expires_at
+    assert expires_at is not None
+
+    def close() -> None:
+        log.info("token expired; closing", extra={"connection": conn.id})
+        loop.create_task(conn.close(CloseCode.UNAUTHORIZED, "token expired"))
+
+    loop = asyncio.get_running_loop()
+    return loop.call_later(max(0.0, expires_at - time.time()), close)
 
 
 async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
