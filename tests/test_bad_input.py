@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import random
+import socket
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -387,3 +390,61 @@ async def test_oversized_frame_closes_only_that_connection_with_1009(
             assert a.close_code is None
     finally:
         await bystander.client.close()
+
+
+def _send_oversized_frame(port: int, path: str, size: int) -> tuple[OSError | None, int | None]:
+    """Open a WebSocket by hand, send one binary frame of `size` bytes whole, then read until
+    the server closes: (the error sending raised, if any; the close code the server sent)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 101"), received[:100]
+        received = received.split(b"\r\n\r\n", 1)[1]
+        header = bytes([0x82, 0x80 | 127]) + struct.pack("!Q", size) + b"\x00" * 4  # mask 0
+        error: OSError | None = None
+        try:
+            sock.sendall(header + b"\x09" * size)
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError as exc:
+            error = exc
+    while len(received) >= 2:  # the server's frames: unmasked
+        opcode, length, start = received[0] & 0x0F, received[1] & 0x7F, 2
+        if length == 126:
+            length, start = struct.unpack("!H", received[2:4])[0], 4
+        elif length == 127:
+            length, start = struct.unpack("!Q", received[2:10])[0], 10
+        if opcode == 0x8:
+            return error, struct.unpack("!H", received[start : start + 2])[0]
+        received = received[start + length :]
+    return error, None
+
+
+async def test_a_frame_far_over_the_limit_still_gets_its_1009(
+    small_server: InProcessServer,
+) -> None:
+    """The client sends its whole 16 MB frame: the server reads and drops it after sending
+    1009, instead of resetting a connection the client is still writing to (seen as 1006)."""
+    room = new_room()
+    token = await small_server.grant(room, "big-sender")
+    error, code = await asyncio.to_thread(
+        _send_oversized_frame, small_server.settings.port, f"/yjs/{room}?token={token}", 16_000_000
+    )
+    assert error is None, f"the connection was reset while the frame was sent: {error!r}"
+    assert code == CLOSE_TOO_BIG
+
+
+async def test_a_frame_of_exactly_the_limit_is_accepted(small_server: InProcessServer) -> None:
+    room = new_room()
+    limit = small_server.settings.max_message_bytes
+    frame = b"\x09" + b"e" * (limit - 1)
+    async with await join(small_server, room) as a, await join(small_server, room) as b:
+        await a.send_raw(frame)
+        await b.wait_until(lambda: frame in b.opaque)
+        assert a.close_code is None

@@ -13,6 +13,7 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # server shutting down
     INVALID_DATA = 1007  # a frame of a known type that does not parse
     POLICY_VIOLATION = 1008  # flooding
+    MESSAGE_TOO_BIG = 1009  # a frame over MAX_MESSAGE_BYTES (aiohttp's reader sends it)
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013  # instance full, dependency down, client too slow
     HEARTBEAT_TIMEOUT = 4008

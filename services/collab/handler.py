@@ -22,6 +22,7 @@ from services.collab.connection import Connection, TickWriter
 from services.collab.metrics import CollabMetrics
 from services.collab.room import Room
 from services.collab.rooms import RoomManager
+from services.collab.websocket import CollabWebSocket
 from shared.access import AccessPolicy
 from shared.auth import TokenError, request_token, verify_token
 from shared.config import Settings
@@ -64,8 +65,8 @@ async def _refuse(ctx: CollabContext, ws: web.WebSocketResponse, code: int, reas
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ctx = request.app[COLLAB]
-    ws = web.WebSocketResponse(
-        max_msg_size=ctx.settings.max_message_bytes, autoping=False, compress=False
+    ws = CollabWebSocket(
+        max_message_bytes=ctx.settings.max_message_bytes, autoping=False, compress=False
     )
     ws.headers["X-Instance-Id"] = ctx.instance_id
     await ws.prepare(request)
@@ -122,6 +123,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             "disconnected",
             extra={"project": project_uuid, "connection": conn.id, "code": ws.close_code},
         )
+    await ws.linger()
     return ws
 
 
@@ -157,7 +159,8 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
             elif message.type is WSMsgType.PING:
                 await ws.pong(message.data)
             elif message.type is WSMsgType.ERROR:
-                ctx.metrics.errors.labels("transport").inc()
+                too_big = ws.close_code == CloseCode.MESSAGE_TOO_BIG
+                ctx.metrics.errors.labels("too_big" if too_big else "transport").inc()
                 log.info("websocket error: %s", ws.exception(), extra={"connection": conn.id})
                 return
         except ProtocolError as exc:
