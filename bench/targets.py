@@ -236,6 +236,10 @@ class ProjectTarget(Target):
         return {"compacted": compacted, "pending": pending}
 
 
+# The load generator is one address and a few users holding thousands of sockets (scenario d).
+UNCAPPED_SOCKETS = {"WS_MAX_CONNECTIONS_PER_USER": "0", "WS_MAX_CONNECTIONS_PER_ADDRESS": "0"}
+
+
 def _server_env(secret: str) -> dict[str, str]:
     """Variables of this environment that must not leak into a service we start."""
     drop = (
@@ -312,6 +316,7 @@ class SingleTarget(ProjectTarget):
             RUN_MIGRATIONS="0",
             LOG_LEVEL=self.log_level,
             REDIS_HOST="",
+            **UNCAPPED_SOCKETS,
             **self.env_overrides,
         )
         self._process = ServiceProcess("services.collab", env, self._workdir)
@@ -362,7 +367,7 @@ class MultiTarget(ProjectTarget):
     async def start(self) -> None:
         from stack.stack import Stack
 
-        env = {"LOG_LEVEL": self.log_level, **self.env_overrides}
+        env = {"LOG_LEVEL": self.log_level, **UNCAPPED_SOCKETS, **self.env_overrides}
         self._stack = await asyncio.to_thread(
             Stack.start,
             collab=self.collabs,

@@ -97,6 +97,8 @@ class Settings:
     compact_max_rows: int = 10_000
     presence_interval: float = 1.0
     max_connections: int = 20_000
+    max_connections_per_user: int = 50
+    max_connections_per_address: int = 1000
     redis_backlog: int = 100_000
     max_frames_per_second: float = 500.0
     presence_ttl: float = 3.0
@@ -185,6 +187,8 @@ class Settings:
             compact_max_rows=_int(env, "COMPACT_MAX_ROWS", 10_000),
             presence_interval=_float(env, "PRESENCE_INTERVAL", 1.0),
             max_connections=_int(env, "MAX_CONNECTIONS", 20_000),
+            max_connections_per_user=_int(env, "WS_MAX_CONNECTIONS_PER_USER", 50),
+            max_connections_per_address=_int(env, "WS_MAX_CONNECTIONS_PER_ADDRESS", 1000),
             redis_backlog=_int(env, "REDIS_BACKLOG", 100_000),
             max_frames_per_second=_float(env, "WS_MAX_FRAMES_PER_SECOND", 500.0),
             presence_ttl=_float(env, "PRESENCE_TTL", 3.0),

@@ -15,6 +15,7 @@ from services.collab.backplane import Backplane, LocalBackplane
 from services.collab.close_codes import CloseCode
 from services.collab.handler import COLLAB, CollabContext, websocket_handler
 from services.collab.heartbeat import run_heartbeat
+from services.collab.limits import ConnectionLimits
 from services.collab.metrics import CollabMetrics
 from services.collab.redis_backplane import RedisBackplane
 from services.collab.rooms import RoomDocuments, RoomManager
@@ -89,6 +90,9 @@ def setup_collab(
             access=policy,
             metrics=metrics,
             instance_id=instance_id,
+            limits=ConnectionLimits(
+                settings.max_connections_per_user, settings.max_connections_per_address
+            ),
         )
         app[DOCUMENTS] = RoomDocuments(rooms, backplane)
         background = [

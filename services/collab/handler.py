@@ -19,13 +19,15 @@ from aiohttp import WSMsgType, web
 
 from services.collab.close_codes import CloseCode
 from services.collab.connection import Connection, TickWriter
+from services.collab.limits import ConnectionLimits
 from services.collab.metrics import CollabMetrics
 from services.collab.room import Room
 from services.collab.rooms import RoomManager
 from services.collab.websocket import CollabWebSocket
-from shared.access import AccessPolicy
-from shared.auth import TokenError, request_token, verify_token
+from shared.access import AccessPolicy, Role
+from shared.auth import Identity, TokenError, request_token, verify_token
 from shared.config import Settings
+from shared.net import client_address
 from shared.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class CollabContext:
     access: AccessPolicy
     metrics: CollabMetrics
     instance_id: str
+    limits: ConnectionLimits
     tick_writer: TickWriter = field(default_factory=TickWriter)
 
 
@@ -88,16 +91,43 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if role is None:
         return await _refuse(ctx, ws, CloseCode.FORBIDDEN, "forbidden")
 
+    address = client_address(request, ctx.settings.forwarded_allow_ips)
+    if not ctx.limits.admit(identity.user_id, address):
+        log.info(
+            "websocket refused: too many connections",
+            extra={"user": identity.user_id, "remote": address},
+        )
+        return await _refuse(ctx, ws, CloseCode.TRY_AGAIN_LATER, "too many connections")
+    try:
+        await _join_and_serve(ctx, request, ws, identity, role, project_uuid)
+    finally:
+        ctx.limits.release(identity.user_id, address)
+    await ws.linger()
+    return ws
+
+
+async def _join_and_serve(
+    ctx: CollabContext,
+    request: web.Request,
+    ws: CollabWebSocket,
+    identity: Identity,
+    role: Role,
+    project_uuid: str,
+) -> None:
+    """Join the project's room (loading it) and serve the socket until it closes."""
     try:
         room = await ctx.rooms.acquire(project_uuid)
     except ConnectionRefusedError:
-        return await _refuse(ctx, ws, CloseCode.GOING_AWAY, "server shutting down")
+        await _refuse(ctx, ws, CloseCode.GOING_AWAY, "server shutting down")
+        return
     except Exception:
         log.exception("room unavailable", extra={"project": project_uuid})
-        return await _refuse(ctx, ws, CloseCode.TRY_AGAIN_LATER, "try again later")
+        await _refuse(ctx, ws, CloseCode.TRY_AGAIN_LATER, "try again later")
+        return
 
     if ctx.rooms.connection_count() >= ctx.settings.max_connections:
-        return await _refuse(ctx, ws, CloseCode.TRY_AGAIN_LATER, "server full")
+        await _refuse(ctx, ws, CloseCode.TRY_AGAIN_LATER, "server full")
+        return
     conn = Connection(
         ws,
         request.transport,
@@ -123,8 +153,6 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             "disconnected",
             extra={"project": project_uuid, "connection": conn.id, "code": ws.close_code},
         )
-    await ws.linger()
-    return ws
 
 
 def _close_when_token_expires(conn: Connection) -> asyncio.TimerHandle:

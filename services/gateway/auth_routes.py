@@ -17,7 +17,6 @@ from services.gateway.accounts import (
 )
 from services.gateway.context import (
     caller_user_id,
-    client_address,
     gateway,
     read_json,
     sessionmaker,
@@ -28,6 +27,7 @@ from services.gateway.passwords import MAX_LENGTH, password_problem, verify_pass
 from services.gateway.security import optional_identity, require_identity
 from shared.auth import mint_token
 from shared.db.models import User
+from shared.net import client_address
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ async def register(request: web.Request) -> web.Response:
         raise forbidden("registration is closed: only administrators create accounts")
     # Hashing a password costs CPU by design: registrations are throttled per
     # address too (their own bucket, with the login limit).
-    bucket = "register|" + client_address(request, ctx.settings)
+    bucket = "register|" + client_address(request, ctx.settings.forwarded_allow_ips)
     wait = ctx.login_by_address.retry_after(bucket)
     if wait:
         raise _rate_limited(wait)
@@ -91,7 +91,7 @@ async def login(request: web.Request) -> web.Response:
         raise bad_request("'email' and 'password' are required strings")
     if len(password) > MAX_LENGTH or len(raw_email) > 320:
         raise bad_request("'email' or 'password' is too long")
-    address = client_address(request, ctx.settings)
+    address = client_address(request, ctx.settings.forwarded_allow_ips)
     account = normalize_email(raw_email) or raw_email.strip().lower()
     wait = max(
         ctx.login_by_address.retry_after(address) or 0.0,

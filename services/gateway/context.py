@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from dataclasses import dataclass
 from enum import IntEnum
@@ -80,32 +79,6 @@ def string_field(
     if any(ord(c) < 32 and c not in "\t" for c in value) or "\x7f" in value:
         raise bad_request(f"'{name}' must not contain control characters")
     return value
-
-
-def client_address(request: web.Request, settings: Settings) -> str:
-    """The caller's address; X-Forwarded-For is believed only from FORWARDED_ALLOW_IPS."""
-    remote = request.remote or ""
-    allowed = [item.strip() for item in settings.forwarded_allow_ips.split(",") if item.strip()]
-    if allowed and ("*" in allowed or _address_in(remote, allowed)):
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-        if hops:
-            return hops[-1]
-    return remote
-
-
-def _address_in(address: str, networks: list[str]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    for network in networks:
-        try:
-            if ip in ipaddress.ip_network(network, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
 
 
 class Need(IntEnum):
