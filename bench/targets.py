@@ -407,7 +407,9 @@ class MultiTarget(ProjectTarget):
         workers = self._stack.persistence_instances if self._stack else []
         if not workers:
             return None
-        return await asyncio.to_thread(_http_text, workers[0].url + "/metrics")
+        return await asyncio.to_thread(
+            _http_text, workers[0].url + "/metrics", headers=self._stack.metrics_headers
+        )
 
     async def stop(self) -> None:
         await self._close_database()
@@ -531,9 +533,12 @@ def _node_version() -> str:
     return result.stdout.strip()
 
 
-def _http_text(url: str, timeout: float = 5.0) -> str | None:
+def _http_text(
+    url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> str | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read().decode()
     except OSError:
         return None

@@ -117,6 +117,7 @@ class Settings:
     max_open_uploads_per_user: int = 20
     max_open_uploads_per_project: int = 50
     forwarded_allow_ips: str = ""
+    metrics_token: str = field(default="", repr=False)
 
     @property
     def is_production(self) -> bool:
@@ -206,6 +207,7 @@ class Settings:
             max_open_uploads_per_user=_int(env, "MAX_OPEN_UPLOADS_PER_USER", 20),
             max_open_uploads_per_project=_int(env, "MAX_OPEN_UPLOADS_PER_PROJECT", 50),
             forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "").strip(),
+            metrics_token=env.get("METRICS_TOKEN", "").strip(),
         )
         return settings.with_secrets()
 

@@ -1,9 +1,16 @@
-"""JSON logs: one object per line on stdout."""
+"""JSON logs: one object per line on stdout, with credentials redacted.
+
+Whatever a log line quotes (a message, an exception, an `extra` field, a
+library's record of a malformed request), the values of `Authorization`,
+`Cookie` and `Set-Cookie`, Bearer tokens, `token=` parameters and anything
+shaped like a JWT are replaced by `[redacted]` before the line is written.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -13,6 +20,30 @@ _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
     "asctime",
     "taskName",
 }
+
+
+REDACTED = "[redacted]"
+# Applied to the JSON text of a line: a value ends at a quote or an escaped line break.
+_VALUE = r"""(?:[^"'\\]|\\(?![rn"]))*"""
+_SECRETS = [
+    (
+        re.compile(
+            r"""(?i)\b((?:proxy-)?authorization|(?:set-)?cookie)(\\?["']?\s*[:=]\s*\\?["']?)"""
+            + _VALUE
+        ),
+        rf"\1\2{REDACTED}",
+    ),
+    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), f"Bearer {REDACTED}"),
+    (re.compile(r"""(?i)\b((?:access_)?token=)[^&\s"'\\]+"""), rf"\1{REDACTED}"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
+]
+
+
+def redact(text: str) -> str:
+    """`text` with credentials replaced by `[redacted]`."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,7 +67,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, separators=(",", ":"))
+        return redact(json.dumps(entry, default=str, separators=(",", ":")))
 
 
 def setup_logging(service: str, level: str = "INFO") -> None:

@@ -75,6 +75,7 @@ SERVICES = ("gateway", "collab", "persistence")
 _OWN_VARIABLES = {
     "APP_ENV", "HOST", "PORT", "DATABASE_URL", "DATA_DIR", "FILES_DIR", "INSTANCE_ID",
     "API_JWT_SECRET", "APP_SECRET", "RUN_MIGRATIONS", "AUTH_CREATE_USERS", "FORWARDED_ALLOW_IPS",
+    "METRICS_TOKEN",
 }  # fmt: skip
 _OWN_PREFIXES = ("DB_", "REDIS_", "PG")
 
@@ -140,6 +141,7 @@ class Stack:
         self.postgres_port = 0
         self.jwt_secret = ""
         self.app_secret = ""
+        self.metrics_token = ""
         self.client_max_body_size = nginx_conf.COMPOSE_VARIABLES["NGINX_CLIENT_MAX_BODY_SIZE"]
         self.env_overrides: dict[str, str] = {}
         self.redis: Process | None = None
@@ -190,6 +192,7 @@ class Stack:
         stack.timeout = timeout
         stack.jwt_secret = jwt_secret or secrets.token_urlsafe(48)
         stack.app_secret = app_secret or secrets.token_urlsafe(48)
+        stack.metrics_token = secrets.token_urlsafe(32)
         stack.env_overrides = dict(env or {})
         if client_max_body_size:
             stack.client_max_body_size = client_max_body_size
@@ -241,6 +244,8 @@ class Stack:
                     stack.jwt_secret = value
                 elif key == "APP_SECRET":
                     stack.app_secret = value
+                elif key == "METRICS_TOKEN":
+                    stack.metrics_token = value
         return stack
 
     # -- addresses ---------------------------------------------------------------
@@ -249,6 +254,11 @@ class Stack:
     def url(self) -> str:
         """The load balancer: `http://127.0.0.1:PORT`."""
         return f"http://{LOOPBACK}:{self.nginx_port}"
+
+    @property
+    def metrics_headers(self) -> dict[str, str]:
+        """What an instance's `/metrics` asks of its scraper (`METRICS_TOKEN`)."""
+        return {"Authorization": f"Bearer {self.metrics_token}"}
 
     @property
     def ws_url(self) -> str:
@@ -490,7 +500,10 @@ class Stack:
         for directory in (self.run_dir, self.logs_dir, self.files_dir, self.run_dir / "redis"):
             directory.mkdir(parents=True, exist_ok=True)
         secrets_path = self.run_dir / SECRETS_FILE
-        secrets_path.write_text(f"API_JWT_SECRET={self.jwt_secret}\nAPP_SECRET={self.app_secret}\n")
+        secrets_path.write_text(
+            f"API_JWT_SECRET={self.jwt_secret}\nAPP_SECRET={self.app_secret}\n"
+            f"METRICS_TOKEN={self.metrics_token}\n"
+        )
         secrets_path.chmod(0o600)
 
         self._start_redis()
@@ -525,6 +538,7 @@ class Stack:
             APP_ENV="production",
             API_JWT_SECRET=self.jwt_secret,
             APP_SECRET=self.app_secret,
+            METRICS_TOKEN=self.metrics_token,
             DATABASE_URL=self.database_url,
             REDIS_HOST=LOOPBACK,
             REDIS_PORT=str(self.redis_port),

@@ -85,17 +85,9 @@ async def test_viewer_updates_are_dropped(settings, project: str) -> None:  # ty
             return Role.VIEWER if identity.user_id == "bob" else Role.EDITOR
 
     def build(s):  # type: ignore[no-untyped-def]
-        from aiohttp import web
+        from services.collab.app import create_app
 
-        from services.collab.app import setup_collab
-        from shared.health import add_health_routes
-        from shared.metrics import metrics_handler
-
-        app = web.Application()
-        add_health_routes(app)
-        app.router.add_get("/metrics", metrics_handler)
-        setup_collab(app, s, access=ViewerForBob())
-        return app
+        return create_app(s, access=ViewerForBob())
 
     srv = await InProcessServer(build, settings).start()
     try:

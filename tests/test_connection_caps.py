@@ -28,7 +28,8 @@ async def capped_server(settings: Settings, **caps: object) -> AsyncIterator[InP
 async def connect(
     server: InProcessServer, room: str, user: str, headers: dict[str, str] | None = None
 ) -> YClient:
-    return await YClient.connect(server.ws_url, room, await server.grant(room, user), headers=headers)
+    token = await server.grant(room, user)
+    return await YClient.connect(server.ws_url, room, token, headers=headers)
 
 
 async def wait_for_connections(server: InProcessServer, count: int) -> None:

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 K8S = DEPLOY / "k8s"
+SCRAPE_CONFIGS = DEPLOY / "prometheus" / "scrape-configs.yml"
 SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 REQUIRED_SECRETS = ("API_JWT_SECRET", "APP_SECRET", "DB_PASSWORD", "REDIS_PASSWORD")
 APP_SERVICES = ("gateway", "collab", "persistence")
@@ -659,7 +660,10 @@ def test_k8s_references_resolve() -> None:
                 if "configMapKeyRef" in ref:
                     config = by_kind["ConfigMap"][ref["configMapKeyRef"]["name"]]
                     assert ref["configMapKeyRef"]["key"] in config["data"]
-    assert set(by_kind["Secret"]["exe-collab-secrets"]["stringData"]) == set(REQUIRED_SECRETS)
+    assert set(by_kind["Secret"]["exe-collab-secrets"]["stringData"]) == {
+        *REQUIRED_SECRETS,
+        "METRICS_TOKEN",
+    }
     # The ConfigMap's settings parse like the containers' environment would.
     settings = Settings.from_env(
         {**by_kind["ConfigMap"]["exe-collab-config"]["data"], **SAMPLE_ENV}
@@ -692,3 +696,50 @@ def test_k8s_references_resolve() -> None:
     # Shared assets: ReadWriteMany.
     pvc = by_kind["PersistentVolumeClaim"]["exe-collab-assets"]
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+# -- metrics -----------------------------------------------------------------------------
+
+
+def test_metrics_are_scraped_per_instance_with_the_token(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """/metrics answers only METRICS_TOKEN: every platform hands the token to the services,
+    the scrape jobs send it to each instance's port, and nginx does not publish /metrics."""
+    scrape_configs = yaml.safe_load(SCRAPE_CONFIGS.read_text())["scrape_configs"]
+    jobs = {job["job_name"]: job for job in scrape_configs}
+    for job in jobs.values():
+        assert job["authorization"]["type"] == "Bearer"
+        assert job["authorization"]["credentials_file"]
+    # Compose: the token reaches every service; the job asks Docker's DNS for each replica.
+    (names,) = jobs["exe-collab-compose"]["dns_sd_configs"]
+    assert sorted(names["names"]) == sorted(APP_SERVICES)
+    for name in APP_SERVICES:
+        env = compose["services"][name]["environment"]
+        assert "METRICS_TOKEN" in env, name
+        assert names["port"] == int(env["PORT"])
+        settings = Settings.from_env({**env, "METRICS_TOKEN": "scrape-me"})
+        assert settings.metrics_token == "scrape-me" and settings.is_production
+    # Kubernetes: the Secret carries it to every pod; the pods' annotations drive the job.
+    secret = yaml.safe_load((K8S / "secret.example.yaml").read_text())
+    assert "METRICS_TOKEN" in secret["stringData"]
+    relabel = jobs["exe-collab-kubernetes"]["relabel_configs"]
+    assert {
+        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+        "action": "keep",
+        "regex": "true",
+    } in relabel
+    pods = _pod_specs()
+    for name in APP_SERVICES:
+        _, template = pods[name]
+        annotations = template["metadata"]["annotations"]
+        container = template["spec"]["containers"][0]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert int(annotations["prometheus.io/port"]) in {
+            p["containerPort"] for p in container["ports"]
+        }
+        assert {"secretRef": {"name": "exe-collab-secrets"}} in container["envFrom"]
+    # nginx (Compose and make stack) never proxies /metrics.
+    metrics = _section(_rendered(tmp_path), r"location = /metrics \{(.*?)\}")
+    assert "return 404;" in metrics

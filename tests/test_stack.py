@@ -107,7 +107,8 @@ async def connections_per_instance(stack: Stack) -> dict[str, int]:
         for instance in stack.collab_instances:
             if not instance.alive:
                 continue
-            async with session.get(f"{instance.url}/metrics") as resp:
+            url = f"{instance.url}/metrics"
+            async with session.get(url, headers=stack.metrics_headers) as resp:
                 text = await resp.text()
             match = re.search(r"^collab_connections (\S+)$", text, re.MULTILINE)
             counts[instance.name] = int(float(match.group(1))) if match else 0

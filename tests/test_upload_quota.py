@@ -22,6 +22,7 @@ from tests.support.fixtures_data import create_user, create_user_and_project, ma
 from tests.support.servers import PostgresServer
 
 TUS = {"Tus-Resumable": "1.0.0"}
+PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
 HUNDRED_MB = 104_857_600  # the reporter's Upload-Length, = MAX_ASSET_BYTES by default
 
 
@@ -78,7 +79,7 @@ async def open_reservations(server: InProcessServer) -> int:
 async def two_gateways(
     tmp_path: Path, postgres: PostgresServer
 ) -> AsyncIterator[tuple[InProcessServer, InProcessServer]]:
-    """Two gateway instances sharing one PostgreSQL database and one assets volume (default limits)."""
+    """Two gateway instances sharing one PostgreSQL database and one volume (default limits)."""
     url = postgres.create_database(f"q_{uuid.uuid4().hex[:12]}")
     settings = make_settings(tmp_path, database_url=url)
     a = await InProcessServer(create_gateway_app, settings).start()
@@ -124,7 +125,9 @@ async def test_declared_uploads_past_the_quota_are_refused_at_creation(
         expired = again.headers["Location"]
         assert (await api_a.request("HEAD", expired, headers=TUS)).status == 404
         assert not (Path(a.settings.files_dir) / "uploads" / expired.rsplit("/", 1)[1]).exists()
-        fresh = await asyncio.gather(*(create_upload(api_b, project, HUNDRED_MB) for _ in range(10)))
+        fresh = await asyncio.gather(
+            *(create_upload(api_b, project, HUNDRED_MB) for _ in range(10))
+        )
         assert [r.status for r in fresh] == [201] * 10
         # expired reservations were deleted by the creations, not only ignored
         assert await open_reservations(a) == 10
@@ -146,7 +149,7 @@ async def test_a_completed_upload_turns_its_reservation_into_usage(tmp_path: Pat
             done = await api.patch(
                 created.headers["Location"],
                 data=b"z" * 100_000,
-                headers={**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+                headers={**PATCH, "Upload-Offset": "0"},
             )
             assert done.status == 204, done.body
             assert await open_reservations(srv) == 1
@@ -166,7 +169,10 @@ async def test_open_uploads_are_capped_per_user_and_per_project(tmp_path: Path) 
         bob = await create_user(srv.sessionmaker, "bob")
         await make_member(srv.sessionmaker, project, bob, "editor")
         _, other_project = await create_user_and_project(srv.sessionmaker, "alice", role="owner")
-        async with Api(srv.http_url, srv.token(alice)) as api_a, Api(srv.http_url, srv.token(bob)) as api_b:
+        async with (
+            Api(srv.http_url, srv.token(alice)) as api_a,
+            Api(srv.http_url, srv.token(bob)) as api_b,
+        ):
             first = await create_upload(api_a, project, 10)
             for _ in range(2):
                 assert (await create_upload(api_a, project, 10)).status == 201
@@ -187,7 +193,7 @@ async def test_open_uploads_are_capped_per_user_and_per_project(tmp_path: Path) 
             done = await api_a.patch(
                 first.headers["Location"],
                 data=b"0123456789",
-                headers={**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+                headers={**PATCH, "Upload-Offset": "0"},
             )
             assert done.status == 204
             assert (await create_upload(api_a, other_project, 10)).status == 201

@@ -188,7 +188,8 @@ async def collab_connections(stack: Stack) -> dict[str, int]:
     counts = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         for instance in stack.collab_instances:
-            async with session.get(f"{instance.url}/metrics") as resp:
+            url = f"{instance.url}/metrics"
+            async with session.get(url, headers=stack.metrics_headers) as resp:
                 match = re.search(r"^collab_connections (\S+)$", await resp.text(), re.MULTILINE)
             counts[instance.name] = int(float(match.group(1))) if match else 0
     return counts

@@ -26,9 +26,10 @@ from shared.config import Settings
 from shared.db.resources import DATABASE, Database, database_ready_check, setup_database
 from shared.documents import DOCUMENTS
 from shared.envelope import instance_id_bytes
-from shared.health import READINESS_CHECKS, add_health_routes
-from shared.metrics import METRICS_REGISTRY, metrics_handler
+from shared.health import READINESS_CHECKS
+from shared.metrics import METRICS_REGISTRY
 from shared.redis_log import create_redis
+from shared.service_app import service_app
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,6 @@ def setup_collab(
 
 def create_app(settings: Settings, *, access: AccessPolicy | None = None) -> web.Application:
     """The collab service alone (`python -m services.collab`)."""
-    app = web.Application()
-    add_health_routes(app)
-    app.router.add_get("/metrics", metrics_handler)
+    app = service_app(settings)
     setup_collab(app, settings, access=access)
     return app

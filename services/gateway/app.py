@@ -29,7 +29,7 @@ from services.gateway.asset_store import AssetVolume
 from services.gateway.assets import ASSET_VOLUME
 from services.gateway.context import GATEWAY, GatewayContext
 from services.gateway.documents import FALLBACK_DOCUMENTS
-from services.gateway.errors import error_middleware, quiet_malformed_request_logs
+from services.gateway.errors import error_middleware
 from services.gateway.metrics import GatewayMetrics, metrics_middleware
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.security import jwt_middleware
@@ -38,8 +38,9 @@ from shared.access_db import database_access
 from shared.config import Settings
 from shared.db.resources import DATABASE, database_ready_check, setup_database
 from shared.documents import StoreDocuments
-from shared.health import READINESS_CHECKS, add_health_routes
-from shared.metrics import METRICS_REGISTRY, metrics_handler
+from shared.health import READINESS_CHECKS
+from shared.metrics import METRICS_REGISTRY
+from shared.service_app import service_app
 
 # Bodies read whole (JSON) are small; uploads and imports are streamed with their own limits.
 JSON_BODY_LIMIT = 1024 * 1024
@@ -68,7 +69,6 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
 
     checks.setdefault("assets_volume", assets_volume_check)
 
-    quiet_malformed_request_logs()
     app.middlewares.append(metrics_middleware(metrics))
     app.middlewares.append(error_middleware)
     app.middlewares.append(jwt_middleware(settings.jwt_secret))
@@ -110,8 +110,6 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     """The gateway alone (`python -m services.gateway`)."""
-    app = web.Application(client_max_size=JSON_BODY_LIMIT)
-    add_health_routes(app)
-    app.router.add_get("/metrics", metrics_handler)
+    app = service_app(settings, client_max_size=JSON_BODY_LIMIT)
     setup_gateway(app, settings)
     return app

@@ -17,6 +17,8 @@ from typing import Mapping
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from shared.http_errors import json_error
+
 log = logging.getLogger(__name__)
 
 # Paths whose handlers own their error channel (WebSocket close codes).
@@ -92,15 +94,6 @@ def too_large(message: str) -> ApiError:
     return ApiError(413, message)
 
 
-def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    response = web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers
-    )
-    return response
-
-
 def _from_http_exception(exc: web.HTTPException) -> web.Response:
     status = exc.status
     message = _MESSAGES.get(status) or (exc.reason or "error")
@@ -111,7 +104,7 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
     }
     if status == 401:
         headers.setdefault("WWW-Authenticate", 'Bearer realm="exe-collab"')
-    return error_response(status, _CODES.get(status, "error"), message, headers)
+    return json_error(status, _CODES.get(status, "error"), message, headers)
 
 
 @web.middleware
@@ -121,7 +114,7 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return json_error(exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and 2xx/3xx raised as exceptions keep aiohttp's behaviour
@@ -134,30 +127,7 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
         log.info(
             "request body aborted: %s", exc, extra={"method": request.method, "path": request.path}
         )
-        return error_response(400, "bad_request", "the request body was incomplete or malformed")
+        return json_error(400, "bad_request", "the request body was incomplete or malformed")
     except Exception:
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        return error_response(500, "internal_error", "internal server error")
-
-
-class _QuietBadRequests(logging.Filter):
-    """aiohttp logs a traceback for every malformed HTTP message it cannot parse
-    (a NUL in a header...): keep one line, drop the traceback, so hostile
-    input cannot flood the logs with stack traces."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
-            record.msg = (
-                f"{record.getMessage()}: {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-            )
-            record.args = ()
-            record.exc_info = None
-            record.exc_text = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-def quiet_malformed_request_logs() -> None:
-    server_log = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, _QuietBadRequests) for f in server_log.filters):
-        server_log.addFilter(_QuietBadRequests())
+        return json_error(500, "internal_error", "internal server error")

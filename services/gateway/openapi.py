@@ -527,8 +527,8 @@ PATHS: dict[str, Any] = {
             tags=["assets"],
         ),
         "post": _op(
-            "tus creation (editor+): Upload-Length and Upload-Metadata 'filename'; Location is the upload."
-            " Upload-Length is reserved against the project quota until the upload completes",
+            "tus creation (editor+): Upload-Length and Upload-Metadata 'filename'; Location is"
+            " the upload. Upload-Length is reserved against the project quota until it completes",
             {
                 "201": {
                     "description": "Created",

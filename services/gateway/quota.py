@@ -153,7 +153,7 @@ async def reserve(
 async def renew(
     sessionmaker: async_sessionmaker[AsyncSession], reservation: str, lease_seconds: float
 ) -> bool:
-    """Move a live reservation's expiry `lease_seconds` ahead; False when it has expired or is gone."""
+    """Move a live reservation's expiry `lease_seconds` ahead; False when it expired or is gone."""
     now = _now()
     async with sessionmaker() as session, session.begin():
         result = await session.execute(

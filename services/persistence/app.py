@@ -14,10 +14,11 @@ from services.persistence.metrics import WorkerMetrics
 from services.persistence.worker import PersistenceWorker
 from shared.config import ConfigError, Settings
 from shared.db.resources import DATABASE, database_ready_check, setup_database
-from shared.health import READINESS_CHECKS, add_health_routes
-from shared.metrics import METRICS_REGISTRY, metrics_handler
+from shared.health import READINESS_CHECKS
+from shared.metrics import METRICS_REGISTRY
 from shared.redis_log import create_redis
 from shared.runner import run_service
+from shared.service_app import service_app
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,7 @@ def create_app(settings: Settings) -> web.Application:
             "the persistence worker needs REDIS_HOST (in single-instance mode the collab "
             "process persists updates itself)"
         )
-    app = web.Application()
-    add_health_routes(app)
-    app.router.add_get("/metrics", metrics_handler)
+    app = service_app(settings)
     setup_database(app, settings)
     registry = app.setdefault(METRICS_REGISTRY, CollectorRegistry())
     metrics = WorkerMetrics(registry)
