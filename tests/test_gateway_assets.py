@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import io
+import os
 import socket
 import time
 from pathlib import Path
@@ -146,6 +147,27 @@ async def test_range_and_conditional_requests(setup: Setup) -> None:
     assert beyond.status == 416
     etag = (await setup.api.get(url)).headers["ETag"]
     assert (await setup.api.get(url, headers={"If-None-Match": etag})).status == 304
+
+
+async def test_if_range_sends_the_whole_file_unless_it_still_matches(setup: Setup) -> None:
+    url = f"/api/projects/{setup.project}/assets/doc.bin"
+    old = payload(10_000, seed=1)
+    await upload(setup.api, setup.project, "doc.bin", old)
+    first = await setup.api.get(url)
+    etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+    # the validators the client holds still match: the range is served
+    for validator in (etag, modified):
+        part = await setup.api.get(url, headers={"Range": "bytes=0-99", "If-Range": validator})
+        assert part.status == 206 and part.body == old[:100], (validator, part.status)
+    # the asset is replaced (another size, a later modification time)
+    new = payload(12_000, seed=2)
+    await upload(setup.api, setup.project, "doc.bin", new)
+    later = time.time() + 10
+    os.utime(setup.asset_dir / "doc.bin", (later, later))
+    for validator in (etag, modified, "W/" + etag, "not a date"):
+        whole = await setup.api.get(url, headers={"Range": "bytes=0-99", "If-Range": validator})
+        assert whole.status == 200 and whole.body == new, (validator, whole.status)
+        assert "Content-Range" not in whole.headers
 
 
 async def test_size_limits(small: Setup) -> None:

@@ -1,4 +1,4 @@
-"""Asset routes: list, multipart upload, download (Range, ETag), delete.
+"""Asset routes: list, multipart upload, download (Range, If-Range, ETag), delete.
 
 Viewers list and download; editors and owners upload and delete. Resumable
 uploads (tus) are in `tus.py` and end in the same `commit_asset` step.
@@ -26,6 +26,7 @@ from services.gateway.asset_store import (
 )
 from services.gateway.context import Need, authorize, gateway, sessionmaker
 from services.gateway.errors import ApiError, bad_request, not_found, too_large
+from services.gateway.file_response import AssetFileResponse
 from services.gateway.quota import (
     MULTIPART_LEASE_SECONDS,
     UploadLimits,
@@ -140,7 +141,7 @@ async def download_asset(request: web.Request) -> web.StreamResponse:
     if not path.is_file():
         log.error("asset file missing", extra={"project": auth.project_uuid, "path": asset.path})
         raise not_found("no such asset")
-    return web.FileResponse(
+    return AssetFileResponse(
         path,
         headers={
             "Content-Type": asset.content_type,

@@ -494,7 +494,7 @@ PATHS: dict[str, Any] = {
     "/api/projects/{uuid}/assets/{name}": {
         "parameters": [_UUID, _ASSET],
         "get": _op(
-            "Download (viewer+); supports Range, ETag and conditional requests",
+            "Download (viewer+); supports Range, If-Range, ETag and conditional requests",
             {
                 "200": {
                     "description": "The file, with its stored content type",
