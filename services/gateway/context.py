@@ -48,15 +48,42 @@ def invalidate_access(request: web.Request, project_uuid: str) -> None:
         access.invalidate(project_uuid)
 
 
+MAX_JSON_DEPTH = 32
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body (400 when absent, malformed or not an object)."""
+    """The request's JSON object body; 400 when absent, malformed, not an object, nested
+    deeper than MAX_JSON_DEPTH or holding text that is not Unicode (a lone surrogate)."""
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
         raise bad_request("the body must be a JSON object") from None
+    except RecursionError:  # the decoder's own limit, far past ours
+        raise bad_request(f"the body is nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
+    _check_json(body)
     return body
+
+
+def _check_json(body: dict[str, Any]) -> None:
+    """What JSON can carry but nothing downstream can: deep nesting, and "\\ud800"-style
+    escapes of lone surrogates, which no database (nor UTF-8) can store."""
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise bad_request(f"the body is nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, dict):
+            pending += [(key, depth) for key in value]
+            pending += [(item, depth + 1) for item in value.values()]
+        elif isinstance(value, list):
+            pending += [(item, depth + 1) for item in value]
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise bad_request("the body holds text that is not valid Unicode") from None
 
 
 def string_field(
