@@ -18,6 +18,7 @@ __all__ = [
     "EMPTY_STATE_VECTOR",
     "EMPTY_UPDATE",
     "Frame",
+    "carries_update",
     "FrameKind",
     "ProtocolError",
     "encode_awareness",
@@ -106,6 +107,11 @@ def read_var_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
     if end > len(data):
         raise ProtocolError(f"truncated payload: {length} bytes announced, {len(data) - pos} present")
     return data[pos:end], end
+
+
+def carries_update(data: bytes) -> bool:
+    """True for a sync step 2 or update frame: the only kind that may hold a whole document."""
+    return len(data) >= 2 and data[0] == MESSAGE_SYNC and data[1] in (SYNC_STEP2, SYNC_UPDATE)
 
 
 def parse_frame(data: bytes) -> Frame:

@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from services.collab.close_codes import CloseCode
 from services.collab.connection import Connection, TickWriter
@@ -28,7 +28,8 @@ from shared.access import AccessPolicy, Role
 from shared.auth import Identity, TokenError, request_token, verify_token
 from shared.config import Settings
 from shared.net import client_address
-from shared.protocol import ProtocolError
+from shared.documents import DocumentTooLarge
+from shared.protocol import ProtocolError, carries_update
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ async def _refuse(ctx: CollabContext, ws: web.WebSocketResponse, code: int, reas
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ctx = request.app[COLLAB]
     ws = CollabWebSocket(
-        max_message_bytes=ctx.settings.max_message_bytes, autoping=False, compress=False
+        max_frame_bytes=ctx.settings.max_sync_message_bytes, autoping=False, compress=False
     )
     ws.headers["X-Instance-Id"] = ctx.instance_id
     await ws.prepare(request)
@@ -168,6 +169,15 @@ def _close_when_token_expires(conn: Connection) -> asyncio.TimerHandle:
     return loop.call_later(max(0.0, expires_at - time.time()), close)
 
 
+def _over_frame_limit(ctx: CollabContext, message: WSMessage) -> bool:
+    """A frame other than a document update over MAX_MESSAGE_BYTES (those may be as large
+    as a document, up to MAX_SYNC_MESSAGE_BYTES, which aiohttp's reader enforces)."""
+    data = message.data
+    if len(data) <= ctx.settings.max_message_bytes:
+        return False
+    return message.type is WSMsgType.TEXT or not carries_update(data)
+
+
 async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
     ws = conn.ws
     async for message in ws:
@@ -178,19 +188,29 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
             await conn.close(CloseCode.POLICY_VIOLATION, "too many messages")
             return
         try:
-            if message.type is WSMsgType.BINARY:
+            if message.type in (WSMsgType.BINARY, WSMsgType.TEXT):
                 ctx.metrics.bytes_in.inc(len(message.data))
-                room.receive(conn, message.data)
-            elif message.type is WSMsgType.TEXT:
-                ctx.metrics.bytes_in.inc(len(message.data))
-                room.receive_text(conn, message.data)
+                if _over_frame_limit(ctx, message):
+                    ctx.metrics.errors.labels("too_big").inc()
+                    log.info("closing on an oversized frame", extra={"connection": conn.id, "bytes": len(message.data)})
+                    await conn.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                    return
+                if message.type is WSMsgType.BINARY:
+                    room.receive(conn, message.data)
+                else:
+                    room.receive_text(conn, message.data)
             elif message.type is WSMsgType.PING:
                 await ws.pong(message.data)
             elif message.type is WSMsgType.ERROR:
-                too_big = ws.close_code == CloseCode.MESSAGE_TOO_BIG
+                too_big = ws.close_code == CloseCode.TOO_LARGE
                 ctx.metrics.errors.labels("too_big" if too_big else "transport").inc()
                 log.info("websocket error: %s", ws.exception(), extra={"connection": conn.id})
                 return
+        except DocumentTooLarge as exc:
+            ctx.metrics.errors.labels("document_too_large").inc()
+            log.warning("refusing an update: %s", exc, extra={"connection": conn.id, "project": room.project_uuid, "user": conn.identity.user_id})
+            await conn.close(CloseCode.TOO_LARGE, "document too large")
+            return
         except ProtocolError as exc:
             ctx.metrics.errors.labels("invalid_frame").inc()
             log.warning("closing connection on bad frame: %s", exc, extra={"connection": conn.id, "project": room.project_uuid})

@@ -38,6 +38,7 @@ from shared.backoff import Backoff
 from shared.compaction import missing_from
 from shared.envelope import (
     INSTANCE_ID_BYTES,
+    Envelope,
     EnvelopeError,
     Kind,
     decode_envelope,
@@ -487,11 +488,39 @@ class RedisBackplane:
         if room is None:
             return
         self._metrics.envelopes_in_by[envelope.kind.name.lower()].inc()
+        if envelope.kind is Kind.STORED:
+            self._spawn(self._fetch_stored(room, envelope.body))
+            return
+        self._deliver_safely(room, envelope)
+
+    async def _fetch_stored(self, room: Any, key: bytes) -> None:
+        """A large envelope came by reference: read it; if it is gone (expired, Redis
+        lost it), ask peers for what the room misses instead."""
+        try:
+            data = await self._redis.get(key)
+        except REDIS_ERRORS as exc:
+            log.warning("cannot read a stored envelope: %s", exc, extra={"project": room.project_uuid})
+            data = None
+        if self._rooms is None or self._rooms.loaded_room(room.project_uuid) is not room:
+            return
+        if data is None:
+            self._request_sync(room, ask_back=False)
+            return
+        try:
+            envelope = decode_envelope(data)
+        except EnvelopeError as exc:
+            self._metrics.envelopes_invalid.inc()
+            log.warning("dropped a malformed stored envelope: %s", exc, extra={"project": room.project_uuid})
+            return
+        if envelope.kind is not Kind.STORED:  # a reference to a reference would be a loop
+            self._deliver_safely(room, envelope)
+
+    def _deliver_safely(self, room: Any, envelope: Envelope) -> None:
         try:
             self._deliver(room, envelope.sender, envelope.kind, envelope.body)
         except (ValueError, ProtocolError, UnicodeDecodeError) as exc:
             self._metrics.envelopes_invalid.inc()
-            log.warning("dropped an envelope with a bad body: %s", exc, extra={"project": project_uuid})
+            log.warning("dropped an envelope with a bad body: %s", exc, extra={"project": room.project_uuid})
 
     def _deliver(self, room: Any, sender: bytes, kind: Kind, body: bytes) -> None:
         if kind is Kind.UPDATE:

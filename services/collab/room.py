@@ -11,6 +11,13 @@ encoded once and reused by every fresh join until the document next changes,
 so 30 clients opening a large project together cost one encoding. Updates
 must therefore reach the doc through the room (`_apply`), which drops the
 cached answer.
+
+Size: a client's update that would grow the document past
+`max_document_bytes` is refused (`DocumentTooLarge`). Encoding the document
+to measure it costs as much as a full sync, so the room keeps an upper bound
+(the last measured size plus every update applied since) and measures only
+when the bound says an update might not fit; the measurement is the full
+sync answer, cached for the next fresh join.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from services.collab.connection import Connection
 from services.collab.frames import encode_frame
 from services.collab.metrics import CollabMetrics
 from shared.awareness import AwarenessRegistry, decode_awareness_update
+from shared.documents import check_document_size
 from shared.protocol import (
     EMPTY_STATE_VECTOR,
     EMPTY_UPDATE,
@@ -62,6 +70,7 @@ class Room:
         metrics: CollabMetrics,
         *,
         relay_unknown_frames: bool = True,
+        max_document_bytes: int = 0,
     ) -> None:
         self.project_uuid = project_uuid
         self.doc: Doc = Doc()
@@ -71,6 +80,8 @@ class Room:
         self._metrics = metrics
         self._relay_unknown = relay_unknown_frames
         self._full_sync: _FullSync | None = None  # None: stale, encode on the next fresh join
+        self._max_document_bytes = max_document_bytes  # 0: no limit
+        self._size_bound = 0  # the encoded document is at most this long
 
     def __repr__(self) -> str:
         return f"<Room {self.project_uuid} connections={len(self.connections)}>"
@@ -151,7 +162,14 @@ class Room:
         if self._full_sync is None:
             message = encode_sync_step2(self.doc.get_update(EMPTY_STATE_VECTOR))
             self._full_sync = _FullSync(message, encode_frame(message))
+            self._size_bound = len(message)
         return self._full_sync
+
+    def check_growth(self, update: bytes) -> None:
+        """Raise DocumentTooLarge if applying `update` could grow the document past its limit."""
+        limit = self._max_document_bytes
+        if limit and self._size_bound + len(update) > limit:
+            check_document_size(len(self._full_sync_answer().message), update, limit)
 
     def _accept_update(self, conn: Connection, frame: Frame, data: bytes) -> None:
         update = frame.payload
@@ -160,6 +178,7 @@ class Room:
         if not conn.role.can_edit:
             self._metrics.readonly_dropped.inc()
             return
+        self.check_growth(update)
         try:
             self._apply(update)
         except ValueError as exc:
@@ -207,6 +226,7 @@ class Room:
     def _apply(self, update: bytes) -> None:
         """Apply an update to the document; the cached full sync is stale from now on."""
         self._full_sync = None
+        self._size_bound += len(update)
         self.doc.apply_update(update)
 
     # sending -------------------------------------------------------------

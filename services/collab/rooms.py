@@ -30,11 +30,13 @@ class RoomManager:
         *,
         unload_grace: float = 30.0,
         relay_unknown_frames: bool = True,
+        max_document_bytes: int = 0,
     ) -> None:
         self._backplane = backplane
         self._metrics = metrics
         self._unload_grace = unload_grace
         self._relay_unknown = relay_unknown_frames
+        self._max_document_bytes = max_document_bytes
         self._rooms: dict[str, Room] = {}
         self._opening: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
@@ -85,7 +87,11 @@ class RoomManager:
 
     async def _load(self, project_uuid: str, result: asyncio.Future[Room]) -> None:
         room = Room(
-            project_uuid, self._backplane, self._metrics, relay_unknown_frames=self._relay_unknown
+            project_uuid,
+            self._backplane,
+            self._metrics,
+            relay_unknown_frames=self._relay_unknown,
+            max_document_bytes=self._max_document_bytes,
         )
         started = time.perf_counter()
         self._opening[project_uuid] = room
@@ -186,5 +192,6 @@ class RoomDocuments:
     async def apply_update(self, project_uuid: str, update: bytes) -> None:
         room = self._rooms.loaded_room(project_uuid)
         if room is not None:
+            room.check_growth(update)
             room.apply_remote_update(update)
         self._backplane.publish_update(project_uuid, update)
