@@ -27,6 +27,7 @@ __all__ = [
     "encode_sync_step1",
     "encode_sync_step2",
     "encode_sync_update",
+    "sync_step2_head",
     "parse_frame",
     "read_var_bytes",
     "read_var_uint",
@@ -151,7 +152,12 @@ def encode_sync_step1(state_vector: bytes) -> bytes:
 
 def encode_sync_step2(update: bytes) -> bytes:
     """SyncStep2: the answer to a SyncStep1."""
-    return bytes((MESSAGE_SYNC, SYNC_STEP2)) + write_message(update)
+    return sync_step2_head(len(update)) + update
+
+
+def sync_step2_head(length: int) -> bytes:
+    """What precedes an update of `length` bytes in a SyncStep2 (for joining the two once)."""
+    return bytes((MESSAGE_SYNC, SYNC_STEP2)) + write_var_uint(length)
 
 
 def encode_sync_update(update: bytes) -> bytes:

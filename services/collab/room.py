@@ -10,7 +10,10 @@ Fresh clients (empty state vector) need the whole document. Its SyncStep2 is
 encoded once and reused by every fresh join until the document next changes,
 so 30 clients opening a large project together cost one encoding. Updates
 must therefore reach the doc through the room (`_apply`), which drops the
-cached answer.
+cached answer. An update applied to an empty document (a stored snapshot at
+load, a client's first sync answer) is itself a whole-document answer, so it
+becomes the cached answer without encoding anything: a large document's
+first join after it was loaded or uploaded costs no encoding.
 
 Size: a client's update that would grow the document past
 `max_document_bytes` is refused (`DocumentTooLarge`). Encoding the document
@@ -22,6 +25,7 @@ sync answer, cached for the next fresh join.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -29,8 +33,8 @@ from dataclasses import dataclass
 from pycrdt import Doc
 
 from services.collab.backplane import Backplane
-from services.collab.connection import Connection
-from services.collab.frames import encode_frame
+from services.collab.connection import Connection, Payload
+from services.collab.frames import encode_frame, frame_header
 from services.collab.metrics import CollabMetrics
 from shared.awareness import AwarenessRegistry, decode_awareness_update
 from shared.documents import check_document_size
@@ -45,6 +49,7 @@ from shared.protocol import (
     encode_sync_step2,
     encode_sync_update,
     parse_frame,
+    sync_step2_head,
 )
 
 log = logging.getLogger(__name__)
@@ -56,10 +61,19 @@ class InvalidUpdate(ProtocolError):
 
 @dataclass(frozen=True, slots=True)
 class _FullSync:
-    """The SyncStep2 carrying the whole document, and its WebSocket frame."""
+    """The SyncStep2 carrying the whole document, as one WebSocket frame; `message` is the
+    SyncStep2 itself, a view into the frame (a large document is held once, not twice)."""
 
-    message: bytes
     frame: bytes
+    message: memoryview
+
+    @classmethod
+    def of(cls, update: bytes) -> "_FullSync":
+        # one copy of a possibly large document: header and update joined once
+        head = sync_step2_head(len(update))
+        header = frame_header(len(head) + len(update))
+        frame = b"".join((header, head, update))
+        return cls(frame, memoryview(frame)[len(header) :])
 
 
 class Room:
@@ -92,11 +106,15 @@ class Room:
         """Fill the document from the backplane (stored snapshot, log, unstored tail).
 
         Updates delivered by other instances while loading are already in the
-        doc; the stored ones are applied on top (Yjs updates commute).
+        doc; the stored ones are applied on top (Yjs updates commute). An update
+        both in the database and still in the log (the worker committed it but
+        has not trimmed the log yet) is applied once. Each apply is a turn of the
+        event loop of its own: a large document's pieces do not add up to one stall.
         """
-        for update in await self._backplane.load(self.project_uuid):
+        for update in dict.fromkeys(await self._backplane.load(self.project_uuid)):
             if update and update != EMPTY_UPDATE:
                 self._apply(update)
+                await asyncio.sleep(0)
 
     def join(self, conn: Connection) -> None:
         """Add a connection and greet it: our state vector, then current awareness."""
@@ -160,9 +178,8 @@ class Room:
     def _full_sync_answer(self) -> _FullSync:
         """The answer to an empty state vector, encoded at most once per document state."""
         if self._full_sync is None:
-            message = encode_sync_step2(self.doc.get_update(EMPTY_STATE_VECTOR))
-            self._full_sync = _FullSync(message, encode_frame(message))
-            self._size_bound = len(message)
+            self._full_sync = _FullSync.of(self.doc.get_update(EMPTY_STATE_VECTOR))
+            self._size_bound = len(self._full_sync.message)
         return self._full_sync
 
     def check_growth(self, update: bytes) -> None:
@@ -183,8 +200,9 @@ class Room:
             self._apply(update)
         except ValueError as exc:
             raise InvalidUpdate(f"invalid Yjs update: {exc}") from None
-        relayed = data if frame.kind is FrameKind.SYNC_UPDATE else encode_sync_update(update)
-        self._broadcast(relayed, "sync_update", exclude=conn)
+        if self._has_receivers(exclude=conn):
+            relayed = data if frame.kind is FrameKind.SYNC_UPDATE else encode_sync_update(update)
+            self._broadcast(relayed, "sync_update", exclude=conn)
         self._backplane.publish_update(self.project_uuid, update)
 
     def _relay_opaque(self, conn: Connection, frame: bytes | str) -> None:
@@ -224,20 +242,30 @@ class Room:
             self._broadcast(encode_awareness(removal), "awareness")
 
     def _apply(self, update: bytes) -> None:
-        """Apply an update to the document; the cached full sync is stale from now on."""
+        """Apply an update to the document; the cached full sync is stale from now on
+        (unless the document was empty: then the update is the whole document)."""
+        was_empty = self.doc.get_state() == EMPTY_STATE_VECTOR
         self._full_sync = None
         self._size_bound += len(update)
         self.doc.apply_update(update)
+        if was_empty:
+            self._full_sync = _FullSync.of(update)
+            self._size_bound = len(self._full_sync.message)
 
     # sending -------------------------------------------------------------
 
-    def _send(self, conn: Connection, data: bytes | str, kind: str, frame: bytes | None = None) -> None:
+    def _send(self, conn: Connection, data: Payload, kind: str, frame: bytes | None = None) -> None:
         conn.send(data, frame)
         self._metrics.frames_out_by[kind].inc()
         self._metrics.bytes_out.inc(len(data))
 
+    def _has_receivers(self, *, exclude: Connection | None) -> bool:
+        return len(self.connections) > (exclude is not None and exclude.id in self.connections)
+
     def _broadcast(self, data: bytes | str, kind: str, *, exclude: Connection | None = None) -> None:
         """Send the same bytes to every connection (encoded once, by the caller)."""
+        if not self._has_receivers(exclude=exclude):
+            return
         frame = encode_frame(data)
         count = 0
         for conn in self.connections.values():
