@@ -25,6 +25,8 @@ from shared.auth import mint_token
 from shared.config import Settings
 from shared.protocol import FrameKind, encode_sync_update
 from tests.support.app_server import InProcessServer
+from tests.support.cluster import metric, metrics_of
+from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
 
 # HS512 with the test secret is the point of one case; PyJWT warns about its length.
@@ -35,6 +37,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_TOO_LARGE = 4413
+CLOSE_REFUSED_REPEATEDLY = 4429
 
 
 def new_room() -> str:
@@ -454,6 +457,42 @@ async def test_growth_is_refused_once_the_document_is_at_its_limit(
         async with await join(small_server, room) as c:
             await c.wait_until(lambda: len(c.value) == 300_000)
             assert "q" not in c.value
+
+
+async def test_a_stock_client_refused_for_what_it_resends_stops_reconnecting(
+    small_server: InProcessServer,
+) -> None:
+    """An awareness state over MAX_MESSAGE_BYTES: the stock client resends it on every
+    reconnect. Twice 1009, then the permanent 4429, and the client stops."""
+    room = new_room()
+    token = await small_server.grant(room, "looper")
+    async with NodeYClient.start(small_server.ws_url, room, token) as client:
+        await client.wait_synced()
+        await client.set_awareness({"blob": "a" * 100_000})
+        closed = await client.wait_event("closed", 30)
+        assert closed["code"] == CLOSE_REFUSED_REPEATEDLY
+        info = await client.info()
+        assert info["should_connect"] is False and not info["connecting"]
+    text = await metrics_of(small_server.http_url)
+    assert metric(text, 'collab_errors_total{kind="too_big"}') == 3
+    assert metric(text, 'collab_errors_total{kind="refused_repeatedly"}') == 1
+    # another user, or the same user in another room, is not affected
+    async with await join(small_server, room) as a, await join(small_server, room) as b:
+        a.append("fine")
+        await b.wait_text("fine")
+
+
+def test_refusal_history_escalates_only_repeats_of_one_kind_in_one_room() -> None:
+    from services.collab.refusals import RefusalHistory
+
+    history = RefusalHistory(limit=3, window=60.0, max_keys=2)
+    assert not history.repeated("u", "r", 1007, 0.0)
+    assert not history.repeated("u", "r", 1009, 1.0)  # another kind
+    assert not history.repeated("u", "other", 1007, 2.0)  # another room (evicts the oldest key)
+    assert not history.repeated("u", "r", 1007, 3.0)
+    assert not history.repeated("u", "r", 1007, 4.0)  # the first was evicted with max_keys=2
+    assert history.repeated("u", "r", 1007, 5.0)
+    assert not history.repeated("u", "r", 1007, 100.0)  # the window passed
 
 
 def _send_oversized_frame(port: int, path: str, size: int) -> tuple[OSError | None, int | None]:

@@ -23,3 +23,5 @@ class CloseCode(IntEnum):
     # permanent: the document would grow past MAX_DOCUMENT_BYTES, or a frame is
     # over MAX_SYNC_MESSAGE_BYTES (no frame that large is ever accepted)
     TOO_LARGE = 4413
+    # permanent: refused again and again for what it sends (1007, 1009 repeated)
+    REFUSED_REPEATEDLY = 4429

@@ -21,6 +21,7 @@ from services.collab.close_codes import CloseCode
 from services.collab.connection import Connection, TickWriter
 from services.collab.limits import ConnectionLimits
 from services.collab.metrics import CollabMetrics
+from services.collab.refusals import RefusalHistory
 from services.collab.room import Room
 from services.collab.rooms import RoomManager
 from services.collab.websocket import CollabWebSocket
@@ -50,6 +51,7 @@ class CollabContext:
     instance_id: str
     limits: ConnectionLimits
     tick_writer: TickWriter = field(default_factory=TickWriter)
+    refusals: RefusalHistory = field(default_factory=RefusalHistory)
 
 
 COLLAB: web.AppKey[CollabContext] = web.AppKey("collab", CollabContext)
@@ -169,6 +171,19 @@ def _close_when_token_expires(conn: Connection) -> asyncio.TimerHandle:
     return loop.call_later(max(0.0, expires_at - time.time()), close)
 
 
+async def _refuse_content(ctx: CollabContext, room: Room, conn: Connection, code: CloseCode, reason: str) -> None:
+    """Close for what the client sent; permanently (4429) once it keeps sending it
+    (`services/collab/refusals.py`)."""
+    if ctx.refusals.repeated(conn.identity.user_id, room.project_uuid, code, time.monotonic()):
+        ctx.metrics.errors.labels("refused_repeatedly").inc()
+        log.warning(
+            "refusing for good: the client keeps sending what is refused",
+            extra={"connection": conn.id, "project": room.project_uuid, "user": conn.identity.user_id, "code": int(code)},
+        )
+        code, reason = CloseCode.REFUSED_REPEATEDLY, f"refused repeatedly: {reason}"
+    await conn.close(code, reason)
+
+
 def _over_frame_limit(ctx: CollabContext, message: WSMessage) -> bool:
     """A frame other than a document update over MAX_MESSAGE_BYTES (those may be as large
     as a document, up to MAX_SYNC_MESSAGE_BYTES, which aiohttp's reader enforces)."""
@@ -193,7 +208,7 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
                 if _over_frame_limit(ctx, message):
                     ctx.metrics.errors.labels("too_big").inc()
                     log.info("closing on an oversized frame", extra={"connection": conn.id, "bytes": len(message.data)})
-                    await conn.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                    await _refuse_content(ctx, room, conn, CloseCode.MESSAGE_TOO_BIG, "message too big")
                     return
                 if message.type is WSMsgType.BINARY:
                     room.receive(conn, message.data)
@@ -214,7 +229,7 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
         except ProtocolError as exc:
             ctx.metrics.errors.labels("invalid_frame").inc()
             log.warning("closing connection on bad frame: %s", exc, extra={"connection": conn.id, "project": room.project_uuid})
-            await conn.close(CloseCode.INVALID_DATA, "invalid frame")
+            await _refuse_content(ctx, room, conn, CloseCode.INVALID_DATA, "invalid frame")
             return
         except Exception:
             ctx.metrics.errors.labels("internal").inc()
