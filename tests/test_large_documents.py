@@ -132,6 +132,20 @@ async def test_a_30_mb_sync_answer_reaches_a_fresh_client_and_survives_a_restart
     await fresh_python_join(srv.ws_url, room, token, expected)
     assert await exported(srv.http_url, project_uuid, token) == expected
 
+    # the same document imported over HTTP into another project
+    copy = f"project-{uuid.uuid4()}"
+    copy_token = await srv.grant(copy, "author")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+        async with session.get(f"{srv.http_url}/api/projects/{project_uuid}/yjs-document") as resp:
+            body = await resp.read()
+        async with session.post(
+            f"{srv.http_url}/api/projects/{copy.removeprefix('project-')}/yjs-document",
+            data=body,
+            headers={"Content-Type": "application/octet-stream", "Authorization": f"Bearer {copy_token}"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+    await fresh_python_join(srv.ws_url, copy, copy_token, expected)
+
 
 async def test_a_30_mb_document_across_two_instances_reaches_the_database(cluster: Cluster) -> None:
     a, b = await cluster.collab("a"), await cluster.collab("b")
