@@ -8,7 +8,7 @@ import uuid
 import aiohttp
 import pytest
 
-from shared.awareness import AwarenessEntry, AwarenessRegistry, decode_awareness_update
+from shared.awareness import AwarenessEntry, AwarenessRegistry
 from tests.support.app_server import InProcessServer
 from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
@@ -121,17 +121,15 @@ def test_registry_ignores_a_stock_clients_echo_of_a_peer_state() -> None:
     registry.apply("bob-conn", [bob])
     registry.apply("alice-conn", [AwarenessEntry(9, 1, b'{"user":{"name":"alice"}}')])
     registry.apply("alice-conn", [bob])  # alice's echo of bob's state
-    removal = decode_awareness_update(registry.remove_owner("bob-conn") or b"")
+    removal = registry.remove_owner("bob-conn")
     assert [(e.client_id, e.clock, e.removed) for e in removal] == [(7, 4, True)]
     # a late echo of the old state does not bring the ghost back
     registry.apply("alice-conn", [bob])
-    assert decode_awareness_update(registry.snapshot() or b"\x00") == [
-        AwarenessEntry(9, 1, b'{"user":{"name":"alice"}}')
-    ]
+    assert registry.states() == [AwarenessEntry(9, 1, b'{"user":{"name":"alice"}}')]
     # bob himself, renewing with a newer clock on a new connection, is back
     registry.apply("bob-conn-2", [AwarenessEntry(7, 5, b'{"user":{"name":"bob"}}')])
     assert len(registry) == 2
-    removal = decode_awareness_update(registry.remove_owner("bob-conn-2") or b"")
+    removal = registry.remove_owner("bob-conn-2")
     assert [(e.client_id, e.clock, e.removed) for e in removal] == [(7, 6, True)]
 
 

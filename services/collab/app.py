@@ -82,6 +82,7 @@ def setup_collab(
             metrics,
             unload_grace=settings.room_unload_grace,
             relay_unknown_frames=settings.relay_unknown_frames,
+            awareness_limits=settings.awareness_limits,
         )
         checks.update(backplane.readiness_checks())
         await backplane.start(rooms)

@@ -28,6 +28,7 @@ from shared.access import AccessPolicy, Role
 from shared.auth import Identity, TokenError, request_token, verify_token
 from shared.config import Settings
 from shared.net import client_address
+from shared.awareness import AwarenessLimitExceeded
 from shared.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,9 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
                 ctx.metrics.errors.labels("too_big" if too_big else "transport").inc()
                 log.info("websocket error: %s", ws.exception(), extra={"connection": conn.id})
                 return
+        except AwarenessLimitExceeded as exc:
+            await _refuse_awareness(ctx, room, conn, exc)
+            return
         except ProtocolError as exc:
             ctx.metrics.errors.labels("invalid_frame").inc()
             log.warning("closing connection on bad frame: %s", exc, extra={"connection": conn.id, "project": room.project_uuid})
@@ -201,3 +205,15 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
             log.exception("internal error handling a frame", extra={"connection": conn.id})
             await conn.close(CloseCode.INTERNAL_ERROR, "internal error")
             return
+        if conn.charge(time.monotonic() - now):
+            await asyncio.sleep(0)  # a burst of buffered frames must not hold the loop
+
+
+async def _refuse_awareness(ctx: CollabContext, room: Room, conn: Connection, exc: AwarenessLimitExceeded) -> None:
+    """Close a connection over an awareness limit: 1009 for a state too big, else 1008."""
+    ctx.metrics.awareness_dropped_by[exc.reason].inc()
+    ctx.metrics.errors.labels("awareness_limit").inc()
+    log.warning("closing connection over an awareness limit: %s", exc,
+                extra={"connection": conn.id, "project": room.project_uuid})
+    code = CloseCode.MESSAGE_TOO_BIG if exc.too_big else CloseCode.POLICY_VIOLATION
+    await conn.close(code, "awareness too big" if exc.too_big else "awareness over limit")

@@ -16,6 +16,7 @@ from services.collab.backplane import Backplane
 from services.collab.connection import Connection
 from services.collab.metrics import CollabMetrics
 from services.collab.room import Room
+from shared.awareness import AwarenessLimits
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,13 @@ class RoomManager:
         *,
         unload_grace: float = 30.0,
         relay_unknown_frames: bool = True,
+        awareness_limits: AwarenessLimits | None = None,
     ) -> None:
         self._backplane = backplane
         self._metrics = metrics
         self._unload_grace = unload_grace
         self._relay_unknown = relay_unknown_frames
+        self._awareness_limits = awareness_limits
         self._rooms: dict[str, Room] = {}
         self._opening: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
@@ -85,7 +88,11 @@ class RoomManager:
 
     async def _load(self, project_uuid: str, result: asyncio.Future[Room]) -> None:
         room = Room(
-            project_uuid, self._backplane, self._metrics, relay_unknown_frames=self._relay_unknown
+            project_uuid,
+            self._backplane,
+            self._metrics,
+            relay_unknown_frames=self._relay_unknown,
+            awareness_limits=self._awareness_limits,
         )
         started = time.perf_counter()
         self._opening[project_uuid] = room
