@@ -74,12 +74,12 @@ def decode_awareness_update(data: bytes, limits: AwarenessLimits | None = None) 
     """Decode an encoded awareness update; raise ProtocolError when malformed and
     AwarenessLimitExceeded when over `limits` (checked before the entries are read)."""
     count, pos = read_var_uint(data, 0)
+    if count * 3 > len(data) - pos:  # every entry takes at least three bytes
+        raise ProtocolError(f"{count} awareness entries announced in {len(data)} bytes")
     if limits is not None and count > limits.max_entries:
         raise AwarenessLimitExceeded(
             "entries", f"{count} awareness entries in one frame (at most {limits.max_entries})"
         )
-    if count * 3 > len(data) - pos:  # every entry takes at least three bytes
-        raise ProtocolError(f"{count} awareness entries announced in {len(data)} bytes")
     max_state = limits.max_state_bytes if limits is not None else len(data)
     entries = []
     for _ in range(count):
