@@ -23,7 +23,7 @@ from shared.protocol import FrameKind, ProtocolError, encode_awareness, parse_fr
 from tests.conftest import make_settings
 from tests.support.app_server import InProcessServer
 from tests.support.awareness_flood import flood_frame
-from tests.support.cluster import metric, metrics_of
+from tests.support.cluster import Cluster, metric, metrics_of
 from tests.support.yclient import YClient
 
 ALICE = AwarenessEntry(7, 3, b'{"user":{"name":"alice"}}')
@@ -192,3 +192,28 @@ async def test_a_joiner_gets_the_room_in_bounded_frames(small_server: InProcessS
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_ownership_holds_across_instances(cluster: Cluster) -> None:
+    """Alice's id is owned on instance b by (a, alice's connection): mallory on b cannot
+    change or remove it, mallory's own state still travels, and alice leaving removes hers everywhere."""
+    a_srv, b_srv = await cluster.collab("a"), await cluster.collab("b")
+    room = await cluster.new_project(1, 2)
+    async with await YClient.connect(a_srv.ws_url, room, cluster.token(1)) as alice, await YClient.connect(
+        b_srv.ws_url, room, cluster.token(1)
+    ) as watcher_b, await YClient.connect(a_srv.ws_url, room, cluster.token(1)) as watcher_a, await YClient.connect(
+        b_srv.ws_url, room, cluster.token(2)
+    ) as mallory:
+        alice.set_awareness({"user": {"name": "alice"}})
+        victim = alice.doc.client_id
+        await mallory.wait_until(lambda: victim in mallory.peers)
+        await mallory.send_raw(_frame(AwarenessEntry(victim, 50, b'{"user":{"name":"mallory"}}')))
+        await mallory.send_raw(_frame(AwarenessEntry(victim, 51, b"null")))
+        mallory.set_awareness({"user": {"name": "mallory"}})
+        for watcher in (watcher_a, watcher_b):
+            await watcher.wait_until(lambda w=watcher: mallory.doc.client_id in w.peers)  # type: ignore[misc]
+            assert watcher.peers[victim] == {"user": {"name": "alice"}}
+        await alice.close()
+        for watcher in (watcher_a, watcher_b):
+            await watcher.wait_until(lambda w=watcher: victim not in w.peers)  # type: ignore[misc]
+        assert mallory.doc.client_id in watcher_a.peers
