@@ -214,14 +214,9 @@ class AwarenessRegistry:
         while len(self._removed) > MAX_TOMBSTONES:
             self._removed.popitem(last=False)
 
-    def owned_count(self, owner: Hashable) -> int:
-        return len(self._owned.get(owner, ()))
-
-    def states(self, owned_by: Callable[[Hashable], bool] | None = None) -> list[AwarenessEntry]:
-        """Current entries (of the owners `owned_by` accepts, default all)."""
-        if owned_by is None:
-            return list(self._entries.values())
-        return [self._entries[cid] for owner, ids in self._owned.items() if owned_by(owner) for cid in ids]
+    def states(self) -> list[AwarenessEntry]:
+        """Every current entry."""
+        return list(self._entries.values())
 
     def states_by_owner(self, owned_by: Callable[[Hashable], bool]) -> dict[Hashable, list[AwarenessEntry]]:
         """Current entries grouped by owner, for the owners `owned_by` accepts."""

@@ -211,7 +211,6 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
 
 async def _refuse_awareness(ctx: CollabContext, room: Room, conn: Connection, exc: AwarenessLimitExceeded) -> None:
     """Close a connection over an awareness limit: 1009 for a state too big, else 1008."""
-    ctx.metrics.awareness_dropped_by[exc.reason].inc()
     ctx.metrics.errors.labels("awareness_limit").inc()
     log.warning("closing connection over an awareness limit: %s", exc,
                 extra={"connection": conn.id, "project": room.project_uuid})

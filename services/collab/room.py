@@ -217,7 +217,12 @@ class Room:
         quiet stock client from timing out).
 
         Raises AwarenessLimitExceeded past a per-frame or per-connection limit."""
-        applied = self._admit_awareness(conn.id, decode_awareness_update(payload, self.awareness.limits))
+        try:
+            entries = decode_awareness_update(payload, self.awareness.limits)
+        except AwarenessLimitExceeded as exc:
+            self._metrics.awareness_dropped_by[exc.reason].inc()
+            raise
+        applied = self._admit_awareness(conn.id, entries)
         if applied.dropped["client_ids"]:
             raise AwarenessLimitExceeded(
                 "client_ids", f"more than {self.awareness.limits.max_client_ids} awareness client ids"
