@@ -25,10 +25,10 @@ from services.collab.room import Room
 from services.collab.rooms import RoomManager
 from services.collab.websocket import CollabWebSocket
 from shared.access import AccessPolicy, Role
+from shared.awareness import AwarenessLimitExceeded
 from shared.auth import Identity, TokenError, request_token, verify_token
 from shared.config import Settings
 from shared.net import client_address
-from shared.awareness import AwarenessLimitExceeded
 from shared.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
