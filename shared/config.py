@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
+    from shared.awareness import AwarenessLimits
     from shared.compaction import CompactionPolicy
 from urllib.parse import quote
 
@@ -104,6 +105,10 @@ class Settings:
     max_connections_per_address: int = 1000
     redis_backlog: int = 100_000
     max_frames_per_second: float = 500.0
+    awareness_max_entries: int = 100
+    awareness_max_state_bytes: int = 64 * 1024
+    awareness_max_client_ids: int = 16
+    awareness_max_room_bytes: int = 4 * 1024 * 1024
     presence_ttl: float = 3.0
     auth_create_users: bool = True
     log_level: str = "INFO"
@@ -134,6 +139,17 @@ class Settings:
             self.compact_max_bytes,
             self.compact_min_log_ratio,
             self.compact_max_rows,
+        )
+
+    @property
+    def awareness_limits(self) -> "AwarenessLimits":
+        from shared.awareness import AwarenessLimits
+
+        return AwarenessLimits(
+            self.awareness_max_entries,
+            self.awareness_max_state_bytes,
+            self.awareness_max_client_ids,
+            self.awareness_max_room_bytes,
         )
 
     @property
@@ -196,6 +212,10 @@ class Settings:
             max_connections_per_address=_int(env, "WS_MAX_CONNECTIONS_PER_ADDRESS", 1000),
             redis_backlog=_int(env, "REDIS_BACKLOG", 100_000),
             max_frames_per_second=_float(env, "WS_MAX_FRAMES_PER_SECOND", 500.0),
+            awareness_max_entries=_int(env, "AWARENESS_MAX_ENTRIES", 100),
+            awareness_max_state_bytes=_int(env, "AWARENESS_MAX_STATE_BYTES", 64 * 1024),
+            awareness_max_client_ids=_int(env, "AWARENESS_MAX_CLIENT_IDS", 16),
+            awareness_max_room_bytes=_int(env, "AWARENESS_MAX_ROOM_BYTES", 4 * 1024 * 1024),
             presence_ttl=_float(env, "PRESENCE_TTL", 3.0),
             auth_create_users=_bool(env, "AUTH_CREATE_USERS", app_env not in ("prod", "production")),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),

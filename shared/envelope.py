@@ -9,13 +9,15 @@ import hashlib
 from dataclasses import dataclass
 from enum import IntEnum
 
+from shared.protocol import read_var_uint, write_var_uint
+
 INSTANCE_ID_BYTES = 16
 HEADER_BYTES = INSTANCE_ID_BYTES + 1
 
 
 class Kind(IntEnum):
     UPDATE = 0  # body: a Yjs update accepted by the sender
-    AWARENESS = 1  # body: an awareness update from the sender's connections
+    AWARENESS = 1  # body: varUint connection id + an awareness update of that connection's states
     OPAQUE = 2  # body: a binary frame relayed as-is
     OPAQUE_TEXT = 3  # body: a UTF-8 text frame relayed as-is
     SYNC_REQUEST = 4  # body: flags (1 byte) + the sender's state vector; peers answer with SYNC_REPLY
@@ -78,6 +80,17 @@ def sync_reply_body(target: bytes, update: bytes) -> bytes:
 def split_sync_reply(body: bytes) -> tuple[bytes, bytes]:
     """(target instance id, update) of a SYNC_REPLY body."""
     return body[:INSTANCE_ID_BYTES], body[INSTANCE_ID_BYTES:]
+
+
+def awareness_body(connection_id: int, awareness_update: bytes) -> bytes:
+    """The body of an AWARENESS envelope: the sender's connection that owns the states, then them."""
+    return write_var_uint(connection_id) + awareness_update
+
+
+def split_awareness(body: bytes) -> tuple[int, bytes]:
+    """(connection id, awareness update) of an AWARENESS body; ProtocolError when truncated."""
+    connection_id, pos = read_var_uint(body, 0)
+    return connection_id, body[pos:]
 
 
 def instance_id_bytes(name: str) -> bytes:

@@ -8,7 +8,8 @@ import uuid
 import aiohttp
 import pytest
 
-from shared.awareness import AwarenessEntry, AwarenessRegistry, decode_awareness_update
+from shared.awareness import AwarenessEntry, AwarenessRegistry, encode_awareness_update
+from shared.protocol import encode_awareness
 from tests.support.app_server import InProcessServer
 from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
@@ -112,6 +113,41 @@ async def test_two_stock_clients_see_each_others_awareness(server: InProcessServ
             await bob.close()
 
 
+async def test_a_stock_clients_state_survives_a_spoofer(server: InProcessServer) -> None:
+    """A viewer sends entries for a stock client's id (a newer state, then its
+    removal): the server drops them; every stock peer, and a later joiner,
+    still sees the real state, and presence still vanishes on disconnect."""
+    room = new_room()
+    token_a = await server.grant(room, "alice")
+    token_b = await server.grant(room, "bob")
+    token_m = await server.grant(room, "mallory", "viewer")
+    async with NodeYClient.start(server.ws_url, room, token_a, name="alice") as alice, NodeYClient.start(
+        server.ws_url, room, token_b, name="bob"
+    ) as bob, await YClient.connect(server.ws_url, room, token_m) as mallory:
+        await alice.wait_synced()
+        await bob.wait_synced()
+        await alice.set_awareness({"user": {"name": "alice"}, "cursor": 3})
+        await bob.wait_peers(lambda s: any(isinstance(v, dict) and v.get("cursor") == 3 for v in s.values()))
+        await mallory.wait_until(lambda: alice.client_id in mallory.peers)
+        victim = alice.client_id
+        assert victim is not None
+        for clock, state in ((1000, b'{"user":{"name":"mallory"},"cursor":666}'), (1001, b"null")):
+            await mallory.send_raw(encode_awareness(encode_awareness_update([AwarenessEntry(victim, clock, state)])))
+        mallory.set_awareness({"user": {"name": "mallory"}})  # after the spoofs, on the same socket
+        states = await bob.wait_peers(lambda s: "mallory" in _names(s))
+        assert states[victim] == {"user": {"name": "alice"}, "cursor": 3}
+        assert mallory.close_code is None  # dropped, not a reason to close
+        async with NodeYClient.start(server.ws_url, room, token_b, name="carol") as carol:
+            await carol.wait_synced()
+            states = await carol.wait_peers(lambda s: {"alice", "mallory"} <= _names(s))
+            assert states[victim] == {"user": {"name": "alice"}, "cursor": 3}
+        await mallory.close()
+        await bob.wait_peers(lambda s: "mallory" not in _names(s))
+        assert alice._proc is not None
+        alice._proc.kill()
+        await bob.wait_peers(lambda s: victim not in s)
+
+
 def test_registry_ignores_a_stock_clients_echo_of_a_peer_state() -> None:
     """The stock client re-sends every peer state it receives (same clock); the
     server must keep the state with its author, so the author's disconnect
@@ -121,17 +157,15 @@ def test_registry_ignores_a_stock_clients_echo_of_a_peer_state() -> None:
     registry.apply("bob-conn", [bob])
     registry.apply("alice-conn", [AwarenessEntry(9, 1, b'{"user":{"name":"alice"}}')])
     registry.apply("alice-conn", [bob])  # alice's echo of bob's state
-    removal = decode_awareness_update(registry.remove_owner("bob-conn") or b"")
+    removal = registry.remove_owner("bob-conn")
     assert [(e.client_id, e.clock, e.removed) for e in removal] == [(7, 4, True)]
     # a late echo of the old state does not bring the ghost back
     registry.apply("alice-conn", [bob])
-    assert decode_awareness_update(registry.snapshot() or b"\x00") == [
-        AwarenessEntry(9, 1, b'{"user":{"name":"alice"}}')
-    ]
+    assert registry.states() == [AwarenessEntry(9, 1, b'{"user":{"name":"alice"}}')]
     # bob himself, renewing with a newer clock on a new connection, is back
     registry.apply("bob-conn-2", [AwarenessEntry(7, 5, b'{"user":{"name":"bob"}}')])
     assert len(registry) == 2
-    removal = decode_awareness_update(registry.remove_owner("bob-conn-2") or b"")
+    removal = registry.remove_owner("bob-conn-2")
     assert [(e.client_id, e.clock, e.removed) for e in removal] == [(7, 6, True)]
 
 

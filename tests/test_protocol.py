@@ -112,14 +112,14 @@ def test_awareness_registry_tracks_owners_and_removes() -> None:
     registry.apply("a", [AwarenessEntry(1, 1, b'{"n":1}'), AwarenessEntry(2, 1, b'{"n":2}')])
     registry.apply("b", [AwarenessEntry(3, 4, b'{"n":3}')])
     registry.apply("a", [AwarenessEntry(1, 0, b'{"stale":1}')])  # older clock ignored
-    snapshot = decode_awareness_update(registry.snapshot() or b"")
+    snapshot = registry.states()
     assert {(e.client_id, e.state) for e in snapshot} == {(1, b'{"n":1}'), (2, b'{"n":2}'), (3, b'{"n":3}')}
-    removal = decode_awareness_update(registry.remove_owner("a") or b"")
+    removal = registry.remove_owner("a")
     assert {(e.client_id, e.clock, e.removed) for e in removal} == {(1, 2, True), (2, 2, True)}
-    assert registry.remove_owner("a") is None
+    assert registry.remove_owner("a") == []
     assert len(registry) == 1
     registry.apply("b", [AwarenessEntry(3, 5, b"null")])
-    assert registry.snapshot() is None
+    assert registry.states() == [] and registry.bytes == 0
 
 
 def test_compaction_policy_bounds_write_amplification() -> None:

@@ -83,6 +83,7 @@ def setup_collab(
             unload_grace=settings.room_unload_grace,
             relay_unknown_frames=settings.relay_unknown_frames,
             max_document_bytes=settings.max_document_bytes,
+            awareness_limits=settings.awareness_limits,
         )
         checks.update(backplane.readiness_checks())
         await backplane.start(rooms)

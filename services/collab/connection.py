@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 _ids = itertools.count(1)
 
 HIGH_WATER = 256 * 1024
+#: Handling a connection's frames yields to the event loop after this much work (seconds).
+TIME_SLICE = 0.0005
 
 Payload = bytes | memoryview | str  # a binary frame's bytes (or a view of them), or a text frame
 
@@ -87,6 +89,7 @@ class Connection:
         self._rate = frames_per_second
         self._tokens = self._burst = frames_per_second * 2
         self._refilled = self.last_seen
+        self._work = 0.0  # seconds of frame handling since the last yield to the loop
 
     def allow_frame(self, now: float) -> bool:
         """Take one token for an incoming frame; False when the client floods."""
@@ -97,6 +100,15 @@ class Connection:
         if self._tokens < 1:
             return False
         self._tokens -= 1
+        return True
+
+    def charge(self, seconds: float) -> bool:
+        """Add `seconds` of work on this connection's frames; True once a time slice
+        is used up (the caller then yields, so other rooms' sockets get their turn)."""
+        self._work += seconds
+        if self._work < TIME_SLICE:
+            return False
+        self._work = 0.0
         return True
 
     def __repr__(self) -> str:

@@ -26,10 +26,11 @@ from services.collab.room import Room
 from services.collab.rooms import RoomManager
 from services.collab.websocket import CollabWebSocket
 from shared.access import AccessPolicy, Role
+from shared.awareness import AwarenessLimitExceeded
 from shared.auth import Identity, TokenError, request_token, verify_token
 from shared.config import Settings
-from shared.net import client_address
 from shared.documents import DocumentTooLarge
+from shared.net import client_address
 from shared.protocol import ProtocolError, carries_update
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,8 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
             ctx.metrics.errors.labels("document_too_large").inc()
             log.warning("refusing an update: %s", exc, extra={"connection": conn.id, "project": room.project_uuid, "user": conn.identity.user_id})
             await conn.close(CloseCode.TOO_LARGE, "document too large")
+        except AwarenessLimitExceeded as exc:
+            await _refuse_awareness(ctx, room, conn, exc)
             return
         except ProtocolError as exc:
             ctx.metrics.errors.labels("invalid_frame").inc()
@@ -236,3 +239,14 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
             log.exception("internal error handling a frame", extra={"connection": conn.id})
             await conn.close(CloseCode.INTERNAL_ERROR, "internal error")
             return
+        if conn.charge(time.monotonic() - now):
+            await asyncio.sleep(0)  # a burst of buffered frames must not hold the loop
+
+
+async def _refuse_awareness(ctx: CollabContext, room: Room, conn: Connection, exc: AwarenessLimitExceeded) -> None:
+    """Close a connection over an awareness limit: 1009 for a state too big, else 1008."""
+    ctx.metrics.errors.labels("awareness_limit").inc()
+    log.warning("closing connection over an awareness limit: %s", exc,
+                extra={"connection": conn.id, "project": room.project_uuid})
+    code = CloseCode.MESSAGE_TOO_BIG if exc.too_big else CloseCode.POLICY_VIOLATION
+    await _refuse_content(ctx, room, conn, code, "awareness too big" if exc.too_big else "awareness over limit")

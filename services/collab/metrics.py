@@ -94,6 +94,14 @@ class CollabMetrics:
         self.resyncs = Counter(
             "collab_resync_requests_total", "State-vector resync requests published", registry=registry
         )
+        self.awareness_dropped = Counter(
+            "collab_awareness_dropped_total",
+            "Awareness entries dropped or frames refused, by reason: stale (an echo), foreign (another "
+            "connection's client id), client_ids, room_bytes, entries, state_bytes",
+            ["reason"],
+            registry=registry,
+        )
+        self.awareness_dropped_by = Labelled(self.awareness_dropped)
         self.frames_in_by = Labelled(self.frames_in)
         self.frames_out_by = Labelled(self.frames_out)
         self.envelopes_in_by = Labelled(self.envelopes_in)

@@ -41,8 +41,10 @@ from shared.envelope import (
     Envelope,
     EnvelopeError,
     Kind,
+    awareness_body,
     decode_envelope,
     encode_envelope,
+    split_awareness,
     split_sync_reply,
     split_sync_request,
     sync_reply_body,
@@ -212,8 +214,8 @@ class RedisBackplane:
     def publish_update(self, project_uuid: str, update: bytes) -> None:
         self._publish(project_uuid, Kind.UPDATE, update)
 
-    def publish_awareness(self, project_uuid: str, awareness_update: bytes) -> None:
-        self._publish(project_uuid, Kind.AWARENESS, awareness_update)
+    def publish_awareness(self, project_uuid: str, connection_id: int, awareness_update: bytes) -> None:
+        self._publish(project_uuid, Kind.AWARENESS, awareness_body(connection_id, awareness_update))
 
     def publish_opaque(self, project_uuid: str, frame: bytes | str) -> None:
         if isinstance(frame, str):
@@ -563,7 +565,8 @@ class RedisBackplane:
         if kind is Kind.UPDATE:
             room.apply_remote_update(body)
         elif kind is Kind.AWARENESS:
-            room.apply_remote_awareness(sender, body)
+            connection_id, awareness_update = split_awareness(body)
+            room.apply_remote_awareness((sender, connection_id), awareness_update)
         elif kind is Kind.OPAQUE:
             room.relay_remote_opaque(body)
         elif kind is Kind.OPAQUE_TEXT:
@@ -573,9 +576,8 @@ class RedisBackplane:
             missing = room.doc.get_update(state_vector)
             if missing != EMPTY_UPDATE:
                 self._publish(room.project_uuid, Kind.SYNC_REPLY, sync_reply_body(sender, missing))
-            local_states = room.awareness.snapshot(owned_by=lambda owner: isinstance(owner, int))
-            if local_states is not None:
-                self.publish_awareness(room.project_uuid, local_states)
+            for connection_id, states in room.local_awareness_updates():
+                self.publish_awareness(room.project_uuid, connection_id, states)
             if ask_back:
                 self._request_sync(room, ask_back=False)
         elif kind is Kind.SYNC_REPLY:
@@ -614,11 +616,11 @@ class RedisBackplane:
     async def _remove_dead_instances(self) -> None:
         if self._rooms is None:
             return
-        owners = {
-            owner
+        owners = {  # remote owners are (instance id, connection id)
+            owner[0]
             for room in self._rooms.rooms()
             for owner in room.awareness.owners()
-            if isinstance(owner, bytes)
+            if isinstance(owner, tuple)
         }
         if not owners:
             self._missing_since.clear()
@@ -644,7 +646,7 @@ class RedisBackplane:
 
     def _forget_instance(self, instance_id: bytes) -> None:
         for room in self._rooms.rooms() if self._rooms else []:
-            room.remove_awareness_owner(instance_id)
+            room.remove_awareness_owners(lambda owner: isinstance(owner, tuple) and owner[0] == instance_id)
 
 
 async def _quietly(awaitable: Any, timeout: float = 2.0) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from pycrdt import Doc
@@ -36,7 +36,15 @@ from services.collab.backplane import Backplane
 from services.collab.connection import Connection, Payload
 from services.collab.frames import encode_frame, frame_header
 from services.collab.metrics import CollabMetrics
-from shared.awareness import AwarenessRegistry, decode_awareness_update
+from shared.awareness import (
+    Applied,
+    AwarenessEntry,
+    AwarenessLimitExceeded,
+    AwarenessLimits,
+    AwarenessRegistry,
+    decode_awareness_update,
+    encode_in_chunks,
+)
 from shared.documents import check_document_size
 from shared.protocol import (
     EMPTY_STATE_VECTOR,
@@ -85,11 +93,12 @@ class Room:
         *,
         relay_unknown_frames: bool = True,
         max_document_bytes: int = 0,
+        awareness_limits: AwarenessLimits | None = None,
     ) -> None:
         self.project_uuid = project_uuid
         self.doc: Doc = Doc()
         self.connections: dict[int, Connection] = {}
-        self.awareness = AwarenessRegistry()
+        self.awareness = AwarenessRegistry(awareness_limits)
         self._backplane = backplane
         self._metrics = metrics
         self._relay_unknown = relay_unknown_frames
@@ -120,18 +129,13 @@ class Room:
         """Add a connection and greet it: our state vector, then current awareness."""
         self.connections[conn.id] = conn
         self._send(conn, encode_sync_step1(self.doc.get_state()), "sync_step1")
-        states = self.awareness.snapshot()
-        if states is not None:
-            self._send(conn, encode_awareness(states), "awareness")
+        self._send_awareness_snapshot(conn)
 
     def leave(self, conn: Connection) -> None:
         """Remove a connection and announce the removal of its awareness states."""
         if self.connections.pop(conn.id, None) is None:
             return
-        removal = self.awareness.remove_owner(conn.id)
-        if removal is not None:
-            self._broadcast(encode_awareness(removal), "awareness")
-            self._backplane.publish_awareness(self.project_uuid, removal)
+        self._announce_awareness(self.awareness.remove_owner(conn.id), conn.id)
 
     @property
     def is_empty(self) -> bool:
@@ -148,13 +152,9 @@ class Room:
         elif frame.kind in (FrameKind.SYNC_STEP2, FrameKind.SYNC_UPDATE):
             self._accept_update(conn, frame, data)
         elif frame.kind is FrameKind.AWARENESS:
-            self.awareness.apply(conn.id, decode_awareness_update(frame.payload))
-            self._broadcast(data, "awareness")  # sender included: keeps quiet clients alive
-            self._backplane.publish_awareness(self.project_uuid, frame.payload)
+            self._receive_awareness(conn, frame.payload)
         elif frame.kind is FrameKind.QUERY_AWARENESS:
-            states = self.awareness.snapshot()
-            if states is not None:
-                self._send(conn, encode_awareness(states), "awareness")
+            self._send_awareness_snapshot(conn)
         elif frame.kind is FrameKind.OPAQUE:
             self._relay_opaque(conn, data)
         # FrameKind.AUTH from a client means nothing to the server.
@@ -228,18 +228,70 @@ class Room:
             self._broadcast(encode_sync_update(diff), "sync_update")
 
     def apply_remote_awareness(self, owner: Hashable, awareness_update: bytes) -> None:
-        """Awareness announced on another instance; `owner` is that instance."""
-        self.awareness.apply(owner, decode_awareness_update(awareness_update))
-        self._broadcast(encode_awareness(awareness_update), "awareness")
+        """Awareness announced on another instance; `owner` is (that instance, its connection).
+
+        The same limits and ownership hold as for a local connection; what is
+        refused is dropped (a remote connection cannot be closed from here)."""
+        try:
+            entries = decode_awareness_update(awareness_update, self.awareness.limits)
+        except AwarenessLimitExceeded as exc:
+            self._metrics.awareness_dropped_by[exc.reason].inc()
+            return
+        self._announce_awareness(self._admit_awareness(owner, entries).accepted)
 
     def relay_remote_opaque(self, frame: bytes | str) -> None:
         self._broadcast(frame, "opaque")
 
-    def remove_awareness_owner(self, owner: Hashable) -> None:
-        """Drop the awareness states of a departed owner (e.g. a dead instance)."""
-        removal = self.awareness.remove_owner(owner)
-        if removal is not None:
-            self._broadcast(encode_awareness(removal), "awareness")
+    def remove_awareness_owners(self, match: Callable[[Hashable], bool]) -> None:
+        """Drop the awareness states of departed owners (e.g. a dead instance's connections)."""
+        self._announce_awareness(self.awareness.remove_owners(match))
+
+    # awareness -------------------------------------------------------------
+
+    def _receive_awareness(self, conn: Connection, payload: bytes) -> None:
+        """A local connection's awareness update: bounded, then only the entries
+        it owns are recorded and relayed (to the sender too: the echo keeps a
+        quiet stock client from timing out).
+
+        Raises AwarenessLimitExceeded past a per-frame or per-connection limit."""
+        try:
+            entries = decode_awareness_update(payload, self.awareness.limits)
+        except AwarenessLimitExceeded as exc:
+            self._metrics.awareness_dropped_by[exc.reason].inc()
+            raise
+        applied = self._admit_awareness(conn.id, entries)
+        if applied.dropped["client_ids"]:
+            raise AwarenessLimitExceeded(
+                "client_ids", f"more than {self.awareness.limits.max_client_ids} awareness client ids"
+            )
+        self._announce_awareness(applied.accepted, conn.id)
+
+    def _admit_awareness(self, owner: Hashable, entries: list[AwarenessEntry]) -> Applied:
+        applied = self.awareness.apply(owner, entries)
+        for reason, count in applied.dropped.items():
+            self._metrics.awareness_dropped_by[reason].inc(count)
+        return applied
+
+    def _announce_awareness(self, entries: list[AwarenessEntry], connection_id: int | None = None) -> None:
+        """Broadcast entries (at most `max_entries` per frame); a local connection's go to the backplane too."""
+        for update in encode_in_chunks(entries, self.awareness.limits.max_entries):
+            self._broadcast(encode_awareness(update), "awareness")
+            if connection_id is not None:
+                self._backplane.publish_awareness(self.project_uuid, connection_id, update)
+
+    def _send_awareness_snapshot(self, conn: Connection) -> None:
+        """Every current state, at most `max_entries` per frame and `max_room_bytes` in all."""
+        for update in encode_in_chunks(self.awareness.states(), self.awareness.limits.max_entries):
+            self._send(conn, encode_awareness(update), "awareness")
+
+    def local_awareness_updates(self) -> list[tuple[int, bytes]]:
+        """(connection id, awareness update) for the states of this instance's connections."""
+        size = self.awareness.limits.max_entries
+        return [
+            (owner, update)
+            for owner, entries in self.awareness.states_by_owner(lambda o: isinstance(o, int)).items()
+            for update in encode_in_chunks(entries, size)
+        ]
 
     def _apply(self, update: bytes) -> None:
         """Apply an update to the document; the cached full sync is stale from now on

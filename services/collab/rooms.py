@@ -16,6 +16,7 @@ from services.collab.backplane import Backplane
 from services.collab.connection import Connection
 from services.collab.metrics import CollabMetrics
 from services.collab.room import Room
+from shared.awareness import AwarenessLimits
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,14 @@ class RoomManager:
         unload_grace: float = 30.0,
         relay_unknown_frames: bool = True,
         max_document_bytes: int = 0,
+        awareness_limits: AwarenessLimits | None = None,
     ) -> None:
         self._backplane = backplane
         self._metrics = metrics
         self._unload_grace = unload_grace
         self._relay_unknown = relay_unknown_frames
         self._max_document_bytes = max_document_bytes
+        self._awareness_limits = awareness_limits
         self._rooms: dict[str, Room] = {}
         self._opening: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
@@ -92,6 +95,7 @@ class RoomManager:
             self._metrics,
             relay_unknown_frames=self._relay_unknown,
             max_document_bytes=self._max_document_bytes,
+            awareness_limits=self._awareness_limits,
         )
         started = time.perf_counter()
         self._opening[project_uuid] = room
