@@ -11,10 +11,18 @@ encoded once and reused by every fresh join until the document next changes,
 so 30 clients opening a large project together cost one encoding. Updates
 must therefore reach the doc through the room (`_apply`), which drops the
 cached answer.
+
+Every pycrdt call goes through `shared/ydoc.py`: an update pycrdt refuses or
+panics on is rejected (its sender is closed with 1007) and is neither relayed
+nor handed to the backplane. A panic may leave the `Doc` inconsistent, so the
+room then rebuilds it from the durable state (`_rebuild`) and asks every
+client for what the rebuilt document lacks. A stored update that cannot be
+applied at load is quarantined, and the document loads without it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -25,7 +33,9 @@ from services.collab.backplane import Backplane
 from services.collab.connection import Connection
 from services.collab.frames import encode_frame
 from services.collab.metrics import CollabMetrics
+from shared import ydoc
 from shared.awareness import AwarenessRegistry, decode_awareness_update
+from shared.compaction import replay
 from shared.protocol import (
     EMPTY_STATE_VECTOR,
     EMPTY_UPDATE,
@@ -38,6 +48,7 @@ from shared.protocol import (
     encode_sync_update,
     parse_frame,
 )
+from shared.ydoc import RejectedUpdate
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +82,8 @@ class Room:
         self._metrics = metrics
         self._relay_unknown = relay_unknown_frames
         self._full_sync: _FullSync | None = None  # None: stale, encode on the next fresh join
+        self._rebuilding: asyncio.Task[None] | None = None
+        self._accepted_while_rebuilding: list[bytes] = []
 
     def __repr__(self) -> str:
         return f"<Room {self.project_uuid} connections={len(self.connections)}>"
@@ -81,11 +94,38 @@ class Room:
         """Fill the document from the backplane (stored snapshot, log, unstored tail).
 
         Updates delivered by other instances while loading are already in the
-        doc; the stored ones are applied on top (Yjs updates commute).
+        doc; they are applied on top of the loaded ones (Yjs updates commute).
+        A loaded update that pycrdt refuses is left out and quarantined.
         """
-        for update in await self._backplane.load(self.project_uuid):
-            if update and update != EMPTY_UPDATE:
-                self._apply(update)
+        updates = await self._backplane.load(self.project_uuid)
+        loaded = replay(updates)
+        if loaded.rejected:
+            await self._quarantine([updates[i] for i in loaded.rejected])
+        self._replace_doc(loaded.doc)
+
+    def _replace_doc(self, doc: Doc) -> None:
+        """Make `doc` the room's document, keeping what the current one received meanwhile."""
+        if self.doc.get_state() != EMPTY_STATE_VECTOR:
+            try:
+                ydoc.apply_update(doc, ydoc.encode_diff(self.doc))
+            except RejectedUpdate as exc:
+                log.warning("dropped updates received while loading: %s", exc, extra={"project": self.project_uuid})
+        self._full_sync = None
+        self.doc = doc
+
+    async def _quarantine(self, updates: list[bytes]) -> None:
+        log.error(
+            "stored updates cannot be applied; quarantined, the document loads without them",
+            extra={"project": self.project_uuid, "updates": len(updates)},
+        )
+        try:
+            count = await self._backplane.quarantine(
+                self.project_uuid, updates, "refused by pycrdt when loading the room"
+            )
+        except Exception:
+            log.exception("could not quarantine updates", extra={"project": self.project_uuid})
+            return
+        self._metrics.quarantined.inc(count)
 
     def join(self, conn: Connection) -> None:
         """Add a connection and greet it: our state vector, then current awareness."""
@@ -141,15 +181,15 @@ class Room:
             self._send(conn, full.message, "sync_step2", full.frame)
             return
         try:
-            missing = self.doc.get_update(frame.payload)
-        except ValueError as exc:
+            missing = ydoc.encode_diff(self.doc, frame.payload)
+        except RejectedUpdate as exc:
             raise InvalidUpdate(f"invalid state vector: {exc}") from None
         self._send(conn, encode_sync_step2(missing), "sync_step2")
 
     def _full_sync_answer(self) -> _FullSync:
         """The answer to an empty state vector, encoded at most once per document state."""
         if self._full_sync is None:
-            message = encode_sync_step2(self.doc.get_update(EMPTY_STATE_VECTOR))
+            message = encode_sync_step2(ydoc.encode_diff(self.doc, EMPTY_STATE_VECTOR))
             self._full_sync = _FullSync(message, encode_frame(message))
         return self._full_sync
 
@@ -162,8 +202,9 @@ class Room:
             return
         try:
             self._apply(update)
-        except ValueError as exc:
-            raise InvalidUpdate(f"invalid Yjs update: {exc}") from None
+        except RejectedUpdate as exc:
+            self._metrics.errors.labels("rejected_update").inc()
+            raise InvalidUpdate(str(exc)) from None
         relayed = data if frame.kind is FrameKind.SYNC_UPDATE else encode_sync_update(update)
         self._broadcast(relayed, "sync_update", exclude=conn)
         self._backplane.publish_update(self.project_uuid, update)
@@ -177,16 +218,21 @@ class Room:
     # frames from other instances (through the backplane) ---------------
 
     def apply_remote_update(self, update: bytes) -> None:
-        """A document update accepted by another instance (or imported over HTTP)."""
+        """A document update accepted by another instance (or imported over HTTP);
+        RejectedUpdate (nothing relayed) when pycrdt refuses it."""
         self._apply(update)
         self._broadcast(encode_sync_update(update), "sync_update")
 
     def apply_remote_updates(self, updates: list[bytes]) -> None:
-        """Many updates at once (a log catch-up): one diff goes out to the clients."""
+        """Many updates at once (a log catch-up): one diff goes out to the clients.
+        Updates pycrdt refuses are skipped (a load quarantines them)."""
         before = self.doc.get_state()
         for update in updates:
-            self._apply(update)
-        diff = self.doc.get_update(before)
+            try:
+                self._apply(update)
+            except RejectedUpdate as exc:
+                log.warning("skipped a log update: %s", exc, extra={"project": self.project_uuid})
+        diff = ydoc.encode_diff(self.doc, before)
         if diff != EMPTY_UPDATE:
             self._broadcast(encode_sync_update(diff), "sync_update")
 
@@ -205,9 +251,46 @@ class Room:
             self._broadcast(encode_awareness(removal), "awareness")
 
     def _apply(self, update: bytes) -> None:
-        """Apply an update to the document; the cached full sync is stale from now on."""
+        """Apply an update to the document; the cached full sync is stale from now on.
+
+        RejectedUpdate when pycrdt refuses it; after a panic the document is
+        rebuilt from the durable state.
+        """
         self._full_sync = None
-        self.doc.apply_update(update)
+        try:
+            ydoc.apply_update(self.doc, update)
+        except RejectedUpdate as exc:
+            if exc.damaged:
+                self._rebuild()
+            raise
+        if self._rebuilding is not None:
+            self._accepted_while_rebuilding.append(update)
+
+    def _rebuild(self) -> None:
+        """Replace a document a panic may have left inconsistent (once at a time)."""
+        if self._rebuilding is not None:
+            return
+        log.warning("pycrdt panicked applying an update; rebuilding the document", extra={"project": self.project_uuid})
+        self._accepted_while_rebuilding = []
+        self._rebuilding = asyncio.get_running_loop().create_task(self._rebuild_from_durable())
+
+    async def _rebuild_from_durable(self) -> None:
+        """Load what the backplane holds (everything accepted so far, see `Backplane.load`),
+        add what this room accepted since, swap the document in, and ask every
+        client (and, in multi-instance mode, every peer) for what it lacks."""
+        try:
+            updates = await self._backplane.load(self.project_uuid)
+            rebuilt = replay(updates + self._accepted_while_rebuilding).doc
+        except Exception:
+            log.exception("rebuilding the document failed; keeping the current one", extra={"project": self.project_uuid})
+            return
+        finally:
+            self._rebuilding = None
+        self._full_sync = None
+        self.doc = rebuilt
+        self._metrics.rebuilds.inc()
+        self._broadcast(encode_sync_step1(ydoc.encode_state(rebuilt)), "sync_step1")
+        await self._backplane.room_opened(self)
 
     # sending -------------------------------------------------------------
 
