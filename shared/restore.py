@@ -63,7 +63,12 @@ def infer_roots(update: bytes) -> dict[str, RootKind | None]:
 
 def restore_update(current: bytes, version: bytes) -> bytes:
     """The update that turns the document `current` into the content of `version`
-    (RejectedUpdate, a ValueError, when pycrdt refuses either)."""
+    (RejectedUpdate, a ValueError, when pycrdt refuses or panics on either)."""
+    with ydoc.rejecting("this version cannot be restored onto the document"):
+        return _restore_update(current, version)
+
+
+def _restore_update(current: bytes, version: bytes) -> bytes:
     current_kinds = infer_roots(current)
     version_kinds = infer_roots(version)
     target: Doc = Doc()
