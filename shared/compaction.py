@@ -29,6 +29,7 @@ class Snapshot:
 @dataclass(frozen=True, slots=True)
 class Replayed:
     doc: Doc
+    update: bytes  # `doc` encoded as one update (the settle check's output; reuse it)
     rejected: tuple[int, ...]  # indexes of the updates that were refused, left out of `doc`
 
 
@@ -47,8 +48,7 @@ def replay(updates: Sequence[bytes]) -> Replayed:
         for update in updates:
             if update and update != EMPTY_UPDATE:
                 ydoc.apply_update(doc, update)
-        ydoc.encode_diff(doc)
-        return Replayed(doc, ())
+        return Replayed(doc, ydoc.encode_diff(doc), ())
     except RejectedUpdate:
         pass
     return _replay_checking_each(updates)
@@ -71,7 +71,7 @@ def _replay_checking_each(updates: Sequence[bytes]) -> Replayed:
                 ydoc.apply_update(doc, good)  # each was accepted in this order before
             continue
         accepted.append(update)
-    return Replayed(doc, tuple(rejected))
+    return Replayed(doc, ydoc.encode_diff(doc), tuple(rejected))
 
 
 def build_doc(updates: Sequence[bytes]) -> Doc:
@@ -94,7 +94,7 @@ def build_snapshot(updates: Sequence[bytes]) -> Snapshot:
     """Merge `updates` (a previous snapshot may be the first) into one snapshot."""
     replayed = replay(updates)
     return Snapshot(
-        update=ydoc.encode_diff(replayed.doc),
+        update=replayed.update,
         state_vector=ydoc.encode_state(replayed.doc),
         rejected=replayed.rejected,
     )

@@ -101,17 +101,19 @@ class Room:
         loaded = replay(updates)
         if loaded.rejected:
             await self._quarantine([updates[i] for i in loaded.rejected])
-        self._replace_doc(loaded.doc)
-
-    def _replace_doc(self, doc: Doc) -> None:
-        """Make `doc` the room's document, keeping what the current one received meanwhile."""
-        if self.doc.get_state() != EMPTY_STATE_VECTOR:
-            try:
-                ydoc.apply_update(doc, ydoc.encode_diff(self.doc))
-            except RejectedUpdate as exc:
-                log.warning("dropped updates received while loading: %s", exc, extra={"project": self.project_uuid})
+        arrived = ydoc.encode_diff(self.doc)  # other instances' updates, delivered while loading
+        if arrived == EMPTY_UPDATE:
+            self.doc = loaded.doc
+            # the replay's settle check encoded the whole document: the first fresh join reuses it
+            message = encode_sync_step2(loaded.update)
+            self._full_sync = _FullSync(message, encode_frame(message))
+            return
+        try:
+            ydoc.apply_update(loaded.doc, arrived)
+        except RejectedUpdate as exc:
+            log.warning("dropped updates received while loading: %s", exc, extra={"project": self.project_uuid})
         self._full_sync = None
-        self.doc = doc
+        self.doc = loaded.doc
 
     async def _quarantine(self, updates: list[bytes]) -> None:
         log.error(
@@ -203,7 +205,6 @@ class Room:
         try:
             self._apply(update)
         except RejectedUpdate as exc:
-            self._metrics.errors.labels("rejected_update").inc()
             raise InvalidUpdate(str(exc)) from None
         relayed = data if frame.kind is FrameKind.SYNC_UPDATE else encode_sync_update(update)
         self._broadcast(relayed, "sync_update", exclude=conn)
