@@ -128,18 +128,19 @@ class DocumentStore:
                 )
             ).all()
             found = {bytes(row.update) for row in rows}
-            records = [
-                {"project_id": project_id, "update": row.update, "reason": reason[:500], "source_id": row.id}
-                for row in rows
-            ] + [
-                {"project_id": project_id, "update": update, "reason": reason[:500], "source_id": None}
-                for update in wanted
-                if update not in found
-            ]
-            await session.execute(insert(_QUARANTINE), records)
+            sources = [(row.update, row.id) for row in rows]
+            sources += [(update, None) for update in wanted if update not in found]
+            await session.execute(
+                insert(_QUARANTINE),
+                [
+                    {"project_id": project_id, "update": update, "reason": reason[:500], "source_id": source}
+                    for update, source in sources
+                ],
+            )
             if rows:
-                await session.execute(delete(_UPDATES).where(_UPDATES.c.id.in_([row.id for row in rows])))
-        return len(records)
+                moved = [row.id for row in rows]
+                await session.execute(delete(_UPDATES).where(_UPDATES.c.id.in_(moved)))
+        return len(sources)
 
     async def append(self, batch: Mapping[str, Sequence[bytes]]) -> None:
         """Append updates for several projects in one transaction.

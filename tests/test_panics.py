@@ -8,7 +8,10 @@ X makes yrs 0.28 panic (`block_store.rs: Option::unwrap() on None`), a
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import AsyncIterator
@@ -202,8 +205,32 @@ async def test_a_stored_panicking_update_is_quarantined_at_load(server: InProces
         assert [bytes(r.update) for r in rows] == [U] and rows[0].source_id is not None, rows
         assert metric(await metrics_of(server.http_url), "yjs_quarantined_updates_total") == 1
         await assert_usable(api, server.ws_url, room, token, "after;")
+        listed = await asyncio.to_thread(_admin_quarantine, server, project)
+        assert listed.returncode == 0, listed.stderr
+        assert project in listed.stdout and f"{len(U)} bytes" in listed.stdout
+        assert listed.stdout.strip().endswith("1 quarantined update(s)")
     finally:
         await api.close()
+
+
+def _admin_quarantine(server: InProcessServer, project: str) -> subprocess.CompletedProcess[str]:
+    settings = server.settings
+    env = {
+        **os.environ,
+        "DATA_DIR": str(settings.data_dir),
+        "DATABASE_URL": settings.database_url,
+        "API_JWT_SECRET": settings.jwt_secret,
+        "APP_SECRET": settings.app_secret,
+        "RUN_MIGRATIONS": "0",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "services.gateway.admin", "quarantine", project],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_compaction_quarantines_a_panicking_row(server: InProcessServer) -> None:

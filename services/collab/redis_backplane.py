@@ -450,9 +450,11 @@ class RedisBackplane:
             if catch_up:
                 room.apply_remote_updates(tail)
             try:
-                missing = await asyncio.to_thread(missing_from, stored + tail, ydoc.encode_diff(room.doc))
+                held = ydoc.encode_diff(room.doc)
+                missing = await asyncio.to_thread(missing_from, stored + tail, held)
             except RejectedUpdate as exc:  # the room rebuilds itself; nothing to re-assert from it
-                log.warning("cannot compare room with the durable state: %s", exc, extra={"project": room.project_uuid})
+                log.warning("cannot compare room with the durable state: %s", exc,
+                            extra={"project": room.project_uuid})
                 return
         if missing is None:
             return

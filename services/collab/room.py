@@ -111,7 +111,9 @@ class Room:
         try:
             ydoc.apply_update(loaded.doc, arrived)
         except RejectedUpdate as exc:
-            log.warning("dropped updates received while loading: %s", exc, extra={"project": self.project_uuid})
+            log.warning(
+                "dropped updates received while loading: %s", exc, extra={"project": self.project_uuid}
+            )
         self._full_sync = None
         self.doc = loaded.doc
 
@@ -191,7 +193,11 @@ class Room:
     def _full_sync_answer(self) -> _FullSync:
         """The answer to an empty state vector, encoded at most once per document state."""
         if self._full_sync is None:
-            message = encode_sync_step2(ydoc.encode_diff(self.doc, EMPTY_STATE_VECTOR))
+            try:
+                message = encode_sync_step2(ydoc.encode_diff(self.doc, EMPTY_STATE_VECTOR))
+            except RejectedUpdate:
+                self._rebuild()  # the document itself cannot be encoded: it is damaged
+                raise
             self._full_sync = _FullSync(message, encode_frame(message))
         return self._full_sync
 
@@ -271,7 +277,10 @@ class Room:
         """Replace a document a panic may have left inconsistent (once at a time)."""
         if self._rebuilding is not None:
             return
-        log.warning("pycrdt panicked applying an update; rebuilding the document", extra={"project": self.project_uuid})
+        log.warning(
+            "pycrdt panicked applying an update; rebuilding the document",
+            extra={"project": self.project_uuid},
+        )
         self._accepted_while_rebuilding = []
         self._rebuilding = asyncio.get_running_loop().create_task(self._rebuild_from_durable())
 
@@ -283,7 +292,10 @@ class Room:
             updates = await self._backplane.load(self.project_uuid)
             rebuilt = replay(updates + self._accepted_while_rebuilding).doc
         except Exception:
-            log.exception("rebuilding the document failed; keeping the current one", extra={"project": self.project_uuid})
+            log.exception(
+                "rebuilding the document failed; keeping the current one",
+                extra={"project": self.project_uuid},
+            )
             return
         finally:
             self._rebuilding = None
