@@ -397,3 +397,43 @@ async def test_fuzzed_pairs_never_drop_a_connection_nor_brick_a_document(
         await assert_usable(api, srv.ws_url, room, token, "restarted;", restorable=False)
     finally:
         await api.close()
+
+
+async def test_fuzzed_pairs_across_instances_never_split_or_brick_the_room(cluster: Cluster) -> None:
+    """Multi-instance: fuzzed pairs through the gateway and instance a; a client on b keeps
+    its connection, and the two instances, the export and the database agree afterwards."""
+    a_srv, b_srv = await cluster.collab("a"), await cluster.collab("b")
+    gateway = await cluster.gateway()
+    await cluster.worker()
+    room = await cluster.new_project(1)
+    token = cluster.token(1)
+    url = f"/api/projects/{room.removeprefix('project-')}/yjs-document"
+    rng = random.Random(SEED + 1)
+    corpus = _corpus()
+    async with Api(gateway.http_url, token) as api, await YClient.connect(b_srv.ws_url, room, token) as on_b:
+        for i in range(PAIRS // 5):
+            for body in (_mutate(rng, corpus), _mutate(rng, corpus)):
+                reply = await api.post(url, data=body, headers=OCTET)
+                assert reply.status in (200, 400), (i, body.hex(), reply.status, reply.body)
+            results = await send_updates(a_srv.ws_url, room, token, [_mutate(rng, corpus), _mutate(rng, corpus)])
+            assert all(code in (ALIVE, 1007) for code in results), (i, results)
+        assert on_b.close_code is None
+        on_b.append("from b;")
+        async with await YClient.connect(a_srv.ws_url, room, token) as on_a:
+            await on_a.wait_until(lambda: "from b;" in on_a.value)
+            await YClient.wait_all([on_a, on_b], lambda: _same(on_a.doc, on_b.doc))
+        await assert_usable(api, a_srv.ws_url, room, token, "after;", restorable=False)
+
+
+def _same(one: Doc, other: Doc) -> bool:
+    """The same clocks for every client (a state vector's entry order may differ)."""
+    return _clocks(one.get_state()) == _clocks(other.get_state())
+
+
+def _clocks(state_vector: bytes) -> dict[int, int]:
+    count, at = _varint(state_vector, 0)
+    clocks = {}
+    for _ in range(count):
+        client, at = _varint(state_vector, at)
+        clocks[client], at = _varint(state_vector, at)
+    return clocks
