@@ -27,7 +27,7 @@ from bench.targets import JoinDocument, Target, UrlTarget, make_target
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 ALL_TARGETS = ("single", "multi", "node")
-ALL_SCENARIOS = ("a", "b", "c", "d", "e")
+ALL_SCENARIOS = ("a", "b", "c", "d", "e", "h")
 
 
 def _csv(value: str) -> list[str]:
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="an extra y-websocket target (repeatable); pid= makes its CPU and RSS measurable",
     )
     parser.add_argument(
-        "--scenarios", type=_csv, default=list(ALL_SCENARIOS), help="a,b,c,d,e (default: all)"
+        "--scenarios", type=_csv, default=list(ALL_SCENARIOS), help="a,b,c,d,e,h (default: all)"
     )
     parser.add_argument(
         "--scale",
@@ -159,6 +159,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         return doc
 
+    @lru_cache(maxsize=1)
+    def large_document() -> JoinDocument:
+        started = time.monotonic()
+        doc = JoinDocument.build(cfg.h_updates, pending=0)
+        log(
+            f"  (h) large document: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s"
+        )
+        return doc
+
     quiet = QuietWaiter(cfg)
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -200,7 +209,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         entry["processes"] = {label: pid for label, (pid, _) in target.probe.processes.items()}
         try:
             entry["scenarios"] = await run_target(
-                target, set(args.scenarios), cfg, log, document, quiet
+                target, set(args.scenarios), cfg, log, document, quiet, large_document
             )
             entry["processes"] = {label: pid for label, (pid, _) in target.probe.processes.items()}
         finally:

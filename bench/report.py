@@ -153,7 +153,7 @@ def markdown(report: dict[str, Any]) -> str:
         rows = []
         for name, res in rows_b:
             if "error" in res:
-                rows.append([name, f"FAILED: {res['error']}"] + [""] * 6)
+                rows.append([name, f"FAILED: {res['error']}"] + [""] * 7)
                 continue
             best = res.get("best") or {}
             rows.append(
@@ -337,6 +337,44 @@ def markdown(report: dict[str, Any]) -> str:
             )
         )
 
+    rows_h = scenario("h")
+    if rows_h:
+        out += ["", "### (h) a large document: uploaded as one update, then fresh joins (median)", ""]
+        rows = []
+        for name, res in rows_h:
+            if "error" in res:
+                rows.append([name, f"FAILED: {res['error']}"] + [""] * 7)
+                continue
+            rows.append(
+                [
+                    name,
+                    f"{res['document_bytes'] / 2**20:.1f} MiB / {res['document_updates']:,}",
+                    _num(res["upload_ms"], 0),
+                    _num(res["join_ms"], 0),
+                    _num(res["cold_join_ms"], 0),
+                    _num(res["other_room_p50_ms"], 1),
+                    _num(res["other_room_p99_ms"], 1),
+                    _num(res["other_room_max_ms"], 0),
+                    _num(res["peak_rss_per_document_mb"], 2),
+                ]
+            )
+        out.append(
+            _table(
+                [
+                    "target",
+                    "document / updates",
+                    "upload ms",
+                    "join ms (room open)",
+                    "join ms (cold, from the DB)",
+                    "other room p50 ms",
+                    "other room p99 ms",
+                    "other room max ms",
+                    "peak RSS per MB of document per open room",
+                ],
+                rows,
+            )
+        )
+
     goals = goal_rows(report)
     if goals:
         out += ["", "### against the issue's goals (ratio = project / node in this run)", ""]
@@ -392,6 +430,7 @@ def goal_rows(report: dict[str, Any]) -> list[list[str]]:
     rows: list[list[str]] = []
     node_a = _scenario(report, "node", "a")
     node_b = _scenario(report, "node", "b")
+    node_h = _scenario(report, "node", "h")
 
     def add(goal: str, target: str, value: str, ok: bool, *noise: tuple[str, str]) -> None:
         levels = [_noise(report, t, k) for t, k in noise]
@@ -451,6 +490,17 @@ def goal_rows(report: dict[str, Any]) -> list[list[str]]:
                 value <= 20,
                 (target, "d"),
             )
+        h = _scenario(report, target, "h")
+        if h and "error" not in h:
+            if node_h and "error" not in node_h:
+                ratio = h["join_ms"] / node_h["join_ms"]
+                value = f"{h['join_ms']:.0f} vs {node_h['join_ms']:.0f} ms = {ratio:.2f}×"
+                add("(h) large-document join ≤ 0.8× node's", target, value, ratio <= 0.8, (target, "h"), ("node", "h"))
+            per_mb = h["peak_rss_per_document_mb"]
+            if per_mb is not None:
+                add("(h) peak RSS ≤ 4× the document", target, f"{per_mb:.2f}×", per_mb <= 4, (target, "h"))
+            p99 = h["other_room_p99_ms"]
+            add("(h) another room's p99 during it ≤ 50 ms", target, f"{p99:.1f} ms", p99 <= 50, (target, "h"))
         e = _scenario(report, target, "e")
         if e:
             lag, amplification = e["lag_p99_ms"], e["write_amplification"]

@@ -16,6 +16,9 @@
     nobody types.
 (e) persistence (targets with the worker): lag from accept to commit and
     write amplification, measured during (a).
+(h) large document: ~20 MB from 80k updates, uploaded through the socket as
+    one update, then fresh joins (median of 3); another room's round-trip p99
+    meanwhile, and the server's peak RSS per MB of document (`bench/large.py`).
 
 `BenchConfig.scaled(f)` shrinks everything for quick runs and tests.
 """
@@ -38,6 +41,7 @@ from bench.accounting import (
     parse_prometheus,
     sustained,
 )
+from bench.large import scenario_h
 from bench.loadgen import ClientSpec
 from bench.probe import check_documents, join
 from bench.procstat import (
@@ -89,6 +93,9 @@ class BenchConfig:
     )
     d_idle_window: float = 5.0
     d_connect_concurrency: int = 100
+    # (h)
+    h_updates: int = 80_000
+    h_samples: int = 3
     # before each scenario, wait (up to quiet_wait s, at most quiet_budget s per run) until the
     # rest of the machine uses less than quiet_threshold of a core: other work skews every number
     quiet_wait: float = 30.0
@@ -115,6 +122,7 @@ class BenchConfig:
             d_connections=max(50, round(self.d_connections * f)),
             d_rooms=max(2, round(self.d_rooms * f)),
             d_idle_window=max(1.0, self.d_idle_window * f),
+            h_updates=max(2_000, round(self.h_updates * f)),
         )
 
     def to_json(self) -> dict:
@@ -534,7 +542,7 @@ class QuietWaiter:
         return other
 
 
-SCENARIOS = ("a", "b", "c", "d")  # the order they run in; (d) restarts its server process first
+SCENARIOS = ("a", "b", "c", "h", "d")  # the order they run in; (d) restarts its server process first
 
 
 async def run_target(
@@ -544,6 +552,7 @@ async def run_target(
     log: Log,
     document: Callable[[], JoinDocument],
     quiet: QuietWaiter | None = None,
+    large_document: Callable[[], JoinDocument] | None = None,
 ) -> dict[str, Any]:
     """Every selected scenario against one started target; failures are recorded, not raised."""
     results: dict[str, Any] = {}
@@ -566,6 +575,9 @@ async def run_target(
                 results["b"] = await scenario_b(target, cfg, log)
             elif name == "c":
                 results["c"] = await scenario_c(target, cfg, document(), log)
+            elif name == "h":
+                assert large_document is not None, "scenario (h) needs its document"
+                results["h"] = await scenario_h(target, cfg.h_samples, large_document(), log)
             elif name == "d":
                 results["d"] = await scenario_d(target, cfg, log)
         except Exception as exc:  # one scenario failing must not lose the others

@@ -130,11 +130,20 @@ class CompactionPolicy:
         if count >= self.max_rows:
             return True
         over = count >= self.max_updates or size >= self.max_bytes
-        return count > 0 and over and self._worth_it(size, snapshot_size)
+        return _has_merge_work(count, snapshot_size) and over and self._worth_it(size, snapshot_size)
 
     def due_when_idle(self, count: int, size: int, snapshot_size: int) -> bool:
         """For a document nobody has written to for a while."""
-        return count > 0 and (count >= self.max_rows or self._worth_it(size, snapshot_size))
+        return _has_merge_work(count, snapshot_size) and (
+            count >= self.max_rows or self._worth_it(size, snapshot_size)
+        )
+
+
+def _has_merge_work(count: int, snapshot_size: int) -> bool:
+    """A single update and no snapshot is already the whole document in one piece (an
+    upload or import of a large document): rewriting it would cost a full decode and
+    encode for nothing."""
+    return count > 1 or (count == 1 and snapshot_size > 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,9 @@ class Settings:
     redis_db: int = 0
     instance_id: str = ""
     max_message_bytes: int = 8 * 1024 * 1024
+    # a whole document in one message: a client's sync answer or update, an HTTP import
+    max_sync_message_bytes: int = 136 * 1024 * 1024
+    max_document_bytes: int = 128 * 1024 * 1024  # growth past it is refused (0: no limit)
     relay_unknown_frames: bool = True
     ping_interval: float = 30.0
     pong_timeout: float = 40.0
@@ -108,7 +111,6 @@ class Settings:
     # gateway: limits, login throttling, access cache, resumable uploads
     max_asset_bytes: int = 100 * 1024 * 1024
     max_project_bytes: int = 1024 * 1024 * 1024
-    max_import_bytes: int = 64 * 1024 * 1024
     login_rate_per_address: int = 20
     login_rate_per_account: int = 5
     login_rate_window: float = 60.0
@@ -175,6 +177,8 @@ class Settings:
             redis_db=_int(env, "REDIS_DB", 0),
             instance_id=env.get("INSTANCE_ID", ""),
             max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 8 * 1024 * 1024),
+            max_sync_message_bytes=_int(env, "MAX_SYNC_MESSAGE_BYTES", 136 * 1024 * 1024),
+            max_document_bytes=_int(env, "MAX_DOCUMENT_BYTES", 128 * 1024 * 1024),
             relay_unknown_frames=_bool(env, "RELAY_UNKNOWN_FRAMES", True),
             ping_interval=_float(env, "WS_PING_INTERVAL", 30.0),
             pong_timeout=_float(env, "WS_PONG_TIMEOUT", 40.0),
@@ -198,7 +202,6 @@ class Settings:
             run_migrations=_bool(env, "RUN_MIGRATIONS", app_env not in ("prod", "production")),
             max_asset_bytes=_int(env, "MAX_ASSET_BYTES", 100 * 1024 * 1024),
             max_project_bytes=_int(env, "MAX_PROJECT_BYTES", 1024 * 1024 * 1024),
-            max_import_bytes=_int(env, "MAX_IMPORT_BYTES", 64 * 1024 * 1024),
             login_rate_per_address=_int(env, "LOGIN_RATE_PER_ADDRESS", 20),
             login_rate_per_account=_int(env, "LOGIN_RATE_PER_ACCOUNT", 5),
             login_rate_window=_float(env, "LOGIN_RATE_WINDOW", 60.0),
@@ -209,6 +212,8 @@ class Settings:
             forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "").strip(),
             metrics_token=env.get("METRICS_TOKEN", "").strip(),
         )
+        if settings.max_sync_message_bytes < settings.max_message_bytes:
+            raise ConfigError("MAX_SYNC_MESSAGE_BYTES must be at least MAX_MESSAGE_BYTES")
         return settings.with_secrets()
 
     def with_secrets(self) -> "Settings":

@@ -23,6 +23,21 @@ from shared.compaction import build_doc
 from shared.store import DocumentStore
 
 
+class DocumentTooLarge(Exception):
+    """Applying the update would grow the document past `MAX_DOCUMENT_BYTES`."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the document would grow to about {size} bytes, past the limit of {limit}")
+        self.size = size
+        self.limit = limit
+
+
+def check_document_size(current: int, update: bytes, limit: int) -> None:
+    """Raise DocumentTooLarge unless a document of `current` bytes may take `update` (limit 0: none)."""
+    if limit and current + len(update) > limit:
+        raise DocumentTooLarge(current + len(update), limit)
+
+
 class DocumentService(Protocol):
     async def load(self, project_uuid: str) -> list[bytes]:
         """Every update of the document, including accepted ones not yet compacted or stored."""
@@ -30,7 +45,9 @@ class DocumentService(Protocol):
 
     async def apply_update(self, project_uuid: str, update: bytes) -> None:
         """Accept an update as if a client had sent it; RejectedUpdate, with nothing
-        stored or relayed, when it cannot be applied to the current document."""
+        stored or relayed, when it cannot be applied to the current document.
+
+        Raises DocumentTooLarge where the service knows the document's size."""
         ...
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "EMPTY_STATE_VECTOR",
     "EMPTY_UPDATE",
     "Frame",
+    "carries_update",
     "FrameKind",
     "ProtocolError",
     "encode_awareness",
@@ -26,6 +27,7 @@ __all__ = [
     "encode_sync_step1",
     "encode_sync_step2",
     "encode_sync_update",
+    "sync_step2_head",
     "parse_frame",
     "read_var_bytes",
     "read_var_uint",
@@ -108,6 +110,11 @@ def read_var_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
     return data[pos:end], end
 
 
+def carries_update(data: bytes) -> bool:
+    """True for a sync step 2 or update frame: the only kind that may hold a whole document."""
+    return len(data) >= 2 and data[0] == MESSAGE_SYNC and data[1] in (SYNC_STEP2, SYNC_UPDATE)
+
+
 def parse_frame(data: bytes) -> Frame:
     """Classify and decode one WebSocket binary frame.
 
@@ -145,7 +152,12 @@ def encode_sync_step1(state_vector: bytes) -> bytes:
 
 def encode_sync_step2(update: bytes) -> bytes:
     """SyncStep2: the answer to a SyncStep1."""
-    return bytes((MESSAGE_SYNC, SYNC_STEP2)) + write_message(update)
+    return sync_step2_head(len(update)) + update
+
+
+def sync_step2_head(length: int) -> bytes:
+    """What precedes an update of `length` bytes in a SyncStep2 (for joining the two once)."""
+    return bytes((MESSAGE_SYNC, SYNC_STEP2)) + write_var_uint(length)
 
 
 def encode_sync_update(update: bytes) -> bytes:

@@ -9,6 +9,11 @@ Keys (docs/architecture.md, "Redis contract"):
 - `exe:yjs:instance:{hex id}`: heartbeat key of a live collab instance (TTL).
 - `exe:yjs:epoch`: a random token set once per Redis data lifetime; when it
   changes, Redis lost its data and every open room re-asserts its document.
+- `exe:yjs:envelope:{n}`: an envelope over `INLINE_ENVELOPE_BYTES` (a whole
+  document's update, a large sync reply), kept for `STORED_ENVELOPE_TTL_MS`;
+  the channel carries a small `STORED` envelope naming the key instead.
+  Redis disconnects a subscriber whose output buffer passes its pub/sub limit
+  (32 MB by default), so a large document must not cross pub/sub whole.
 
 Nothing here is trusted to survive: Redis may lose its data (restart without
 AOF, failover to a replica that had not caught up, FLUSHALL). The rooms that
@@ -31,7 +36,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
-from shared.envelope import HEADER_BYTES, Kind
+from shared.envelope import HEADER_BYTES, INSTANCE_ID_BYTES, Kind
 
 CHANNEL_PREFIX = "exe:yjs:project-"
 DIRTY_STREAM = "exe:yjs:dirty"
@@ -40,6 +45,10 @@ UPDATE_FIELD = b"u"
 PROJECT_FIELD = b"p"
 DIRTY_MAXLEN = 100_000
 EPOCH_KEY = "exe:yjs:epoch"
+STORED_ENVELOPE_PREFIX = "exe:yjs:envelope:"
+STORED_ENVELOPE_SEQ = "exe:yjs:envelope-seq"
+INLINE_ENVELOPE_BYTES = 1024 * 1024
+STORED_ENVELOPE_TTL_MS = 60_000
 
 #: What a lost or restarting Redis raises; callers back off and retry.
 REDIS_ERRORS = (RedisError, ConnectionError, OSError, asyncio.TimeoutError)
@@ -128,9 +137,20 @@ def _log_entries(entries: list) -> list[tuple[bytes, bytes]]:  # type: ignore[ty
 # KEYS[1]: the dirty stream; KEYS[1 + p]: the log stream of project p.
 # ARGV[1]: the dirty stream's MAXLEN; then, per project p: its channel, its
 # uuid, N, N updates for the log only, M, M envelopes to publish. An envelope
-# of kind UPDATE also enters the log (its body, after the header).
+# of kind UPDATE also enters the log (its body, after the header). An envelope
+# over INLINE_ENVELOPE_BYTES is stored under a key of its own and the channel
+# gets a STORED envelope (same sender) naming that key.
 _APPEND_AND_PUBLISH = f"""
 local arg = 2
+local function publish(channel, envelope)
+  if #envelope <= {INLINE_ENVELOPE_BYTES} then
+    redis.call('PUBLISH', channel, envelope)
+    return
+  end
+  local key = '{STORED_ENVELOPE_PREFIX}' .. redis.call('INCR', '{STORED_ENVELOPE_SEQ}')
+  redis.call('SET', key, envelope, 'PX', {STORED_ENVELOPE_TTL_MS})
+  redis.call('PUBLISH', channel, string.sub(envelope, 1, {INSTANCE_ID_BYTES}) .. string.char({int(Kind.STORED)}) .. key)
+end
 for p = 2, #KEYS do
   local log, channel, project = KEYS[p], ARGV[arg], ARGV[arg + 1]
   local logged = tonumber(ARGV[arg + 2])
@@ -147,7 +167,7 @@ for p = 2, #KEYS do
       redis.call('XADD', log, '*', 'u', string.sub(envelope, {HEADER_BYTES + 1}))
       logged = logged + 1
     end
-    redis.call('PUBLISH', channel, envelope)
+    publish(channel, envelope)
   end
   arg = arg + published
   if logged > 0 then

@@ -25,6 +25,8 @@ from shared.auth import mint_token
 from shared.config import Settings
 from shared.protocol import FrameKind, encode_sync_update
 from tests.support.app_server import InProcessServer
+from tests.support.cluster import metric, metrics_of
+from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
 
 # HS512 with the test secret is the point of one case; PyJWT warns about its length.
@@ -34,6 +36,8 @@ CLOSE_BAD_ROOM = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
+CLOSE_TOO_LARGE = 4413
+CLOSE_REFUSED_REPEATEDLY = 4429
 
 
 def new_room() -> str:
@@ -356,7 +360,12 @@ async def small_server(settings: Settings) -> AsyncIterator[InProcessServer]:
     from services.embedded import create_app
 
     srv = await InProcessServer(
-        create_app, settings.with_overrides(max_message_bytes=64 * 1024)
+        create_app,
+        settings.with_overrides(
+            max_message_bytes=64 * 1024,
+            max_sync_message_bytes=512 * 1024,
+            max_document_bytes=400 * 1024,
+        ),
     ).start()
     try:
         yield srv
@@ -364,20 +373,16 @@ async def small_server(settings: Settings) -> AsyncIterator[InProcessServer]:
         await srv.stop()
 
 
-@pytest.mark.parametrize("kind", ["binary_update", "binary_opaque", "text"])
-async def test_oversized_frame_closes_only_that_connection_with_1009(
+@pytest.mark.parametrize("kind", ["binary_opaque", "awareness", "text"])
+async def test_an_oversized_ordinary_frame_closes_only_that_connection_with_1009(
     small_server: InProcessServer, kind: str
 ) -> None:
     bystander = await make_bystander(small_server)
     try:
-        if kind == "binary_update":
-            from pycrdt import Doc, Text
-
-            doc = Doc()
-            doc.get("t", type=Text).insert(0, "x" * 100_000)
-            frame: bytes | str = encode_sync_update(doc.get_update())
-        elif kind == "binary_opaque":
-            frame = b"\x09" + b"y" * 100_000
+        if kind == "binary_opaque":
+            frame: bytes | str = b"\x09" + b"y" * 100_000
+        elif kind == "awareness":
+            frame = b"\x01" + b"\xff" * 100_000
         else:
             frame = "z" * 100_000
         assert len(frame) > small_server.settings.max_message_bytes
@@ -390,6 +395,104 @@ async def test_oversized_frame_closes_only_that_connection_with_1009(
             assert a.close_code is None
     finally:
         await bystander.client.close()
+
+
+def _text_update(size: int) -> bytes:
+    from pycrdt import Doc, Text
+
+    doc = Doc()
+    doc.get("t", type=Text).insert(0, "x" * size)
+    return doc.get_update()
+
+
+async def test_a_document_update_may_be_larger_than_an_ordinary_frame(
+    small_server: InProcessServer,
+) -> None:
+    """Up to MAX_SYNC_MESSAGE_BYTES, as long as the document stays under MAX_DOCUMENT_BYTES."""
+    room = new_room()
+    update = _text_update(300_000)
+    assert len(update) > small_server.settings.max_message_bytes
+    async with await join(small_server, room) as a, await join(small_server, room) as b:
+        await a.send_raw(encode_sync_update(update))
+        await b.wait_until(lambda: len(b.value) == 300_000)
+        assert a.close_code is None
+
+
+@pytest.mark.parametrize("size", [420_000, 600_000])
+async def test_an_update_past_the_document_limit_closes_with_4413(
+    small_server: InProcessServer, size: int
+) -> None:
+    """Past MAX_DOCUMENT_BYTES (420 kB) or even MAX_SYNC_MESSAGE_BYTES (600 kB): the
+    permanent 4413, the document keeps what it had, the room and others carry on."""
+    bystander = await make_bystander(small_server)
+    try:
+        room = new_room()
+        async with await join(small_server, room) as a, await join(small_server, room) as b:
+            a.append("kept")
+            await b.wait_text("kept")
+            await a.send_raw(encode_sync_update(_text_update(size)))
+            await a.wait_closed()
+            assert a.close_code == CLOSE_TOO_LARGE
+            b.append("!")
+            async with await join(small_server, room) as c:
+                await c.wait_text("kept!")
+            assert b.close_code is None
+        await bystander.assert_unaffected()
+    finally:
+        await bystander.client.close()
+
+
+async def test_growth_is_refused_once_the_document_is_at_its_limit(
+    small_server: InProcessServer,
+) -> None:
+    """Many updates that each fit, together past the limit: the one that crosses it is refused."""
+    room = new_room()
+    async with await join(small_server, room) as a, await join(small_server, room) as b:
+        for _ in range(3):
+            a.append("p" * 100_000)
+        await b.wait_until(lambda: len(b.value) == 300_000)
+        a.append("q" * 150_000)
+        await a.wait_closed()
+        assert a.close_code == CLOSE_TOO_LARGE
+        async with await join(small_server, room) as c:
+            await c.wait_until(lambda: len(c.value) == 300_000)
+            assert "q" not in c.value
+
+
+async def test_a_stock_client_refused_for_what_it_resends_stops_reconnecting(
+    small_server: InProcessServer,
+) -> None:
+    """An awareness state over MAX_MESSAGE_BYTES: the stock client resends it on every
+    reconnect. Twice 1009, then the permanent 4429, and the client stops."""
+    room = new_room()
+    token = await small_server.grant(room, "looper")
+    async with NodeYClient.start(small_server.ws_url, room, token) as client:
+        await client.wait_synced()
+        await client.set_awareness({"blob": "a" * 100_000})
+        closed = await client.wait_event("closed", 30)
+        assert closed["code"] == CLOSE_REFUSED_REPEATEDLY
+        info = await client.info()
+        assert info["should_connect"] is False and not info["connecting"]
+    text = await metrics_of(small_server.http_url)
+    assert metric(text, 'collab_errors_total{kind="too_big"}') == 3
+    assert metric(text, 'collab_errors_total{kind="refused_repeatedly"}') == 1
+    # another user, or the same user in another room, is not affected
+    async with await join(small_server, room) as a, await join(small_server, room) as b:
+        a.append("fine")
+        await b.wait_text("fine")
+
+
+def test_refusal_history_escalates_only_repeats_of_one_kind_in_one_room() -> None:
+    from services.collab.refusals import RefusalHistory
+
+    history = RefusalHistory(limit=3, window=60.0, max_keys=2)
+    assert not history.repeated("u", "r", 1007, 0.0)
+    assert not history.repeated("u", "r", 1009, 1.0)  # another kind
+    assert not history.repeated("u", "other", 1007, 2.0)  # another room (evicts the oldest key)
+    assert not history.repeated("u", "r", 1007, 3.0)
+    assert not history.repeated("u", "r", 1007, 4.0)  # the first was evicted with max_keys=2
+    assert history.repeated("u", "r", 1007, 5.0)
+    assert not history.repeated("u", "r", 1007, 100.0)  # the window passed
 
 
 def _send_oversized_frame(port: int, path: str, size: int) -> tuple[OSError | None, int | None]:
@@ -426,18 +529,19 @@ def _send_oversized_frame(port: int, path: str, size: int) -> tuple[OSError | No
     return error, None
 
 
-async def test_a_frame_far_over_the_limit_still_gets_its_1009(
+async def test_a_frame_far_over_the_limit_still_gets_its_close_code(
     small_server: InProcessServer,
 ) -> None:
-    """The client sends its whole 16 MB frame: the server reads and drops it after sending
-    1009, instead of resetting a connection the client is still writing to (seen as 1006)."""
+    """The client sends its whole 16 MB frame (past MAX_SYNC_MESSAGE_BYTES: never acceptable,
+    4413): the server reads and drops it after sending the close frame, instead of
+    resetting a connection the client is still writing to (seen as 1006)."""
     room = new_room()
     token = await small_server.grant(room, "big-sender")
     error, code = await asyncio.to_thread(
         _send_oversized_frame, small_server.settings.port, f"/yjs/{room}?token={token}", 16_000_000
     )
     assert error is None, f"the connection was reset while the frame was sent: {error!r}"
-    assert code == CLOSE_TOO_BIG
+    assert code == CLOSE_TOO_LARGE
 
 
 async def test_a_frame_of_exactly_the_limit_is_accepted(small_server: InProcessServer) -> None:

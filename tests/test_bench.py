@@ -244,3 +244,26 @@ async def test_tiny_scenario_a_against_the_single_instance_collab() -> None:
     }
     # each edit is one token of ~20 characters in the documents (what (e) compares compaction with)
     assert document_bytes > 20 * phase["edits_sent"]
+
+
+async def test_tiny_scenario_h_against_the_single_instance_collab() -> None:
+    """(h) with a small document: the upload lands, every join (warm, and cold from the
+    database) gets all of it, the other room's round trips are counted and the server's
+    RSS is read."""
+    from bench.large import scenario_h
+    from bench.targets import JoinDocument
+
+    target = SingleTarget(database="sqlite", log_level="WARNING")
+    document = JoinDocument.build(2_000, pending=0)
+    lines: list[str] = []
+    await target.start()
+    try:
+        result = await asyncio.wait_for(scenario_h(target, 2, document, lines.append), 120)
+    finally:
+        await target.stop()
+    assert result["document_bytes"] == len(document.full)
+    assert len(result["join_samples_ms"]) == 2 and result["join_ms"] > 0
+    assert len(result["cold_join_samples_ms"]) == 2 and result["cold_join_ms"] > 0
+    assert result["other_room_round_trips"] > 0
+    assert 0 < result["other_room_p50_ms"] <= result["other_room_p99_ms"] <= result["other_room_max_ms"]
+    assert result["peak_rss_kb"] >= result["rss_before_kb"] > 10_000

@@ -249,6 +249,8 @@ class _FakeConnection:
         from shared.protocol import FrameKind, parse_frame
 
         data, frame = self.sent[-1]
+        if isinstance(data, memoryview):  # a cached full sync: a view into its frame
+            data = bytes(data)
         assert isinstance(data, bytes)
         assert frame is None or frame == encode_frame(data)
         parsed = parse_frame(data)

@@ -134,18 +134,34 @@ async def test_import_rejects_bad_updates(server: InProcessServer) -> None:
         await api.close()
 
 
-async def test_import_size_limit(tmp_path: Path) -> None:
+def _text_update(size: int, fill: str = "x") -> bytes:
+    doc: Doc = Doc()
+    doc.get("t", type=Text).insert(0, fill * size)
+    return doc.get_update()
+
+
+async def test_import_limits_agree_with_the_websocket(tmp_path: Path) -> None:
+    """The body limit is MAX_SYNC_MESSAGE_BYTES (413 too_large); an update growing the
+    document past MAX_DOCUMENT_BYTES is 413 document_too_large, counting what the live
+    room already holds; the document keeps what it had."""
     srv = await InProcessServer(
-        create_embedded_app, make_settings(tmp_path, max_import_bytes=2000)
+        create_embedded_app,
+        make_settings(tmp_path, max_message_bytes=1000, max_sync_message_bytes=6000, max_document_bytes=5000),
     ).start()
     try:
         room, project, api = await _setup(srv)
-        doc: Doc = Doc()
-        doc.get("t", type=Text).insert(0, "x" * 5000)
-        reply = await api.post(
-            f"/api/projects/{project}/yjs-document", data=doc.get_update(), headers=OCTET
-        )
-        assert reply.status == 413 and reply.is_json_error()
+        url = f"/api/projects/{project}/yjs-document"
+        reply = await api.post(url, data=_text_update(7000), headers=OCTET)
+        assert reply.status == 413 and reply.json["error"]["code"] == "too_large"
+        reply = await api.post(url, data=_text_update(5500), headers=OCTET)
+        assert reply.status == 413 and reply.json["error"]["code"] == "document_too_large"
+        async with await YClient.connect(srv.ws_url, room, srv.token("editor")) as client:
+            reply = await api.post(url, data=_text_update(3000, "a"), headers=OCTET)
+            assert reply.status == 200, reply.body
+            await client.wait_until(lambda: len(client.value) == 3000)
+            reply = await api.post(url, data=_text_update(3000, "b"), headers=OCTET)
+            assert reply.status == 413 and reply.json["error"]["code"] == "document_too_large"
+        assert text_of((await api.get(url)).body) == "a" * 3000
         await api.close()
     finally:
         await srv.stop()

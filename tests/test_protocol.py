@@ -134,3 +134,6 @@ def test_compaction_policy_bounds_write_amplification() -> None:
     assert policy.due(500, 10, 10**6)  # too many rows slow loading down whatever the sizes
     assert policy.due_when_idle(3, 50, 20) and not policy.due_when_idle(3, 50, 100)
     assert not policy.due_when_idle(0, 0, 0)
+    # one update and no snapshot (a large upload) is already the whole document in one piece
+    assert not policy.due(1, 10**7, 0) and not policy.due_when_idle(1, 10**7, 0)
+    assert policy.due(2, 10**7, 0) and policy.due(1, 10**7, 10)

@@ -82,6 +82,7 @@ def setup_collab(
             metrics,
             unload_grace=settings.room_unload_grace,
             relay_unknown_frames=settings.relay_unknown_frames,
+            max_document_bytes=settings.max_document_bytes,
         )
         checks.update(backplane.readiness_checks())
         await backplane.start(rooms)

@@ -32,6 +32,8 @@ _ids = itertools.count(1)
 
 HIGH_WATER = 256 * 1024
 
+Payload = bytes | memoryview | str  # a binary frame's bytes (or a view of them), or a text frame
+
 
 class TickWriter:
     """Writes every connection's frames of one event-loop tick together, at its end."""
@@ -77,7 +79,7 @@ class Connection:
         self.last_ping = 0.0
         self._tick_writer = tick_writer
         self._tick_frames: list[bytes] = []  # encoded frames written at the end of this tick
-        self._queue: deque[bytes | str] = deque()
+        self._queue: deque[Payload] = deque()
         self._queued_bytes = 0
         self._max_queued_bytes = max_queued_bytes
         self._writer: asyncio.Task[None] | None = None
@@ -104,9 +106,9 @@ class Connection:
     def closed(self) -> bool:
         return self.ws.closed
 
-    def send(self, data: bytes | str, frame: bytes | None = None) -> None:
-        """Send `data` (bytes: binary, str: text) without waiting; `frame` is its
-        pre-encoded WebSocket frame when the caller has one."""
+    def send(self, data: Payload, frame: bytes | None = None) -> None:
+        """Send `data` (bytes or a view of them: binary, str: text) without waiting;
+        `frame` is its pre-encoded WebSocket frame when the caller has one."""
         if self.ws.closed:
             return
         transport = self._transport
@@ -145,10 +147,10 @@ class Connection:
             while self._queue:
                 data = self._queue.popleft()
                 self._queued_bytes -= len(data)
-                if isinstance(data, bytes):
-                    await self.ws.send_bytes(data)
-                else:
+                if isinstance(data, str):
                     await self.ws.send_str(data)
+                else:
+                    await self.ws.send_bytes(data)
         except (ConnectionError, RuntimeError):
             self._queue.clear()
             self._queued_bytes = 0

@@ -17,14 +17,14 @@ _FIN = 0x80
 def encode_frame(payload: bytes | str) -> bytes:
     """A final, unmasked, uncompressed data frame: binary for bytes, text for str."""
     if isinstance(payload, str):
-        data, opcode = payload.encode(), OPCODE_TEXT
-    else:
-        data, opcode = payload, OPCODE_BINARY
-    length = len(data)
+        return frame_header(len(data := payload.encode()), OPCODE_TEXT) + data
+    return frame_header(len(payload)) + payload
+
+
+def frame_header(length: int, opcode: int = OPCODE_BINARY) -> bytes:
+    """The header of a final, unmasked data frame whose payload is `length` bytes long."""
     if length < 126:
-        header = struct.pack("!BB", _FIN | opcode, length)
-    elif length < 65536:
-        header = struct.pack("!BBH", _FIN | opcode, 126, length)
-    else:
-        header = struct.pack("!BBQ", _FIN | opcode, 127, length)
-    return header + data
+        return struct.pack("!BB", _FIN | opcode, length)
+    if length < 65536:
+        return struct.pack("!BBH", _FIN | opcode, 126, length)
+    return struct.pack("!BBQ", _FIN | opcode, 127, length)

@@ -15,12 +15,13 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from services.collab.close_codes import CloseCode
 from services.collab.connection import Connection, TickWriter
 from services.collab.limits import ConnectionLimits
 from services.collab.metrics import CollabMetrics
+from services.collab.refusals import RefusalHistory
 from services.collab.room import Room
 from services.collab.rooms import RoomManager
 from services.collab.websocket import CollabWebSocket
@@ -28,7 +29,8 @@ from shared.access import AccessPolicy, Role
 from shared.auth import Identity, TokenError, request_token, verify_token
 from shared.config import Settings
 from shared.net import client_address
-from shared.protocol import ProtocolError
+from shared.documents import DocumentTooLarge
+from shared.protocol import ProtocolError, carries_update
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class CollabContext:
     instance_id: str
     limits: ConnectionLimits
     tick_writer: TickWriter = field(default_factory=TickWriter)
+    refusals: RefusalHistory = field(default_factory=RefusalHistory)
 
 
 COLLAB: web.AppKey[CollabContext] = web.AppKey("collab", CollabContext)
@@ -69,7 +72,7 @@ async def _refuse(ctx: CollabContext, ws: web.WebSocketResponse, code: int, reas
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ctx = request.app[COLLAB]
     ws = CollabWebSocket(
-        max_message_bytes=ctx.settings.max_message_bytes, autoping=False, compress=False
+        max_frame_bytes=ctx.settings.max_sync_message_bytes, autoping=False, compress=False
     )
     ws.headers["X-Instance-Id"] = ctx.instance_id
     await ws.prepare(request)
@@ -168,6 +171,28 @@ def _close_when_token_expires(conn: Connection) -> asyncio.TimerHandle:
     return loop.call_later(max(0.0, expires_at - time.time()), close)
 
 
+async def _refuse_content(ctx: CollabContext, room: Room, conn: Connection, code: CloseCode, reason: str) -> None:
+    """Close for what the client sent; permanently (4429) once it keeps sending it
+    (`services/collab/refusals.py`)."""
+    if ctx.refusals.repeated(conn.identity.user_id, room.project_uuid, code, time.monotonic()):
+        ctx.metrics.errors.labels("refused_repeatedly").inc()
+        log.warning(
+            "refusing for good: the client keeps sending what is refused",
+            extra={"connection": conn.id, "project": room.project_uuid, "user": conn.identity.user_id, "code": int(code)},
+        )
+        code, reason = CloseCode.REFUSED_REPEATEDLY, f"refused repeatedly: {reason}"
+    await conn.close(code, reason)
+
+
+def _over_frame_limit(ctx: CollabContext, message: WSMessage) -> bool:
+    """A frame other than a document update over MAX_MESSAGE_BYTES (those may be as large
+    as a document, up to MAX_SYNC_MESSAGE_BYTES, which aiohttp's reader enforces)."""
+    data = message.data
+    if len(data) <= ctx.settings.max_message_bytes:
+        return False
+    return message.type is WSMsgType.TEXT or not carries_update(data)
+
+
 async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
     ws = conn.ws
     async for message in ws:
@@ -178,23 +203,33 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
             await conn.close(CloseCode.POLICY_VIOLATION, "too many messages")
             return
         try:
-            if message.type is WSMsgType.BINARY:
+            if message.type in (WSMsgType.BINARY, WSMsgType.TEXT):
                 ctx.metrics.bytes_in.inc(len(message.data))
-                room.receive(conn, message.data)
-            elif message.type is WSMsgType.TEXT:
-                ctx.metrics.bytes_in.inc(len(message.data))
-                room.receive_text(conn, message.data)
+                if _over_frame_limit(ctx, message):
+                    ctx.metrics.errors.labels("too_big").inc()
+                    log.info("closing on an oversized frame", extra={"connection": conn.id, "bytes": len(message.data)})
+                    await _refuse_content(ctx, room, conn, CloseCode.MESSAGE_TOO_BIG, "message too big")
+                    return
+                if message.type is WSMsgType.BINARY:
+                    room.receive(conn, message.data)
+                else:
+                    room.receive_text(conn, message.data)
             elif message.type is WSMsgType.PING:
                 await ws.pong(message.data)
             elif message.type is WSMsgType.ERROR:
-                too_big = ws.close_code == CloseCode.MESSAGE_TOO_BIG
+                too_big = ws.close_code == CloseCode.TOO_LARGE
                 ctx.metrics.errors.labels("too_big" if too_big else "transport").inc()
                 log.info("websocket error: %s", ws.exception(), extra={"connection": conn.id})
                 return
+        except DocumentTooLarge as exc:
+            ctx.metrics.errors.labels("document_too_large").inc()
+            log.warning("refusing an update: %s", exc, extra={"connection": conn.id, "project": room.project_uuid, "user": conn.identity.user_id})
+            await conn.close(CloseCode.TOO_LARGE, "document too large")
+            return
         except ProtocolError as exc:
             ctx.metrics.errors.labels("invalid_frame").inc()
             log.warning("closing connection on bad frame: %s", exc, extra={"connection": conn.id, "project": room.project_uuid})
-            await conn.close(CloseCode.INVALID_DATA, "invalid frame")
+            await _refuse_content(ctx, room, conn, CloseCode.INVALID_DATA, "invalid frame")
             return
         except Exception:
             ctx.metrics.errors.labels("internal").inc()

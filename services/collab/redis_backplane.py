@@ -39,6 +39,7 @@ from shared.backoff import Backoff
 from shared.compaction import missing_from
 from shared.envelope import (
     INSTANCE_ID_BYTES,
+    Envelope,
     EnvelopeError,
     Kind,
     decode_envelope,
@@ -52,6 +53,7 @@ from shared.health import ReadinessCheck
 from shared.protocol import EMPTY_UPDATE, ProtocolError
 from shared.redis_documents import load_with_log
 from shared.redis_log import (
+    INLINE_ENVELOPE_BYTES,
     REDIS_ERRORS,
     LogPublisher,
     ProjectOutbox,
@@ -105,8 +107,9 @@ class RedisBackplane:
         self._outbox: list[tuple[str, Kind, bytes]] = []
         self._backlog: deque[tuple[str, bytes]] = deque()
         self._wake_sender = asyncio.Event()
-        self._drained = asyncio.Event()  # outbox and backlog empty
+        self._drained = asyncio.Event()  # outbox and backlog empty, no large envelope in flight
         self._drained.set()
+        self._large_in_flight = 0
         # outbox items ever queued / ever handed on (sent, or moved to the backlog)
         self._queued = self._handed_on = 0
         self._progress = asyncio.Event()
@@ -154,6 +157,9 @@ class RedisBackplane:
         # the process from exiting (the backlog was already spilled above).
         if self._side_tasks:  # waited for, not cancelled: a spill must finish its write
             await asyncio.wait(set(self._side_tasks), timeout=5.0)
+        if self._backlog:  # a large envelope that could not reach Redis meanwhile
+            await self._spill(list(self._backlog), self._metrics.log_spilled)
+            self._backlog.clear()
         for task in self._tasks:
             task.cancel()
         await _quietly(asyncio.gather(*self._tasks, return_exceptions=True))
@@ -251,7 +257,11 @@ class RedisBackplane:
             await self._progress.wait()
 
     async def _sender_loop(self) -> None:
-        """Send the outbox once per wake-up: one Redis call, log appends before publishes."""
+        """Send the outbox once per wake-up: one Redis call, log appends before publishes.
+
+        A large envelope (a document-sized update) goes in a call of its own on another
+        connection (`_send_alone`): the other rooms' batches do not wait for its bytes.
+        """
         backoff = Backoff(0.05, MAX_BACKOFF)
         while True:
             await self._wake_sender.wait()
@@ -260,6 +270,10 @@ class RedisBackplane:
                 self._move_updates_to_backlog()
                 continue
             batch, self._outbox = self._outbox, []
+            for item in [item for item in batch if len(item[2]) > INLINE_ENVELOPE_BYTES]:
+                batch.remove(item)
+                self._large_in_flight += 1
+                self._spawn(self._send_alone(item))
             backlog = list(self._backlog)
             try:
                 await self._send(backlog, batch)
@@ -276,8 +290,33 @@ class RedisBackplane:
                 self._backlog.popleft()
             self._resync_projects({project_uuid for project_uuid, _ in backlog})
             self._metrics.log_backlog.set(len(self._backlog))
-            if not self._outbox and not self._backlog:
-                self._drained.set()
+            self._set_drained_if_idle()
+
+    def _set_drained_if_idle(self) -> None:
+        if not self._outbox and not self._backlog and not self._large_in_flight:
+            self._drained.set()
+
+    async def _send_alone(self, item: tuple[str, Kind, bytes]) -> None:
+        """One large envelope, retried until it is in; if Redis goes away meanwhile, an
+        update waits in the backlog like any other."""
+        project_uuid, kind, body = item
+        backoff = Backoff(0.05, MAX_BACKOFF)
+        try:
+            while self._connected.is_set():
+                try:
+                    await self._send([], [item])
+                    return
+                except REDIS_ERRORS as exc:
+                    log.warning("Redis publish of a large envelope failed (%s); retrying", exc,
+                                extra={"project": project_uuid, "bytes": len(body)})
+                    await backoff.sleep()
+            if kind is Kind.UPDATE:
+                self._backlog.append((project_uuid, body))
+                self._wake_sender.set()
+        finally:
+            self._large_in_flight -= 1
+            self._hand_on(1)
+            self._set_drained_if_idle()
 
     async def _send(self, backlog: list[tuple[str, bytes]], batch: list[tuple[str, Kind, bytes]]) -> None:
         outboxes: dict[str, ProjectOutbox] = defaultdict(ProjectOutbox)
@@ -308,8 +347,7 @@ class RedisBackplane:
             overflow = [self._backlog.popleft() for _ in range(len(self._backlog) - self._backlog_limit // 2)]
             self._spawn(self._spill(overflow, self._metrics.log_spilled))
         self._metrics.log_backlog.set(len(self._backlog))
-        if not self._backlog:
-            self._drained.set()
+        self._set_drained_if_idle()
 
     def _spawn(self, work: Any) -> None:
         """Run `work` in the background, kept referenced until it ends (stop() waits for it)."""
@@ -498,11 +536,39 @@ class RedisBackplane:
         if room is None:
             return
         self._metrics.envelopes_in_by[envelope.kind.name.lower()].inc()
+        if envelope.kind is Kind.STORED:
+            self._spawn(self._fetch_stored(room, envelope.body))
+            return
+        self._deliver_safely(room, envelope)
+
+    async def _fetch_stored(self, room: Any, key: bytes) -> None:
+        """A large envelope came by reference: read it; if it is gone (expired, Redis
+        lost it), ask peers for what the room misses instead."""
+        try:
+            data = await self._redis.get(key)
+        except REDIS_ERRORS as exc:
+            log.warning("cannot read a stored envelope: %s", exc, extra={"project": room.project_uuid})
+            data = None
+        if self._rooms is None or self._rooms.loaded_room(room.project_uuid) is not room:
+            return
+        if data is None:
+            self._request_sync(room, ask_back=False)
+            return
+        try:
+            envelope = decode_envelope(data)
+        except EnvelopeError as exc:
+            self._metrics.envelopes_invalid.inc()
+            log.warning("dropped a malformed stored envelope: %s", exc, extra={"project": room.project_uuid})
+            return
+        if envelope.kind is not Kind.STORED:  # a reference to a reference would be a loop
+            self._deliver_safely(room, envelope)
+
+    def _deliver_safely(self, room: Any, envelope: Envelope) -> None:
         try:
             self._deliver(room, envelope.sender, envelope.kind, envelope.body)
         except (ValueError, ProtocolError, UnicodeDecodeError) as exc:
             self._metrics.envelopes_invalid.inc()
-            log.warning("dropped an envelope with a bad body: %s", exc, extra={"project": project_uuid})
+            log.warning("dropped an envelope with a bad body: %s", exc, extra={"project": room.project_uuid})
 
     def _deliver(self, room: Any, sender: bytes, kind: Kind, body: bytes) -> None:
         if kind is Kind.UPDATE:

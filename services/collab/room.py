@@ -10,7 +10,17 @@ Fresh clients (empty state vector) need the whole document. Its SyncStep2 is
 encoded once and reused by every fresh join until the document next changes,
 so 30 clients opening a large project together cost one encoding. Updates
 must therefore reach the doc through the room (`_apply`), which drops the
-cached answer.
+cached answer. An update applied to an empty document (a stored snapshot at
+load, a client's first sync answer) is itself a whole-document answer, so it
+becomes the cached answer without encoding anything: a large document's
+first join after it was loaded or uploaded costs no encoding.
+
+Size: a client's update that would grow the document past
+`max_document_bytes` is refused (`DocumentTooLarge`). Encoding the document
+to measure it costs as much as a full sync, so the room keeps an upper bound
+(the last measured size plus every update applied since) and measures only
+when the bound says an update might not fit; the measurement is the full
+sync answer, cached for the next fresh join.
 
 Every pycrdt call goes through `shared/ydoc.py`: an update pycrdt refuses or
 panics on is rejected (its sender is closed with 1007) and is neither relayed
@@ -30,12 +40,13 @@ from dataclasses import dataclass
 from pycrdt import Doc
 
 from services.collab.backplane import Backplane
-from services.collab.connection import Connection
-from services.collab.frames import encode_frame
+from services.collab.connection import Connection, Payload
+from services.collab.frames import encode_frame, frame_header
 from services.collab.metrics import CollabMetrics
 from shared import ydoc
 from shared.awareness import AwarenessRegistry, decode_awareness_update
 from shared.compaction import replay
+from shared.documents import check_document_size
 from shared.protocol import (
     EMPTY_STATE_VECTOR,
     EMPTY_UPDATE,
@@ -47,6 +58,7 @@ from shared.protocol import (
     encode_sync_step2,
     encode_sync_update,
     parse_frame,
+    sync_step2_head,
 )
 from shared.ydoc import RejectedUpdate
 
@@ -59,10 +71,19 @@ class InvalidUpdate(ProtocolError):
 
 @dataclass(frozen=True, slots=True)
 class _FullSync:
-    """The SyncStep2 carrying the whole document, and its WebSocket frame."""
+    """The SyncStep2 carrying the whole document, as one WebSocket frame; `message` is the
+    SyncStep2 itself, a view into the frame (a large document is held once, not twice)."""
 
-    message: bytes
     frame: bytes
+    message: memoryview
+
+    @classmethod
+    def of(cls, update: bytes) -> "_FullSync":
+        # one copy of a possibly large document: header and update joined once
+        head = sync_step2_head(len(update))
+        header = frame_header(len(head) + len(update))
+        frame = b"".join((header, head, update))
+        return cls(frame, memoryview(frame)[len(header) :])
 
 
 class Room:
@@ -73,6 +94,7 @@ class Room:
         metrics: CollabMetrics,
         *,
         relay_unknown_frames: bool = True,
+        max_document_bytes: int = 0,
     ) -> None:
         self.project_uuid = project_uuid
         self.doc: Doc = Doc()
@@ -82,6 +104,9 @@ class Room:
         self._metrics = metrics
         self._relay_unknown = relay_unknown_frames
         self._full_sync: _FullSync | None = None  # None: stale, encode on the next fresh join
+        self._max_document_bytes = max_document_bytes  # 0: no limit
+        self._size_bound = 0  # the encoded document is at most this long
+        self._arrivals: list[bytes] | None = []  # other instances' updates, until loaded
         self._rebuilding: asyncio.Task[None] | None = None
         self._accepted_while_rebuilding: list[bytes] = []
 
@@ -94,28 +119,32 @@ class Room:
         """Fill the document from the backplane (stored snapshot, log, unstored tail).
 
         Updates delivered by other instances while loading are already in the
-        doc; they are applied on top of the loaded ones (Yjs updates commute).
-        A loaded update that pycrdt refuses is left out and quarantined.
+        doc; the stored ones are applied on top (Yjs updates commute). An update
+        both in the database and still in the log (the worker committed it but
+        has not trimmed the log yet) is applied once. Each apply is a turn of the
+        event loop of its own: a large document's pieces do not add up to one stall.
+        If pycrdt refuses a stored update, the history is replayed without it
+        (`replay`) and the refused ones are quarantined.
         """
-        updates = await self._backplane.load(self.project_uuid)
-        loaded = replay(updates)
-        if loaded.rejected:
-            await self._quarantine([updates[i] for i in loaded.rejected])
-        arrived = ydoc.encode_diff(self.doc)  # other instances' updates, delivered while loading
-        if arrived == EMPTY_UPDATE:
-            self.doc = loaded.doc
-            # the replay's settle check encoded the whole document: the first fresh join reuses it
-            message = encode_sync_step2(loaded.update)
-            self._full_sync = _FullSync(message, encode_frame(message))
-            return
+        updates = list(dict.fromkeys(await self._backplane.load(self.project_uuid)))
         try:
-            ydoc.apply_update(loaded.doc, arrived)
-        except RejectedUpdate as exc:
-            log.warning(
-                "dropped updates received while loading: %s", exc, extra={"project": self.project_uuid}
-            )
-        self._full_sync = None
+            for update in updates:
+                if update and update != EMPTY_UPDATE:
+                    self._apply(update, stored=True)
+                    await asyncio.sleep(0)
+            return
+        except RejectedUpdate:
+            pass
+        finally:
+            arrivals, self._arrivals = self._arrivals or [], None
+        # the Doc may be damaged: rebuilt from the history without what pycrdt refuses
+        loaded = replay(updates + arrivals)
+        stored = [i for i in loaded.rejected if i < len(updates)]
         self.doc = loaded.doc
+        self._full_sync = _FullSync.of(loaded.update)
+        self._size_bound = len(loaded.update)
+        if stored:
+            await self._quarantine([updates[i] for i in stored])
 
     async def _quarantine(self, updates: list[bytes]) -> None:
         log.error(
@@ -194,12 +223,19 @@ class Room:
         """The answer to an empty state vector, encoded at most once per document state."""
         if self._full_sync is None:
             try:
-                message = encode_sync_step2(ydoc.encode_diff(self.doc, EMPTY_STATE_VECTOR))
+                update = ydoc.encode_diff(self.doc, EMPTY_STATE_VECTOR)
             except RejectedUpdate:
                 self._rebuild()  # the document itself cannot be encoded: it is damaged
                 raise
-            self._full_sync = _FullSync(message, encode_frame(message))
+            self._full_sync = _FullSync.of(update)
+            self._size_bound = len(self._full_sync.message)
         return self._full_sync
+
+    def check_growth(self, update: bytes) -> None:
+        """Raise DocumentTooLarge if applying `update` could grow the document past its limit."""
+        limit = self._max_document_bytes
+        if limit and self._size_bound + len(update) > limit:
+            check_document_size(len(self._full_sync_answer().message), update, limit)
 
     def _accept_update(self, conn: Connection, frame: Frame, data: bytes) -> None:
         update = frame.payload
@@ -208,12 +244,14 @@ class Room:
         if not conn.role.can_edit:
             self._metrics.readonly_dropped.inc()
             return
+        self.check_growth(update)
         try:
             self._apply(update)
         except RejectedUpdate as exc:
             raise InvalidUpdate(str(exc)) from None
-        relayed = data if frame.kind is FrameKind.SYNC_UPDATE else encode_sync_update(update)
-        self._broadcast(relayed, "sync_update", exclude=conn)
+        if self._has_receivers(exclude=conn):
+            relayed = data if frame.kind is FrameKind.SYNC_UPDATE else encode_sync_update(update)
+            self._broadcast(relayed, "sync_update", exclude=conn)
         self._backplane.publish_update(self.project_uuid, update)
 
     def _relay_opaque(self, conn: Connection, frame: bytes | str) -> None:
@@ -257,21 +295,29 @@ class Room:
         if removal is not None:
             self._broadcast(encode_awareness(removal), "awareness")
 
-    def _apply(self, update: bytes) -> None:
-        """Apply an update to the document; the cached full sync is stale from now on.
+    def _apply(self, update: bytes, *, stored: bool = False) -> None:
+        """Apply an update to the document; the cached full sync is stale from now on
+        (unless the document was empty: then the update is the whole document).
 
         RejectedUpdate when pycrdt refuses it; after a panic the document is
-        rebuilt from the durable state.
+        rebuilt from the durable state (for a `stored` one, by `load` itself).
         """
+        was_empty = self.doc.get_state() == EMPTY_STATE_VECTOR
         self._full_sync = None
+        self._size_bound += len(update)
         try:
             ydoc.apply_update(self.doc, update)
         except RejectedUpdate as exc:
-            if exc.damaged:
+            if exc.damaged and not stored:
                 self._rebuild()
             raise
+        if was_empty:
+            self._full_sync = _FullSync.of(update)
+            self._size_bound = len(self._full_sync.message)
         if self._rebuilding is not None:
             self._accepted_while_rebuilding.append(update)
+        if self._arrivals is not None and not stored:
+            self._arrivals.append(update)
 
     def _rebuild(self) -> None:
         """Replace a document a panic may have left inconsistent (once at a time)."""
@@ -289,8 +335,8 @@ class Room:
         add what this room accepted since, swap the document in, and ask every
         client (and, in multi-instance mode, every peer) for what it lacks."""
         try:
-            updates = await self._backplane.load(self.project_uuid)
-            rebuilt = replay(updates + self._accepted_while_rebuilding).doc
+            updates = list(dict.fromkeys(await self._backplane.load(self.project_uuid)))
+            rebuilt = replay(updates + self._accepted_while_rebuilding)
         except Exception:
             log.exception(
                 "rebuilding the document failed; keeping the current one",
@@ -299,21 +345,30 @@ class Room:
             return
         finally:
             self._rebuilding = None
-        self._full_sync = None
-        self.doc = rebuilt
+        self.doc = rebuilt.doc
+        self._full_sync = _FullSync.of(rebuilt.update)
+        self._size_bound = len(rebuilt.update)
         self._metrics.rebuilds.inc()
-        self._broadcast(encode_sync_step1(ydoc.encode_state(rebuilt)), "sync_step1")
+        self._broadcast(encode_sync_step1(ydoc.encode_state(rebuilt.doc)), "sync_step1")
         await self._backplane.room_opened(self)
+        stored = [i for i in rebuilt.rejected if i < len(updates)]
+        if stored:  # a stored update the live document had taken but cannot be rebuilt from
+            await self._quarantine([updates[i] for i in stored])
 
     # sending -------------------------------------------------------------
 
-    def _send(self, conn: Connection, data: bytes | str, kind: str, frame: bytes | None = None) -> None:
+    def _send(self, conn: Connection, data: Payload, kind: str, frame: bytes | None = None) -> None:
         conn.send(data, frame)
         self._metrics.frames_out_by[kind].inc()
         self._metrics.bytes_out.inc(len(data))
 
+    def _has_receivers(self, *, exclude: Connection | None) -> bool:
+        return len(self.connections) > (exclude is not None and exclude.id in self.connections)
+
     def _broadcast(self, data: bytes | str, kind: str, *, exclude: Connection | None = None) -> None:
         """Send the same bytes to every connection (encoded once, by the caller)."""
+        if not self._has_receivers(exclude=exclude):
+            return
         frame = encode_frame(data)
         count = 0
         for conn in self.connections.values():

@@ -31,11 +31,13 @@ class RoomManager:
         *,
         unload_grace: float = 30.0,
         relay_unknown_frames: bool = True,
+        max_document_bytes: int = 0,
     ) -> None:
         self._backplane = backplane
         self._metrics = metrics
         self._unload_grace = unload_grace
         self._relay_unknown = relay_unknown_frames
+        self._max_document_bytes = max_document_bytes
         self._rooms: dict[str, Room] = {}
         self._opening: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
@@ -86,7 +88,11 @@ class RoomManager:
 
     async def _load(self, project_uuid: str, result: asyncio.Future[Room]) -> None:
         room = Room(
-            project_uuid, self._backplane, self._metrics, relay_unknown_frames=self._relay_unknown
+            project_uuid,
+            self._backplane,
+            self._metrics,
+            relay_unknown_frames=self._relay_unknown,
+            max_document_bytes=self._max_document_bytes,
         )
         started = time.perf_counter()
         self._opening[project_uuid] = room
@@ -118,6 +124,7 @@ class RoomManager:
         when nobody joins); RejectedUpdate when pycrdt refuses it."""
         room = await self.acquire(project_uuid)
         try:
+            room.check_growth(update)
             room.apply_remote_update(update)
         finally:
             self._schedule_unload(room)
@@ -196,6 +203,7 @@ class RoomDocuments:
 
     async def apply_update(self, project_uuid: str, update: bytes) -> None:
         """Apply to the live room (loaded for the purpose if needed), then hand on;
-        RejectedUpdate, with nothing relayed or stored, when pycrdt refuses it."""
+        RejectedUpdate, with nothing relayed or stored, when pycrdt refuses it, and
+        DocumentTooLarge past the room's limit."""
         await self._rooms.apply_update(project_uuid, update)
         self._backplane.publish_update(project_uuid, update)

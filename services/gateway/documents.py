@@ -16,7 +16,14 @@ from pycrdt import Doc
 from services.gateway.context import Need, authorize, gateway
 from services.gateway.errors import ApiError, bad_request, too_large
 from shared.db.resources import DATABASE
-from shared.documents import DOCUMENTS, DocumentService, StoreDocuments, export_document
+from shared.documents import (
+    DOCUMENTS,
+    DocumentService,
+    DocumentTooLarge,
+    StoreDocuments,
+    check_document_size,
+    export_document,
+)
 from shared.protocol import EMPTY_UPDATE
 from shared.ydoc import RejectedUpdate, apply_update
 
@@ -59,6 +66,16 @@ def invalid_update() -> ApiError:
     return bad_request("not a valid Yjs update for this document", code="invalid_update")
 
 
+async def apply_within_limit(request: web.Request, project_uuid: str, update: bytes) -> None:
+    """Apply `update` through the request's `DocumentService`; 413 if it would grow the
+    document past MAX_DOCUMENT_BYTES (as far as the service knows the document's size)."""
+    try:
+        check_document_size(0, update, gateway(request).settings.max_document_bytes)
+        await document_service(request).apply_update(project_uuid, update)
+    except DocumentTooLarge as exc:
+        raise ApiError(413, str(exc), code="document_too_large") from None
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large(f"the body is larger than the limit of {limit} bytes")
@@ -82,14 +99,15 @@ async def export(request: web.Request) -> web.Response:
 
 async def import_update(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.EDIT)
-    update = await read_body(request, gateway(request).settings.max_import_bytes)
+    settings = gateway(request).settings
+    update = await read_body(request, settings.max_sync_message_bytes)
     if not update:
         raise bad_request("the body must be a Yjs update", code="invalid_update")
     await asyncio.to_thread(validate_update, update)
     if update == EMPTY_UPDATE:
         return web.json_response({"applied": False, "bytes": len(update)})
     try:
-        await document_service(request).apply_update(auth.project_uuid, update)
+        await apply_within_limit(request, auth.project_uuid, update)
     except RejectedUpdate as exc:
         log.warning("import rejected: %s", exc, extra={"project": auth.project_uuid, "user": auth.user_id})
         raise invalid_update() from None

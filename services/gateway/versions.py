@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from services.gateway.context import Need, authorize, read_json, sessionmaker, string_field
-from services.gateway.documents import YJS_CONTENT_TYPE, document_service
+from services.gateway.documents import YJS_CONTENT_TYPE, apply_within_limit, document_service
 from services.gateway.errors import bad_request, not_found
 from services.gateway.timefmt import iso
 from shared.db.models import YjsVersion
@@ -118,7 +118,7 @@ async def restore_version(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise bad_request(f"this version cannot be restored: {exc}") from None
     try:
-        await documents.apply_update(auth.project_uuid, update)
+        await apply_within_limit(request, auth.project_uuid, update)
     except RejectedUpdate as exc:
         raise bad_request(f"this version cannot be restored: {exc}") from None
     log.info("version restored", extra={"project": auth.project_uuid, "version": version.id})

@@ -7,7 +7,12 @@
  * Usage:
  *   node client.mjs --server ws://HOST:PORT/yjs --room project-<uuid> --token JWT
  *                   [--name NAME] [--client-id N] [--max-backoff MS]
+ *                   [--preload N:S]
  *
+ * --preload N:S fills the document before the first connection with N pieces of
+ * S characters, inserted at scattered positions in one transaction (the way an
+ * importer writes a whole project), so the client's first sync answer carries
+ * all of it.
  * The provider connects to `${server}/${room}?token=JWT`. The shared text is
  * doc.getText('t').
  *
@@ -17,6 +22,7 @@
  *   {"op":"append","text":"..."}             -> {"event":"ok","op":"append"}
  *   {"op":"delete","index":i,"length":n}     -> {"event":"ok","op":"delete"}
  *   {"op":"get"}                             -> {"event":"text","value":"..."}
+ *   {"op":"digest"}                          -> {"event":"digest","length":n,"sha256":hex}
  *   {"op":"awareness","state":{...}|null}    -> {"event":"ok","op":"awareness"}
  *   {"op":"peers"}                           -> {"event":"peers","states":{"<clientId>":state}}
  *   {"op":"info"}                            -> {"event":"info","connected":b,"connecting":b,
@@ -37,11 +43,13 @@
  *                                            permanent (4400-4499), no more reconnects
  *   {"event":"connection_error","message":s} provider 'connection-error'
  *   {"event":"permission_denied","reason":s} auth message (type 2) received
- *   {"event":"update","text":"..."}          after every non-local doc update
+ *   {"event":"update","text":"..."}          after every non-local doc update (for a text
+ *                                            over 64 KiB: {"event":"update","length":n})
  *   {"event":"awareness","states":{...},"added":[],"updated":[],"removed":[]}
  *                                            on a remote awareness change (states: remote only)
  *   {"event":"error","message":s,"stack":s}  on an exception (also for a bad command)
  */
+import { createHash } from 'node:crypto'
 import { createInterface } from 'node:readline'
 import { parseArgs } from 'node:util'
 
@@ -76,7 +84,8 @@ const { values: args } = parseArgs({
     token: { type: 'string' },
     name: { type: 'string' },
     'client-id': { type: 'string' },
-    'max-backoff': { type: 'string' }
+    'max-backoff': { type: 'string' },
+    preload: { type: 'string' }
   },
   strict: true
 })
@@ -86,6 +95,7 @@ if (!args.server || !args.room) {
 }
 
 const LOCAL = Symbol('local-edit')
+const QUIET_TEXT = 64 * 1024 // beyond this, update events carry the length only
 
 const doc = new Y.Doc()
 if (args['client-id'] !== undefined) {
@@ -93,6 +103,15 @@ if (args['client-id'] !== undefined) {
   doc.clientID = Number(args['client-id'])
 }
 const text = doc.getText('t')
+if (args.preload !== undefined) {
+  const [count, size] = args.preload.split(':').map(Number)
+  const filler = 'abcdefghijklmnopqrstuvwxyz'.repeat(Math.ceil(size / 26))
+  doc.transact(() => {
+    for (let i = 0; i < count; i++) {
+      text.insert((i * 7919) % (text.length + 1), (`<${i}>` + filler).slice(0, size))
+    }
+  }, LOCAL)
+}
 
 /** @type {Record<string, any>} */
 const opts = {
@@ -132,7 +151,8 @@ provider.on('connection-error', (event) => {
 })
 
 doc.on('update', (_update, origin) => {
-  if (origin !== LOCAL) emit({ event: 'update', text: text.toString() })
+  if (origin === LOCAL) return
+  emit(text.length > QUIET_TEXT ? { event: 'update', length: text.length } : { event: 'update', text: text.toString() })
 })
 
 const remoteStates = () => {
@@ -194,6 +214,10 @@ const handle = (cmd) => {
       return ok()
     case 'get':
       return emit({ event: 'text', value: text.toString(), ...id })
+    case 'digest': {
+      const value = text.toString()
+      return emit({ event: 'digest', length: value.length, sha256: createHash('sha256').update(value).digest('hex'), ...id })
+    }
     case 'awareness':
       awareness.setLocalState(cmd.state ?? null)
       return ok()

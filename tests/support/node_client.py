@@ -87,6 +87,7 @@ class NodeYClient:
         *,
         client_id: int | None = None,
         max_backoff_ms: int | None = None,
+        preload: tuple[int, int] | None = None,
         start_timeout: float = DEFAULT_TIMEOUT,
         node: str = "node",
     ) -> None:
@@ -97,6 +98,7 @@ class NodeYClient:
         self.start_timeout = start_timeout
         self._requested_client_id = client_id
         self._max_backoff_ms = max_backoff_ms
+        self._preload = preload
         self._node = node
         #: Every event printed by the client, in arrival order.
         self.events: list[Event] = []
@@ -126,7 +128,8 @@ class NodeYClient:
         ``async with NodeYClient.start(url, room, token) as c:`` spawns the
         process, waits (bounded) for its ``ready`` event and kills it on exit.
         Keyword arguments: ``client_id`` (fixed Yjs clientID),
-        ``max_backoff_ms`` (provider's maxBackoffTime), ``start_timeout``,
+        ``max_backoff_ms`` (provider's maxBackoffTime), ``preload`` ((count, size): fill the
+        document before connecting, see client.mjs), ``start_timeout``,
         ``node`` (binary name).
         """
         return cls(server_url, room, token, name, **kwargs)
@@ -170,6 +173,8 @@ class NodeYClient:
             argv += ["--client-id", str(self._requested_client_id)]
         if self._max_backoff_ms is not None:
             argv += ["--max-backoff", str(self._max_backoff_ms)]
+        if self._preload is not None:
+            argv += ["--preload", f"{self._preload[0]}:{self._preload[1]}"]
         self._proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=str(NODE_DIR),
@@ -421,6 +426,11 @@ class NodeYClient:
         """The client's current text."""
         reply = await self._request("get", timeout)
         return str(reply["value"])
+
+    async def digest(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[int, str]:
+        """The text's length and SHA-256 (hex): compares big documents without shipping them."""
+        reply = await self._request("digest", timeout)
+        return int(reply["length"]), str(reply["sha256"])
 
     async def set_awareness(
         self, state: dict[str, Any] | None, timeout: float = DEFAULT_TIMEOUT
