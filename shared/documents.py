@@ -19,7 +19,7 @@ from typing import Protocol
 from aiohttp import web
 
 from shared import ydoc
-from shared.compaction import build_doc
+from shared.compaction import build_doc, replay
 from shared.store import DocumentStore
 
 
@@ -57,7 +57,7 @@ DOCUMENTS: web.AppKey[DocumentService] = web.AppKey("documents", DocumentService
 async def export_document(documents: DocumentService, project_uuid: str) -> bytes:
     """The whole current document as one Yjs update."""
     updates = await documents.load(project_uuid)
-    return await asyncio.to_thread(lambda: ydoc.encode_diff(build_doc(updates)))
+    return (await asyncio.to_thread(replay, updates)).update  # its settle check's encoding
 
 
 def check_applies(current: list[bytes], update: bytes) -> None:
