@@ -2,48 +2,102 @@
 
 Updates are applied one by one to a fresh `Doc` and the result encoded once:
 much faster than `merge_updates` over a long list (which grows roughly
-quadratically) and, unlike it, garbage-collects deleted content.
+quadratically) and, unlike it, garbage-collects deleted content. An update
+pycrdt refuses or panics on is left out and reported (`replay`), so a bad
+stored row never makes a document unopenable.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Sequence
 
 from pycrdt import Doc
 
+from shared import ydoc
 from shared.protocol import EMPTY_UPDATE
+from shared.ydoc import RejectedUpdate
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     update: bytes  # the whole document as one Yjs update
     state_vector: bytes
+    rejected: tuple[int, ...] = ()  # indexes of the updates left out (see `replay`)
 
 
-def build_doc(updates: Iterable[bytes]) -> Doc:
-    """A Doc holding every update (empty ones skipped)."""
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    doc: Doc
+    update: bytes  # `doc` encoded as one update (the settle check's output; reuse it)
+    rejected: tuple[int, ...]  # indexes of the updates that were refused, left out of `doc`
+
+
+def replay(updates: Sequence[bytes]) -> Replayed:
+    """A Doc holding every update that pycrdt accepts, and the indexes of those it refuses.
+
+    Fast path: every update into one fresh Doc, then one encoding to check
+    that the result settles (encodes without a panic); that is the whole cost
+    of a healthy history. Otherwise the history is replayed one update at a
+    time, each one checked, and a refused update is left out (the Doc is
+    rebuilt without it when its panic may have damaged it), so a document
+    always opens, without the updates that cannot be part of it.
+    """
     doc: Doc = Doc()
-    for update in updates:
-        if update and update != EMPTY_UPDATE:
-            doc.apply_update(update)
-    return doc
+    try:
+        for update in updates:
+            if update and update != EMPTY_UPDATE:
+                ydoc.apply_update(doc, update)
+        return Replayed(doc, ydoc.encode_diff(doc), ())
+    except RejectedUpdate:
+        pass
+    return _replay_checking_each(updates)
 
 
-def missing_from(durable: Iterable[bytes], held: bytes) -> bytes | None:
+def _replay_checking_each(updates: Sequence[bytes]) -> Replayed:
+    accepted: list[bytes] = []
+    rejected: list[int] = []
+    doc: Doc = Doc()
+    for index, update in enumerate(updates):
+        if not update or update == EMPTY_UPDATE:
+            continue
+        try:
+            ydoc.apply_update(doc, update)
+            ydoc.encode_diff(doc)  # settles: a later encode or join will not panic on it
+        except RejectedUpdate:
+            rejected.append(index)
+            doc = Doc()
+            for good in accepted:
+                ydoc.apply_update(doc, good)  # each was accepted in this order before
+            continue
+        accepted.append(update)
+    return Replayed(doc, ydoc.encode_diff(doc), tuple(rejected))
+
+
+def build_doc(updates: Sequence[bytes]) -> Doc:
+    """A Doc holding every update (empty ones skipped, refused ones left out: `replay`)."""
+    return replay(updates).doc
+
+
+def missing_from(durable: Sequence[bytes], held: bytes) -> bytes | None:
     """What the document state `held` has that the `durable` updates lack, as one
-    update (None when nothing): exactly what applying `held` on top would change."""
+    update (None when nothing): exactly what applying `held` on top would change.
+    RejectedUpdate when `held` cannot be applied on top."""
     doc = build_doc(durable)
     changes: list[bytes] = []
     doc.observe(lambda event: changes.append(event.update))
-    doc.apply_update(held)
+    ydoc.apply_update(doc, held)
     return changes[0] if changes else None
 
 
-def build_snapshot(updates: Iterable[bytes]) -> Snapshot:
+def build_snapshot(updates: Sequence[bytes]) -> Snapshot:
     """Merge `updates` (a previous snapshot may be the first) into one snapshot."""
-    doc = build_doc(updates)
-    return Snapshot(update=doc.get_update(), state_vector=doc.get_state())
+    replayed = replay(updates)
+    return Snapshot(
+        update=replayed.update,
+        state_vector=ydoc.encode_state(replayed.doc),
+        rejected=replayed.rejected,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,19 +1,25 @@
 """Reading and writing whole documents from outside a room (HTTP import/export).
 
 The gateway uses whatever `DocumentService` the process provides: in the
-embedded process, the collab rooms themselves (an import reaches connected
-clients at once); in a multi-instance deployment, the Redis backplane (an
-import is published like any update and appended to the durable log); a
-gateway alone in single-instance mode falls back to the store.
+embedded process, the collab rooms themselves (an import is applied to the
+live room, loaded for it if needed, and reaches connected clients at once);
+in a multi-instance deployment, the Redis backplane (an import is published
+like any update and appended to the durable log); a gateway alone in
+single-instance mode falls back to the store. Without a live room, an import
+is first applied to the current document built from the durable state
+(`check_applies`): an update pycrdt refuses or panics on against it is a
+`RejectedUpdate` and is stored nowhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from aiohttp import web
 
-from shared.compaction import build_doc
+from shared import ydoc
+from shared.compaction import build_doc, replay
 from shared.store import DocumentStore
 
 
@@ -38,7 +44,8 @@ class DocumentService(Protocol):
         ...
 
     async def apply_update(self, project_uuid: str, update: bytes) -> None:
-        """Accept an update as if a client had sent it (validated by the caller).
+        """Accept an update as if a client had sent it; RejectedUpdate, with nothing
+        stored or relayed, when it cannot be applied to the current document.
 
         Raises DocumentTooLarge where the service knows the document's size."""
         ...
@@ -49,7 +56,16 @@ DOCUMENTS: web.AppKey[DocumentService] = web.AppKey("documents", DocumentService
 
 async def export_document(documents: DocumentService, project_uuid: str) -> bytes:
     """The whole current document as one Yjs update."""
-    return build_doc(await documents.load(project_uuid)).get_update()
+    updates = await documents.load(project_uuid)
+    return (await asyncio.to_thread(replay, updates)).update  # its settle check's encoding
+
+
+def check_applies(current: list[bytes], update: bytes) -> None:
+    """RejectedUpdate unless `update` applies (and the result encodes) on top of
+    the document made of the `current` updates. CPU-bound: run it in a thread."""
+    doc = build_doc(current)
+    ydoc.apply_update(doc, update)
+    ydoc.encode_diff(doc)
 
 
 class StoreDocuments:
@@ -62,4 +78,6 @@ class StoreDocuments:
         return await self._store.load_updates(project_uuid)
 
     async def apply_update(self, project_uuid: str, update: bytes) -> None:
+        current = await self._store.load_updates(project_uuid)
+        await asyncio.to_thread(check_applies, current, update)
         await self._store.append({project_uuid: [update]})

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 
+from shared.documents import check_applies
 from shared.envelope import Kind, encode_envelope
 from shared.redis_log import LogPublisher, ProjectOutbox, read_log
 from shared.store import DocumentStore
@@ -24,7 +27,9 @@ class RedisDocuments:
 
     An imported update takes the same path as a client's: appended to the
     durable log and published to the room's channel, where every collab
-    instance applies it and relays it to its clients.
+    instance applies it and relays it to its clients. It is first applied to
+    the current document (database + log, `check_applies`); one that pycrdt
+    refuses is a RejectedUpdate and goes nowhere.
     """
 
     def __init__(self, redis: aioredis.Redis, store: DocumentStore, instance_id: bytes) -> None:
@@ -37,6 +42,8 @@ class RedisDocuments:
         return await load_with_log(self._redis, self._store, project_uuid)
 
     async def apply_update(self, project_uuid: str, update: bytes) -> None:
+        current = await load_with_log(self._redis, self._store, project_uuid)
+        await asyncio.to_thread(check_applies, current, update)
         outbox = ProjectOutbox()
         outbox.envelopes.append(encode_envelope(self._instance_id, Kind.UPDATE, update))
         await self._log.send({project_uuid: outbox})

@@ -21,6 +21,7 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
+from shared import ydoc
 from shared.compaction import build_doc
 
 
@@ -36,7 +37,7 @@ _TYPES = {RootKind.MAP: Map, RootKind.TEXT: Text, RootKind.ARRAY: Array, RootKin
 
 def _probe(update: bytes, name: str, kind: RootKind) -> Any:
     doc: Doc = Doc()
-    doc.apply_update(update)
+    ydoc.apply_update(doc, update)
     return doc.get(name, type=_TYPES[kind])
 
 
@@ -61,13 +62,19 @@ def infer_roots(update: bytes) -> dict[str, RootKind | None]:
 
 
 def restore_update(current: bytes, version: bytes) -> bytes:
-    """The update that turns the document `current` into the content of `version`."""
+    """The update that turns the document `current` into the content of `version`
+    (RejectedUpdate, a ValueError, when pycrdt refuses or panics on either)."""
+    with ydoc.rejecting("this version cannot be restored onto the document"):
+        return _restore_update(current, version)
+
+
+def _restore_update(current: bytes, version: bytes) -> bytes:
     current_kinds = infer_roots(current)
     version_kinds = infer_roots(version)
     target: Doc = Doc()
-    target.apply_update(current)
+    ydoc.apply_update(target, current)
     source: Doc = Doc()
-    source.apply_update(version)
+    ydoc.apply_update(source, version)
     before = target.get_state()
     with target.transaction():
         for name in sorted(set(current_kinds) | set(version_kinds)):
@@ -78,7 +85,7 @@ def restore_update(current: bytes, version: bytes) -> bytes:
             _clear(root)
             if version_kinds.get(name) is not None:
                 _copy_into(root, source.get(name, type=_TYPES[kind]))
-    return target.get_update(before)
+    return ydoc.encode_diff(target, before)
 
 
 def _clear(shared: Any) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.compaction import LogStats, build_snapshot
-from shared.db.models import Project, YjsDocument, YjsUpdate
+from shared.db.models import Project, YjsDocument, YjsQuarantine, YjsUpdate
 
 _DELETE_CHUNK = 5000
 _COMPACT_ATTEMPTS = 5
@@ -30,6 +30,7 @@ _COMPACT_ATTEMPTS = 5
 # statement, for rows nobody reads back as objects.
 _UPDATES = YjsUpdate.__table__
 _DOCUMENTS = YjsDocument.__table__
+_QUARANTINE = YjsQuarantine.__table__
 
 
 class _SnapshotChanged(Exception):
@@ -46,6 +47,7 @@ class CompactionResult:
     merged_bytes: int
     snapshot_bytes: int
     snapshot_version: int
+    quarantined: int = 0  # merged updates pycrdt refused, moved to yjs_quarantine
 
 
 #: Stored with each position: enough of the Redis run id to tell one server lifetime from another.
@@ -102,6 +104,43 @@ class DocumentStore:
                 select(YjsDocument.snapshot).where(YjsDocument.project_id == project_id)
             )
         return ([snapshot] if snapshot else []) + list(log)
+
+    async def quarantine(self, project_uuid: str, updates: Sequence[bytes], reason: str) -> int:
+        """Set aside updates a load could not apply; returns how many were recorded.
+
+        In one transaction, every `yjs_updates` row of the project holding one
+        of `updates` moves to `yjs_quarantine` (keeping its id as `source_id`);
+        an update found in no row (a Redis log entry, a pending write, the
+        snapshot) is recorded with no source and nothing else changes.
+        """
+        wanted = list(dict.fromkeys(updates))
+        if not wanted:
+            return 0
+        async with self._sessionmaker() as session, session.begin():
+            project_id = await self._find_project_id(session, project_uuid)
+            if project_id is None:
+                return 0
+            rows = (
+                await session.execute(
+                    select(_UPDATES.c.id, _UPDATES.c.update).where(
+                        _UPDATES.c.project_id == project_id, _UPDATES.c.update.in_(wanted)
+                    )
+                )
+            ).all()
+            found = {bytes(row.update) for row in rows}
+            sources = [(row.update, row.id) for row in rows]
+            sources += [(update, None) for update in wanted if update not in found]
+            await session.execute(
+                insert(_QUARANTINE),
+                [
+                    {"project_id": project_id, "update": update, "reason": reason[:500], "source_id": source}
+                    for update, source in sources
+                ],
+            )
+            if rows:
+                moved = [row.id for row in rows]
+                await session.execute(delete(_UPDATES).where(_UPDATES.c.id.in_(moved)))
+        return len(sources)
 
     async def append(self, batch: Mapping[str, Sequence[bytes]]) -> None:
         """Append updates for several projects in one transaction.
@@ -233,9 +272,9 @@ class DocumentStore:
             if document is None or not rows:
                 return None
             updates = [row.update for row in rows]
-            snapshot = await asyncio.to_thread(
-                build_snapshot, ([document.snapshot] if document.snapshot else []) + updates
-            )
+            merged = ([document.snapshot] if document.snapshot else []) + updates
+            sources = ([None] if document.snapshot else []) + [row.id for row in rows]
+            snapshot = await asyncio.to_thread(build_snapshot, merged)
             version = document.snapshot_version + 1
             replaced = await session.execute(
                 update(_DOCUMENTS)
@@ -251,6 +290,19 @@ class DocumentStore:
             )
             if replaced.rowcount != 1:
                 raise _SnapshotChanged  # rolls the transaction back
+            if snapshot.rejected:  # left out of the snapshot: kept aside, not lost
+                await session.execute(
+                    insert(_QUARANTINE),
+                    [
+                        {
+                            "project_id": project_id,
+                            "update": merged[index],
+                            "reason": "refused by pycrdt during compaction",
+                            "source_id": sources[index],
+                        }
+                        for index in snapshot.rejected
+                    ],
+                )
             merged_ids = [row.id for row in rows]
             for start in range(0, len(merged_ids), _DELETE_CHUNK):
                 await session.execute(
@@ -261,6 +313,7 @@ class DocumentStore:
                 merged_bytes=sum(len(u) for u in updates),
                 snapshot_bytes=len(snapshot.update),
                 snapshot_version=version,
+                quarantined=len(snapshot.rejected),
             )
 
     async def _log_stats(self, session: AsyncSession, project_id: int) -> LogStats:

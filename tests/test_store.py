@@ -736,3 +736,33 @@ async def test_store_writer_compacts_on_count_threshold(
     finally:
         await engine.dispose()
     assert text_of(stored) == expected
+
+
+# --------------------------------------------------------------------------- quarantine
+
+
+async def test_quarantine_moves_the_rows_and_compaction_sets_aside_what_panics(
+    store: DocumentStore, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """On SQLite and PostgreSQL: `quarantine` moves matching rows in one transaction
+    (an update in no row is recorded without a source); a compaction leaves out and
+    sets aside a row pycrdt panics on (the pair of tests/test_panics.py)."""
+    from shared.db.models import YjsQuarantine
+    from tests.test_panics import U, X
+
+    project, other = new_project(), new_project()
+    updates, _ = log_entries(3)
+    await store.append({project: [X, U, *updates], other: [X, U]})
+    assert await store.quarantine(project, [U, b"\x01\x00"], "test") == 2
+    assert U not in await store.load_updates(project)
+    assert U in await store.load_updates(other)  # another project's row is untouched
+    async with sessionmaker() as session:
+        rows = (await session.execute(select(YjsQuarantine.update, YjsQuarantine.source_id))).all()
+    assert sorted((bytes(r.update), r.source_id is None) for r in rows) == [(b"\x01\x00", True), (U, False)]
+
+    result = await store.compact(other)
+    assert result is not None and result.quarantined == 1 and result.merged_updates == 2
+    (snapshot,) = await store.load_updates(other)
+    assert str(build_doc([snapshot]).get("codemirror", type=Text)) == "hello world"
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count(YjsQuarantine.id))) == 3

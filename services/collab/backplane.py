@@ -42,6 +42,9 @@ class Backplane(Protocol):
     async def room_opened(self, room: Any) -> None:
         """Called once a room has loaded (multi-instance: ask peers for what it misses)."""
 
+    async def quarantine(self, project_uuid: str, updates: list[bytes], reason: str) -> int:
+        """Set aside loaded updates pycrdt refused (`DocumentStore.quarantine`)."""
+
     def publish_update(self, project_uuid: str, update: bytes) -> None:
         """An accepted document update: make it durable and reach other instances."""
 
@@ -80,6 +83,9 @@ class LocalBackplane:
 
     async def room_opened(self, room: Any) -> None:
         return None
+
+    async def quarantine(self, project_uuid: str, updates: list[bytes], reason: str) -> int:
+        return await self._store.quarantine(project_uuid, updates, reason)
 
     def publish_update(self, project_uuid: str, update: bytes) -> None:
         self._writer.submit(project_uuid, update)

@@ -102,6 +102,16 @@ class CollabMetrics:
             registry=registry,
         )
         self.awareness_dropped_by = Labelled(self.awareness_dropped)
+        self.rebuilds = Counter(
+            "collab_document_rebuilds_total",
+            "Room documents rebuilt from the durable state after pycrdt panicked applying an update",
+            registry=registry,
+        )
+        self.quarantined = Counter(
+            "yjs_quarantined_updates_total",
+            "Stored updates pycrdt refused at load or compaction, moved to yjs_quarantine",
+            registry=registry,
+        )
         self.frames_in_by = Labelled(self.frames_in)
         self.frames_out_by = Labelled(self.frames_out)
         self.envelopes_in_by = Labelled(self.envelopes_in)

@@ -34,6 +34,7 @@ from prometheus_client import Counter
 
 from services.collab.backplane import RoomHost
 from services.collab.metrics import CollabMetrics
+from shared import ydoc
 from shared.backoff import Backoff
 from shared.compaction import missing_from
 from shared.envelope import (
@@ -67,6 +68,7 @@ from shared.redis_log import (
 )
 from shared.redis_subscriber import RedisSubscriber
 from shared.store import DocumentStore
+from shared.ydoc import RejectedUpdate
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,9 @@ class RedisBackplane:
             except REDIS_ERRORS:
                 pass
         self._spawn(self._hand_over(room))
+
+    async def quarantine(self, project_uuid: str, updates: list[bytes], reason: str) -> int:
+        return await self._store.quarantine(project_uuid, updates, reason)
 
     def publish_update(self, project_uuid: str, update: bytes) -> None:
         self._publish(project_uuid, Kind.UPDATE, update)
@@ -484,7 +489,13 @@ class RedisBackplane:
                 return  # the room unloaded (its outbox was flushed to the log first)
             if catch_up:
                 room.apply_remote_updates(tail)
-            missing = await asyncio.to_thread(missing_from, stored + tail, room.doc.get_update())
+            try:
+                held = ydoc.encode_diff(room.doc)
+                missing = await asyncio.to_thread(missing_from, stored + tail, held)
+            except RejectedUpdate as exc:  # the room rebuilds itself; nothing to re-assert from it
+                log.warning("cannot compare room with the durable state: %s", exc,
+                            extra={"project": room.project_uuid})
+                return
         if missing is None:
             return
         log.warning("re-asserting updates Redis lost", extra={"project": room.project_uuid, "bytes": len(missing)})
@@ -573,7 +584,7 @@ class RedisBackplane:
             room.relay_remote_opaque(body.decode())
         elif kind is Kind.SYNC_REQUEST:
             ask_back, state_vector = split_sync_request(body)
-            missing = room.doc.get_update(state_vector)
+            missing = ydoc.encode_diff(room.doc, state_vector)
             if missing != EMPTY_UPDATE:
                 self._publish(room.project_uuid, Kind.SYNC_REPLY, sync_reply_body(sender, missing))
             for connection_id, states in room.local_awareness_updates():

@@ -21,6 +21,13 @@ to measure it costs as much as a full sync, so the room keeps an upper bound
 (the last measured size plus every update applied since) and measures only
 when the bound says an update might not fit; the measurement is the full
 sync answer, cached for the next fresh join.
+
+Every pycrdt call goes through `shared/ydoc.py`: an update pycrdt refuses or
+panics on is rejected (its sender is closed with 1007) and is neither relayed
+nor handed to the backplane. A panic may leave the `Doc` inconsistent, so the
+room then rebuilds it from the durable state (`_rebuild`) and asks every
+client for what the rebuilt document lacks. A stored update that cannot be
+applied at load is quarantined, and the document loads without it.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from services.collab.backplane import Backplane
 from services.collab.connection import Connection, Payload
 from services.collab.frames import encode_frame, frame_header
 from services.collab.metrics import CollabMetrics
+from shared import ydoc
 from shared.awareness import (
     Applied,
     AwarenessEntry,
@@ -45,6 +53,7 @@ from shared.awareness import (
     decode_awareness_update,
     encode_in_chunks,
 )
+from shared.compaction import replay
 from shared.documents import check_document_size
 from shared.protocol import (
     EMPTY_STATE_VECTOR,
@@ -59,6 +68,7 @@ from shared.protocol import (
     parse_frame,
     sync_step2_head,
 )
+from shared.ydoc import RejectedUpdate
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +115,9 @@ class Room:
         self._full_sync: _FullSync | None = None  # None: stale, encode on the next fresh join
         self._max_document_bytes = max_document_bytes  # 0: no limit
         self._size_bound = 0  # the encoded document is at most this long
+        self._arrivals: list[bytes] | None = []  # other instances' updates, until loaded
+        self._rebuilding: asyncio.Task[None] | None = None
+        self._accepted_while_rebuilding: list[bytes] = []
 
     def __repr__(self) -> str:
         return f"<Room {self.project_uuid} connections={len(self.connections)}>"
@@ -119,11 +132,42 @@ class Room:
         both in the database and still in the log (the worker committed it but
         has not trimmed the log yet) is applied once. Each apply is a turn of the
         event loop of its own: a large document's pieces do not add up to one stall.
+        If pycrdt refuses a stored update, the history is replayed without it
+        (`replay`) and the refused ones are quarantined.
         """
-        for update in dict.fromkeys(await self._backplane.load(self.project_uuid)):
-            if update and update != EMPTY_UPDATE:
-                self._apply(update)
-                await asyncio.sleep(0)
+        updates = list(dict.fromkeys(await self._backplane.load(self.project_uuid)))
+        try:
+            for update in updates:
+                if update and update != EMPTY_UPDATE:
+                    self._apply(update, stored=True)
+                    await asyncio.sleep(0)
+            return
+        except RejectedUpdate:
+            pass
+        finally:
+            arrivals, self._arrivals = self._arrivals or [], None
+        # the Doc may be damaged: rebuilt from the history without what pycrdt refuses
+        loaded = replay(updates + arrivals)
+        stored = [i for i in loaded.rejected if i < len(updates)]
+        self.doc = loaded.doc
+        self._full_sync = _FullSync.of(loaded.update)
+        self._size_bound = len(loaded.update)
+        if stored:
+            await self._quarantine([updates[i] for i in stored])
+
+    async def _quarantine(self, updates: list[bytes]) -> None:
+        log.error(
+            "stored updates cannot be applied; quarantined, the document loads without them",
+            extra={"project": self.project_uuid, "updates": len(updates)},
+        )
+        try:
+            count = await self._backplane.quarantine(
+                self.project_uuid, updates, "refused by pycrdt when loading the room"
+            )
+        except Exception:
+            log.exception("could not quarantine updates", extra={"project": self.project_uuid})
+            return
+        self._metrics.quarantined.inc(count)
 
     def join(self, conn: Connection) -> None:
         """Add a connection and greet it: our state vector, then current awareness."""
@@ -170,15 +214,20 @@ class Room:
             self._send(conn, full.message, "sync_step2", full.frame)
             return
         try:
-            missing = self.doc.get_update(frame.payload)
-        except ValueError as exc:
+            missing = ydoc.encode_diff(self.doc, frame.payload)
+        except RejectedUpdate as exc:
             raise InvalidUpdate(f"invalid state vector: {exc}") from None
         self._send(conn, encode_sync_step2(missing), "sync_step2")
 
     def _full_sync_answer(self) -> _FullSync:
         """The answer to an empty state vector, encoded at most once per document state."""
         if self._full_sync is None:
-            self._full_sync = _FullSync.of(self.doc.get_update(EMPTY_STATE_VECTOR))
+            try:
+                update = ydoc.encode_diff(self.doc, EMPTY_STATE_VECTOR)
+            except RejectedUpdate:
+                self._rebuild()  # the document itself cannot be encoded: it is damaged
+                raise
+            self._full_sync = _FullSync.of(update)
             self._size_bound = len(self._full_sync.message)
         return self._full_sync
 
@@ -198,8 +247,8 @@ class Room:
         self.check_growth(update)
         try:
             self._apply(update)
-        except ValueError as exc:
-            raise InvalidUpdate(f"invalid Yjs update: {exc}") from None
+        except RejectedUpdate as exc:
+            raise InvalidUpdate(str(exc)) from None
         if self._has_receivers(exclude=conn):
             relayed = data if frame.kind is FrameKind.SYNC_UPDATE else encode_sync_update(update)
             self._broadcast(relayed, "sync_update", exclude=conn)
@@ -214,16 +263,21 @@ class Room:
     # frames from other instances (through the backplane) ---------------
 
     def apply_remote_update(self, update: bytes) -> None:
-        """A document update accepted by another instance (or imported over HTTP)."""
+        """A document update accepted by another instance (or imported over HTTP);
+        RejectedUpdate (nothing relayed) when pycrdt refuses it."""
         self._apply(update)
         self._broadcast(encode_sync_update(update), "sync_update")
 
     def apply_remote_updates(self, updates: list[bytes]) -> None:
-        """Many updates at once (a log catch-up): one diff goes out to the clients."""
+        """Many updates at once (a log catch-up): one diff goes out to the clients.
+        Updates pycrdt refuses are skipped (a load quarantines them)."""
         before = self.doc.get_state()
         for update in updates:
-            self._apply(update)
-        diff = self.doc.get_update(before)
+            try:
+                self._apply(update)
+            except RejectedUpdate as exc:
+                log.warning("skipped a log update: %s", exc, extra={"project": self.project_uuid})
+        diff = ydoc.encode_diff(self.doc, before)
         if diff != EMPTY_UPDATE:
             self._broadcast(encode_sync_update(diff), "sync_update")
 
@@ -293,16 +347,65 @@ class Room:
             for update in encode_in_chunks(entries, size)
         ]
 
-    def _apply(self, update: bytes) -> None:
+    def _apply(self, update: bytes, *, stored: bool = False) -> None:
         """Apply an update to the document; the cached full sync is stale from now on
-        (unless the document was empty: then the update is the whole document)."""
+        (unless the document was empty: then the update is the whole document).
+
+        RejectedUpdate when pycrdt refuses it; after a panic the document is
+        rebuilt from the durable state (for a `stored` one, by `load` itself).
+        """
         was_empty = self.doc.get_state() == EMPTY_STATE_VECTOR
         self._full_sync = None
         self._size_bound += len(update)
-        self.doc.apply_update(update)
+        try:
+            ydoc.apply_update(self.doc, update)
+        except RejectedUpdate as exc:
+            if exc.damaged and not stored:
+                self._rebuild()
+            raise
         if was_empty:
             self._full_sync = _FullSync.of(update)
             self._size_bound = len(self._full_sync.message)
+        if self._rebuilding is not None:
+            self._accepted_while_rebuilding.append(update)
+        if self._arrivals is not None and not stored:
+            self._arrivals.append(update)
+
+    def _rebuild(self) -> None:
+        """Replace a document a panic may have left inconsistent (once at a time)."""
+        if self._rebuilding is not None:
+            return
+        log.warning(
+            "pycrdt panicked applying an update; rebuilding the document",
+            extra={"project": self.project_uuid},
+        )
+        self._accepted_while_rebuilding = []
+        self._rebuilding = asyncio.get_running_loop().create_task(self._rebuild_from_durable())
+
+    async def _rebuild_from_durable(self) -> None:
+        """Load what the backplane holds (everything accepted so far, see `Backplane.load`),
+        add what this room accepted since, swap the document in, and ask every
+        client (and, in multi-instance mode, every peer) for what it lacks."""
+        try:
+            updates = list(dict.fromkeys(await self._backplane.load(self.project_uuid)))
+            rebuilt = replay(updates + self._accepted_while_rebuilding)
+        except Exception:
+            log.exception(
+                "rebuilding the document failed; keeping the current one",
+                extra={"project": self.project_uuid},
+            )
+            return
+        finally:
+            self._rebuilding = None
+        self.doc = rebuilt.doc
+        self._full_sync = _FullSync.of(rebuilt.update)
+        self._size_bound = len(rebuilt.update)
+        self._metrics.rebuilds.inc()
+        self._broadcast(encode_sync_step1(ydoc.encode_state(rebuilt.doc)), "sync_step1")
+        await self._backplane.room_opened(self)
+        stored = [i for i in rebuilt.rejected if i < len(updates)]
+        if stored:  # a stored update the live document had taken but cannot be rebuilt from
+            await self._quarantine([updates[i] for i in stored])
 
     # sending -------------------------------------------------------------
 

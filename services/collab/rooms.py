@@ -16,6 +16,7 @@ from services.collab.backplane import Backplane
 from services.collab.connection import Connection
 from services.collab.metrics import CollabMetrics
 from services.collab.room import Room
+from shared import ydoc
 from shared.awareness import AwarenessLimits
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,17 @@ class RoomManager:
         # If every would-be joiner gave up while we loaded, the room still unloads.
         self._schedule_unload(room)
 
+    async def apply_update(self, project_uuid: str, update: bytes) -> None:
+        """Apply an update from outside a connection (an import) to the project's live
+        document, loading the room if needed (it unloads after the grace period
+        when nobody joins); RejectedUpdate when pycrdt refuses it."""
+        room = await self.acquire(project_uuid)
+        try:
+            room.check_growth(update)
+            room.apply_remote_update(update)
+        finally:
+            self._schedule_unload(room)
+
     def release(self, room: Room, conn: Connection) -> None:
         """A connection left; schedule the unload when the room is empty."""
         room.leave(conn)
@@ -190,12 +202,12 @@ class RoomDocuments:
     async def load(self, project_uuid: str) -> list[bytes]:
         room = self._rooms.loaded_room(project_uuid)
         if room is not None:
-            return [room.doc.get_update()]
+            return [ydoc.encode_diff(room.doc)]
         return await self._backplane.load(project_uuid)
 
     async def apply_update(self, project_uuid: str, update: bytes) -> None:
-        room = self._rooms.loaded_room(project_uuid)
-        if room is not None:
-            room.check_growth(update)
-            room.apply_remote_update(update)
+        """Apply to the live room (loaded for the purpose if needed), then hand on;
+        RejectedUpdate, with nothing relayed or stored, when pycrdt refuses it, and
+        DocumentTooLarge past the room's limit."""
+        await self._rooms.apply_update(project_uuid, update)
         self._backplane.publish_update(project_uuid, update)

@@ -176,11 +176,13 @@ class StoreWriter:
             self._sizes.forget(project_uuid)  # recounted on the next write
         if result is not None:
             self._metrics.compactions.inc()
+            self._metrics.quarantined.inc(result.quarantined)
             log.info(
                 "compacted",
                 extra={
                     "project": project_uuid,
                     "merged_updates": result.merged_updates,
                     "snapshot_bytes": result.snapshot_bytes,
+                    "quarantined": result.quarantined,
                 },
             )

@@ -4,6 +4,7 @@
     python -m services.gateway.admin reset-password EMAIL [--password-stdin]
     python -m services.gateway.admin mint-token EMAIL [--ttl SECONDS]
     python -m services.gateway.admin add-member PROJECT_UUID EMAIL --role owner|editor|viewer
+    python -m services.gateway.admin quarantine [PROJECT_UUID]
 
 Configured by the same environment variables as the services (DATABASE_URL
 or DB_*, API_JWT_SECRET...). Passwords are read from stdin with
@@ -20,7 +21,8 @@ import getpass
 import sys
 import uuid as uuid_module
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.accounts import (
     EmailTaken,
@@ -34,7 +36,7 @@ from shared.access import Role
 from shared.auth import mint_token
 from shared.config import ConfigError, Settings
 from shared.db.engine import create_engine, create_sessionmaker, upgrade
-from shared.db.models import Project, ProjectMember
+from shared.db.models import Project, ProjectMember, YjsQuarantine
 
 
 class CommandError(Exception):
@@ -120,9 +122,40 @@ async def _run(args: argparse.Namespace, settings: Settings) -> str:
                 else:
                     member.role = args.role
             return f"{email} is {args.role} of {project_uuid}"
+        if args.command == "quarantine":
+            return await _list_quarantine(sessionmaker, args.project)
         raise CommandError(f"unknown command {args.command}")
     finally:
         await engine.dispose()
+
+
+async def _list_quarantine(sessionmaker: async_sessionmaker[AsyncSession], project: str | None) -> str:
+    """One line per quarantined update (newest first): id, project, source row, size, when, why."""
+    query = (
+        select(
+            YjsQuarantine.id,
+            Project.uuid,
+            YjsQuarantine.source_id,
+            func.length(YjsQuarantine.update).label("size"),
+            YjsQuarantine.created_at,
+            YjsQuarantine.reason,
+        )
+        .join(Project, Project.id == YjsQuarantine.project_id)
+        .order_by(YjsQuarantine.id.desc())
+    )
+    if project is not None:
+        try:
+            query = query.where(Project.uuid == uuid_module.UUID(project))
+        except ValueError:
+            raise CommandError(f"not a project uuid: {project!r}") from None
+    async with sessionmaker() as session:
+        rows = (await session.execute(query)).all()
+    lines = [
+        f"{row.id}\t{row.uuid}\trow={row.source_id if row.source_id is not None else '-'}"
+        f"\t{int(row.size or 0)} bytes\t{row.created_at.isoformat() if row.created_at else '-'}\t{row.reason}"
+        for row in rows
+    ]
+    return "\n".join(lines + [f"{len(rows)} quarantined update(s)"])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -149,6 +182,10 @@ def parser() -> argparse.ArgumentParser:
     member.add_argument("project")
     member.add_argument("email")
     member.add_argument("--role", choices=[r.value for r in Role], required=True)
+    quarantine = commands.add_parser(
+        "quarantine", help="list stored updates set aside because pycrdt could not apply them"
+    )
+    quarantine.add_argument("project", nargs="?", help="only this project's")
     return root
 
 

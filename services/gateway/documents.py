@@ -25,6 +25,7 @@ from shared.documents import (
     export_document,
 )
 from shared.protocol import EMPTY_UPDATE
+from shared.ydoc import RejectedUpdate, apply_update
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,16 @@ def document_service(request: web.Request) -> DocumentService:
 
 
 def validate_update(update: bytes) -> None:
-    """400 unless `update` is a well-formed Yjs (v1) update."""
+    """400 unless `update` is a well-formed Yjs (v1) update (on its own: `DocumentService.apply_update`
+    then applies it to the current document)."""
     try:
-        Doc().apply_update(update)
-    except Exception as exc:  # pycrdt raises ValueError, or a panic exception from Rust
-        raise bad_request(
-            f"not a valid Yjs update: {type(exc).__name__}", code="invalid_update"
-        ) from None
+        apply_update(Doc(), update)
+    except RejectedUpdate:
+        raise invalid_update() from None
+
+
+def invalid_update() -> ApiError:
+    return bad_request("not a valid Yjs update for this document", code="invalid_update")
 
 
 async def apply_within_limit(request: web.Request, project_uuid: str, update: bytes) -> None:
@@ -104,8 +108,9 @@ async def import_update(request: web.Request) -> web.Response:
         return web.json_response({"applied": False, "bytes": len(update)})
     try:
         await apply_within_limit(request, auth.project_uuid, update)
-    except ValueError as exc:
-        raise ApiError(409, f"the update could not be applied: {exc}") from None
+    except RejectedUpdate as exc:
+        log.warning("import rejected: %s", exc, extra={"project": auth.project_uuid, "user": auth.user_id})
+        raise invalid_update() from None
     gateway(request).metrics.imports.inc()
     log.info(
         "document imported",

@@ -128,6 +128,8 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
             "request body aborted: %s", exc, extra={"method": request.method, "path": request.path}
         )
         return json_error(400, "bad_request", "the request body was incomplete or malformed")
-    except Exception:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException:  # Exception, and a Rust panic (pyo3's PanicException) missed elsewhere
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
         return json_error(500, "internal_error", "internal server error")

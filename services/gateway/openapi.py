@@ -423,8 +423,9 @@ PATHS: dict[str, Any] = {
             tags=["documents"],
         ),
         "post": _op(
-            "Import a Yjs update (editor+); connected clients receive it",
-            {"200": _json("Applied", "ImportResult"), **_errors(*_PROJECT_ERRORS, 409, 413)},
+            "Import a Yjs update (editor+), applied to the live document; connected clients receive it. "
+            "400 `invalid_update` when it cannot be applied to the current document",
+            {"200": _json("Applied", "ImportResult"), **_errors(*_PROJECT_ERRORS, 413)},
             requestBody={
                 "required": True,
                 "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}},

@@ -16,6 +16,7 @@ from services.gateway.timefmt import iso
 from shared.db.models import YjsVersion
 from shared.documents import export_document
 from shared.restore import restore_update
+from shared.ydoc import RejectedUpdate
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,10 @@ async def restore_version(request: web.Request) -> web.Response:
         update = await asyncio.to_thread(restore_update, current, version.snapshot)
     except ValueError as exc:
         raise bad_request(f"this version cannot be restored: {exc}") from None
-    await apply_within_limit(request, auth.project_uuid, update)
+    try:
+        await apply_within_limit(request, auth.project_uuid, update)
+    except RejectedUpdate as exc:
+        raise bad_request(f"this version cannot be restored: {exc}") from None
     log.info("version restored", extra={"project": auth.project_uuid, "version": version.id})
     return web.json_response({"restored": version.id, "update_bytes": len(update)})
 

@@ -31,6 +31,11 @@ class WorkerMetrics:
         )
         self.batches = Counter("persistence_batches_total", "Database transactions of log entries", registry=registry)
         self.compactions = Counter("persistence_compactions_total", "Compactions run", registry=registry)
+        self.quarantined = Counter(
+            "yjs_quarantined_updates_total",
+            "Stored updates pycrdt refused at compaction, moved to yjs_quarantine",
+            registry=registry,
+        )
         self.errors = Counter("persistence_errors_total", "Failed attempts (retried)", ["stage"], registry=registry)
         self.redis_connected = Gauge("persistence_redis_connected", "1 while Redis answers", registry=registry)
         self.consume_lag = Gauge(

@@ -188,6 +188,7 @@ class PersistenceWorker:
         if result is None:
             return
         self._metrics.compactions.inc()
+        self._metrics.quarantined.inc(result.quarantined)
         self._metrics.record_written(0, result.snapshot_bytes)
         log.info(
             "compacted",
@@ -196,6 +197,7 @@ class PersistenceWorker:
                 "merged_updates": result.merged_updates,
                 "merged_bytes": result.merged_bytes,
                 "snapshot_bytes": result.snapshot_bytes,
+                "quarantined": result.quarantined,
             },
         )
 

@@ -91,6 +91,25 @@ class YjsUpdate(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class YjsQuarantine(Base):
+    """A stored update that pycrdt refused or panicked on, set aside so its document opens.
+
+    `source_id` is the `yjs_updates` row it was moved from (None: the
+    snapshot, or an update that was not in the table, such as a Redis log entry).
+    """
+
+    __tablename__ = "yjs_quarantine"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    update: Mapped[bytes] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    source_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class YjsVersion(Base):
     __tablename__ = "yjs_version_history"
 
