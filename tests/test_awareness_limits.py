@@ -11,12 +11,14 @@ second), while this process measures another room's sync round trip and
 
 The frame keeps the reported shape (1,000,000 entries): it is refused on its
 entry count, before a single entry is decoded (~50 us, `tests/test_awareness.py`),
-and the socket is closed with 1008. What remains is not awareness work: aiohttp
-joins, copies and unmasks a 6.7 MiB frame when its last byte arrives (10-20 ms
-in one callback on the 2-core test machine) and, during the close handshake,
-also the burst's two other frames. Measured (p50 / p99 of the other room):
-0.5 / 1-3 ms idle, 0.55 / ~30 ms under this flood; RSS +38 MiB at peak, back to
-+0 after. Bounding that is a matter of MAX_MESSAGE_BYTES, not of awareness.
+and the socket is closed with 1008. The flooder is one user in one room, so its
+third refused socket gets the permanent 4429, and from then on its sockets are
+refused at the handshake with a frame limit too small for what it sends: none
+of its frames is assembled any more (aiohttp joins, copies and unmasks a
+6.7 MiB frame when its last byte arrives, 10-20 ms in one callback on the
+2-core test machine). Measured (p50 / p99 of the other room): 0.6 / 1-3 ms
+idle, 0.6 / 3-5 ms under this flood (about 30 ms before the handshake refusal);
+RSS +38 MiB at peak, back to +0 after.
 """
 
 from __future__ import annotations
@@ -152,15 +154,18 @@ async def test_awareness_flood_moves_no_other_room_and_rss_stays_bounded(tmp_pat
             "samples": len(flood),
         }
         print("awareness flood:", json.dumps(report))
-        # the flood really ran: many 6.7 MiB frames, every socket refused, with 1008 at first
-        # and, the same user repeating it, with the permanent 4429 from the third on
-        closed = counts.get("close_1008", 0) + counts.get("close_4429", 0)
-        assert counts["frames"] >= 30 and closed >= 10 and counts.get("close_1008", 0) == 2, report
-        # Typical round trips do not move; the tail is aiohttp assembling each 6.7 MiB
-        # frame (10-20 ms per frame before any handler sees it, the same for any frame
-        # type; see the module docstring): tens of milliseconds, where the report saw 2.1 s.
+        # the flood really ran: the first sockets' 6.7 MiB frames were refused with 1008
+        # (twice), then with the permanent 4429; every later socket of that user is refused
+        # with 4429 at the handshake, before a byte of its frames is read (the flooder, still
+        # writing 6.7 MiB it sent blind, may not read that close frame before the server,
+        # having waited LINGER_SECONDS for it to stop, drops the connection: 1006 there)
+        assert counts["connections"] >= 10 and counts["frames"] >= 3, report
+        assert counts.get("close_1008", 0) == 2, report
+        refused = counts.get("close_4429", 0) + counts.get("close_1006", 0)
+        assert counts.get("close_4429", 0) >= 1 and refused == counts["connections"] - 2, report
+        # Typical round trips do not move, the tail by a few milliseconds (the report: 2.1 s)
         assert _percentile(flood, 0.5) - _percentile(baseline, 0.5) < 1.0, report
-        assert _percentile(flood, 0.99) - _percentile(baseline, 0.99) < 60.0, report
+        assert _percentile(flood, 0.99) - _percentile(baseline, 0.99) < 10.0, report
         assert _percentile(health, 0.99) < 100, report
         # the server holds at most a frame being read and one being handled, plus a room's states
         bound = 3 * MAX_MESSAGE_BYTES / 2**20 + MAX_ROOM_BYTES / 2**20 + 16

@@ -476,10 +476,15 @@ async def test_a_stock_client_refused_for_what_it_resends_stops_reconnecting(
     text = await metrics_of(small_server.http_url)
     assert metric(text, 'collab_errors_total{kind="too_big"}') == 3
     assert metric(text, 'collab_errors_total{kind="refused_repeatedly"}') == 1
+    # for a while, that user's new sockets to that room are refused at once
+    assert await refused_with(small_server, room, token) == CLOSE_REFUSED_REPEATEDLY
     # another user, or the same user in another room, is not affected
     async with await join(small_server, room) as a, await join(small_server, room) as b:
         a.append("fine")
         await b.wait_text("fine")
+    other = new_room()
+    async with await join(small_server, other, "looper") as c:
+        assert c.close_code is None
 
 
 def test_refusal_history_escalates_only_repeats_of_one_kind_in_one_room() -> None:
@@ -492,7 +497,9 @@ def test_refusal_history_escalates_only_repeats_of_one_kind_in_one_room() -> Non
     assert not history.repeated("u", "r", 1007, 3.0)
     assert not history.repeated("u", "r", 1007, 4.0)  # the first was evicted with max_keys=2
     assert history.repeated("u", "r", 1007, 5.0)
+    assert history.blocked("u", "r", 6.0) and not history.blocked("u", "other", 6.0)
     assert not history.repeated("u", "r", 1007, 100.0)  # the window passed
+    assert not history.blocked("u", "r", 100.0)
 
 
 def _send_oversized_frame(port: int, path: str, size: int) -> tuple[OSError | None, int | None]:

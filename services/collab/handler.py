@@ -35,6 +35,7 @@ from shared.protocol import ProtocolError, carries_update
 
 log = logging.getLogger(__name__)
 
+REFUSED_FRAME_BYTES = 1024  # what a refused socket may send before it reads the close frame
 ROOM_NAME = re.compile(
     r"^project-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
 )
@@ -70,42 +71,74 @@ async def _refuse(ctx: CollabContext, ws: web.WebSocketResponse, code: int, reas
     return ws
 
 
-async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[COLLAB]
-    ws = CollabWebSocket(
-        max_frame_bytes=ctx.settings.max_sync_message_bytes, autoping=False, compress=False
-    )
-    ws.headers["X-Instance-Id"] = ctx.instance_id
-    await ws.prepare(request)
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    identity: Identity
+    role: Role
+    project_uuid: str
+    address: str
 
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    code: CloseCode
+    reason: str
+
+
+async def _admit(ctx: CollabContext, request: web.Request) -> _Admitted | _Refused:
+    """Who connects, to which room, and whether they may (before the upgrade: a refused
+    socket is then given a frame limit too small for anything it may already be sending)."""
     project_uuid = parse_room_name(request.match_info["room"])
     if project_uuid is None:
-        return await _refuse(ctx, ws, CloseCode.BAD_ROOM, "bad room name")
+        return _Refused(CloseCode.BAD_ROOM, "bad room name")
     token = request_token(request.headers.get("Authorization"), request.query.get("token"))
     try:
         identity = verify_token(token or "", ctx.settings.jwt_secret)
     except TokenError as exc:
         log.info("websocket refused: %s", exc, extra={"project": project_uuid, "remote": request.remote})
-        return await _refuse(ctx, ws, CloseCode.UNAUTHORIZED, "unauthorized")
+        return _Refused(CloseCode.UNAUTHORIZED, "unauthorized")
     try:
         role = await ctx.access.role_for(identity, project_uuid)
     except Exception:
         log.exception("access check failed", extra={"project": project_uuid})
-        return await _refuse(ctx, ws, CloseCode.TRY_AGAIN_LATER, "try again later")
+        return _Refused(CloseCode.TRY_AGAIN_LATER, "try again later")
     if role is None:
-        return await _refuse(ctx, ws, CloseCode.FORBIDDEN, "forbidden")
-
+        return _Refused(CloseCode.FORBIDDEN, "forbidden")
+    if ctx.refusals.blocked(identity.user_id, project_uuid, time.monotonic()):
+        return _Refused(CloseCode.REFUSED_REPEATEDLY, "refused repeatedly")
     address = client_address(request, ctx.settings.forwarded_allow_ips)
     if not ctx.limits.admit(identity.user_id, address):
         log.info(
             "websocket refused: too many connections",
             extra={"user": identity.user_id, "remote": address},
         )
-        return await _refuse(ctx, ws, CloseCode.TRY_AGAIN_LATER, "too many connections")
+        return _Refused(CloseCode.TRY_AGAIN_LATER, "too many connections")
+    return _Admitted(identity, role, project_uuid, address)
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[COLLAB]
+    admission = await _admit(ctx, request)
+    refused = isinstance(admission, _Refused)
+    ws = CollabWebSocket(
+        max_frame_bytes=REFUSED_FRAME_BYTES if refused else ctx.settings.max_sync_message_bytes,
+        autoping=False,
+        compress=False,
+    )
+    ws.headers["X-Instance-Id"] = ctx.instance_id
     try:
-        await _join_and_serve(ctx, request, ws, identity, role, project_uuid)
-    finally:
-        ctx.limits.release(identity.user_id, address)
+        await ws.prepare(request)
+    except BaseException:
+        if isinstance(admission, _Admitted):
+            ctx.limits.release(admission.identity.user_id, admission.address)
+        raise
+    if isinstance(admission, _Refused):
+        await _refuse(ctx, ws, admission.code, admission.reason)
+    else:
+        try:
+            await _join_and_serve(ctx, request, ws, admission.identity, admission.role, admission.project_uuid)
+        finally:
+            ctx.limits.release(admission.identity.user_id, admission.address)
     await ws.linger()
     return ws
 

@@ -36,9 +36,12 @@ async def flood(
             try:
                 async with session.ws_connect(url, max_msg_size=0) as ws:
                     counts["connections"] += 1
-                    for _ in range(per_socket):
-                        await ws.send_bytes(frame)
-                        counts["frames"] += 1
+                    try:
+                        for _ in range(per_socket):
+                            await ws.send_bytes(frame)
+                            counts["frames"] += 1
+                    except (aiohttp.ClientError, ConnectionError):
+                        pass  # the server closed meanwhile: its close frame says why
                     while not stop.is_set() and not ws.closed:  # read until the server closes
                         try:
                             message = await ws.receive(timeout=0.5)
