@@ -44,7 +44,7 @@ _VARIABLE = re.compile(r"\$\{(NGINX_[A-Za-z0-9_]+)\}|\$(NGINX_[A-Za-z0-9_]+)")
 #: limits an operator may change through deploy/.env).
 COMPOSE_VARIABLES: dict[str, str] = {
     "NGINX_PORT": "80",
-    "NGINX_CLIENT_MAX_BODY_SIZE": "101m",
+    "NGINX_CLIENT_MAX_BODY_SIZE": "137m",
     "NGINX_WORKER_PROCESSES": "auto",
     "NGINX_WORKER_CONNECTIONS": "8192",
     "NGINX_WORKER_RLIMIT_NOFILE": "65536",
@@ -165,16 +165,21 @@ def render_upstreams(upstreams: Upstreams) -> str:
 
 
 DEFAULT_MAX_ASSET_BYTES = 100 * 1024 * 1024
+DEFAULT_MAX_SYNC_MESSAGE_BYTES = 136 * 1024 * 1024
 
 
-def client_max_body_size(max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES) -> str:
-    """nginx's body limit for the gateway's asset limit: 1 MiB more, for multipart framing.
+def client_max_body_size(
+    max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
+    max_sync_message_bytes: int = DEFAULT_MAX_SYNC_MESSAGE_BYTES,
+) -> str:
+    """nginx's body limit: 1 MiB above the largest body the gateway takes (an asset
+    upload, with its multipart framing, or a document import).
 
-    A little above the gateway's own limit, so that an oversized upload is
+    A little above the gateway's own limits, so that an oversized body is
     refused by the gateway (a JSON 413) rather than by nginx.
     """
     mib = 1024 * 1024
-    return f"{-(-max_asset_bytes // mib) + 1}m"
+    return f"{-(-max(max_asset_bytes, max_sync_message_bytes) // mib) + 1}m"
 
 
 def loopback_upstreams(gateway_ports: Iterable[int], collab_ports: Iterable[int]) -> Upstreams:

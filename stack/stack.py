@@ -196,9 +196,10 @@ class Stack:
         stack.env_overrides = dict(env or {})
         if client_max_body_size:
             stack.client_max_body_size = client_max_body_size
-        elif "MAX_ASSET_BYTES" in stack.env_overrides:
+        elif {"MAX_ASSET_BYTES", "MAX_SYNC_MESSAGE_BYTES"} & set(stack.env_overrides):
             stack.client_max_body_size = nginx_conf.client_max_body_size(
-                int(stack.env_overrides["MAX_ASSET_BYTES"])
+                int(stack.env_overrides.get("MAX_ASSET_BYTES", nginx_conf.DEFAULT_MAX_ASSET_BYTES)),
+                int(stack.env_overrides.get("MAX_SYNC_MESSAGE_BYTES", nginx_conf.DEFAULT_MAX_SYNC_MESSAGE_BYTES)),
             )
         if not detach:
             atexit.register(stack._atexit)

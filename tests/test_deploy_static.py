@@ -252,10 +252,13 @@ def test_nginx_container_renders_the_shared_templates(compose: dict[str, Any]) -
     assert tuple(int(p) for p in re.findall(r"\d+", tag)[:2]) >= (1, 28), nginx["image"]
 
 
-def test_nginx_body_limit_matches_the_gateway_asset_limit(compose: dict[str, Any]) -> None:
-    max_asset = Settings().max_asset_bytes
+def test_nginx_body_limit_is_above_the_gateway_body_limits(compose: dict[str, Any]) -> None:
+    """Assets (MAX_ASSET_BYTES) and document imports (MAX_SYNC_MESSAGE_BYTES) are refused
+    by the gateway, as JSON, before nginx's limit is reached."""
+    max_asset, max_sync = Settings().max_asset_bytes, Settings().max_sync_message_bytes
     assert int(compose["services"]["gateway"]["environment"]["MAX_ASSET_BYTES"]) == max_asset
-    expected = nginx_conf.client_max_body_size(max_asset)
+    assert nginx_conf.DEFAULT_MAX_SYNC_MESSAGE_BYTES == max_sync
+    expected = nginx_conf.client_max_body_size(max_asset, max_sync)
     assert compose["services"]["nginx"]["environment"]["NGINX_CLIENT_MAX_BODY_SIZE"] == expected
     ingress = list(yaml.safe_load_all((K8S / "ingress.yaml").read_text()))
     gateway_ingress = next(i for i in ingress if i["metadata"]["name"] == "exe-collab")
@@ -537,7 +540,7 @@ def test_routes_websockets_health_and_limits(tmp_path: Path) -> None:
     assert "return 200" in health
     assert "location /health" not in text.replace("location = /health ", "")
     assert (
-        f"client_max_body_size {nginx_conf.client_max_body_size(Settings().max_asset_bytes)};"
+        f"client_max_body_size {nginx_conf.client_max_body_size(Settings().max_asset_bytes, Settings().max_sync_message_bytes)};"
         in text
     )
     assert "least_conn;" in text
