@@ -60,24 +60,28 @@ async def export_document(documents: DocumentService, project_uuid: str) -> byte
     return (await asyncio.to_thread(replay, updates)).update  # its settle check's encoding
 
 
-def check_applies(current: list[bytes], update: bytes) -> None:
+def check_applies(current: list[bytes], update: bytes, max_document_bytes: int = 0) -> None:
     """RejectedUpdate unless `update` applies (and the result encodes) on top of
-    the document made of the `current` updates. CPU-bound: run it in a thread."""
+    the document made of the `current` updates; DocumentTooLarge if the result is
+    over `max_document_bytes` (0: no limit). CPU-bound: run it in a thread."""
     doc = build_doc(current)
     ydoc.apply_update(doc, update)
-    ydoc.encode_diff(doc)
+    size = len(ydoc.encode_diff(doc))
+    if max_document_bytes and size > max_document_bytes:
+        raise DocumentTooLarge(size, max_document_bytes)
 
 
 class StoreDocuments:
     """The store alone: for a gateway with neither local rooms nor Redis."""
 
-    def __init__(self, store: DocumentStore) -> None:
+    def __init__(self, store: DocumentStore, max_document_bytes: int = 0) -> None:
         self._store = store
+        self._max_document_bytes = max_document_bytes
 
     async def load(self, project_uuid: str) -> list[bytes]:
         return await self._store.load_updates(project_uuid)
 
     async def apply_update(self, project_uuid: str, update: bytes) -> None:
         current = await self._store.load_updates(project_uuid)
-        await asyncio.to_thread(check_applies, current, update)
+        await asyncio.to_thread(check_applies, current, update, self._max_document_bytes)
         await self._store.append({project_uuid: [update]})

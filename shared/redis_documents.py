@@ -29,21 +29,25 @@ class RedisDocuments:
     durable log and published to the room's channel, where every collab
     instance applies it and relays it to its clients. It is first applied to
     the current document (database + log, `check_applies`); one that pycrdt
-    refuses is a RejectedUpdate and goes nowhere.
+    refuses is a RejectedUpdate, one that would grow it past `max_document_bytes`
+    is DocumentTooLarge, and either goes nowhere.
     """
 
-    def __init__(self, redis: aioredis.Redis, store: DocumentStore, instance_id: bytes) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, store: DocumentStore, instance_id: bytes, max_document_bytes: int = 0
+    ) -> None:
         self._redis = redis
         self._log = LogPublisher(redis)
         self._store = store
         self._instance_id = instance_id
+        self._max_document_bytes = max_document_bytes
 
     async def load(self, project_uuid: str) -> list[bytes]:
         return await load_with_log(self._redis, self._store, project_uuid)
 
     async def apply_update(self, project_uuid: str, update: bytes) -> None:
         current = await load_with_log(self._redis, self._store, project_uuid)
-        await asyncio.to_thread(check_applies, current, update)
+        await asyncio.to_thread(check_applies, current, update, self._max_document_bytes)
         outbox = ProjectOutbox()
         outbox.envelopes.append(encode_envelope(self._instance_id, Kind.UPDATE, update))
         await self._log.send({project_uuid: outbox})

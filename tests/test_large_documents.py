@@ -201,3 +201,28 @@ async def test_a_document_past_the_limit_is_refused_once_and_the_stock_client_st
             await reader.wait_text("small")
     finally:
         await srv.stop()
+
+
+async def test_a_gateway_alone_counts_the_whole_document_against_the_limit(cluster: Cluster) -> None:
+    """Multi-instance, no room open: the import is checked against the document made of
+    the database and the Redis log (413 document_too_large), and nothing of it is kept."""
+    gateway = await cluster.gateway(max_document_bytes="6000")
+    room = await cluster.new_project(1)
+    url = f"{gateway.http_url}/api/projects/{room.removeprefix('project-')}/yjs-document"
+
+    def text_update(fill: str, size: int) -> bytes:
+        doc = Doc()
+        doc.get("t", type=Text).insert(0, fill * size)
+        return doc.get_update()
+
+    async with aiohttp.ClientSession(
+        headers={"Authorization": f"Bearer {cluster.token(1)}", "Content-Type": "application/octet-stream"}
+    ) as session:
+        async with session.post(url, data=text_update("a", 3000)) as resp:
+            assert resp.status == 200, await resp.text()
+        async with session.post(url, data=text_update("b", 4000)) as resp:
+            assert resp.status == 413 and (await resp.json())["error"]["code"] == "document_too_large"
+        async with session.get(url) as resp:
+            doc = Doc()
+            doc.apply_update(await resp.read())
+    assert str(doc.get("t", type=Text)) == "a" * 3000

@@ -83,14 +83,16 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
             redis = create_redis(settings)
             instance = instance_id_bytes(settings.instance_id or uuid.uuid4().hex)
             # multi-instance: imports go through the durable log and the room's channel
-            app[FALLBACK_DOCUMENTS] = RedisDocuments(redis, app[DATABASE].store, instance)
+            app[FALLBACK_DOCUMENTS] = RedisDocuments(
+                redis, app[DATABASE].store, instance, settings.max_document_bytes
+            )
 
             async def redis_check() -> None:
                 await redis.ping()
 
             checks.setdefault("redis", redis_check)
         else:
-            app[FALLBACK_DOCUMENTS] = StoreDocuments(app[DATABASE].store)
+            app[FALLBACK_DOCUMENTS] = StoreDocuments(app[DATABASE].store, settings.max_document_bytes)
         yield
         if redis is not None:
             await redis.aclose()

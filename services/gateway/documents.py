@@ -50,7 +50,7 @@ def document_service(request: web.Request) -> DocumentService:
     fallback = request.app.get(FALLBACK_DOCUMENTS)
     if fallback is not None:
         return fallback
-    return StoreDocuments(request.app[DATABASE].store)
+    return StoreDocuments(request.app[DATABASE].store, gateway(request).settings.max_document_bytes)
 
 
 def validate_update(update: bytes) -> None:
@@ -68,7 +68,8 @@ def invalid_update() -> ApiError:
 
 async def apply_within_limit(request: web.Request, project_uuid: str, update: bytes) -> None:
     """Apply `update` through the request's `DocumentService`; 413 if it would grow the
-    document past MAX_DOCUMENT_BYTES (as far as the service knows the document's size)."""
+    document past MAX_DOCUMENT_BYTES (the live room's size, or the document's built from
+    the database and the log)."""
     try:
         check_document_size(0, update, gateway(request).settings.max_document_bytes)
         await document_service(request).apply_update(project_uuid, update)
