@@ -283,7 +283,9 @@ def _room():  # type: ignore[no-untyped-def]
         def publish_update(self, project_uuid: str, update: bytes) -> None:
             pass
 
-    return Room("p", Backplane(), CollabMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    from shared.tasks import TaskOwner
+
+    return Room("p", Backplane(), CollabMetrics(CollectorRegistry()), tasks=TaskOwner("test"))  # type: ignore[arg-type]
 
 
 def _text_of(update: bytes) -> str:

@@ -9,6 +9,7 @@ from services.collab.connection import HIGH_WATER, Connection, TickWriter
 from services.collab.frames import encode_frame
 from shared.access import Role
 from shared.auth import Identity
+from shared.tasks import TaskOwner
 
 
 class RecordingTransport:
@@ -39,7 +40,7 @@ class OpenSocket:
 def _connection(tick_writer: TickWriter) -> tuple[Connection, RecordingTransport, OpenSocket]:
     transport, ws = RecordingTransport(), OpenSocket()
     identity = Identity(user_id="u1")
-    conn = Connection(cast(Any, ws), cast(Any, transport), identity, Role.EDITOR, tick_writer)
+    conn = Connection(cast(Any, ws), cast(Any, transport), identity, Role.EDITOR, tick_writer, tasks=TaskOwner("test"))
     return conn, transport, ws
 
 
@@ -97,3 +98,27 @@ async def test_a_socket_that_fails_to_write_does_not_hold_back_the_others() -> N
     healthy.send(b"again")
     await asyncio.sleep(0)
     assert healthy_transport.writes[1:] == [encode_frame(b"again")]
+
+
+async def test_the_task_owner_logs_failures_cancels_loops_and_bounds_the_wait(caplog: Any) -> None:
+    owner = TaskOwner("test")
+    finished = asyncio.Event()
+
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    async def works() -> None:
+        await asyncio.sleep(0)
+        finished.set()
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    owner.spawn(fails(), name="failing")
+    owner.spawn(works())
+    owner.spawn_loop(forever(), name="loop")
+    hangs = owner.spawn(forever(), name="stuck")
+    await asyncio.sleep(0.01)  # let the failing task run
+    assert any("background task failed" in r.message and getattr(r, "task", "") == "failing" for r in caplog.records)
+    await owner.close(timeout=0.05)
+    assert finished.is_set() and hangs.cancelled() and owner.running == 0

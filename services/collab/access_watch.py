@@ -44,7 +44,7 @@ async def recheck_access(rooms: RoomManager, access: AccessPolicy) -> int:
         for conn in conns:
             if role is None:
                 log.info("access revoked; closing", extra={"project": project_uuid, "connection": conn.id})
-                asyncio.create_task(conn.close(CloseCode.FORBIDDEN, "forbidden"))
+                conn.close_soon(CloseCode.FORBIDDEN, "forbidden")
                 closed += 1
             else:
                 conn.role = role

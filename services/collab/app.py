@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from typing import AsyncIterator
@@ -30,6 +29,7 @@ from shared.health import READINESS_CHECKS
 from shared.metrics import METRICS_REGISTRY
 from shared.redis_log import create_redis
 from shared.service_app import service_app
+from shared.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,11 @@ def setup_collab(
 
     async def _collab_ctx(app: web.Application) -> AsyncIterator[None]:
         backplane = create_backplane(settings, app[DATABASE], metrics, instance_id)
+        tasks = TaskOwner("collab")
         rooms = RoomManager(
             backplane,
             metrics,
+            tasks=tasks,
             unload_grace=settings.room_unload_grace,
             relay_unknown_frames=settings.relay_unknown_frames,
             max_document_bytes=settings.max_document_bytes,
@@ -96,29 +98,24 @@ def setup_collab(
             limits=ConnectionLimits(
                 settings.max_connections_per_user, settings.max_connections_per_address
             ),
+            tasks=tasks,
         )
         app[DOCUMENTS] = RoomDocuments(rooms, backplane)
-        background = [
-            asyncio.create_task(
-                run_heartbeat(
-                    rooms.connections,
-                    ping_interval=settings.ping_interval,
-                    pong_timeout=settings.pong_timeout,
-                )
-            ),
-            asyncio.create_task(
-                run_access_watch(rooms, policy, interval=max(0.2, settings.access_cache_ttl))
-            ),
-        ]
+        tasks.spawn_loop(
+            run_heartbeat(rooms.connections, ping_interval=settings.ping_interval, pong_timeout=settings.pong_timeout),
+            name="heartbeat",
+        )
+        tasks.spawn_loop(
+            run_access_watch(rooms, policy, interval=max(0.2, settings.access_cache_ttl)), name="access-watch"
+        )
         log.info(
             "collab ready",
             extra={"instance": instance_id, "mode": "multi" if settings.multi_instance else "single"},
         )
         yield
-        for task in background:
-            task.cancel()
         await rooms.close(CloseCode.GOING_AWAY, "server shutting down")
         await backplane.stop()
+        await tasks.close()
 
     async def _close_sockets(app: web.Application) -> None:
         # on_shutdown runs before aiohttp waits for handlers: close sockets first.

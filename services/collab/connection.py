@@ -25,6 +25,7 @@ from services.collab.close_codes import CloseCode
 from services.collab.frames import encode_frame
 from shared.access import Role
 from shared.auth import Identity
+from shared.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Connection:
         role: Role,
         tick_writer: TickWriter,
         *,
+        tasks: TaskOwner,
         max_queued_bytes: int = 64 * 1024 * 1024,
         frames_per_second: float = 0.0,
     ) -> None:
@@ -80,6 +82,7 @@ class Connection:
         self.last_seen = time.monotonic()
         self.last_ping = 0.0
         self._tick_writer = tick_writer
+        self._tasks = tasks
         self._tick_frames: list[bytes] = []  # encoded frames written at the end of this tick
         self._queue: deque[Payload] = deque()
         self._queued_bytes = 0
@@ -140,12 +143,10 @@ class Connection:
             log.warning("slow consumer disconnected", extra={"connection": self.id})
             self._queue.clear()
             self._queued_bytes = 0
-            asyncio.get_running_loop().create_task(
-                self.close(CloseCode.TRY_AGAIN_LATER, "too slow")
-            )
+            self.close_soon(CloseCode.TRY_AGAIN_LATER, "too slow")
             return
         if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._drain())
+            self._writer = self._tasks.spawn(self._drain(), name=f"drain-{self.id}")
 
     def write_tick(self) -> None:
         """Write the frames gathered this tick in one system call."""
@@ -175,6 +176,10 @@ class Connection:
         writer = self._writer
         if writer is not None:
             await asyncio.shield(writer)
+
+    def close_soon(self, code: int, message: str = "") -> None:
+        """`close` in the background (from code that must not wait for it)."""
+        self._tasks.spawn(self.close(code, message), name=f"close-{self.id}")
 
     async def close(self, code: int, message: str = "") -> None:
         """Flush what is queued, then close with `code`."""

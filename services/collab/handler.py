@@ -32,6 +32,7 @@ from shared.config import Settings
 from shared.documents import DocumentTooLarge
 from shared.net import client_address
 from shared.protocol import ProtocolError, carries_update
+from shared.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class CollabContext:
     metrics: CollabMetrics
     instance_id: str
     limits: ConnectionLimits
+    tasks: TaskOwner
     tick_writer: TickWriter = field(default_factory=TickWriter)
     refusals: RefusalHistory = field(default_factory=RefusalHistory)
 
@@ -171,6 +173,7 @@ async def _join_and_serve(
         identity,
         role,
         ctx.tick_writer,
+        tasks=ctx.tasks,
         frames_per_second=ctx.settings.max_frames_per_second,
     )
     room.join(conn)
@@ -199,7 +202,7 @@ def _close_when_token_expires(conn: Connection) -> asyncio.TimerHandle:
 
     def close() -> None:
         log.info("token expired; closing", extra={"connection": conn.id})
-        loop.create_task(conn.close(CloseCode.UNAUTHORIZED, "token expired"))
+        conn.close_soon(CloseCode.UNAUTHORIZED, "token expired")
 
     loop = asyncio.get_running_loop()
     return loop.call_later(max(0.0, expires_at - time.time()), close)

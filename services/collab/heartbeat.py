@@ -34,7 +34,7 @@ async def run_heartbeat(
             silent = now - conn.last_seen
             if silent > pong_timeout:
                 log.info("heartbeat timeout", extra={"connection": conn.id})
-                asyncio.create_task(conn.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+                conn.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
             elif silent > ping_interval and now - conn.last_ping > ping_interval:
                 conn.last_ping = now
                 try:

@@ -68,6 +68,7 @@ from shared.protocol import (
     parse_frame,
     sync_step2_head,
 )
+from shared.tasks import TaskOwner
 from shared.ydoc import RejectedUpdate
 
 log = logging.getLogger(__name__)
@@ -101,11 +102,13 @@ class Room:
         backplane: Backplane,
         metrics: CollabMetrics,
         *,
+        tasks: TaskOwner,
         relay_unknown_frames: bool = True,
         max_document_bytes: int = 0,
         awareness_limits: AwarenessLimits | None = None,
     ) -> None:
         self.project_uuid = project_uuid
+        self._tasks = tasks
         self.doc: Doc = Doc()
         self.connections: dict[int, Connection] = {}
         self.awareness = AwarenessRegistry(awareness_limits)
@@ -380,7 +383,7 @@ class Room:
             extra={"project": self.project_uuid},
         )
         self._accepted_while_rebuilding = []
-        self._rebuilding = asyncio.get_running_loop().create_task(self._rebuild_from_durable())
+        self._rebuilding = self._tasks.spawn(self._rebuild_from_durable(), name=f"rebuild-{self.project_uuid}")
 
     async def _rebuild_from_durable(self) -> None:
         """Load what the backplane holds (everything accepted so far, see `Backplane.load`),

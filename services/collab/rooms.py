@@ -18,6 +18,7 @@ from services.collab.metrics import CollabMetrics
 from services.collab.room import Room
 from shared import ydoc
 from shared.awareness import AwarenessLimits
+from shared.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class RoomManager:
         backplane: Backplane,
         metrics: CollabMetrics,
         *,
+        tasks: TaskOwner,
         unload_grace: float = 30.0,
         relay_unknown_frames: bool = True,
         max_document_bytes: int = 0,
@@ -37,6 +39,7 @@ class RoomManager:
     ) -> None:
         self._backplane = backplane
         self._metrics = metrics
+        self._tasks = tasks
         self._unload_grace = unload_grace
         self._relay_unknown = relay_unknown_frames
         self._max_document_bytes = max_document_bytes
@@ -83,7 +86,7 @@ class RoomManager:
             if pending is None:
                 pending = asyncio.get_running_loop().create_future()
                 self._loading[project_uuid] = pending
-                asyncio.create_task(self._load(project_uuid, pending))
+                self._tasks.spawn(self._load(project_uuid, pending), name=f"load-{project_uuid}")
             room = await asyncio.shield(pending)
             if self._rooms.get(project_uuid) is room:
                 self._cancel_unload(project_uuid)
@@ -94,6 +97,7 @@ class RoomManager:
             project_uuid,
             self._backplane,
             self._metrics,
+            tasks=self._tasks,
             relay_unknown_frames=self._relay_unknown,
             max_document_bytes=self._max_document_bytes,
             awareness_limits=self._awareness_limits,
@@ -158,7 +162,7 @@ class RoomManager:
             return
         del self._rooms[room.project_uuid]
         self._metrics.rooms.set(len(self._rooms))
-        task = asyncio.create_task(self._unload(room))
+        task = self._tasks.spawn(self._unload(room), name=f"unload-{room.project_uuid}")
         self._unloading[room.project_uuid] = task
         task.add_done_callback(lambda _: self._unloading.pop(room.project_uuid, None))
 
