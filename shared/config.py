@@ -1,7 +1,10 @@
 """Typed settings read from the environment, with the seed's variable names.
 
 One `Settings` object is built at start-up (`Settings.from_env()`) and passed
-down explicitly; nothing reads `os.environ` after that.
+down explicitly; nothing reads `os.environ` after that. Each setting is
+declared once, as a field with its variable and default (`setting(...)`); the
+parser is derived from those declarations, and a test checks that the README's
+configuration table names every variable (`environment_variables()`).
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ import logging
 import math
 import os
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
     from shared.awareness import AwarenessLimits
@@ -48,11 +51,9 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
-def _non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
-    value = _float(env, name, default)
+def _non_negative(name: str, value: float) -> None:
     if not 0 <= value < math.inf:
         raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
-    return value
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -66,65 +67,108 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
+def setting(
+    env: str,
+    default: Any,
+    *,
+    secret: bool = False,
+    parse: Callable[[str], Any] | None = None,
+    check: Callable[[str, Any], None] | None = None,
+) -> Any:
+    """A setting read from the environment variable `env`: its one declaration.
+
+    The value is parsed by the default's type (int, float, bool, str; a str is
+    stripped unless `secret`), or by `parse`; `check` may refuse it. A secret is
+    left out of the repr.
+    """
+    metadata = {"env": env, "secret": secret, "parse": parse, "check": check}
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
+def _read(env: Mapping[str, str], spec: Field[Any], default: Any) -> Any:
+    """One setting's value from `env` (see `setting`)."""
+    name, meta = spec.metadata["env"], spec.metadata
+    if isinstance(default, bool):
+        value: Any = _bool(env, name, default)
+    elif isinstance(default, int):
+        value = _int(env, name, default)
+    elif isinstance(default, float):
+        value = _float(env, name, default)
+    else:
+        raw = env.get(name)
+        value = default if raw is None else raw if meta["secret"] else raw.strip()
+    if meta["parse"] is not None:
+        value = meta["parse"](value)
+    if meta["check"] is not None:
+        meta["check"](name, value)
+    return value
+
+
+def environment_variables() -> list[str]:
+    """Every variable the settings read (the README's configuration table lists them all)."""
+    return [f.metadata["env"] for f in fields(Settings) if "env" in f.metadata]
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of every service; see the README's configuration table."""
 
     app_env: str = "dev"
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: str = setting("HOST", "127.0.0.1")
+    port: int = setting("PORT", 8080)
     data_dir: Path = Path("data")
     files_dir: Path = Path("data")
     database_url: str = ""
-    jwt_secret: str = field(default="", repr=False)
-    app_secret: str = field(default="", repr=False)
-    jwt_ttl_seconds: int = 24 * 3600
-    redis_host: str = ""
-    redis_port: int = 6379
-    redis_password: str = field(default="", repr=False)
-    redis_db: int = 0
-    instance_id: str = ""
-    max_message_bytes: int = 8 * 1024 * 1024
+    jwt_secret: str = setting("API_JWT_SECRET", "", secret=True)
+    app_secret: str = setting("APP_SECRET", "", secret=True)
+    jwt_ttl_seconds: int = setting("JWT_TTL_SECONDS", 24 * 3600)
+    redis_host: str = setting("REDIS_HOST", "")
+    redis_port: int = setting("REDIS_PORT", 6379)
+    redis_password: str = setting("REDIS_PASSWORD", "", secret=True)
+    redis_db: int = setting("REDIS_DB", 0)
+    instance_id: str = setting("INSTANCE_ID", "")
+    max_message_bytes: int = setting("MAX_MESSAGE_BYTES", 8 * 1024 * 1024)
     # a whole document in one message: a client's sync answer or update, an HTTP import
-    max_sync_message_bytes: int = 136 * 1024 * 1024
-    max_document_bytes: int = 128 * 1024 * 1024  # growth past it is refused (0: no limit)
-    relay_unknown_frames: bool = True
-    ping_interval: float = 30.0
-    pong_timeout: float = 40.0
-    room_unload_grace: float = 30.0
-    store_flush_interval: float = 0.2
-    persist_batch_seconds: float = 0.1
-    compact_max_updates: int = 500
-    compact_max_bytes: int = 512 * 1024
-    compact_idle_seconds: float = 30.0
-    compact_min_log_ratio: float = 8.0
-    compact_max_rows: int = 10_000
-    presence_interval: float = 1.0
-    max_connections: int = 20_000
-    max_connections_per_user: int = 50
-    max_connections_per_address: int = 1000
-    redis_backlog: int = 100_000
-    max_frames_per_second: float = 500.0
-    awareness_max_entries: int = 100
-    awareness_max_state_bytes: int = 64 * 1024
-    awareness_max_client_ids: int = 16
-    awareness_max_room_bytes: int = 4 * 1024 * 1024
-    presence_ttl: float = 3.0
-    auth_create_users: bool = True
-    log_level: str = "INFO"
-    run_migrations: bool = True
+    max_sync_message_bytes: int = setting("MAX_SYNC_MESSAGE_BYTES", 136 * 1024 * 1024)
+    # growth past it is refused (0: no limit)
+    max_document_bytes: int = setting("MAX_DOCUMENT_BYTES", 128 * 1024 * 1024)
+    relay_unknown_frames: bool = setting("RELAY_UNKNOWN_FRAMES", True)
+    ping_interval: float = setting("WS_PING_INTERVAL", 30.0)
+    pong_timeout: float = setting("WS_PONG_TIMEOUT", 40.0)
+    room_unload_grace: float = setting("ROOM_UNLOAD_GRACE", 30.0)
+    store_flush_interval: float = setting("STORE_FLUSH_INTERVAL", 0.2)
+    persist_batch_seconds: float = setting("PERSIST_BATCH_SECONDS", 0.1, check=_non_negative)
+    compact_max_updates: int = setting("COMPACT_MAX_UPDATES", 500)
+    compact_max_bytes: int = setting("COMPACT_MAX_BYTES", 512 * 1024)
+    compact_idle_seconds: float = setting("COMPACT_IDLE_SECONDS", 30.0)
+    compact_min_log_ratio: float = setting("COMPACT_MIN_LOG_RATIO", 8.0)
+    compact_max_rows: int = setting("COMPACT_MAX_ROWS", 10_000)
+    presence_interval: float = setting("PRESENCE_INTERVAL", 1.0)
+    max_connections: int = setting("MAX_CONNECTIONS", 20_000)
+    max_connections_per_user: int = setting("WS_MAX_CONNECTIONS_PER_USER", 50)
+    max_connections_per_address: int = setting("WS_MAX_CONNECTIONS_PER_ADDRESS", 1000)
+    redis_backlog: int = setting("REDIS_BACKLOG", 100_000)
+    max_frames_per_second: float = setting("WS_MAX_FRAMES_PER_SECOND", 500.0)
+    awareness_max_entries: int = setting("AWARENESS_MAX_ENTRIES", 100)
+    awareness_max_state_bytes: int = setting("AWARENESS_MAX_STATE_BYTES", 64 * 1024)
+    awareness_max_client_ids: int = setting("AWARENESS_MAX_CLIENT_IDS", 16)
+    awareness_max_room_bytes: int = setting("AWARENESS_MAX_ROOM_BYTES", 4 * 1024 * 1024)
+    presence_ttl: float = setting("PRESENCE_TTL", 3.0)
+    auth_create_users: bool = setting("AUTH_CREATE_USERS", True)
+    log_level: str = setting("LOG_LEVEL", "INFO", parse=str.upper)
+    run_migrations: bool = setting("RUN_MIGRATIONS", True)
     # gateway: limits, login throttling, access cache, resumable uploads
-    max_asset_bytes: int = 100 * 1024 * 1024
-    max_project_bytes: int = 1024 * 1024 * 1024
-    login_rate_per_address: int = 20
-    login_rate_per_account: int = 5
-    login_rate_window: float = 60.0
-    access_cache_ttl: float = 2.0
-    upload_expiry_seconds: int = 24 * 3600
-    max_open_uploads_per_user: int = 20
-    max_open_uploads_per_project: int = 50
-    forwarded_allow_ips: str = ""
-    metrics_token: str = field(default="", repr=False)
+    max_asset_bytes: int = setting("MAX_ASSET_BYTES", 100 * 1024 * 1024)
+    max_project_bytes: int = setting("MAX_PROJECT_BYTES", 1024 * 1024 * 1024)
+    login_rate_per_address: int = setting("LOGIN_RATE_PER_ADDRESS", 20)
+    login_rate_per_account: int = setting("LOGIN_RATE_PER_ACCOUNT", 5)
+    login_rate_window: float = setting("LOGIN_RATE_WINDOW", 60.0)
+    access_cache_ttl: float = setting("ACCESS_CACHE_TTL", 2.0)
+    upload_expiry_seconds: int = setting("UPLOAD_EXPIRY_SECONDS", 24 * 3600)
+    max_open_uploads_per_user: int = setting("MAX_OPEN_UPLOADS_PER_USER", 20)
+    max_open_uploads_per_project: int = setting("MAX_OPEN_UPLOADS_PER_PROJECT", 50)
+    forwarded_allow_ips: str = setting("FORWARDED_ALLOW_IPS", "")
+    metrics_token: str = setting("METRICS_TOKEN", "", secret=True, parse=str.strip)
 
     @property
     def is_production(self) -> bool:
@@ -177,60 +221,18 @@ class Settings:
         app_env = env.get("APP_ENV", "dev").strip().lower() or "dev"
         data_dir = Path(env.get("DATA_DIR", "data")).expanduser()
         files_dir = Path(env.get("FILES_DIR", "") or data_dir).expanduser()
+        production = app_env in ("prod", "production")
+        defaults = {"auth_create_users": not production, "run_migrations": not production}
         settings = cls(
             app_env=app_env,
-            host=env.get("HOST", "127.0.0.1"),
-            port=_int(env, "PORT", 8080),
             data_dir=data_dir,
             files_dir=files_dir,
             database_url=_database_url(env, data_dir),
-            jwt_secret=env.get("API_JWT_SECRET", ""),
-            app_secret=env.get("APP_SECRET", ""),
-            jwt_ttl_seconds=_int(env, "JWT_TTL_SECONDS", 24 * 3600),
-            redis_host=env.get("REDIS_HOST", "").strip(),
-            redis_port=_int(env, "REDIS_PORT", 6379),
-            redis_password=env.get("REDIS_PASSWORD", ""),
-            redis_db=_int(env, "REDIS_DB", 0),
-            instance_id=env.get("INSTANCE_ID", ""),
-            max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 8 * 1024 * 1024),
-            max_sync_message_bytes=_int(env, "MAX_SYNC_MESSAGE_BYTES", 136 * 1024 * 1024),
-            max_document_bytes=_int(env, "MAX_DOCUMENT_BYTES", 128 * 1024 * 1024),
-            relay_unknown_frames=_bool(env, "RELAY_UNKNOWN_FRAMES", True),
-            ping_interval=_float(env, "WS_PING_INTERVAL", 30.0),
-            pong_timeout=_float(env, "WS_PONG_TIMEOUT", 40.0),
-            room_unload_grace=_float(env, "ROOM_UNLOAD_GRACE", 30.0),
-            store_flush_interval=_float(env, "STORE_FLUSH_INTERVAL", 0.2),
-            persist_batch_seconds=_non_negative_float(env, "PERSIST_BATCH_SECONDS", 0.1),
-            compact_max_updates=_int(env, "COMPACT_MAX_UPDATES", 500),
-            compact_max_bytes=_int(env, "COMPACT_MAX_BYTES", 512 * 1024),
-            compact_idle_seconds=_float(env, "COMPACT_IDLE_SECONDS", 30.0),
-            compact_min_log_ratio=_float(env, "COMPACT_MIN_LOG_RATIO", 8.0),
-            compact_max_rows=_int(env, "COMPACT_MAX_ROWS", 10_000),
-            presence_interval=_float(env, "PRESENCE_INTERVAL", 1.0),
-            max_connections=_int(env, "MAX_CONNECTIONS", 20_000),
-            max_connections_per_user=_int(env, "WS_MAX_CONNECTIONS_PER_USER", 50),
-            max_connections_per_address=_int(env, "WS_MAX_CONNECTIONS_PER_ADDRESS", 1000),
-            redis_backlog=_int(env, "REDIS_BACKLOG", 100_000),
-            max_frames_per_second=_float(env, "WS_MAX_FRAMES_PER_SECOND", 500.0),
-            awareness_max_entries=_int(env, "AWARENESS_MAX_ENTRIES", 100),
-            awareness_max_state_bytes=_int(env, "AWARENESS_MAX_STATE_BYTES", 64 * 1024),
-            awareness_max_client_ids=_int(env, "AWARENESS_MAX_CLIENT_IDS", 16),
-            awareness_max_room_bytes=_int(env, "AWARENESS_MAX_ROOM_BYTES", 4 * 1024 * 1024),
-            presence_ttl=_float(env, "PRESENCE_TTL", 3.0),
-            auth_create_users=_bool(env, "AUTH_CREATE_USERS", app_env not in ("prod", "production")),
-            log_level=env.get("LOG_LEVEL", "INFO").upper(),
-            run_migrations=_bool(env, "RUN_MIGRATIONS", app_env not in ("prod", "production")),
-            max_asset_bytes=_int(env, "MAX_ASSET_BYTES", 100 * 1024 * 1024),
-            max_project_bytes=_int(env, "MAX_PROJECT_BYTES", 1024 * 1024 * 1024),
-            login_rate_per_address=_int(env, "LOGIN_RATE_PER_ADDRESS", 20),
-            login_rate_per_account=_int(env, "LOGIN_RATE_PER_ACCOUNT", 5),
-            login_rate_window=_float(env, "LOGIN_RATE_WINDOW", 60.0),
-            access_cache_ttl=_float(env, "ACCESS_CACHE_TTL", 2.0),
-            upload_expiry_seconds=_int(env, "UPLOAD_EXPIRY_SECONDS", 24 * 3600),
-            max_open_uploads_per_user=_int(env, "MAX_OPEN_UPLOADS_PER_USER", 20),
-            max_open_uploads_per_project=_int(env, "MAX_OPEN_UPLOADS_PER_PROJECT", 50),
-            forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "").strip(),
-            metrics_token=env.get("METRICS_TOKEN", "").strip(),
+            **{
+                f.name: _read(env, f, defaults.get(f.name, f.default))
+                for f in fields(cls)
+                if "env" in f.metadata
+            },
         )
         if settings.max_sync_message_bytes < settings.max_message_bytes:
             raise ConfigError("MAX_SYNC_MESSAGE_BYTES must be at least MAX_MESSAGE_BYTES")

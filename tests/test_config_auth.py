@@ -354,3 +354,35 @@ def test_verify_token_rejects(case: str) -> None:
 )
 def test_bearer_token_parsing(header: str | None, expected: str | None) -> None:
     assert bearer_token(header) == expected
+
+
+def test_every_setting_is_declared_once_and_documented() -> None:
+    """The parser is derived from the declarations: each variable set to a distinct value
+    reaches its field, and the README's configuration table names every variable."""
+    from dataclasses import fields
+
+    from shared.config import environment_variables
+
+    names = environment_variables()
+    assert len(names) == len(set(names))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert [name for name in names if f"`{name}`" not in readme] == []
+    by_env = {f.metadata["env"]: f for f in fields(Settings) if "env" in f.metadata}
+    env = {"API_JWT_SECRET": "s" * 40, "APP_SECRET": "t" * 40}
+    for name, spec in by_env.items():
+        if isinstance(spec.default, bool):
+            env.setdefault(name, "0" if spec.default else "1")
+        elif isinstance(spec.default, (int, float)):
+            env.setdefault(name, "7")
+        else:
+            env.setdefault(name, " value-of-" + name.lower())
+    env["MAX_SYNC_MESSAGE_BYTES"] = "8"  # at least MAX_MESSAGE_BYTES
+    settings = Settings.from_env(env)
+    for name, spec in by_env.items():
+        value = getattr(settings, spec.name)
+        if isinstance(spec.default, bool):
+            assert value is (not spec.default), name
+        elif isinstance(spec.default, (int, float)):
+            assert value == (8 if name == "MAX_SYNC_MESSAGE_BYTES" else 7), name
+        elif not spec.metadata["secret"] and spec.metadata["parse"] is None:
+            assert value == "value-of-" + name.lower(), name
