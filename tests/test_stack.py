@@ -368,6 +368,26 @@ async def test_stock_clients_on_different_instances_converge_with_presence(
         )
 
 
+async def test_a_30_mb_document_crosses_nginx_and_redis_to_the_other_instance(
+    stack: Stack, api: Api
+) -> None:
+    """A stock client's 30 MB sync answer through nginx reaches a reader on the other
+    instance (through Redis, by reference), and the gateway exports all of it."""
+    token = await api.user("big")
+    room = await api.project(token)
+    await idle(stack)
+    async with NodeYClient.start(stack.ws_url, room, token, name="reader") as reader:
+        await reader.wait_synced()
+        author_client = NodeYClient.start(stack.ws_url, room, token, name="author", preload=(120_000, 250))
+        async with author_client as author:
+            await author.wait_synced(90)
+            assert await connections_per_instance(stack) == {"collab-1": 1, "collab-2": 1}
+            length, digest = await author.digest(90)
+            await reader.wait_for(lambda e: e["event"] == "update" and e.get("length") == length, 90)
+            assert await reader.digest(90) == (length, digest)
+    assert len(await exported_text(api, token, room)) == length == 120_000 * 250
+
+
 async def test_access_log_never_holds_a_token(stack: Stack) -> None:
     lines = stack.nginx_access_log.read_text().splitlines()
     yjs = [json.loads(line) for line in lines if '"/yjs/' in line]
