@@ -37,10 +37,6 @@ class _SnapshotChanged(Exception):
     """Another compaction replaced the snapshot while this one was merging."""
 
 
-class UnknownProject(LookupError):
-    """No project with that uuid."""
-
-
 @dataclass(frozen=True, slots=True)
 class CompactionResult:
     merged_updates: int
