@@ -21,10 +21,6 @@ class Role(str, Enum):
     def can_edit(self) -> bool:
         return self is not Role.VIEWER
 
-    @property
-    def can_manage(self) -> bool:
-        return self is Role.OWNER
-
 
 class AccessPolicy(Protocol):
     async def role_for(self, identity: Identity, project_uuid: str) -> Role | None:
@@ -51,13 +47,3 @@ class PolicyBase:
             (identity.user_id, project_uuid): await self.role_for(identity, project_uuid)
             for identity, project_uuid in requests
         }
-
-
-class OpenAccess(PolicyBase):
-    """Any valid token may edit any project: the policy until membership exists."""
-
-    def __init__(self, role: Role = Role.EDITOR) -> None:
-        self.role = role
-
-    async def role_for(self, identity: Identity, project_uuid: str) -> Role | None:
-        return self.role

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 import uuid as uuid_module
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from aiohttp import web
@@ -35,14 +34,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.access import PolicyBase, Role
 from shared.auth import Identity
 from shared.db.models import Project, ProjectMember
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectAccess:
-    """A live project and the caller's role on it."""
-
-    project: Project
-    role: Role
 
 
 def user_id_of(identity: Identity) -> int | None:

@@ -37,10 +37,6 @@ class _SnapshotChanged(Exception):
     """Another compaction replaced the snapshot while this one was merging."""
 
 
-class UnknownProject(LookupError):
-    """No project with that uuid."""
-
-
 @dataclass(frozen=True, slots=True)
 class CompactionResult:
     merged_updates: int
@@ -363,7 +359,8 @@ class DocumentStore:
             project_id = await session.scalar(
                 select(Project.id).where(Project.uuid == uuid_module.UUID(project_uuid))
             )
-            assert project_id is not None
+            if project_id is None:
+                raise LookupError(f"project {project_uuid} was deleted while it was being created")
         if project_id not in self._documents:
             await session.execute(
                 dialect_insert(YjsDocument)

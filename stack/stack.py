@@ -577,7 +577,8 @@ class Stack:
 
     def _wait_redis(self) -> None:
         redis = self.redis
-        assert redis is not None
+        if redis is None:
+            raise StackError("redis was not started")
         self._wait(lambda: _redis_ping(self.redis_port), "redis PING", redis)
 
     def _start_postgres(self) -> None:
@@ -679,7 +680,8 @@ class Stack:
         while pending:
             for instance in list(pending):
                 process = instance.process
-                assert process is not None
+                if process is None:
+                    raise StackError(f"{instance.name} was not started")
                 if http_status(instance.url + "/health/ready", timeout=2) == 200:
                     pending.remove(instance)
                 elif not process.alive:

@@ -132,6 +132,36 @@ async def test_login_failures_do_not_reveal_accounts(api: Api) -> None:
     assert (await api.post("/api/auth/login", json={"email": "x"}, token=None)).status == 400
 
 
+async def test_login_rehashes_a_password_hashed_with_weaker_parameters(
+    api: Api, server: InProcessServer
+) -> None:
+    from argon2 import PasswordHasher
+    from sqlalchemy import select
+
+    from shared.db.models import User
+
+    weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+    async with server.sessionmaker() as session, session.begin():
+        session.add(User(email="old@example.com", password_hash=weak, display_name="", roles=[]))
+
+    async def stored_hash() -> str:
+        async with server.sessionmaker() as session:
+            return str(
+                await session.scalar(
+                    select(User.password_hash).where(User.email == "old@example.com")
+                )
+            )
+
+    assert (await login(api, "old@example.com", "wrong-password")).status == 401
+    assert await stored_hash() == weak  # a failed login changes nothing
+    assert (await login(api, "old@example.com")).status == 200
+    rehashed = await stored_hash()
+    assert rehashed != weak and not PasswordHasher().check_needs_rehash(rehashed)
+    assert PasswordHasher().verify(rehashed, PASSWORD)
+    assert (await login(api, "old@example.com")).status == 200
+    assert await stored_hash() == rehashed  # current parameters: left alone
+
+
 async def test_every_bad_token_is_a_401_json_error_without_traceback(
     api: Api, server: InProcessServer, caplog: pytest.LogCaptureFixture
 ) -> None:

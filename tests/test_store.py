@@ -281,6 +281,22 @@ def test_log_sizes_count_in_memory_until_a_compaction() -> None:
     sizes.forget("p")  # forgetting an unknown project is harmless
 
 
+def test_worker_write_amplification_is_database_bytes_over_update_bytes() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from services.persistence.metrics import WorkerMetrics
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    metrics.record_written(0, 500)  # a snapshot before any update: no ratio yet
+    assert registry.get_sample_value("persistence_write_amplification") == 0.0
+    metrics.record_written(100, 100)  # update rows
+    metrics.record_written(0, 150)  # a compaction's snapshot
+    assert registry.get_sample_value("persistence_update_bytes_total") == 100.0
+    assert registry.get_sample_value("persistence_db_bytes_written_total") == 750.0
+    assert registry.get_sample_value("persistence_write_amplification") == 7.5
+
+
 async def test_compaction_of_nothing_returns_none(store: DocumentStore) -> None:
     assert await store.compact(new_project()) is None  # unknown project
 

@@ -93,7 +93,8 @@ class RedisBackplane:
         presence_interval: float = 1.0,
         presence_ttl: float = 3.0,
     ) -> None:
-        assert len(instance_id) == INSTANCE_ID_BYTES
+        if len(instance_id) != INSTANCE_ID_BYTES:
+            raise ValueError(f"instance_id must be {INSTANCE_ID_BYTES} bytes: {instance_id!r}")
         self.instance_id = instance_id
         self._redis = redis
         self._log = LogPublisher(redis)

@@ -6,11 +6,11 @@ import re
 import unicodedata
 from typing import Any, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.gateway.passwords import hash_password
+from services.gateway.passwords import hash_password, needs_rehash
 from services.gateway.timefmt import iso
 from shared.db.models import User
 
@@ -47,10 +47,6 @@ async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
     return await session.scalar(select(User).where(User.email == email))
 
 
-async def count_users(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(User)) or 0)
-
-
 async def create_user(
     sessionmaker: async_sessionmaker[AsyncSession],
     email: str,
@@ -69,6 +65,26 @@ async def create_user(
             raise EmailTaken(email) from None
         await session.refresh(user)
         return user
+
+
+async def rehash_if_outdated(
+    sessionmaker: async_sessionmaker[AsyncSession], user: User, password: str
+) -> bool:
+    """After a successful login, store a hash with today's parameters if `user`'s is outdated.
+
+    The row changes only while it still holds the hash the password was checked
+    against, so a password changed meanwhile is kept. True when it was rehashed.
+    """
+    if not needs_rehash(user.password_hash):
+        return False
+    password_hash = await hash_password(password)
+    async with sessionmaker() as session, session.begin():
+        result = await session.execute(
+            update(User)
+            .where(User.id == user.id, User.password_hash == user.password_hash)
+            .values(password_hash=password_hash)
+        )
+    return bool(result.rowcount)
 
 
 async def set_password(

@@ -235,7 +235,8 @@ async def commit_asset(
             )
     finally:
         discard(staged.path)  # gone already when the rename happened
-    assert asset is not None
+    if asset is None:
+        raise not_found("the asset was deleted as it was stored")
     return asset, existing is None
 
 

@@ -13,6 +13,7 @@ from services.gateway.accounts import (
     create_user,
     find_user_by_email,
     normalize_email,
+    rehash_if_outdated,
     user_json,
 )
 from services.gateway.context import (
@@ -110,6 +111,8 @@ async def login(request: web.Request) -> web.Response:
         log.info("login failed", extra={"remote": address})
         raise unauthorized(LOGIN_FAILED)
     ctx.login_by_account.reset(account)
+    if await rehash_if_outdated(sessionmaker(request), user, password):
+        log.info("password rehashed", extra={"user": user.id})
     ctx.metrics.logins.labels("ok").inc()
     token, expires_at = mint_token(
         ctx.settings.jwt_secret,

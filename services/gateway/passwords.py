@@ -2,7 +2,8 @@
 
 Hashing costs tens of milliseconds of CPU by design, so it runs in a worker
 thread. `verify` against an unknown account still hashes (a dummy hash), so
-the response time does not tell whether an email exists.
+the response time does not tell whether an email exists. A hash made with
+other (older, weaker) parameters is replaced at the next successful login.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def verify_password_sync(password_hash: str | None, password: str) -> bool:
 
 
 def needs_rehash(password_hash: str) -> bool:
+    """True when the hash was made with other parameters than today's (login then stores a new one)."""
     try:
         return _hasher().check_needs_rehash(password_hash)
     except InvalidHashError:

@@ -64,7 +64,8 @@ async def create_project(request: web.Request) -> web.Response:
         project = await insert_project(session, user_id, title)
     async with sessionmaker(request)() as session:
         project = await session.get(Project, project.id)  # server-side timestamps
-    assert project is not None
+    if project is None:
+        raise not_found("the project was deleted as it was created")
     log.info("project created", extra={"project": str(project.uuid), "user": user_id})
     return web.json_response(project_json(project, Role.OWNER), status=201)
 

@@ -96,7 +96,8 @@ async def create_version(request: web.Request) -> web.Response:
         session.add(version)
     async with sessionmaker(request)() as session:
         version = await session.get(YjsVersion, version.id)
-    assert version is not None
+    if version is None:
+        raise not_found("the version was deleted as it was created")
     log.info("version created", extra={"project": auth.project_uuid, "version": version.id})
     return web.json_response(version_json(version), status=201)
 

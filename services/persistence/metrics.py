@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class WorkerMetrics:
+    """The worker's counters, gauges and histogram, registered in `registry`."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.updates_persisted = Counter(
             "persistence_updates_total", "Log entries written to the database", registry=registry
@@ -18,6 +20,9 @@ class WorkerMetrics:
             "Bytes written to the database (update rows and snapshots)",
             registry=registry,
         )
+        # The two counters' totals, kept here: prometheus_client offers no public read of a value.
+        self._update_bytes_total = 0
+        self._db_bytes_total = 0
         self.write_amplification = Gauge(
             "persistence_write_amplification",
             "Bytes written to the database per byte of Yjs update (since start)",
@@ -45,8 +50,10 @@ class WorkerMetrics:
         )
 
     def record_written(self, update_bytes: int, db_bytes: int) -> None:
+        """Count bytes written and refresh the write amplification from this process's totals."""
         self.update_bytes.inc(update_bytes)
         self.db_bytes_written.inc(db_bytes)
-        total_updates = self.update_bytes._value.get()
-        if total_updates:
-            self.write_amplification.set(self.db_bytes_written._value.get() / total_updates)
+        self._update_bytes_total += update_bytes
+        self._db_bytes_total += db_bytes
+        if self._update_bytes_total:
+            self.write_amplification.set(self._db_bytes_total / self._update_bytes_total)
