@@ -111,8 +111,11 @@ async def login(request: web.Request) -> web.Response:
         log.info("login failed", extra={"remote": address})
         raise unauthorized(LOGIN_FAILED)
     ctx.login_by_account.reset(account)
-    if await rehash_if_outdated(sessionmaker(request), user, password):
-        log.info("password rehashed", extra={"user": user.id})
+    try:
+        if await rehash_if_outdated(sessionmaker(request), user, password):
+            log.info("password rehashed", extra={"user": user.id})
+    except Exception:  # the login stands; the old hash still works and is rehashed next time
+        log.exception("password rehash failed", extra={"user": user.id})
     ctx.metrics.logins.labels("ok").inc()
     token, expires_at = mint_token(
         ctx.settings.jwt_secret,
