@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Self
 
 from bench.accounting import (
     LatencySummary,
@@ -168,7 +169,7 @@ class LoadRun:
         finally:
             await asyncio.gather(*(w.stop() for w in self._workers), return_exceptions=True)
 
-    async def __aenter__(self) -> "LoadRun":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -10,9 +10,10 @@ import logging
 import math
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from shared.awareness import AwarenessLimits
@@ -131,7 +132,7 @@ class Settings:
         return self.app_env in ("prod", "production")
 
     @property
-    def compaction_policy(self) -> "CompactionPolicy":
+    def compaction_policy(self) -> CompactionPolicy:
         from shared.compaction import CompactionPolicy
 
         return CompactionPolicy(
@@ -142,7 +143,7 @@ class Settings:
         )
 
     @property
-    def awareness_limits(self) -> "AwarenessLimits":
+    def awareness_limits(self) -> AwarenessLimits:
         from shared.awareness import AwarenessLimits
 
         return AwarenessLimits(
@@ -166,12 +167,12 @@ class Settings:
     def database_is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and the embedded runner use this)."""
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read settings from `env` (default `os.environ`); raise ConfigError when unusable."""
         env = os.environ if env is None else env
         app_env = env.get("APP_ENV", "dev").strip().lower() or "dev"
@@ -236,7 +237,7 @@ class Settings:
             raise ConfigError("MAX_SYNC_MESSAGE_BYTES must be at least MAX_MESSAGE_BYTES")
         return settings.with_secrets()
 
-    def with_secrets(self) -> "Settings":
+    def with_secrets(self) -> Settings:
         """Fill missing secrets: an error in production, a stored dev secret otherwise."""
         missing = [
             name
@@ -266,7 +267,7 @@ class Settings:
 def _database_url(env: Mapping[str, str], data_dir: Path) -> str:
     url = env.get("DATABASE_URL", "").strip()
     if url:
-        if url.startswith("postgresql://") or url.startswith("postgres://"):
+        if url.startswith(("postgresql://", "postgres://")):
             url = "postgresql+asyncpg://" + url.split("://", 1)[1]
         return url
     if env.get("DB_HOST", "").strip():

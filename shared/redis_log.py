@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -181,7 +181,7 @@ class ProjectOutbox:
     """What one batch sends for a project: updates for the log only (accepted
     while Redis was away; peers resync by state vector) and envelopes to publish."""
 
-    __slots__ = ("log_only", "envelopes")
+    __slots__ = ("envelopes", "log_only")
 
     def __init__(self) -> None:
         self.log_only: list[bytes] = []

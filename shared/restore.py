@@ -92,10 +92,7 @@ def _clear(shared: Any) -> None:
     if isinstance(shared, Map):
         for key in list(shared.keys()):
             del shared[key]
-    elif isinstance(shared, (Text, XmlText)):
-        if len(shared):
-            del shared[0 : len(shared)]
-    elif isinstance(shared, Array):
+    elif isinstance(shared, (Text, XmlText, Array)):
         if len(shared):
             del shared[0 : len(shared)]
     elif isinstance(shared, (XmlFragment, XmlElement)):

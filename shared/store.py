@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuid_module
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Collection, Mapping, Sequence
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite

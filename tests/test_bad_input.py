@@ -30,7 +30,10 @@ from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
 
 # HS512 with the test secret is the point of one case; PyJWT warns about its length.
-pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
+]
 
 CLOSE_BAD_ROOM = 4400
 CLOSE_UNAUTHORIZED = 4401

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import select
 
 from tests.support.app_server import InProcessServer
 from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
 
 
 async def test_two_clients_converge_both_ways(server: InProcessServer, project: str) -> None:

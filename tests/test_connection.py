@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import pytest
+
 from services.collab.connection import HIGH_WATER, Connection, TickWriter
 from services.collab.frames import encode_frame
 from shared.access import Role
 from shared.auth import Identity
+
+pytestmark = pytest.mark.unit
 
 
 class RecordingTransport:

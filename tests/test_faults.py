@@ -7,9 +7,13 @@ import asyncio
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.support.cluster import Cluster, metrics_of, wait_stored
 from tests.support.servers import PostgresServer, RedisServer
 from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
 
 
 async def edit_steadily(client: YClient, tag: str, count: int, pause: float = 0.005) -> list[str]:

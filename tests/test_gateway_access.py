@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -20,6 +21,8 @@ from tests.support.api import Api, Reply
 from tests.support.app_server import InProcessServer
 from tests.support.fixtures_data import create_project, create_user, email_for, make_member
 from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
 
 ROLES = ("anonymous", "outsider", "viewer", "editor", "owner")
 
@@ -247,16 +250,18 @@ async def test_member_rules(world: World) -> None:
 
 async def _close_code(server: InProcessServer, project: str, token: str | None) -> int | None:
     params = {"token": token} if token is not None else {}
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"{server.ws_url}/project-{project}", params=params) as ws:
-            while True:
-                msg = await ws.receive(timeout=10)
-                if msg.type in (
-                    aiohttp.WSMsgType.CLOSE,
-                    aiohttp.WSMsgType.CLOSED,
-                    aiohttp.WSMsgType.ERROR,
-                ):
-                    return ws.close_code
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{server.ws_url}/project-{project}", params=params) as ws,
+    ):
+        while True:
+            msg = await ws.receive(timeout=10)
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                return ws.close_code
 
 
 async def test_websocket_join_requires_membership(world: World) -> None:
@@ -360,7 +365,7 @@ async def test_database_access_rule_and_cache(server: InProcessServer) -> None:
     project = await create_project(sm, owner_id=alice)
     now = [1000.0]
     access = DatabaseAccess(sm, ttl=2.0, clock=lambda: now[0])
-    who = lambda uid: Identity(str(uid))  # noqa: E731
+    who = lambda uid: Identity(str(uid))
 
     assert await access.role_for(who(alice), project) is Role.OWNER
     assert await access.role_for(who(bob), project) is None

@@ -22,9 +22,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from services.gateway.openapi import build_spec
 from tests.conftest import TEST_SECRET
 from tests.support.api import ROOT, Api, GatewayProcess
+
+pytestmark = pytest.mark.integration
 
 ST = str(Path(sys.executable).with_name("st"))
 

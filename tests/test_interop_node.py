@@ -14,6 +14,8 @@ from tests.support.app_server import InProcessServer
 from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
 
+pytestmark = pytest.mark.integration
+
 QUIET_SECONDS = 35.0  # more than y-websocket's 30 s messageReconnectTimeout
 
 

@@ -28,6 +28,8 @@ from tests.support.node_client import NodeYClient
 from tests.support.servers import PostgresServer
 from tests.support.yclient import YClient
 
+pytestmark = pytest.mark.integration
+
 PIECES, PIECE = 120_000, 250  # 30 MB of text, 35 MB encoded
 SYNC_TIMEOUT = 90.0
 CLOSE_TOO_LARGE = 4413
@@ -93,7 +95,7 @@ async def round_trips(server: InProcessServer, stop: asyncio.Event) -> list[floa
         while not stop.is_set():
             started = time.perf_counter()
             a.append(f"<{i}>")
-            await b.wait_until(lambda: f"<{i}>" in b.value, 30)
+            await b.wait_until(lambda i=i: f"<{i}>" in b.value, 30)
             latencies.append(time.perf_counter() - started)
             i += 1
             await asyncio.sleep(0.01)  # pacing the probe

@@ -7,10 +7,14 @@ import random
 import statistics
 import time
 
+import pytest
+
 from tests.support.cluster import Cluster, metric, metrics_of, wait_metric, wait_stored
-from tests.test_store import EPOCH
 from tests.support.servers import RedisServer
 from tests.support.yclient import YClient
+from tests.test_store import EPOCH
+
+pytestmark = pytest.mark.integration
 
 
 async def test_two_instances_converge_and_share_awareness(cluster: Cluster) -> None:
@@ -32,7 +36,7 @@ async def test_two_instances_converge_and_share_awareness(cluster: Cluster) -> N
             started = time.perf_counter()
             a.append(str(i % 10))
             expected = a.value
-            await b.wait_until(lambda: b.value == expected)
+            await b.wait_until(lambda expected=expected: b.value == expected)
             latencies.append((time.perf_counter() - started) * 1000)
         print(
             f"\ncross-instance latency over 50 edits: p50 {statistics.median(latencies):.2f} ms, "
@@ -64,7 +68,9 @@ async def test_many_rooms_three_instances_random_edits_converge_with_database(cl
         await asyncio.sleep(0)
     for room, room_clients in clients.items():
         first = room_clients[0]
-        await YClient.wait_all(room_clients, lambda: len({x.value for x in room_clients}) == 1, 15)
+        await YClient.wait_all(
+            room_clients, lambda rc=room_clients: len({x.value for x in rc}) == 1, 15
+        )
         assert len({c.value for c in room_clients}) == 1
         await wait_stored(cluster, room, first.value)
     for room_clients in clients.values():

@@ -27,6 +27,8 @@ from shared.protocol import (
     parse_frame,
 )
 
+pytestmark = pytest.mark.unit
+
 VECTORS = json.loads((Path(__file__).parent / "data" / "protocol_vectors.json").read_text())
 BY_NAME = {v["name"]: v for v in VECTORS}
 SYNC_KINDS = {0: FrameKind.SYNC_STEP1, 1: FrameKind.SYNC_STEP2, 2: FrameKind.SYNC_UPDATE}

@@ -21,6 +21,8 @@ from tests.support.servers import RedisServer
 from tests.support.yclient import YClient
 from tests.test_faults import assert_has_all, edit_steadily
 
+pytestmark = pytest.mark.integration
+
 
 async def node_edits(client: NodeYClient, tag: str, count: int) -> list[str]:
     tokens = []

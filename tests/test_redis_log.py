@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-
 import redis.asyncio as aioredis
 
 from shared.envelope import Kind, decode_envelope, encode_envelope
@@ -22,6 +21,8 @@ from shared.redis_log import (
 )
 from shared.redis_subscriber import RedisSubscriber
 from tests.support.servers import RedisServer
+
+pytestmark = pytest.mark.integration
 
 SENDER = bytes(range(16))
 

@@ -25,6 +25,8 @@ from tests.support.servers import (
     wait_for_port,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def _nginx_available() -> bool:
     try:

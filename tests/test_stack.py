@@ -34,6 +34,8 @@ from stack.processes import descendants, pid_alive
 from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
 CLOSE_BAD_ROOM, CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN = 4400, 4401, 4403

@@ -71,6 +71,7 @@ window.__editorText = () => Array.from(document.querySelectorAll('#editor .cm-li
 
 _can_install = hasattr(os, "geteuid") and os.geteuid() == 0
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(
         not CHROMIUM.exists() and not _can_install,
         reason="/usr/bin/chromium is missing (Debian package 'chromium'; "

@@ -180,6 +180,6 @@ class Connection:
         """Flush what is queued, then close with `code`."""
         try:
             await asyncio.wait_for(self.flush(), 2.0)
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+        except (TimeoutError, ConnectionError, RuntimeError):
             pass
         await self.ws.close(code=code, message=message.encode()[:120])

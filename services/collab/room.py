@@ -86,7 +86,7 @@ class _FullSync:
     message: memoryview
 
     @classmethod
-    def of(cls, update: bytes) -> "_FullSync":
+    def of(cls, update: bytes) -> _FullSync:
         # one copy of a possibly large document: header and update joined once
         head = sync_step2_head(len(update))
         header = frame_header(len(head) + len(update))

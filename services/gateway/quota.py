@@ -19,10 +19,10 @@ counts for nothing at once and is deleted by the next reservation.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,7 +43,7 @@ class UploadLimits:
     per_project: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "UploadLimits":
+    def from_settings(cls, settings: Settings) -> UploadLimits:
         return cls(
             settings.max_project_bytes,
             settings.max_open_uploads_per_user,
@@ -52,7 +52,7 @@ class UploadLimits:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _live(now: datetime) -> ColumnElement[bool]:

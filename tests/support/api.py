@@ -8,9 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Self
 
 import aiohttp
 from multidict import CIMultiDict
@@ -56,7 +57,7 @@ class Api:
     token: str | None = None
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
-    async def __aenter__(self) -> "Api":
+    async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession()
         return self
 
@@ -68,7 +69,7 @@ class Api:
             await self._session.close()
             self._session = None
 
-    def with_token(self, token: str | None) -> "Api":
+    def with_token(self, token: str | None) -> Api:
         return Api(self.base_url, token, self._session)
 
     async def request(
@@ -123,8 +124,8 @@ class GatewayProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "GatewayProcess":
-        self._log = open(self.log_path, "ab")
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - held open for the process, closed in kill()
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module],
             cwd=ROOT,
@@ -135,7 +136,7 @@ class GatewayProcess:
         )
         try:
             wait_for_port("127.0.0.1", self.port, timeout, process=self.process)
-        except Exception:
+        except Exception:  # any start failure: kill and report the log  # noqa: BLE001
             self.kill()
             raise RuntimeError(f"gateway did not start:\n{self.log_text()[-4000:]}") from None
         return self
