@@ -163,6 +163,7 @@ class LoadWorker:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False)
             self._session = aiohttp.ClientSession(connector=connector)
+        session = self._session
         clients = [LoadClient(spec, self.ledger) for spec in specs]
         gate = asyncio.Semaphore(max(1, concurrency))
         started = time.monotonic()
@@ -170,7 +171,7 @@ class LoadWorker:
         async def connect(client: LoadClient) -> str | None:
             async with gate:
                 try:
-                    await client.connect(self._session, timeout)
+                    await client.connect(session, timeout)
                     return None
                 except BaseException as exc:
                     if isinstance(exc, asyncio.CancelledError):

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from pycrdt import Doc, Text
@@ -84,7 +85,7 @@ async def check_documents(
     per room: what a compaction would write).
     """
     gate = asyncio.Semaphore(concurrency)
-    report = {"views": 0, "complete": 0, "missing": 0, "unexpected": 0, "errors": []}
+    report: dict[str, Any] = {"views": 0, "complete": 0, "missing": 0, "unexpected": 0, "errors": []}
     document_bytes: dict[int, int] = {}
 
     async def check(room: int, url: str) -> None:

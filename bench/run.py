@@ -62,7 +62,7 @@ class LoadRun:
         self.room_of = {spec.id: spec.room for spec in self.specs}
         self.rooms = len(set(self.room_of.values()))
         count = max(1, workers)
-        self._workers = (
+        self._workers: list[InProcessWorker | ProcessWorker] = (
             [InProcessWorker()] if workers == 0 else [ProcessWorker() for _ in range(count)]
         )
         self._shares = [self.specs[i :: len(self._workers)] for i in range(len(self._workers))]

@@ -136,7 +136,7 @@ def client_specs(
     target: Target, rooms: list[str], per_room: int, *, sends: bool = True
 ) -> list[ClientSpec]:
     """`per_room` clients in each room, user k for the k-th, dealt round-robin over the instances."""
-    specs = []
+    specs: list[ClientSpec] = []
     for r, room in enumerate(rooms):
         for k in range(per_room):
             base = target.ws_bases[len(specs) % len(target.ws_bases)]

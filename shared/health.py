@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -35,7 +36,7 @@ async def readiness(request: web.Request) -> web.Response:
     names = list(checks)
     results = await asyncio.gather(*(_run_check(checks[name]) for name in names))
     failures = {name: error for name, error in zip(names, results) if error is not None}
-    body = {
+    body: dict[str, Any] = {
         "status": "ok" if not failures else "unavailable",
         "checks": {name: failures.get(name, "ok") for name in names},
     }

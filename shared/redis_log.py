@@ -99,7 +99,7 @@ def format_stream_id(position: tuple[int, int]) -> str:
 
 async def read_log(redis: aioredis.Redis, project_uuid: str) -> list[tuple[bytes, bytes]]:
     """Every entry of a project's log as (stream id, update), oldest first."""
-    return _log_entries(await redis.xrange(log_stream(project_uuid)))
+    return _log_entries(await redis.xrange(log_stream(project_uuid)))  # type: ignore[arg-type]  # redis-py: xrange may be None
 
 
 async def read_logs(
@@ -125,7 +125,7 @@ async def current_epoch(redis: aioredis.Redis) -> bytes:
     """The token of Redis's current data lifetime, set now if Redis has none (lost its data)."""
     candidate = os.urandom(8).hex().encode()
     previous = await redis.set(EPOCH_KEY, candidate, nx=True, get=True)
-    return previous if previous is not None else candidate
+    return previous if previous is not None else candidate  # type: ignore[return-value]  # redis-py: SET GET returns the bytes value
 
 
 def _log_entries(entries: list) -> list[tuple[bytes, bytes]]:  # type: ignore[type-arg]

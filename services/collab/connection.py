@@ -162,7 +162,7 @@ class Connection:
                 if isinstance(data, str):
                     await self.ws.send_str(data)
                 else:
-                    await self.ws.send_bytes(data)
+                    await self.ws.send_bytes(data)  # type: ignore[arg-type]  # aiohttp writes any bytes-like; annotated bytes
         except (ConnectionError, RuntimeError):
             self._queue.clear()
             self._queued_bytes = 0

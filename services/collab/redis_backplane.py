@@ -558,7 +558,7 @@ class RedisBackplane:
             self._request_sync(room, ask_back=False)
             return
         try:
-            envelope = decode_envelope(data)
+            envelope = decode_envelope(data)  # type: ignore[arg-type]  # redis-py: GET gives bytes here
         except EnvelopeError as exc:
             self._metrics.envelopes_invalid.inc()
             log.warning("dropped a malformed stored envelope: %s", exc, extra={"project": room.project_uuid})

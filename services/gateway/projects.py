@@ -63,8 +63,9 @@ async def create_project(request: web.Request) -> web.Response:
             raise not_found("this token's account no longer exists")
         project = await insert_project(session, user_id, title)
     async with sessionmaker(request)() as session:
-        project = await session.get(Project, project.id)  # server-side timestamps
-    assert project is not None
+        stored = await session.get(Project, project.id)  # server-side timestamps
+    assert stored is not None
+    project = stored
     log.info("project created", extra={"project": str(project.uuid), "user": user_id})
     return web.json_response(project_json(project, Role.OWNER), status=201)
 

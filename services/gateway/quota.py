@@ -23,8 +23,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.errors import ApiError, not_found, too_large
@@ -161,7 +162,7 @@ async def renew(
             .where(UploadReservation.id == reservation, _live(now))
             .values(expires_at=now + timedelta(seconds=lease_seconds))
         )
-    return bool(result.rowcount)
+    return bool(cast(CursorResult[Any], result).rowcount)  # an UPDATE's result is a cursor's
 
 
 async def forget(session: AsyncSession, reservation: str) -> None:

@@ -95,8 +95,9 @@ async def create_version(request: web.Request) -> web.Response:
         )
         session.add(version)
     async with sessionmaker(request)() as session:
-        version = await session.get(YjsVersion, version.id)
-    assert version is not None
+        stored = await session.get(YjsVersion, version.id)
+    assert stored is not None
+    version = stored
     log.info("version created", extra={"project": auth.project_uuid, "version": version.id})
     return web.json_response(version_json(version), status=201)
 
