@@ -61,7 +61,7 @@ run: venv web-if-possible
 	$(PY) -m services
 
 LINT_PATHS := services shared stack bench migrations tests
-MYPY_PATHS := services shared stack bench
+MYPY_PATHS := services shared stack bench tests
 
 lint: venv
 	$(PY) -m ruff check $(LINT_PATHS)

@@ -403,7 +403,7 @@ async def test_an_oversized_ordinary_frame_closes_only_that_connection_with_1009
 def _text_update(size: int) -> bytes:
     from pycrdt import Doc, Text
 
-    doc = Doc()
+    doc: Doc = Doc()
     doc.get("t", type=Text).insert(0, "x" * size)
     return doc.get_update()
 

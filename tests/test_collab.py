@@ -267,7 +267,7 @@ class _Writer:
     def __init__(self) -> None:
         from pycrdt import Doc, Text
 
-        self.doc = Doc()
+        self.doc: Doc = Doc()
         self.text = self.doc.get("t", type=Text)
 
     def edit(self, text: str) -> bytes:
@@ -292,7 +292,7 @@ def _room():  # type: ignore[no-untyped-def]
 def _text_of(update: bytes) -> str:
     from pycrdt import Doc, Text
 
-    doc = Doc()
+    doc: Doc = Doc()
     doc.apply_update(update)
     return str(doc.get("t", type=Text))
 
@@ -334,7 +334,7 @@ def test_joins_with_a_state_vector_get_only_what_they_miss() -> None:
 
     room, writer, editor = _room(), _Writer(), _FakeConnection(0)
     room.receive(editor, encode_sync_update(writer.edit("known " * 100)))
-    client = Doc()
+    client: Doc = Doc()
     client.apply_update(writer.doc.get_update())
     room.receive(editor, encode_sync_update(writer.edit("new")))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,7 +18,9 @@ from shared.compaction import build_doc
 from shared.db.resources import DATABASE
 from tests.support.api import Api, Reply
 from tests.support.app_server import InProcessServer
+from tests.support.cluster import metric, metrics_of, wait_metric
 from tests.support.fixtures_data import create_project, create_user, email_for, make_member
+from tests.support.wait import eventually
 from tests.support.yclient import YClient
 
 pytestmark = pytest.mark.integration
@@ -299,12 +300,20 @@ async def test_viewer_edits_never_reach_others_or_the_store(world: World) -> Non
     async def stored_text() -> str:
         return str(build_doc(await store.load_updates(world.project)).get("t", type=Text))
 
-    for _ in range(200):
-        if not _room_loaded(server, world.project) and await stored_text() == "ok":
-            break
-        await asyncio.sleep(0.05)
+    async def unloaded_and_stored() -> bool:
+        return not _room_loaded(server, world.project) and await stored_text() == "ok"
+
+    await eventually(unloaded_and_stored, 10, what="the room to unload with the editor's text stored")
     assert not _room_loaded(server, world.project)
     assert await stored_text() == "ok"
+
+
+def _roles_in_room(server: InProcessServer, project: str) -> list[Role]:
+    from services.collab.handler import COLLAB
+
+    room = server.app[COLLAB].rooms.loaded_room(project)  # type: ignore[index]
+    roles = [] if room is None else [conn.role for conn in room.connections.values()]
+    return sorted(roles, key=lambda role: role.value)
 
 
 def _room_loaded(server: InProcessServer, project: str) -> bool:
@@ -340,11 +349,17 @@ async def test_demoting_to_viewer_makes_connection_read_only(world: World) -> No
             f"/api/projects/{world.project}/members/{email_for('editor')}", json={"role": "viewer"}
         )
         assert reply.status == 200
-        await asyncio.sleep(3.0)  # one access re-check period (ACCESS_CACHE_TTL = 2 s) and a margin
+        # the next access re-check (every ACCESS_CACHE_TTL = 2 s) makes the connection a viewer's
+        await eventually(
+            lambda: _roles_in_room(server, world.project) == [Role.OWNER, Role.VIEWER],
+            6,
+            what="the access re-check to demote the editor's connection",
+        )
+        dropped = metric(await metrics_of(server.http_url), "collab_readonly_dropped_total")
         editor.append("after")
         owner.append("owner;")
         await editor.wait_until(lambda: "owner;" in editor.value)
-        await asyncio.sleep(0.3)
+        await wait_metric(server.http_url, "collab_readonly_dropped_total", dropped + 1, 10)
         assert "after" not in owner.value
 
 

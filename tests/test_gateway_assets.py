@@ -120,6 +120,7 @@ async def test_upload_download_round_trip(setup: Setup) -> None:
     ).body == replacement
 
     # ?token= works for <img src> style downloads
+    assert setup.api.token is not None
     async with aiohttp.ClientSession() as session, session.get(
         f"{setup.server.http_url}/api/projects/{setup.project}/assets/photo.jpg",
         params={"token": setup.api.token},
@@ -308,6 +309,7 @@ def _tus_upload_half(url: str, token: str, data: bytes, chunk: int) -> str:
     )
     uploader.upload(stop_at=len(data) // 2)
     assert uploader.offset == len(data) // 2
+    assert uploader.url is not None
     return uploader.url
 
 

@@ -104,6 +104,7 @@ async def test_two_stock_clients_see_each_others_awareness(server: InProcessServ
             states = await alice.wait_peers(
                 lambda s: any(isinstance(v, dict) and v.get("cursor") == 7 for v in s.values())
             )
+            assert bob.client_id is not None
             assert states[bob.client_id] == {"user": {"name": "bob"}, "cursor": 7}
 
             # bob vanishes without saying goodbye (no awareness removal of his

@@ -131,7 +131,7 @@ def test_replay_leaves_out_what_panics_in_either_order() -> None:
     assert backward.rejected == (1,)
     snapshot = build_snapshot([X, U, X])
     assert snapshot.rejected == (1,) and codemirror_text(snapshot.update) == "hello world"
-    healthy = Doc()
+    healthy: Doc = Doc()
     healthy.get("t", type=Text).insert(0, "ok")
     assert replay([healthy.get_update()]).rejected == ()
 

@@ -40,7 +40,7 @@ async def exported_text(gateway_url: str, project_uuid: str, token: str) -> str:
         headers={"Authorization": f"Bearer {token}"},
     ) as resp:
         assert resp.status == 200, await resp.text()
-        doc = Doc()
+        doc: Doc = Doc()
         doc.apply_update(await resp.read())
         return str(doc.get("t", type=Text))
 

@@ -212,7 +212,7 @@ async def server_text(scene: Scene) -> str:
     update = await api_call(
         scene.stack, "GET", f"/api/projects/{scene.project}/yjs-document", scene.alice.token
     )
-    doc = Doc()
+    doc: Doc = Doc()
     doc.apply_update(update)
     return str(doc.get("t", type=Text))
 

@@ -11,7 +11,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from types import EllipsisType
+from typing import IO, Any, Self
 
 import aiohttp
 from multidict import CIMultiDict
@@ -77,7 +78,7 @@ class Api:
         method: str,
         path: str,
         *,
-        token: str | None | type[Ellipsis] = ...,  # type: ignore[valid-type]
+        token: str | None | EllipsisType = ...,
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Reply:
@@ -110,6 +111,8 @@ class Api:
 
 class GatewayProcess:
     """`python -m services.gateway` (or another service module) as a child process."""
+
+    _log: IO[bytes] | None = None  # the child's output file while it runs
 
     def __init__(
         self, env: Mapping[str, str], *, module: str = "services.gateway", log_path: Path
@@ -160,7 +163,7 @@ class GatewayProcess:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if getattr(self, "_log", None) is not None:
+        if self._log is not None:
             self._log.close()
             self._log = None
 
