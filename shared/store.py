@@ -354,8 +354,7 @@ class DocumentStore:
         and its id may already be cached by a load. Ids found here are not cached, since this
         transaction may still roll back; callers cache them after commit.
         """
-        assert session.bind is not None  # the sessionmaker binds every session to the engine
-        dialect_insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+        dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         project_id = self._project_ids.get(project_uuid)
         if project_id is None:
             await session.execute(

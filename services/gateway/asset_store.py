@@ -216,9 +216,8 @@ async def commit_asset(
                 "sha256": staged.sha256,
                 "content_type": content_type,
             }
-            assert session.bind is not None  # the sessionmaker binds every session to the engine
             dialect_insert = (
-                postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+                postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
             )
             await session.execute(
                 dialect_insert(Asset)

@@ -77,9 +77,8 @@ async def create_project(
     """Create the project (room name, uuid or None for a new one) if missing; return its uuid."""
     project_uuid = bare_uuid(project) if project else str(uuid_module.uuid4())
     async with sessionmaker() as session, session.begin():
-        assert session.bind is not None  # the sessionmaker binds every session to the engine
         dialect_insert = (
-            postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         )
         await session.execute(
             dialect_insert(Project)
