@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: help venv node system-deps run test migrate clean web web-if-possible
+.PHONY: help venv node system-deps run test test-fast lint migrate clean web web-if-possible
 
 help:
 	@echo "make run      serve gateway + collab on http://127.0.0.1:8080 (SQLite under ./data)"
-	@echo "make test     install what is missing, then run the whole test suite"
+	@echo "make test     install what is missing, lint, then run the whole test suite"
+	@echo "make test-fast  the unit tier only (no servers, no system packages; a few seconds)"
+	@echo "make lint     ruff and mypy over services/ shared/ stack/ bench/ tests/"
 	@echo "make web      build the browser client (web/ -> web/dist, served at /; needs Node.js + npm)"
 	@echo "make migrate  alembic upgrade head against the configured database"
 	@echo "make bench    the benchmark suite (~10 min): Markdown table on stdout, JSON in bench/results/"
@@ -58,7 +60,18 @@ system-deps:
 run: venv web-if-possible
 	$(PY) -m services
 
-test: venv node system-deps web
+LINT_PATHS := services shared stack bench migrations tests
+MYPY_PATHS := services shared stack bench tests
+
+lint: venv
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m mypy $(MYPY_PATHS)
+
+# Tiers (pyproject.toml markers, tests/conftest.py): unit | integration | browser | bench.
+test-fast: venv
+	$(PY) -m pytest -m unit -q $(PYTEST_ARGS)
+
+test: venv lint node system-deps web
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 migrate: venv

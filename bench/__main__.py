@@ -200,7 +200,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         report["targets"][target.name] = entry
         try:
             await target.start()
-        except Exception as exc:  # the other targets still run
+        except Exception as exc:  # the other targets still run  # noqa: BLE001
             log(f"[{target.name}] failed to start: {exc}")
             entry["error"] = f"{type(exc).__name__}: {exc}"
             await _quietly(target.stop())
@@ -236,7 +236,7 @@ def code_version() -> dict[str, Any]:
 async def _quietly(awaitable: Any) -> None:
     try:
         await awaitable
-    except Exception as exc:
+    except Exception as exc:  # a failing stop is reported, not raised  # noqa: BLE001
         print(f"  (while stopping: {type(exc).__name__}: {exc})", file=sys.stderr)
 
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 import re
 from array import array
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 TOKEN_RE = re.compile(rb"<(\d+):(\d+):(\d+):(\d+)>")
 
@@ -69,7 +69,7 @@ class LatencySummary:
     mean: float
 
     @classmethod
-    def of_micros(cls, micros: Iterable[int]) -> "LatencySummary":
+    def of_micros(cls, micros: Iterable[int]) -> LatencySummary:
         values = sorted(micros)
         if not values:
             return cls(0, math.nan, math.nan, math.nan, math.nan, math.nan)
@@ -105,7 +105,7 @@ class PhaseTally:
         return data
 
     @classmethod
-    def from_wire(cls, data: Mapping) -> "PhaseTally":
+    def from_wire(cls, data: Mapping) -> PhaseTally:
         latencies = array("q")
         latencies.frombytes(data["latencies_us"])
         return cls(

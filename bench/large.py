@@ -19,7 +19,8 @@ import asyncio
 import multiprocessing
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 from pycrdt import Doc, Text

@@ -51,17 +51,17 @@ class ClientSpec:
 
 class LoadClient:
     __slots__ = (
-        "spec",
-        "ledger",
-        "doc",
-        "text",
-        "seq",
-        "ws",
-        "synced",
-        "closed",
-        "close_code",
-        "_updates",
         "_reader",
+        "_updates",
+        "close_code",
+        "closed",
+        "doc",
+        "ledger",
+        "seq",
+        "spec",
+        "synced",
+        "text",
+        "ws",
     )
 
     def __init__(self, spec: ClientSpec, ledger: Ledger) -> None:
@@ -121,7 +121,7 @@ class LoadClient:
                 record(me, data, now)
                 if data[1] == SYNC_STEP2:
                     self.synced.set()
-        except Exception:
+        except Exception:  # any socket failure ends this client's reader; `closed` records it  # noqa: BLE001, S110
             pass
         finally:
             self.closed = True
@@ -131,7 +131,7 @@ class LoadClient:
         if self.ws is not None and not self.ws.closed:
             try:
                 await asyncio.wait_for(self.ws.close(), 5)
-            except Exception:
+            except Exception:  # best-effort close on shutdown  # noqa: BLE001, S110
                 pass
         if self._reader is not None:
             self._reader.cancel()
@@ -163,6 +163,7 @@ class LoadWorker:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=0, enable_cleanup_closed=False)
             self._session = aiohttp.ClientSession(connector=connector)
+        session = self._session
         clients = [LoadClient(spec, self.ledger) for spec in specs]
         gate = asyncio.Semaphore(max(1, concurrency))
         started = time.monotonic()
@@ -170,7 +171,7 @@ class LoadWorker:
         async def connect(client: LoadClient) -> str | None:
             async with gate:
                 try:
-                    await client.connect(self._session, timeout)
+                    await client.connect(session, timeout)
                     return None
                 except BaseException as exc:
                     if isinstance(exc, asyncio.CancelledError):
@@ -235,7 +236,7 @@ class LoadWorker:
                 frame = client.edit(phase)
                 try:
                     await client.ws.send_bytes(frame)
-                except Exception:
+                except Exception:  # a client whose socket failed sends nothing; the ledger counts it  # noqa: BLE001, S112
                     continue
                 sent[client.spec.id] += 1
             cycle += 1
@@ -325,7 +326,7 @@ async def _serve_async(conn: Any) -> None:
             if asyncio.iscoroutine(result):
                 result = await result
             conn.send(("ok", result))
-        except Exception:
+        except Exception:  # the error travels back to the parent as text  # noqa: BLE001
             conn.send(("error", traceback.format_exc()))
 
 
@@ -359,7 +360,7 @@ class ProcessWorker:
             async with self._lock:
                 await asyncio.to_thread(self._conn.send, None)
                 await asyncio.wait_for(asyncio.to_thread(self._conn.recv), 30)
-        except Exception:
+        except Exception:  # best-effort worker shutdown; join/kill below  # noqa: BLE001, S110
             pass
         await asyncio.to_thread(self._process.join, 10)
         if self._process.is_alive():

@@ -29,7 +29,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _mb(kb: float | int | None) -> str:
+def _mb(kb: float | None) -> str:
     return "–" if not kb else f"{kb / 1024:,.0f}"
 
 

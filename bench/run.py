@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Self
 
 from bench.accounting import (
     LatencySummary,
@@ -61,7 +62,7 @@ class LoadRun:
         self.room_of = {spec.id: spec.room for spec in self.specs}
         self.rooms = len(set(self.room_of.values()))
         count = max(1, workers)
-        self._workers = (
+        self._workers: list[InProcessWorker | ProcessWorker] = (
             [InProcessWorker()] if workers == 0 else [ProcessWorker() for _ in range(count)]
         )
         self._shares = [self.specs[i :: len(self._workers)] for i in range(len(self._workers))]
@@ -168,7 +169,7 @@ class LoadRun:
         finally:
             await asyncio.gather(*(w.stop() for w in self._workers), return_exceptions=True)
 
-    async def __aenter__(self) -> "LoadRun":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

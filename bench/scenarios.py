@@ -29,9 +29,10 @@ import asyncio
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.accounting import (
     PhaseResult,
@@ -104,7 +105,7 @@ class BenchConfig:
     # profiling (py-spy) of the hot path during (a) and (b)
     profile_dir: Path | None = None
 
-    def scaled(self, factor: float) -> "BenchConfig":
+    def scaled(self, factor: float) -> BenchConfig:
         """Everything smaller (durations, clients, connections, document) by `factor`."""
         if factor >= 1:
             return self
@@ -135,7 +136,7 @@ def client_specs(
     target: Target, rooms: list[str], per_room: int, *, sends: bool = True
 ) -> list[ClientSpec]:
     """`per_room` clients in each room, user k for the k-th, dealt round-robin over the instances."""
-    specs = []
+    specs: list[ClientSpec] = []
     for r, room in enumerate(rooms):
         for k in range(per_room):
             base = target.ws_bases[len(specs) % len(target.ws_bases)]
@@ -312,9 +313,9 @@ async def scenario_b(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
                     retried = True
                     continue
                 stop_reason = (
-                    "delivery ratio < %.2f" % cfg.b_min_ratio
+                    f"delivery ratio < {cfg.b_min_ratio:.2f}"
                     if step.ratio < cfg.b_min_ratio
-                    else "p99 > %.0f ms" % cfg.b_max_p99_ms
+                    else f"p99 > {cfg.b_max_p99_ms:.0f} ms"
                 )
                 break
             if step.edits_sent < 0.95 * nominal:
@@ -463,7 +464,7 @@ async def scenario_d(
     if pid is not None:
         try:
             nofile = raise_nofile(pid, len(specs) + 2048)
-        except Exception as exc:
+        except Exception as exc:  # optional tuning; the run goes on without it  # noqa: BLE001
             log(f"  (d) could not raise the server's RLIMIT_NOFILE: {exc}")
         reset_peak_rss(pid)
     await asyncio.sleep(0.5)
@@ -580,7 +581,7 @@ async def run_target(
                 results["h"] = await scenario_h(target, cfg.h_samples, large_document(), log)
             elif name == "d":
                 results["d"] = await scenario_d(target, cfg, log)
-        except Exception as exc:  # one scenario failing must not lose the others
+        except Exception as exc:  # one scenario failing must not lose the others  # noqa: BLE001
             import traceback
 
             log(f"  ({name}) FAILED: {type(exc).__name__}: {exc}")
@@ -595,4 +596,4 @@ async def run_target(
     return results
 
 
-__all__ = ["BenchConfig", "QuietWaiter", "SCENARIOS", "client_specs", "run_target"]
+__all__ = ["SCENARIOS", "BenchConfig", "QuietWaiter", "client_specs", "run_target"]

@@ -49,7 +49,7 @@ class JoinDocument:
     text_length: int
 
     @classmethod
-    def build(cls, count: int = 20_000, pending: int = 10_000, chunk: int = 256) -> "JoinDocument":
+    def build(cls, count: int = 20_000, pending: int = 10_000, chunk: int = 256) -> JoinDocument:
         import random
         import string
 
@@ -457,7 +457,7 @@ class NodeTarget(Target):
         env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port)}
         env.pop("YPERSISTENCE", None)
         with self._log.open("ab") as log:
-            self._process = subprocess.Popen(
+            self._process = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; nothing blocks on it here
                 ["node", str(server)],
                 cwd=NODE_DIR,
                 env=env,
@@ -509,7 +509,7 @@ class UrlTarget(Target):
         self.info = {"mode": "external y-websocket endpoint", "url": base, "pid": pid}
 
     @classmethod
-    def parse(cls, spec: str) -> "UrlTarget":
+    def parse(cls, spec: str) -> UrlTarget:
         name, _, rest = spec.partition("=")
         if not name or not rest:
             raise ValueError(

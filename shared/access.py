@@ -6,8 +6,9 @@ act on the answer; what answers it is plugged in at start-up.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from shared.auth import Identity
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import uuid as uuid_module
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from sqlalchemy import select
@@ -117,7 +117,7 @@ class DatabaseAccess(PolicyBase):
         self.lookups = 0  # database queries made (for tests and metrics)
 
     @classmethod
-    def for_app(cls, app: web.Application, *, ttl: float = 2.0) -> "DatabaseAccess":
+    def for_app(cls, app: web.Application, *, ttl: float = 2.0) -> DatabaseAccess:
         """A policy reading the app's database, resolved on first use."""
         from shared.db.resources import DATABASE
 

@@ -11,8 +11,9 @@ server's clock, since the issuer (another instance, eXeLearning) has its own.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import jwt
 

@@ -17,8 +17,8 @@ from anyone else are dropped.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable, Sequence
 
 from shared.protocol import ProtocolError, read_var_uint, write_var_uint
 

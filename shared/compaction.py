@@ -9,8 +9,8 @@ stored row never makes a document unopenable.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from pycrdt import Doc
 

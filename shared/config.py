@@ -13,9 +13,10 @@ import logging
 import math
 import os
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shared.awareness import AwarenessLimits
@@ -175,7 +176,7 @@ class Settings:
         return self.app_env in ("prod", "production")
 
     @property
-    def compaction_policy(self) -> "CompactionPolicy":
+    def compaction_policy(self) -> CompactionPolicy:
         from shared.compaction import CompactionPolicy
 
         return CompactionPolicy(
@@ -186,7 +187,7 @@ class Settings:
         )
 
     @property
-    def awareness_limits(self) -> "AwarenessLimits":
+    def awareness_limits(self) -> AwarenessLimits:
         from shared.awareness import AwarenessLimits
 
         return AwarenessLimits(
@@ -210,12 +211,12 @@ class Settings:
     def database_is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and the embedded runner use this)."""
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read settings from `env` (default `os.environ`); raise ConfigError when unusable."""
         env = os.environ if env is None else env
         app_env = env.get("APP_ENV", "dev").strip().lower() or "dev"
@@ -238,7 +239,7 @@ class Settings:
             raise ConfigError("MAX_SYNC_MESSAGE_BYTES must be at least MAX_MESSAGE_BYTES")
         return settings.with_secrets()
 
-    def with_secrets(self) -> "Settings":
+    def with_secrets(self) -> Settings:
         """Fill missing secrets: an error in production, a stored dev secret otherwise."""
         missing = [
             name
@@ -268,7 +269,7 @@ class Settings:
 def _database_url(env: Mapping[str, str], data_dir: Path) -> str:
     url = env.get("DATABASE_URL", "").strip()
     if url:
-        if url.startswith("postgresql://") or url.startswith("postgres://"):
+        if url.startswith(("postgresql://", "postgres://")):
             url = "postgresql+asyncpg://" + url.split("://", 1)[1]
         return url
     if env.get("DB_HOST", "").strip():

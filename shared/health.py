@@ -8,7 +8,8 @@ answers 503 naming the parts that failed.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -25,7 +26,7 @@ async def healthcheck(request: web.Request) -> web.Response:
 async def _run_check(check: ReadinessCheck) -> str | None:
     try:
         await asyncio.wait_for(check(), CHECK_TIMEOUT)
-    except Exception as exc:  # any failure means "not ready"; the reason is reported
+    except Exception as exc:  # any failure means "not ready"; the reason is reported  # noqa: BLE001
         return f"{type(exc).__name__}: {exc}"[:300]
     return None
 
@@ -35,9 +36,9 @@ async def readiness(request: web.Request) -> web.Response:
     names = list(checks)
     results = await asyncio.gather(*(_run_check(checks[name]) for name in names))
     failures = {name: error for name, error in zip(names, results) if error is not None}
-    body = {
+    body: dict[str, Any] = {
         "status": "ok" if not failures else "unavailable",
-        "checks": {name: ("ok" if name not in failures else failures[name]) for name in names},
+        "checks": {name: failures.get(name, "ok") for name in names},
     }
     if failures:
         body["failing"] = sorted(failures)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -99,7 +99,7 @@ def format_stream_id(position: tuple[int, int]) -> str:
 
 async def read_log(redis: aioredis.Redis, project_uuid: str) -> list[tuple[bytes, bytes]]:
     """Every entry of a project's log as (stream id, update), oldest first."""
-    return _log_entries(await redis.xrange(log_stream(project_uuid)))
+    return _log_entries(await redis.xrange(log_stream(project_uuid)))  # type: ignore[arg-type]  # redis-py: xrange may be None
 
 
 async def read_logs(
@@ -125,7 +125,7 @@ async def current_epoch(redis: aioredis.Redis) -> bytes:
     """The token of Redis's current data lifetime, set now if Redis has none (lost its data)."""
     candidate = os.urandom(8).hex().encode()
     previous = await redis.set(EPOCH_KEY, candidate, nx=True, get=True)
-    return previous if previous is not None else candidate
+    return previous if previous is not None else candidate  # type: ignore[return-value]  # redis-py: SET GET returns the bytes value
 
 
 def _log_entries(entries: list) -> list[tuple[bytes, bytes]]:  # type: ignore[type-arg]
@@ -181,7 +181,7 @@ class ProjectOutbox:
     """What one batch sends for a project: updates for the log only (accepted
     while Redis was away; peers resync by state vector) and envelopes to publish."""
 
-    __slots__ = ("log_only", "envelopes")
+    __slots__ = ("envelopes", "log_only")
 
     def __init__(self) -> None:
         self.log_only: list[bytes] = []

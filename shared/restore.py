@@ -92,10 +92,7 @@ def _clear(shared: Any) -> None:
     if isinstance(shared, Map):
         for key in list(shared.keys()):
             del shared[key]
-    elif isinstance(shared, (Text, XmlText)):
-        if len(shared):
-            del shared[0 : len(shared)]
-    elif isinstance(shared, Array):
+    elif isinstance(shared, (Text, XmlText, Array)):
         if len(shared):
             del shared[0 : len(shared)]
     elif isinstance(shared, (XmlFragment, XmlElement)):
@@ -148,7 +145,7 @@ def _copy_into(target: Any, source: Any) -> None:
                 target.insert_embed(position, embed, full)
                 position += 1
         if isinstance(source, XmlText):
-            for key, value in list(source.attributes):
+            for key, value in list(source.attributes):  # type: ignore[call-overload]  # pycrdt: __iter__ -> Iterable
                 target.attributes[key] = value
     elif isinstance(source, Array):
         for index, value in enumerate(source):
@@ -157,7 +154,7 @@ def _copy_into(target: Any, source: Any) -> None:
                 _copy_into(target[index], value)
     elif isinstance(source, (XmlElement, XmlFragment)):
         if isinstance(source, XmlElement):
-            for key, value in list(source.attributes):
+            for key, value in list(source.attributes):  # type: ignore[call-overload]  # pycrdt: __iter__ -> Iterable
                 target.attributes[key] = value
         for index, child in enumerate(source.children):
             target.children.append(_prelim(child))

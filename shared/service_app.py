@@ -61,7 +61,7 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 
 def service_app(settings: Settings, **kwargs: Any) -> web.Application:
     """A new app with the routes and behaviour every service shares; `kwargs` go to aiohttp."""
-    RequestHandler.handle_error = _handle_error  # type: ignore[method-assign]
+    RequestHandler.handle_error = _handle_error  # type: ignore[method-assign,assignment]
     app = web.Application(**kwargs)
     app.on_response_prepare.append(_server_header)
     add_health_routes(app)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuid_module
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Collection, Mapping, Sequence
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import CursorResult, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -28,9 +29,10 @@ _COMPACT_ATTEMPTS = 5
 # Hot writes (appends, compaction) go to the tables, not the mapped classes:
 # the ORM's bulk insert/update/delete paths cost several times more Python per
 # statement, for rows nobody reads back as objects.
-_UPDATES = YjsUpdate.__table__
-_DOCUMENTS = YjsDocument.__table__
-_QUARANTINE = YjsQuarantine.__table__
+# (Declarative types `__table__` as a FromClause; on these mapped classes it is their Table.)
+_UPDATES = cast(Table, YjsUpdate.__table__)
+_DOCUMENTS = cast(Table, YjsDocument.__table__)
+_QUARANTINE = cast(Table, YjsQuarantine.__table__)
 
 
 class _SnapshotChanged(Exception):
@@ -284,7 +286,7 @@ class DocumentStore:
                     snapshot_version=version,
                 )
             )
-            if replaced.rowcount != 1:
+            if cast(CursorResult[Any], replaced).rowcount != 1:  # an UPDATE's result is a cursor's
                 raise _SnapshotChanged  # rolls the transaction back
             if snapshot.rejected:  # left out of the snapshot: kept aside, not lost
                 await session.execute(
@@ -348,7 +350,7 @@ class DocumentStore:
         and its id may already be cached by a load. Ids found here are not cached, since this
         transaction may still roll back; callers cache them after commit.
         """
-        dialect_insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+        dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         project_id = self._project_ids.get(project_uuid)
         if project_id is None:
             await session.execute(

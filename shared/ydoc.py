@@ -12,8 +12,8 @@ document may now be inconsistent (`damaged`), so its owner rebuilds it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from pycrdt import Doc
 
@@ -42,7 +42,7 @@ def rejecting(what: str, *, damages: bool = False) -> Iterator[None]:
         raise
     except ValueError as exc:  # pycrdt's refusal: the document is untouched
         raise RejectedUpdate(f"{what}: {exc}") from None
-    except BaseException as exc:  # pyo3_runtime.PanicException (or another Rust-side error)
+    except BaseException as exc:  # pyo3_runtime.PanicException (or another Rust-side error)  # noqa: BLE001
         raise RejectedUpdate(
             f"{what}: pycrdt failed ({type(exc).__name__}: {exc})", damaged=damages
         ) from None

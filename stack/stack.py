@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from stack import nginx as nginx_conf
+from stack.nginx import Upstreams  # the class body's `nginx_conf` property hides the module
 from stack.processes import (
     LOOPBACK,
     Process,
@@ -182,7 +183,7 @@ class Stack:
         if collab < 1 or gateway < 1:
             raise ValueError("a stack needs at least one collab and one gateway instance")
         owns = run_dir is None
-        run_path = Path(tempfile.mkdtemp(prefix="exe-collab-stack-run-")) if owns else Path(run_dir)
+        run_path = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="exe-collab-stack-run-"))
         run_path = run_path.resolve()
         _refuse_running(run_path)
         scratch = Path(tempfile.mkdtemp(prefix="exe-collab-stack-", dir="/tmp"))
@@ -632,11 +633,11 @@ class Stack:
         psql = [str(bindir / "psql"), "-X", "-q", "-h", LOOPBACK, "-p", str(self.postgres_port),
                 "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
                 "-c", f'CREATE DATABASE "{DATABASE_NAME}"']  # fmt: skip
-        result = subprocess.run(
+        created = subprocess.run(
             psql, check=False, capture_output=True, text=True, env=_plain_env(), timeout=60
         )
-        if result.returncode != 0:
-            raise StackError(f"creating the database failed: {result.stderr.strip()}")
+        if created.returncode != 0:
+            raise StackError(f"creating the database failed: {created.stderr.strip()}")
 
     def _migrate(self) -> None:
         log = self.logs_dir / "migrate.log"
@@ -713,7 +714,7 @@ class Stack:
             client_max_body_size=self.client_max_body_size,
         )
 
-    def _upstreams(self) -> nginx_conf.Upstreams:
+    def _upstreams(self) -> Upstreams:
         return nginx_conf.loopback_upstreams(
             [i.port for i in self.instances["gateway"]],
             [i.port for i in self.instances["collab"]],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import pytest
 
@@ -18,6 +18,24 @@ from tests.support.cluster import Cluster
 from tests.support.servers import PostgresServer, RedisServer
 
 TEST_SECRET = "test-secret-" + "x" * 40
+
+TIERS = ("unit", "integration", "browser", "bench")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test has exactly one tier marker (pyproject.toml lists them): a test module says
+    `pytestmark = pytest.mark.<tier>`, test_bench.py marks each test. A test with none or
+    several fails the collection, so a new module cannot slip out of `make test-fast`'s view."""
+    wrong = []
+    for item in items:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {tiers or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError(
+            "each test needs exactly one of the markers " + ", ".join(TIERS) + ":\n  "
+            + "\n  ".join(wrong)
+        )
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -98,7 +116,7 @@ async def cluster(tmp_path: Path, redis_server: RedisServer, postgres: PostgresS
     finally:
         try:
             await asyncio.wait_for(c.close(), 30)
-        except asyncio.TimeoutError:  # say what hangs instead of waiting for pytest-timeout
+        except TimeoutError:  # say what hangs instead of waiting for pytest-timeout
             for task in asyncio.all_tasks():
                 task.print_stack(file=sys.stderr)
             raise

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
@@ -25,6 +25,8 @@ from tests.support.app_server import InProcessServer
 from tests.support.awareness_flood import flood_frame
 from tests.support.cluster import Cluster, metric, metrics_of
 from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
 
 ALICE = AwarenessEntry(7, 3, b'{"user":{"name":"alice"}}')
 

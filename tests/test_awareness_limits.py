@@ -32,11 +32,14 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bench.procstat import status_kb
 from shared.protocol import FrameKind, encode_sync_step1, parse_frame
 from tests.conftest import TEST_SECRET
 from tests.support.api import ROOT, Api, GatewayProcess
+
+pytestmark = pytest.mark.integration
 
 FLOOD_SECONDS = 12.0
 FLOOD_INTERVAL = 1.0  # a socket, three 6.7 MiB frames on it, every second
@@ -119,7 +122,7 @@ async def test_awareness_flood_moves_no_other_room_and_rss_stays_bounded(tmp_pat
             health_baseline = await _health_times(server.url, 1.0)
             rss_before = status_kb(pid, "VmRSS") / 1024
 
-            flooder = subprocess.Popen(
+            flooder = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; nothing blocks on it here
                 [sys.executable, "-m", "tests.support.awareness_flood",
                  f"{ws_base}/project-{flooded}?token={viewer}", "--seconds", str(FLOOD_SECONDS),
                  "--interval", os.environ.get("FLOOD_INTERVAL", str(FLOOD_INTERVAL))],

@@ -30,7 +30,10 @@ from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
 
 # HS512 with the test secret is the point of one case; PyJWT warns about its length.
-pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
+]
 
 CLOSE_BAD_ROOM = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -400,7 +403,7 @@ async def test_an_oversized_ordinary_frame_closes_only_that_connection_with_1009
 def _text_update(size: int) -> bytes:
     from pycrdt import Doc, Text
 
-    doc = Doc()
+    doc: Doc = Doc()
     doc.get("t", type=Text).insert(0, "x" * size)
     return doc.get_update()
 

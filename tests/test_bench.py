@@ -32,11 +32,15 @@ from bench.targets import SingleTarget, Target
 from shared.protocol import encode_sync_step2, encode_sync_update
 from tests.support.servers import free_port
 
+# Tiers per test (tests/conftest.py): the pure accounting is `unit`, everything that starts a
+# server (the fake relay, the project) is `bench`.
+
 # ---------------------------------------------------------------------------
 # pure accounting
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_percentile_is_nearest_rank() -> None:
     values = list(range(1, 101))
     assert percentile(values, 50) == 50
@@ -48,6 +52,7 @@ def test_percentile_is_nearest_rank() -> None:
     assert (summary.count, summary.p50, summary.max, summary.mean) == (4, 2.0, 4.0, 2.5)
 
 
+@pytest.mark.unit
 def test_expected_deliveries_count_every_other_client_of_the_room() -> None:
     room_of = {1: 0, 2: 0, 3: 0, 4: 1, 5: 1}  # a room of 3, a room of 2
     sent = {1: 10, 2: 5, 3: 0, 4: 7, 5: 1}
@@ -56,6 +61,7 @@ def test_expected_deliveries_count_every_other_client_of_the_room() -> None:
     assert delivery_ratio(0, 0) == 1.0
 
 
+@pytest.mark.unit
 def test_ledger_counts_distinct_deliveries_and_flags_the_rest() -> None:
     ledger = Ledger({1: 0, 2: 0, 3: 1})
 
@@ -87,6 +93,7 @@ def test_ledger_counts_distinct_deliveries_and_flags_the_rest() -> None:
     assert PhaseTally.from_wire(tally.to_wire()).latencies_us == tally.latencies_us
 
 
+@pytest.mark.unit
 def test_sustained_needs_both_ratio_and_p99() -> None:
     from bench.accounting import PhaseResult
 
@@ -100,8 +107,9 @@ def test_sustained_needs_both_ratio_and_p99() -> None:
     assert not sustained(result(300, 101.0))
 
 
+@pytest.mark.unit
 def test_histogram_quantile_interpolates_like_promql() -> None:
-    text = "\n".join(
+    text = "\n".join(  # noqa: FLY002 - one Prometheus sample per line
         [
             "# TYPE persistence_lag_seconds histogram",
             'persistence_lag_seconds_bucket{le="0.01"} 50.0',
@@ -176,6 +184,7 @@ class FakeRelay(Target):
             await self._runner.cleanup()
 
 
+@pytest.mark.bench
 @pytest.mark.parametrize("drop_every", [0, 10])
 async def test_a_relay_that_drops_updates_is_caught(drop_every: int) -> None:
     relay = FakeRelay(drop_every)
@@ -209,6 +218,7 @@ async def test_a_relay_that_drops_updates_is_caught(drop_every: int) -> None:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.bench
 async def test_tiny_scenario_a_against_the_single_instance_collab() -> None:
     target = SingleTarget(database="sqlite", log_level="WARNING")
     cfg = BenchConfig(
@@ -246,6 +256,7 @@ async def test_tiny_scenario_a_against_the_single_instance_collab() -> None:
     assert document_bytes > 20 * phase["edits_sent"]
 
 
+@pytest.mark.bench
 async def test_tiny_scenario_h_against_the_single_instance_collab() -> None:
     """(h) with a small document: the upload lands, every join (warm, and cold from the
     database) gets all of it, the other room's round trips are counted and the server's

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import select
 
 from tests.support.app_server import InProcessServer
 from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
 
 
 async def test_two_clients_converge_both_ways(server: InProcessServer, project: str) -> None:
@@ -264,7 +267,7 @@ class _Writer:
     def __init__(self) -> None:
         from pycrdt import Doc, Text
 
-        self.doc = Doc()
+        self.doc: Doc = Doc()
         self.text = self.doc.get("t", type=Text)
 
     def edit(self, text: str) -> bytes:
@@ -291,7 +294,7 @@ def _room():  # type: ignore[no-untyped-def]
 def _text_of(update: bytes) -> str:
     from pycrdt import Doc, Text
 
-    doc = Doc()
+    doc: Doc = Doc()
     doc.apply_update(update)
     return str(doc.get("t", type=Text))
 
@@ -333,7 +336,7 @@ def test_joins_with_a_state_vector_get_only_what_they_miss() -> None:
 
     room, writer, editor = _room(), _Writer(), _FakeConnection(0)
     room.receive(editor, encode_sync_update(writer.edit("known " * 100)))
-    client = Doc()
+    client: Doc = Doc()
     client.apply_update(writer.doc.get_update())
     room.receive(editor, encode_sync_update(writer.edit("new")))
 

@@ -21,7 +21,10 @@ from shared.config import DEV_SECRET_FILE, ConfigError, Settings
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s" * 48
 
-pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
+]
 
 
 def env_for(tmp_path: Path, **values: str) -> dict[str, str]:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import pytest
+
 from services.collab.connection import HIGH_WATER, Connection, TickWriter
 from services.collab.frames import encode_frame
 from shared.access import Role
 from shared.auth import Identity
 from shared.tasks import TaskOwner
+
+pytestmark = pytest.mark.unit
 
 
 class RecordingTransport:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+
+import pytest
 
 from services.collab.handler import COLLAB
 from services.embedded import create_app
 from shared.config import Settings
 from tests.support.app_server import InProcessServer
 from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
 
 TRY_AGAIN_LATER = 1013
 

@@ -28,6 +28,8 @@ import yaml
 from shared.config import Settings
 from stack import nginx as nginx_conf
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from services.demo import ensure_demo
 from tests.support.app_server import InProcessServer
 from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
 
 
 async def test_demo_token_edits_the_demo_room_and_survives_restarts(server: InProcessServer) -> None:

@@ -16,6 +16,8 @@ from shared.envelope import (
     sync_request_body,
 )
 
+pytestmark = pytest.mark.unit
+
 SENDER = bytes(range(16))
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from services.collab.frames import encode_frame
 
+pytestmark = pytest.mark.unit
+
 
 def parse(frame: bytes) -> tuple[int, bytes]:
     """(opcode, payload) of an unmasked final frame, per RFC 6455 §5.2."""

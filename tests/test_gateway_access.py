@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,8 +18,12 @@ from shared.compaction import build_doc
 from shared.db.resources import DATABASE
 from tests.support.api import Api, Reply
 from tests.support.app_server import InProcessServer
+from tests.support.cluster import metric, metrics_of, wait_metric
 from tests.support.fixtures_data import create_project, create_user, email_for, make_member
+from tests.support.wait import eventually
 from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
 
 ROLES = ("anonymous", "outsider", "viewer", "editor", "owner")
 
@@ -247,16 +251,18 @@ async def test_member_rules(world: World) -> None:
 
 async def _close_code(server: InProcessServer, project: str, token: str | None) -> int | None:
     params = {"token": token} if token is not None else {}
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"{server.ws_url}/project-{project}", params=params) as ws:
-            while True:
-                msg = await ws.receive(timeout=10)
-                if msg.type in (
-                    aiohttp.WSMsgType.CLOSE,
-                    aiohttp.WSMsgType.CLOSED,
-                    aiohttp.WSMsgType.ERROR,
-                ):
-                    return ws.close_code
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{server.ws_url}/project-{project}", params=params) as ws,
+    ):
+        while True:
+            msg = await ws.receive(timeout=10)
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                return ws.close_code
 
 
 async def test_websocket_join_requires_membership(world: World) -> None:
@@ -294,12 +300,20 @@ async def test_viewer_edits_never_reach_others_or_the_store(world: World) -> Non
     async def stored_text() -> str:
         return str(build_doc(await store.load_updates(world.project)).get("t", type=Text))
 
-    for _ in range(200):
-        if not _room_loaded(server, world.project) and await stored_text() == "ok":
-            break
-        await asyncio.sleep(0.05)
+    async def unloaded_and_stored() -> bool:
+        return not _room_loaded(server, world.project) and await stored_text() == "ok"
+
+    await eventually(unloaded_and_stored, 10, what="the room to unload with the editor's text stored")
     assert not _room_loaded(server, world.project)
     assert await stored_text() == "ok"
+
+
+def _roles_in_room(server: InProcessServer, project: str) -> list[Role]:
+    from services.collab.handler import COLLAB
+
+    room = server.app[COLLAB].rooms.loaded_room(project)  # type: ignore[index]
+    roles = [] if room is None else [conn.role for conn in room.connections.values()]
+    return sorted(roles, key=lambda role: role.value)
 
 
 def _room_loaded(server: InProcessServer, project: str) -> bool:
@@ -335,11 +349,17 @@ async def test_demoting_to_viewer_makes_connection_read_only(world: World) -> No
             f"/api/projects/{world.project}/members/{email_for('editor')}", json={"role": "viewer"}
         )
         assert reply.status == 200
-        await asyncio.sleep(3.0)  # one access re-check period (ACCESS_CACHE_TTL = 2 s) and a margin
+        # the next access re-check (every ACCESS_CACHE_TTL = 2 s) makes the connection a viewer's
+        await eventually(
+            lambda: _roles_in_room(server, world.project) == [Role.OWNER, Role.VIEWER],
+            6,
+            what="the access re-check to demote the editor's connection",
+        )
+        dropped = metric(await metrics_of(server.http_url), "collab_readonly_dropped_total")
         editor.append("after")
         owner.append("owner;")
         await editor.wait_until(lambda: "owner;" in editor.value)
-        await asyncio.sleep(0.3)
+        await wait_metric(server.http_url, "collab_readonly_dropped_total", dropped + 1, 10)
         assert "after" not in owner.value
 
 
@@ -360,7 +380,7 @@ async def test_database_access_rule_and_cache(server: InProcessServer) -> None:
     project = await create_project(sm, owner_id=alice)
     now = [1000.0]
     access = DatabaseAccess(sm, ttl=2.0, clock=lambda: now[0])
-    who = lambda uid: Identity(str(uid))  # noqa: E731
+    who = lambda uid: Identity(str(uid))
 
     assert await access.role_for(who(alice), project) is Role.OWNER
     assert await access.role_for(who(bob), project) is None

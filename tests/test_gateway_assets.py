@@ -9,8 +9,8 @@ import io
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import pytest
@@ -21,6 +21,8 @@ from tests.conftest import TEST_SECRET, make_settings
 from tests.support.api import Api, GatewayProcess, Reply
 from tests.support.app_server import InProcessServer
 from tests.support.fixtures_data import create_user_and_project
+
+pytestmark = pytest.mark.integration
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -118,12 +120,12 @@ async def test_upload_download_round_trip(setup: Setup) -> None:
     ).body == replacement
 
     # ?token= works for <img src> style downloads
-    async with aiohttp.ClientSession() as session:
-        async with session.get(
-            f"{setup.server.http_url}/api/projects/{setup.project}/assets/photo.jpg",
-            params={"token": setup.api.token},
-        ) as resp:
-            assert resp.status == 200 and await resp.read() == replacement
+    assert setup.api.token is not None
+    async with aiohttp.ClientSession() as session, session.get(
+        f"{setup.server.http_url}/api/projects/{setup.project}/assets/photo.jpg",
+        params={"token": setup.api.token},
+    ) as resp:
+        assert resp.status == 200 and await resp.read() == replacement
 
     deleted = await setup.api.delete(f"/api/projects/{setup.project}/assets/photo.jpg")
     assert deleted.status == 204
@@ -278,7 +280,7 @@ async def test_client_dropping_mid_upload_leaves_nothing(setup: Setup) -> None:
         f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
         f"Content-Length: {len(head) + body_size + 100}\r\n\r\n"
     ).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", setup.server.settings.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", setup.server.settings.port)
     writer.write(request + head + payload(body_size // 2))
     await writer.drain()
     for _ in range(100):  # the server is streaming it to a temporary file
@@ -307,6 +309,7 @@ def _tus_upload_half(url: str, token: str, data: bytes, chunk: int) -> str:
     )
     uploader.upload(stop_at=len(data) // 2)
     assert uploader.offset == len(data) // 2
+    assert uploader.url is not None
     return uploader.url
 
 

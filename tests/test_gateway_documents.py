@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
@@ -19,6 +19,8 @@ from tests.support.api import Api
 from tests.support.app_server import InProcessServer
 from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
 
 OCTET = {"Content-Type": "application/octet-stream"}
 

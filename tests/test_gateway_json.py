@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.support.api import Api
 from tests.support.app_server import InProcessServer
 from tests.support.fixtures_data import create_user_and_project
+
+pytestmark = pytest.mark.integration
 
 JSON = {"Content-Type": "application/json"}
 

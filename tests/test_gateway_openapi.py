@@ -22,19 +22,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from services.gateway.openapi import build_spec
 from tests.conftest import TEST_SECRET
 from tests.support.api import ROOT, Api, GatewayProcess
 
+pytestmark = pytest.mark.integration
+
 ST = str(Path(sys.executable).with_name("st"))
 
 
-def routes_of_app() -> set[tuple[str, str]]:
+def routes_of_app() -> set[tuple[str | None, str]]:
     from services.gateway.app import create_app
     from shared.config import Settings
 
     app = create_app(Settings(jwt_secret="x" * 40, app_secret="x" * 40))
-    found = set()
+    found: set[tuple[str | None, str]] = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.support.api import Api
 from tests.support.app_server import InProcessServer
+
+pytestmark = pytest.mark.integration
 
 
 async def test_readiness_checks_database_and_assets_volume(server: InProcessServer) -> None:

@@ -8,8 +8,8 @@ import io
 import json
 import logging
 import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator
 
 import aiohttp
 import pytest
@@ -24,6 +24,8 @@ from shared.logs import JsonFormatter
 from tests.conftest import make_settings
 from tests.support.app_server import InProcessServer
 from tests.support.servers import RedisServer
+
+pytestmark = pytest.mark.integration
 
 SECRET_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ2aWN0aW0ifQ.c2VjcmV0LXNpZ25hdHVyZQ"
 

@@ -14,6 +14,8 @@ from tests.support.app_server import InProcessServer
 from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
 
+pytestmark = pytest.mark.integration
+
 QUIET_SECONDS = 35.0  # more than y-websocket's 30 s messageReconnectTimeout
 
 
@@ -102,6 +104,7 @@ async def test_two_stock_clients_see_each_others_awareness(server: InProcessServ
             states = await alice.wait_peers(
                 lambda s: any(isinstance(v, dict) and v.get("cursor") == 7 for v in s.values())
             )
+            assert bob.client_id is not None
             assert states[bob.client_id] == {"user": {"name": "bob"}, "cursor": 7}
 
             # bob vanishes without saying goodbye (no awareness removal of his

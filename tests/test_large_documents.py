@@ -28,6 +28,8 @@ from tests.support.node_client import NodeYClient
 from tests.support.servers import PostgresServer
 from tests.support.yclient import YClient
 
+pytestmark = pytest.mark.integration
+
 PIECES, PIECE = 120_000, 250  # 30 MB of text, 35 MB encoded
 SYNC_TIMEOUT = 90.0
 CLOSE_TOO_LARGE = 4413
@@ -76,7 +78,7 @@ async def exported(http_url: str, project_uuid: str, token: str) -> tuple[int, s
         async with session.get(f"{http_url}/api/projects/{project_uuid}/versions/{version}") as resp:
             assert resp.status == 200
             assert await resp.read() == body
-    doc = Doc()
+    doc: Doc = Doc()
     doc.apply_update(body)
     return digest(str(doc.get("t", type=Text)))
 
@@ -93,7 +95,7 @@ async def round_trips(server: InProcessServer, stop: asyncio.Event) -> list[floa
         while not stop.is_set():
             started = time.perf_counter()
             a.append(f"<{i}>")
-            await b.wait_until(lambda: f"<{i}>" in b.value, 30)
+            await b.wait_until(lambda: f"<{i}>" in b.value, 30)  # noqa: B023 - awaited in this pass
             latencies.append(time.perf_counter() - started)
             i += 1
             await asyncio.sleep(0.01)  # pacing the probe
@@ -211,7 +213,7 @@ async def test_a_gateway_alone_counts_the_whole_document_against_the_limit(clust
     url = f"{gateway.http_url}/api/projects/{room.removeprefix('project-')}/yjs-document"
 
     def text_update(fill: str, size: int) -> bytes:
-        doc = Doc()
+        doc: Doc = Doc()
         doc.get("t", type=Text).insert(0, fill * size)
         return doc.get_update()
 
@@ -223,6 +225,6 @@ async def test_a_gateway_alone_counts_the_whole_document_against_the_limit(clust
         async with session.post(url, data=text_update("b", 4000)) as resp:
             assert resp.status == 413 and (await resp.json())["error"]["code"] == "document_too_large"
         async with session.get(url) as resp:
-            doc = Doc()
+            doc: Doc = Doc()
             doc.apply_update(await resp.read())
     assert str(doc.get("t", type=Text)) == "a" * 3000

@@ -7,10 +7,14 @@ import random
 import statistics
 import time
 
+import pytest
+
 from tests.support.cluster import Cluster, metric, metrics_of, wait_metric, wait_stored
-from tests.test_store import EPOCH
 from tests.support.servers import RedisServer
 from tests.support.yclient import YClient
+from tests.test_store import EPOCH
+
+pytestmark = pytest.mark.integration
 
 
 async def test_two_instances_converge_and_share_awareness(cluster: Cluster) -> None:
@@ -32,7 +36,7 @@ async def test_two_instances_converge_and_share_awareness(cluster: Cluster) -> N
             started = time.perf_counter()
             a.append(str(i % 10))
             expected = a.value
-            await b.wait_until(lambda: b.value == expected)
+            await b.wait_until(lambda: b.value == expected)  # noqa: B023 - awaited in this pass
             latencies.append((time.perf_counter() - started) * 1000)
         print(
             f"\ncross-instance latency over 50 edits: p50 {statistics.median(latencies):.2f} ms, "
@@ -64,7 +68,11 @@ async def test_many_rooms_three_instances_random_edits_converge_with_database(cl
         await asyncio.sleep(0)
     for room, room_clients in clients.items():
         first = room_clients[0]
-        await YClient.wait_all(room_clients, lambda: len({x.value for x in room_clients}) == 1, 15)
+        await YClient.wait_all(
+            room_clients,
+            lambda: len({x.value for x in room_clients}) == 1,  # noqa: B023 - awaited in this pass
+            15,
+        )
         assert len({c.value for c in room_clients}) == 1
         await wait_stored(cluster, room, first.value)
     for room_clients in clients.values():
@@ -129,14 +137,14 @@ async def test_gateway_import_reaches_clients_on_every_instance(cluster: Cluster
     ) as cb:
         ca.append("live;")
         await cb.wait_text("live;")
-        source = Doc()
+        source: Doc = Doc()
         source.get("t", type=Text).insert(0, "imported;")
         redis = create_redis(cluster.settings())
         documents = RedisDocuments(redis, cluster.store, instance_id_bytes("gateway-test"))
         await documents.apply_update(room.removeprefix("project-"), source.get_update())
         await ca.wait_until(lambda: "imported;" in ca.value)
         await cb.wait_until(lambda: cb.value == ca.value)
-        exported = Doc()
+        exported: Doc = Doc()
         for update in await documents.load(room.removeprefix("project-")):
             exported.apply_update(update)
         assert str(exported.get("t", type=Text)) == ca.value
@@ -149,7 +157,7 @@ async def test_compaction_of_100k_small_updates(cluster: Cluster) -> None:
 
     room = await cluster.new_project(1)
     project_uuid = room.removeprefix("project-")
-    doc = Doc()
+    doc: Doc = Doc()
     text = doc.get("t", type=Text)
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))

@@ -27,6 +27,8 @@ from shared.protocol import (
     parse_frame,
 )
 
+pytestmark = pytest.mark.unit
+
 VECTORS = json.loads((Path(__file__).parent / "data" / "protocol_vectors.json").read_text())
 BY_NAME = {v["name"]: v for v in VECTORS}
 SYNC_KINDS = {0: FrameKind.SYNC_STEP1, 1: FrameKind.SYNC_STEP2, 2: FrameKind.SYNC_UPDATE}
@@ -62,7 +64,7 @@ def test_npm_vector_parses_and_reencodes_identically(vector: dict) -> None:
 
 @pytest.mark.parametrize("vector", [v for v in VECTORS if "text" in v], ids=lambda v: v["name"])
 def test_npm_updates_apply_in_pycrdt(vector: dict) -> None:
-    doc = Doc()
+    doc: Doc = Doc()
     for name in vector.get("after", []) + [vector["name"]]:
         doc.apply_update(parse_frame(bytes.fromhex(BY_NAME[name]["hex"])).payload)
     assert str(doc.get("t", type=Text)) == vector["text"]
@@ -75,11 +77,11 @@ def test_large_update_uses_a_multibyte_length() -> None:
 
 
 def test_python_doc_round_trip() -> None:
-    doc = Doc()
+    doc: Doc = Doc()
     text = doc.get("t", type=Text)
     text += "hello"
     frame = parse_frame(encode_sync_update(doc.get_update()))
-    other = Doc()
+    other: Doc = Doc()
     other.apply_update(frame.payload)
     assert str(other.get("t", type=Text)) == "hello"
     step1 = parse_frame(encode_sync_step1(other.get_state()))

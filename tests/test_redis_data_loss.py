@@ -21,6 +21,8 @@ from tests.support.servers import RedisServer
 from tests.support.yclient import YClient
 from tests.test_faults import assert_has_all, edit_steadily
 
+pytestmark = pytest.mark.integration
+
 
 async def node_edits(client: NodeYClient, tag: str, count: int) -> list[str]:
     tokens = []
@@ -38,7 +40,7 @@ async def exported_text(gateway_url: str, project_uuid: str, token: str) -> str:
         headers={"Authorization": f"Bearer {token}"},
     ) as resp:
         assert resp.status == 200, await resp.text()
-        doc = Doc()
+        doc: Doc = Doc()
         doc.apply_update(await resp.read())
         return str(doc.get("t", type=Text))
 

@@ -18,6 +18,8 @@ from tests.support.app_server import InProcessServer
 from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
 
+pytestmark = pytest.mark.integration
+
 CLOSE_GOING_AWAY = 1001
 
 

@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 import aiohttp
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -24,6 +24,8 @@ from tests.support.servers import (
     nginx_binary,
     wait_for_port,
 )
+
+pytestmark = pytest.mark.integration
 
 
 def _nginx_available() -> bool:

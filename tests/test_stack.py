@@ -16,7 +16,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,7 +31,10 @@ from shared.store import DocumentStore
 from stack import Stack, persistence_available
 from stack.processes import descendants, pid_alive
 from tests.support.node_client import NodeYClient
+from tests.support.wait import eventually
 from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
@@ -117,14 +119,7 @@ async def connections_per_instance(stack: Stack) -> dict[str, int]:
 
 async def wait_until(check: Any, what: str, timeout: float = 15.0) -> Any:
     """Poll an async `check` until it returns something truthy (processes/DB have no events)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+    return await eventually(check, timeout, what=what, interval=0.1)
 
 
 async def idle(stack: Stack) -> None:
@@ -151,7 +146,7 @@ async def exported_text(api: Api, token: str, room: str) -> str:
         "GET", f"/api/projects/{room.removeprefix('project-')}/yjs-document", token
     )
     assert status == 200, body
-    doc = Doc()
+    doc: Doc = Doc()
     doc.apply_update(body)
     return str(doc.get("t", type=Text))
 
@@ -177,6 +172,10 @@ class Editors:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._edit(i, c)) for i, c in enumerate(self.clients)]
+
+    async def wait_made(self, count: int, timeout: float = 15.0) -> None:
+        """Wait until `count` edits have been made in all (not a fixed time of typing)."""
+        await eventually(lambda: len(self.made) >= count, timeout, what=f"{count} edits made")
 
     async def stop(self) -> None:
         self._stop.set()
@@ -409,9 +408,13 @@ async def test_sigkill_of_a_collab_instance_loses_no_edit(stack: Stack, api: Api
         assert await connections_per_instance(stack) == {"collab-1": 2, "collab-2": 2}
         editors = Editors(clients)
         editors.start()
-        await asyncio.sleep(0.7)
+        await editors.wait_made(20)  # editing is under way on both instances
         await asyncio.to_thread(stack.kill_collab, 0)
-        await asyncio.sleep(1.0)
+        # the killed instance's clients are back on the survivor, and edits go on there
+        await wait_until(
+            lambda: _all_on(stack, {"collab-2": 4}), "the clients to reconnect to collab-2", 20
+        )
+        await editors.wait_made(len(editors.made) + 20)
         await editors.stop()
         text = await editors.converged()
         # The two clients of the killed instance came back, through nginx, on the survivor.
@@ -421,6 +424,10 @@ async def test_sigkill_of_a_collab_instance_loses_no_edit(stack: Stack, api: Api
     assert await exported_text(api, token, room) == text
     assert await wait_until(lambda: _stored_is(stack, room, text), "PostgreSQL to hold every edit")
     await asyncio.to_thread(stack.restart_collab, 0)  # back to two instances
+
+
+async def _all_on(stack: Stack, expected: dict[str, int]) -> bool:
+    return await connections_per_instance(stack) == expected
 
 
 async def _stored_is(stack: Stack, room: str, text: str) -> bool:
@@ -435,10 +442,10 @@ async def test_rolling_restart_under_load_loses_no_edit(stack: Stack, api: Api) 
         editors.start()
         for index in range(len(stack.collab_instances)):
             old_id = stack.collab_instances[index].instance_id
-            await asyncio.sleep(0.3)
+            await editors.wait_made(len(editors.made) + 10)  # edits flow before each restart
             instance = await asyncio.to_thread(stack.restart_collab, index)
             assert instance.alive and instance.instance_id != old_id
-        await asyncio.sleep(0.3)
+        await editors.wait_made(len(editors.made) + 10)  # and after the last one
         await editors.stop()
         text = await editors.converged()
     assert await exported_text(api, token, room) == text

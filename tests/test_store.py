@@ -29,6 +29,8 @@ from shared.store import DocumentStore, LogStats
 from tests.support.app_server import InProcessServer
 from tests.support.yclient import YClient
 
+pytestmark = pytest.mark.integration
+
 EPOCH = "5a1f0c3e9b7d2468"  # the Redis server lifetime the test's log positions come from
 
 

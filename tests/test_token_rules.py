@@ -4,7 +4,7 @@ and a socket closed with 4401 when its token expires."""
 from __future__ import annotations
 
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import jwt
 import pytest
@@ -12,6 +12,8 @@ import pytest
 from tests.support.api import Api
 from tests.support.app_server import InProcessServer
 from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
 
 CLOSE_UNAUTHORIZED = 4401
 

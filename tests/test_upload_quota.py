@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import pytest
@@ -20,6 +20,8 @@ from tests.support.api import Api, Reply
 from tests.support.app_server import InProcessServer
 from tests.support.fixtures_data import create_user, create_user_and_project, make_member
 from tests.support.servers import PostgresServer
+
+pytestmark = pytest.mark.integration
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
@@ -65,7 +67,7 @@ async def expire_all(server: InProcessServer) -> None:
     async with server.sessionmaker() as session, session.begin():
         await session.execute(
             update(UploadReservation).values(
-                expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)
+                expires_at=datetime.now(UTC) - timedelta(seconds=1)
             )
         )
 

@@ -71,6 +71,7 @@ window.__editorText = () => Array.from(document.querySelectorAll('#editor .cm-li
 
 _can_install = hasattr(os, "geteuid") and os.geteuid() == 0
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(
         not CHROMIUM.exists() and not _can_install,
         reason="/usr/bin/chromium is missing (Debian package 'chromium'; "
@@ -211,7 +212,7 @@ async def server_text(scene: Scene) -> str:
     update = await api_call(
         scene.stack, "GET", f"/api/projects/{scene.project}/yjs-document", scene.alice.token
     )
-    doc = Doc()
+    doc: Doc = Doc()
     doc.apply_update(update)
     return str(doc.get("t", type=Text))
 

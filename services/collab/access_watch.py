@@ -35,7 +35,7 @@ async def recheck_access(rooms: RoomManager, access: AccessPolicy) -> int:
         roles = await access.roles_for_many(
             (conns[0].identity, project_uuid) for (project_uuid, _), conns in groups.items()
         )
-    except Exception as exc:  # database down: keep serving, check again later
+    except Exception as exc:  # database down: keep serving, check again later  # noqa: BLE001
         log.warning("access re-check failed: %s", exc)
         return 0
     closed = 0

@@ -163,7 +163,7 @@ class Connection:
                 if isinstance(data, str):
                     await self.ws.send_str(data)
                 else:
-                    await self.ws.send_bytes(data)
+                    await self.ws.send_bytes(data)  # type: ignore[arg-type]  # aiohttp writes any bytes-like; annotated bytes
         except (ConnectionError, RuntimeError):
             self._queue.clear()
             self._queued_bytes = 0
@@ -185,6 +185,6 @@ class Connection:
         """Flush what is queued, then close with `code`."""
         try:
             await asyncio.wait_for(self.flush(), 2.0)
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+        except (TimeoutError, ConnectionError, RuntimeError):
             pass
         await self.ws.close(code=code, message=message.encode()[:120])

@@ -14,7 +14,7 @@ OPCODE_BINARY = 0x2
 _FIN = 0x80
 
 
-def encode_frame(payload: bytes | str) -> bytes:
+def encode_frame(payload: bytes | memoryview | str) -> bytes:
     """A final, unmasked, uncompressed data frame: binary for bytes, text for str."""
     if isinstance(payload, str):
         return frame_header(len(data := payload.encode()), OPCODE_TEXT) + data

@@ -26,8 +26,8 @@ from services.collab.room import Room
 from services.collab.rooms import RoomManager
 from services.collab.websocket import CollabWebSocket
 from shared.access import AccessPolicy, Role
-from shared.awareness import AwarenessLimitExceeded
 from shared.auth import Identity, TokenError, request_token, verify_token
+from shared.awareness import AwarenessLimitExceeded
 from shared.config import Settings
 from shared.documents import DocumentTooLarge
 from shared.net import client_address

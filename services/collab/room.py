@@ -36,6 +36,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import cast
 
 from pycrdt import Doc
 
@@ -87,7 +88,7 @@ class _FullSync:
     message: memoryview
 
     @classmethod
-    def of(cls, update: bytes) -> "_FullSync":
+    def of(cls, update: bytes) -> _FullSync:
         # one copy of a possibly large document: header and update joined once
         head = sync_step2_head(len(update))
         header = frame_header(len(head) + len(update))
@@ -345,7 +346,7 @@ class Room:
         """(connection id, awareness update) for the states of this instance's connections."""
         size = self.awareness.limits.max_entries
         return [
-            (owner, update)
+            (cast(int, owner), update)  # owned_by let only connection ids (ints) through
             for owner, entries in self.awareness.states_by_owner(lambda o: isinstance(o, int)).items()
             for update in encode_in_chunks(entries, size)
         ]

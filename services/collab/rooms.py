@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from services.collab.backplane import Backplane
 from services.collab.connection import Connection

@@ -73,12 +73,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> str:
             email = _email(args.email)
             password = _read_password(args.password_stdin)
             try:
-                user = await create_user(
+                created = await create_user(
                     sessionmaker, email, password, args.name or "", ["admin"] if args.admin else []
                 )
             except EmailTaken:
                 raise CommandError(f"{email} already exists") from None
-            return f"created user {user.id} <{user.email}>{' (admin)' if args.admin else ''}"
+            return f"created user {created.id} <{created.email}>{' (admin)' if args.admin else ''}"
         if args.command == "reset-password":
             email = _email(args.email)
             password = _read_password(args.password_stdin)

@@ -21,9 +21,10 @@ import os
 import re
 import secrets
 import unicodedata
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -216,7 +217,7 @@ async def commit_asset(
                 "content_type": content_type,
             }
             dialect_insert = (
-                postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+                postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
             )
             await session.execute(
                 dialect_insert(Asset)

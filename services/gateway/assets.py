@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import AsyncIterator, Iterator
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
@@ -89,7 +89,7 @@ async def upload_asset(request: web.Request) -> web.Response:
             if isinstance(part, BodyPartReader) and part.name == "file":
                 break
             await part.release()
-        name = validate_name(request.query["name"] if "name" in request.query else part.filename)
+        name = validate_name(request.query.get("name", part.filename))
     # The file is at most the body (chunked: at most the per-file limit).
     declared = min(request.content_length or settings.max_asset_bytes, settings.max_asset_bytes)
     reservation = secrets.token_hex(16)

@@ -86,9 +86,12 @@ async def put_member(request: web.Request) -> web.Response:
         if member is None:
             session.add(ProjectMember(project_id=auth.project.id, user_id=user.id, role=role.value))
         else:
-            if member.role == Role.OWNER.value and role is not Role.OWNER:
-                if await _owner_count(session, auth.project.id) <= 1:
-                    raise conflict("a project must keep at least one owner")
+            if (
+                member.role == Role.OWNER.value
+                and role is not Role.OWNER
+                and await _owner_count(session, auth.project.id) <= 1
+            ):
+                raise conflict("a project must keep at least one owner")
             member.role = role.value
     invalidate_access(request, auth.project_uuid)
     log.info(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid as uuid_module
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -63,9 +63,10 @@ async def create_project(request: web.Request) -> web.Response:
             raise not_found("this token's account no longer exists")
         project = await insert_project(session, user_id, title)
     async with sessionmaker(request)() as session:
-        project = await session.get(Project, project.id)  # server-side timestamps
-    if project is None:
+        stored = await session.get(Project, project.id)  # server-side timestamps
+    if stored is None:
         raise not_found("the project was deleted as it was created")
+    project = stored
     log.info("project created", extra={"project": str(project.uuid), "user": user_id})
     return web.json_response(project_json(project, Role.OWNER), status=201)
 
@@ -114,7 +115,7 @@ async def update_project(request: web.Request) -> web.Response:
         if project is None or project.deleted_at is not None:
             raise not_found("no such project")
         project.title = title
-        project.updated_at = datetime.now(timezone.utc)
+        project.updated_at = datetime.now(UTC)
     return web.json_response(project_json(project, auth.role))
 
 
@@ -123,7 +124,7 @@ async def delete_project(request: web.Request) -> web.Response:
     async with sessionmaker(request)() as session, session.begin():
         project = await session.get(Project, auth.project.id)
         if project is not None and project.deleted_at is None:
-            project.deleted_at = datetime.now(timezone.utc)
+            project.deleted_at = datetime.now(UTC)
     invalidate_access(request, auth.project_uuid)
     log.info("project deleted", extra={"project": auth.project_uuid, "user": auth.user_id})
     return web.Response(status=204)

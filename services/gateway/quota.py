@@ -19,12 +19,13 @@ counts for nothing at once and is deleted by the next reservation.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.errors import ApiError, not_found, too_large
@@ -43,7 +44,7 @@ class UploadLimits:
     per_project: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "UploadLimits":
+    def from_settings(cls, settings: Settings) -> UploadLimits:
         return cls(
             settings.max_project_bytes,
             settings.max_open_uploads_per_user,
@@ -52,7 +53,7 @@ class UploadLimits:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _live(now: datetime) -> ColumnElement[bool]:
@@ -161,7 +162,7 @@ async def renew(
             .where(UploadReservation.id == reservation, _live(now))
             .values(expires_at=now + timedelta(seconds=lease_seconds))
         )
-    return bool(result.rowcount)
+    return bool(cast(CursorResult[Any], result).rowcount)  # an UPDATE's result is a cursor's
 
 
 async def forget(session: AsyncSession, reservation: str) -> None:

@@ -95,9 +95,10 @@ async def create_version(request: web.Request) -> web.Response:
         )
         session.add(version)
     async with sessionmaker(request)() as session:
-        version = await session.get(YjsVersion, version.id)
-    if version is None:
+        stored = await session.get(YjsVersion, version.id)
+    if stored is None:
         raise not_found("the version was deleted as it was created")
+    version = stored
     log.info("version created", extra={"project": auth.project_uuid, "version": version.id})
     return web.json_response(version_json(version), status=201)
 

@@ -32,6 +32,7 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -269,7 +270,9 @@ class PersistenceWorker:
         response = await self._redis.xreadgroup(
             CONSUMER_GROUP, self._consumer, {DIRTY_STREAM: start}, count=self._batch_size, block=block
         )
-        return [entry for _, stream_entries in response or [] for entry in stream_entries if entry[1]]
+        # redis-py types the reply for decode_responses either way; this client gets bytes
+        entries = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None", response)
+        return [entry for _, stream_entries in entries or [] for entry in stream_entries if entry[1]]
 
     async def _process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         by_project: dict[str, list[bytes]] = defaultdict(list)

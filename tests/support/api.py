@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from types import EllipsisType
+from typing import IO, Any, Self
 
 import aiohttp
 from multidict import CIMultiDict
@@ -56,7 +58,7 @@ class Api:
     token: str | None = None
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
-    async def __aenter__(self) -> "Api":
+    async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession()
         return self
 
@@ -68,7 +70,7 @@ class Api:
             await self._session.close()
             self._session = None
 
-    def with_token(self, token: str | None) -> "Api":
+    def with_token(self, token: str | None) -> Api:
         return Api(self.base_url, token, self._session)
 
     async def request(
@@ -76,7 +78,7 @@ class Api:
         method: str,
         path: str,
         *,
-        token: str | None | type[Ellipsis] = ...,  # type: ignore[valid-type]
+        token: str | None | EllipsisType = ...,
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Reply:
@@ -110,6 +112,8 @@ class Api:
 class GatewayProcess:
     """`python -m services.gateway` (or another service module) as a child process."""
 
+    _log: IO[bytes] | None = None  # the child's output file while it runs
+
     def __init__(
         self, env: Mapping[str, str], *, module: str = "services.gateway", log_path: Path
     ) -> None:
@@ -123,8 +127,8 @@ class GatewayProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "GatewayProcess":
-        self._log = open(self.log_path, "ab")
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - held open for the process, closed in kill()
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module],
             cwd=ROOT,
@@ -135,7 +139,7 @@ class GatewayProcess:
         )
         try:
             wait_for_port("127.0.0.1", self.port, timeout, process=self.process)
-        except Exception:
+        except Exception:  # any start failure: kill and report the log  # noqa: BLE001
             self.kill()
             raise RuntimeError(f"gateway did not start:\n{self.log_text()[-4000:]}") from None
         return self
@@ -159,7 +163,7 @@ class GatewayProcess:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if getattr(self, "_log", None) is not None:
+        if self._log is not None:
             self._log.close()
             self._log = None
 

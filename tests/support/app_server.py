@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -82,7 +82,7 @@ class InProcessServer:
         if access is not None:
             access.invalidate(bare_uuid(project))
 
-    async def start(self) -> "InProcessServer":
+    async def start(self) -> InProcessServer:
         self.app = self.build_app(self.settings)
         self.runner = web.AppRunner(self.app, shutdown_timeout=5.0)
         await self.runner.setup()

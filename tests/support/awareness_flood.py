@@ -45,7 +45,7 @@ async def flood(
                     while not stop.is_set() and not ws.closed:  # read until the server closes
                         try:
                             message = await ws.receive(timeout=0.5)
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             continue
                         if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                             break

@@ -59,7 +59,7 @@ class Cluster:
     def settings(self, **overrides: str) -> Settings:
         return Settings.from_env({**self.env, **{k.upper(): v for k, v in overrides.items()}})
 
-    async def migrate(self) -> "Cluster":
+    async def migrate(self) -> Cluster:
         await upgrade(self.database_url)
         return self
 

@@ -78,7 +78,7 @@ async def create_project(
     project_uuid = bare_uuid(project) if project else str(uuid_module.uuid4())
     async with sessionmaker() as session, session.begin():
         dialect_insert = (
-            postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
         )
         await session.execute(
             dialect_insert(Project)

@@ -38,9 +38,10 @@ import itertools
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Self
+from typing import Any, Self
 
 Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
@@ -277,7 +278,7 @@ class NodeYClient:
                 continue
             try:
                 matched = predicate(event)
-            except Exception as exc:  # a buggy predicate must not kill the reader
+            except Exception as exc:  # a buggy predicate must not kill the reader  # noqa: BLE001
                 fut.set_exception(exc)
                 continue
             if matched:
@@ -345,7 +346,7 @@ class NodeYClient:
         self._waiters.append(waiter)
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             tail = self.events[-10:]
             raise TimeoutError(
                 f"no matching event within {timeout}s; last events: {tail}"

@@ -33,12 +33,15 @@ class ServiceProcess:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/yjs"
 
-    def start(self, timeout: float = 20.0) -> "ServiceProcess":
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
+    def start(self, timeout: float = 20.0) -> ServiceProcess:
+        with open(self.log_path, "ab") as log:  # the child's stdout; the parent's copy closes here
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

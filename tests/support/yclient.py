@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Self
 
 import aiohttp
 from pycrdt import Doc, Text
@@ -71,7 +72,7 @@ class YClient:
         headers: dict[str, str] | None = None,
         wait_synced: bool = True,
         timeout: float = 10.0,
-    ) -> "YClient":
+    ) -> YClient:
         """Open `base_url/room?token=...` (base like ws://127.0.0.1:8080/yjs)."""
         session = aiohttp.ClientSession()
         params = {"token": token} if token is not None else {}
@@ -125,7 +126,7 @@ class YClient:
                 await self._changed.wait()
 
     @staticmethod
-    async def wait_all(clients: "list[YClient]", predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def wait_all(clients: list[YClient], predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Return once `predicate()` holds, re-checking whenever *any* of `clients`
         receives a frame (a predicate about several clients may turn true on the
         frame of one that is not the caller)."""
@@ -195,7 +196,7 @@ class YClient:
         if self._own_session is not None:
             await self._own_session.close()
 
-    async def __aenter__(self) -> "YClient":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
