@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from shared.compaction import build_doc
 from shared.db.resources import DATABASE
 from shared.restore import restore_update
 from tests.conftest import make_settings
-from tests.support.api import Api
+from tests.support.api import Api, editor_project
 from tests.support.app_server import InProcessServer
 from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
@@ -47,11 +46,8 @@ async def lazy_server(tmp_path: Path) -> AsyncIterator[InProcessServer]:
 
 async def _setup(srv: InProcessServer) -> tuple[str, str, Api]:
     """A new project with an editor: (room name, uuid, an open Api client as that editor)."""
-    project = str(uuid.uuid4())
-    token = await srv.grant(project, "editor", "editor")
-    api = Api(srv.http_url, token)
-    await api.__aenter__()
-    return f"project-{project}", project, api
+    room, api = await editor_project(srv)
+    return room, room.removeprefix("project-"), api
 
 
 async def test_export_equals_live_clients_including_uncompacted_edits(

@@ -30,7 +30,7 @@ from shared.protocol import FrameKind, encode_sync_step1, encode_sync_update, pa
 from shared.store import DocumentStore
 from shared.ydoc import RejectedUpdate
 from tests.conftest import make_settings
-from tests.support.api import Api
+from tests.support.api import Api, editor_project
 from tests.support.app_server import InProcessServer
 from tests.support.cluster import Cluster, metric, metrics_of
 from tests.support.yclient import YClient
@@ -140,11 +140,10 @@ def test_replay_leaves_out_what_panics_in_either_order() -> None:
 
 
 async def _project(srv: InProcessServer) -> tuple[str, str, Api]:
-    project = str(uuid.uuid4())
-    token = await srv.grant(project, "editor", "editor")
-    api = Api(srv.http_url, token)
-    await api.__aenter__()
-    return f"project-{project}", token, api
+    """A new project with an editor: (room name, the editor's token, an open Api client)."""
+    room, api = await editor_project(srv)
+    assert api.token is not None
+    return room, api.token, api
 
 
 async def test_http_import_of_the_pair_is_a_400_and_the_document_lives_on(server: InProcessServer) -> None:

@@ -358,7 +358,7 @@ class Room:
         RejectedUpdate when pycrdt refuses it; after a panic the document is
         rebuilt from the durable state (for a `stored` one, by `load` itself).
         """
-        was_empty = self.doc.get_state() == EMPTY_STATE_VECTOR
+        was_empty = self._size_bound == 0  # nothing was ever applied to this document
         self._full_sync = None
         self._size_bound += len(update)
         try:

@@ -8,16 +8,20 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import EllipsisType
-from typing import IO, Any, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 
 import aiohttp
 from multidict import CIMultiDict
 
 from tests.support.servers import free_port, wait_for_port
+
+if TYPE_CHECKING:
+    from tests.support.app_server import InProcessServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -175,3 +179,12 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool
             return True
         time.sleep(interval)
     return predicate()
+
+
+async def editor_project(srv: InProcessServer) -> tuple[str, Api]:
+    """A new project with a user "editor" as its editor: (room name, an open Api client as
+    that editor, its token in `api.token`); the caller closes the client."""
+    project = str(uuid.uuid4())
+    api = Api(srv.http_url, await srv.grant(project, "editor", "editor"))
+    await api.__aenter__()
+    return f"project-{project}", api
