@@ -265,6 +265,7 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
             ctx.metrics.errors.labels("document_too_large").inc()
             log.warning("refusing an update: %s", exc, extra={"connection": conn.id, "project": room.project_uuid, "user": conn.identity.user_id})
             await conn.close(CloseCode.TOO_LARGE, "document too large")
+            return
         except AwarenessLimitExceeded as exc:
             await _refuse_awareness(ctx, room, conn, exc)
             return
