@@ -125,7 +125,10 @@ class YjsVersion(Base):
 
 class Asset(Base):
     __tablename__ = "assets"
-    __table_args__ = (Index("uq_assets_project_id_name", "project_id", "name", unique=True),)
+    __table_args__ = (
+        Index("uq_assets_project_id_name", "project_id", "name", unique=True),
+        Index("uq_assets_project_id_client_id", "project_id", "client_id", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     project_id: Mapped[int] = mapped_column(
@@ -136,6 +139,9 @@ class Asset(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(255))
+    # eXeLearning's id for the file (the first 128 bits of its SHA-256 as a UUID), when it gave one.
+    client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    folder_path: Mapped[str] = mapped_column(String(1024), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
