@@ -1,4 +1,4 @@
-"""asset client ids: eXeLearning addresses an asset by its own content-hash id
+"""eXeLearning: assets addressed by its content-hash client id; projects remember their first save
 
 Revision ID: 0006
 Revises: 0005
@@ -21,6 +21,8 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("folder_path", sa.String(length=1024), nullable=False, server_default="")
         )
+    with op.batch_alter_table("projects") as batch:
+        batch.add_column(sa.Column("saved_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index(
         "uq_assets_project_id_client_id", "assets", ["project_id", "client_id"], unique=True
     )
@@ -28,6 +30,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("uq_assets_project_id_client_id", table_name="assets")
+    with op.batch_alter_table("projects") as batch:
+        batch.drop_column("saved_at")
     with op.batch_alter_table("assets") as batch:
         batch.drop_column("folder_path")
         batch.drop_column("client_id")
