@@ -23,7 +23,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import ServerProbe
+from stack.processes import http_status
+from stack.servers import PostgresServer, Server, Service
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / "bench" / "node"
@@ -297,11 +298,8 @@ class SingleTarget(ProjectTarget):
 
     async def start(self) -> None:
         from shared.db.engine import upgrade
-        from tests.support.processes import ServiceProcess
 
         if self.database == "postgresql":
-            from tests.support.servers import PostgresServer
-
             self._postgres = PostgresServer(durable=True)
             await asyncio.to_thread(self._postgres.start)
             self.database_url = await asyncio.to_thread(self._postgres.create_database, "bench")
@@ -319,7 +317,7 @@ class SingleTarget(ProjectTarget):
             **UNCAPPED_SOCKETS,
             **self.env_overrides,
         )
-        self._process = ServiceProcess("services.collab", env, self._workdir)
+        self._process = Service("services.collab", {**os.environ, **env}, self._workdir)
         await asyncio.to_thread(self._process.start, 60.0)
         self.ws_bases = [self._process.ws_url]
         self.probe = ServerProbe(
@@ -438,6 +436,31 @@ def ensure_node_server() -> Path:
     return NODE_SERVER
 
 
+class _NodeServer(Server):
+    """The official y-websocket server under Node, in memory; ready once it answers HTTP."""
+
+    kind = "node"
+
+    def __init__(self, script: Path) -> None:
+        super().__init__()
+        self.script = script
+
+    @property
+    def cwd(self) -> Path:
+        return NODE_DIR
+
+    def argv(self) -> list[str]:
+        return ["node", str(self.script)]
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "HOST": self.host, "PORT": str(self.port)}
+        env.pop("YPERSISTENCE", None)
+        return env
+
+    def ready(self) -> bool:
+        return http_status(f"http://{self.host}:{self.port}/", timeout=0.5) is not None
+
+
 class NodeTarget(Target):
     """@y/websocket-server 0.1.1 (the official y-websocket server), in memory, no auth."""
 
@@ -446,50 +469,25 @@ class NodeTarget(Target):
 
     def __init__(self) -> None:
         super().__init__()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log = Path(tempfile.mkstemp(prefix="exe-collab-bench-node-", suffix=".log")[1])
+        self._server: _NodeServer | None = None
 
     async def start(self) -> None:
-        from tests.support.servers import free_port
-
-        server = await asyncio.to_thread(ensure_node_server)
-        port = free_port()
-        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port)}
-        env.pop("YPERSISTENCE", None)
-        with self._log.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; nothing blocks on it here
-                ["node", str(server)],
-                cwd=NODE_DIR,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 30
-        while await asyncio.to_thread(_http_text, f"http://127.0.0.1:{port}/", 0.5) is None:
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the node server did not start:\n{self._log.read_text()[-2000:]}"
-                )
-            await asyncio.sleep(0.1)
-        self.ws_bases = [f"ws://127.0.0.1:{port}/yjs"]
-        self.probe = ServerProbe({"node": (self._process.pid, False)}, hot_path=["node"])
+        self._server = _NodeServer(await asyncio.to_thread(ensure_node_server))
+        await asyncio.to_thread(self._server.start, 30.0)
+        assert self._server.pid is not None  # started
+        self.ws_bases = [f"ws://127.0.0.1:{self._server.port}/yjs"]
+        self.probe = ServerProbe({"node": (self._server.pid, False)}, hot_path=["node"])
         version = await asyncio.to_thread(_node_version)
         self.info = {"mode": "@y/websocket-server 0.1.1, in memory, no auth", "node": version}
 
     async def restart_idle_target(self) -> None:
         await self.stop()
-        self._log = Path(tempfile.mkstemp(prefix="exe-collab-bench-node-", suffix=".log")[1])
         await self.start()
 
     async def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                await asyncio.to_thread(self._process.wait, 10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-        self._log.unlink(missing_ok=True)
+        if self._server is not None:
+            await asyncio.to_thread(self._server.stop, 10.0)
+            self._server.cleanup()
 
 
 class UrlTarget(Target):

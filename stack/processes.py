@@ -177,6 +177,25 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+def as_user(user: str | None) -> dict[str, Any]:
+    """subprocess arguments that run a child as the OS user `user` (none for None)."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+#: Variables of the caller's environment that would point a child at other servers.
+FOREIGN_PREFIXES = ("DB_", "REDIS_", "PG")
+
+
+def plain_env() -> dict[str, str]:
+    """The caller's environment without FOREIGN_PREFIXES variables, LC_ALL=C unless set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
+    env.setdefault("LC_ALL", "C")
+    return env
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         with path.open("rb") as fh:
@@ -215,10 +234,6 @@ class Process:
     ) -> Process:
         """Start `argv` in its own session, output appended to `log`."""
         log.parent.mkdir(parents=True, exist_ok=True)
-        kwargs: dict[str, Any] = {}
-        if user is not None:
-            entry = pwd.getpwnam(user)
-            kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
         with log.open("ab") as out:
             out.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(argv)}\n".encode())
             out.flush()
@@ -230,7 +245,7 @@ class Process:
                 cwd=cwd,
                 env=dict(env),
                 start_new_session=True,
-                **kwargs,
+                **as_user(user),
             )
         started = start_time(popen.pid) or 0
         return cls(name, popen.pid, started, str(log), list(argv), int(stop_signal), popen)
@@ -311,6 +326,8 @@ class Process:
         if not self.alive:
             self._reap()
             return
+        # Frozen, it cannot start more processes (PostgreSQL backends) while they are collected.
+        self.signal(signal.SIGSTOP)
         family = self._family()
         self._signal_group(signal.SIGKILL)
         self.signal(signal.SIGKILL)

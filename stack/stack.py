@@ -33,12 +33,10 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,21 +46,16 @@ from typing import Any, Self
 from stack import nginx as nginx_conf
 from stack.nginx import Upstreams  # the class body's `nginx_conf` property hides the module
 from stack.processes import (
+    FOREIGN_PREFIXES,
     LOOPBACK,
     Process,
     StackError,
-    children,
-    find_binary,
     free_port,
-    holds_socket,
     http_status,
-    is_root,
-    listening_inodes,
-    pid_alive,
     poll_until,
-    port_accepts,
-    postgres_bindir,
+    tail,
 )
+from stack.servers import NginxServer, PostgresServer, RedisServer, Service, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = REPO_ROOT / "run" / "stack"
@@ -78,7 +71,6 @@ _OWN_VARIABLES = {
     "API_JWT_SECRET", "APP_SECRET", "RUN_MIGRATIONS", "AUTH_CREATE_USERS", "FORWARDED_ALLOW_IPS",
     "METRICS_TOKEN",
 }  # fmt: skip
-_OWN_PREFIXES = ("DB_", "REDIS_", "PG")
 
 
 def persistence_available() -> bool:
@@ -148,6 +140,8 @@ class Stack:
         self.redis: Process | None = None
         self.postgres: Process | None = None
         self.nginx: Process | None = None
+        self._nginx_server: NginxServer | None = None
+        self._services: dict[str, Service] = {}  # by instance name
         self.instances: dict[str, list[Instance]] = {s: [] for s in SERVICES}
         self.warnings: list[str] = []
         self.timeout = 60.0
@@ -388,25 +382,9 @@ class Stack:
 
     def reload_nginx(self, timeout: float = 30.0) -> None:
         """Check the config, SIGHUP nginx, return once new connections get the new config."""
-        nginx = self.nginx
-        if nginx is None or not nginx.alive:
+        if self._nginx_server is None:
             raise StackError("nginx is not running")
-        self._check_nginx_config()
-        before = set(children(nginx.pid))
-        nginx.signal(signal.SIGHUP)
-
-        def applied() -> bool:
-            if not set(children(nginx.pid)) - before:
-                return False
-            listening = listening_inodes()
-            return not any(pid_alive(p) and holds_socket(p, listening) for p in before)
-
-        poll_until(
-            applied,
-            timeout=timeout,
-            what="nginx to apply its new config",
-            alive=lambda: nginx.alive,
-        )
+        self._nginx_server.reload(timeout)
 
     # -- stopping ------------------------------------------------------------------
 
@@ -510,7 +488,6 @@ class Stack:
 
         self._start_redis()
         self._start_postgres()
-        self._wait_redis()
         self._migrate()
 
         new = [self._new_instance("gateway") for _ in range(gateway)]
@@ -534,7 +511,7 @@ class Stack:
         env = {
             k: v
             for k, v in os.environ.items()
-            if k not in _OWN_VARIABLES and not k.startswith(_OWN_PREFIXES)
+            if k not in _OWN_VARIABLES and not k.startswith(FOREIGN_PREFIXES)
         }
         env.update(
             APP_ENV="production",
@@ -556,88 +533,19 @@ class Stack:
         return env
 
     def _start_redis(self) -> None:
-        self.redis_port = free_port()
-        binary = find_binary("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server")
-        self.redis = Process.spawn(
-            "redis",
-            [
-                binary,
-                "--port", str(self.redis_port),
-                "--bind", LOOPBACK,
-                "--daemonize", "no",
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--maxmemory-policy", "noeviction",
-                "--save", "",
-                "--dir", str(self.run_dir / "redis"),
-            ],
-            log=self.logs_dir / "redis.log",
-            env=_plain_env(),
-            cwd=self.run_dir,
-        )  # fmt: skip
-
-    def _wait_redis(self) -> None:
-        redis = self.redis
-        if redis is None:
-            raise StackError("redis was not started")
-        self._wait(lambda: _redis_ping(self.redis_port), "redis PING", redis)
+        server = RedisServer(self.run_dir / "redis", log=self.logs_dir / "redis.log")
+        self.redis = server.start(self.timeout).process
+        self.redis_port = server.port
 
     def _start_postgres(self) -> None:
-        bindir = postgres_bindir()
-        user = "postgres" if is_root() else None
-        data = self.scratch_dir / "postgres"
-        sockets = self.scratch_dir / "pgsock"
-        sockets.mkdir()
-        if user:
-            import pwd
-
-            entry = pwd.getpwnam(user)
-            os.chown(sockets, entry.pw_uid, entry.pw_gid)
-            os.chown(self.scratch_dir, entry.pw_uid, entry.pw_gid)
-        prefix = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", user, "--"] if user else []
-        log = self.logs_dir / "postgres.log"
-        with log.open("ab") as out:
-            result = subprocess.run(
-                [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                 "-E", "UTF8", "--locale=C", "--no-sync"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=_plain_env(), cwd=self.scratch_dir, timeout=120, check=False,
-            )  # fmt: skip
-        if result.returncode != 0:
-            raise StackError(f"initdb failed (exit {result.returncode}); see {log}")
-        self.postgres_port = free_port()
-        settings = {
-            "listen_addresses": LOOPBACK,
-            "unix_socket_directories": str(sockets),
-            "max_connections": "300",
-            "fsync": "off",
-            "full_page_writes": "off",
-            "logging_collector": "off",
-        }
-        argv = [str(bindir / "postgres"), "-D", str(data), "-p", str(self.postgres_port)]
-        for name, value in settings.items():
-            argv += ["-c", f"{name}={value}"]
-        self.postgres = Process.spawn(
-            "postgres", argv, log=log, env=_plain_env(), cwd=self.scratch_dir, user=user,
-            stop_signal=signal.SIGINT,
+        # In the scratch directory: the postgres OS user (as root) must reach it.
+        server = PostgresServer(
+            self.scratch_dir / "postgres", log=self.logs_dir / "postgres.log", durable=True,
+            settings={"max_connections": "300"},
         )  # fmt: skip
-        pg_isready = [
-            str(bindir / "pg_isready"),
-            "-q",
-            "-h",
-            LOOPBACK,
-            "-p",
-            str(self.postgres_port),
-        ]
-        self._wait(lambda: _succeeds(pg_isready), "pg_isready", self.postgres)
-        psql = [str(bindir / "psql"), "-X", "-q", "-h", LOOPBACK, "-p", str(self.postgres_port),
-                "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
-                "-c", f'CREATE DATABASE "{DATABASE_NAME}"']  # fmt: skip
-        created = subprocess.run(
-            psql, check=False, capture_output=True, text=True, env=_plain_env(), timeout=60
-        )
-        if created.returncode != 0:
-            raise StackError(f"creating the database failed: {created.stderr.strip()}")
+        self.postgres = server.start(self.timeout).process
+        self.postgres_port = server.port
+        server.create_database(DATABASE_NAME)
 
     def _migrate(self) -> None:
         log = self.logs_dir / "migrate.log"
@@ -649,7 +557,7 @@ class Stack:
                 timeout=300, check=False,
             )  # fmt: skip
         if result.returncode != 0:
-            raise StackError(f"migrations failed (exit {result.returncode}):\n{_tail(log)}")
+            raise StackError(f"migrations failed (exit {result.returncode}):\n{tail(log)}")
 
     def _new_instance(self, service: str) -> Instance:
         index = len(self.instances[service]) + 1
@@ -659,48 +567,21 @@ class Stack:
 
     def _spawn_instance(self, instance: Instance) -> None:
         data_dir = self.run_dir / "data" / instance.name
-        data_dir.mkdir(parents=True, exist_ok=True)
-        env = self._env(
-            HOST=LOOPBACK,
-            PORT=str(instance.port),
-            INSTANCE_ID=instance.instance_id,
-            DATA_DIR=str(data_dir),
-        )
-        instance.process = Process.spawn(
-            instance.name,
-            [sys.executable, "-m", f"services.{instance.service}"],
+        service = Service(
+            f"services.{instance.service}",
+            self._env(INSTANCE_ID=instance.instance_id, DATA_DIR=str(data_dir)),
+            data_dir,
+            port=instance.port,
             log=self.logs_dir / f"{instance.name}.log",
-            env=env,
-            cwd=REPO_ROOT,
+            name=instance.name,
+            ready_path="/health/ready",
         )
+        instance.process = service.spawn()
+        self._services[instance.name] = service
 
     def _wait_ready(self, instances: list[Instance]) -> None:
         """Wait until every instance answers 200 on /health/ready (all in parallel)."""
-        deadline = time.monotonic() + self.timeout
-        pending = list(instances)
-        while pending:
-            for instance in list(pending):
-                process = instance.process
-                if process is None:
-                    raise StackError(f"{instance.name} was not started")
-                if http_status(instance.url + "/health/ready", timeout=2) == 200:
-                    pending.remove(instance)
-                elif not process.alive:
-                    raise StackError(
-                        f"{instance.name} exited before it was ready; {process.log}:\n"
-                        f"{process.log_tail()}"
-                    )
-            if pending and time.monotonic() >= deadline:
-                names = ", ".join(i.name for i in pending)
-                last = pending[0]
-                raise StackError(
-                    f"{names} not ready (/health/ready) within {self.timeout:.0f} s; "
-                    f"{last.url}/health/ready answers {http_status(last.url + '/health/ready')}; "
-                    f"{last.process.log if last.process else ''}:\n"
-                    f"{last.process.log_tail() if last.process else ''}"
-                )
-            if pending:
-                time.sleep(0.1)
+        wait_ready([self._services[i.name] for i in instances], self.timeout)
 
     def _nginx_variables(self) -> dict[str, str]:
         temp = self.scratch_dir / "nginx-temp"
@@ -723,90 +604,25 @@ class Stack:
     def _write_upstreams(self) -> None:
         nginx_conf.write_upstreams(self.nginx_dir, self._upstreams())
 
-    def _nginx_argv(self, *extra: str) -> list[str]:
-        binary = find_binary("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx")
-        return [
-            binary,
-            "-p", f"{self.nginx_dir}/",
-            "-e", str(self.logs_dir / "nginx-error.log"),
-            "-c", str(self.nginx_conf),
-            "-g", "daemon off;",
-            *extra,
-        ]  # fmt: skip
-
-    def _check_nginx_config(self) -> None:
-        result = subprocess.run(
-            self._nginx_argv("-t", "-q"),
-            check=False,
-            capture_output=True,
-            text=True,
-            env=_plain_env(),
-            timeout=30,
-        )
-        if result.returncode != 0:
-            raise StackError(f"nginx -t rejected {self.nginx_conf}:\n{result.stderr.strip()}")
-
     def _start_nginx(self, port: int | None) -> None:
         self.nginx_port = port or free_port()
         nginx_conf.write_config(self.nginx_dir, self._nginx_variables(), self._upstreams())
-        self._check_nginx_config()
-        self.nginx = Process.spawn(
-            "nginx", self._nginx_argv(), log=self.logs_dir / "nginx.log", env=_plain_env(),
-            cwd=self.nginx_dir,
+        server = NginxServer(
+            self.nginx_conf, prefix=self.nginx_dir, port=self.nginx_port,
+            error_log=self.logs_dir / "nginx-error.log", log=self.logs_dir / "nginx.log",
         )  # fmt: skip
-        nginx = self.nginx
-        # Signals may only be sent once the workers exist (handlers installed).
-        self._wait(lambda: port_accepts(LOOPBACK, self.nginx_port) and bool(children(nginx.pid)),
-                   "nginx workers", nginx)  # fmt: skip
-        self._wait(lambda: http_status(self.url + "/health") == 200, "nginx /health", nginx)
-
-    def _wait(self, check: Any, what: str, process: Process) -> None:
+        self._nginx_server = server.start(self.timeout)
+        nginx = self.nginx = server.process
+        assert nginx is not None  # started
         try:
-            poll_until(check, timeout=self.timeout, what=what, alive=lambda: process.alive)
+            poll_until(lambda: http_status(self.url + "/health") == 200, timeout=self.timeout,
+                       what="nginx /health", alive=lambda: nginx.alive)  # fmt: skip
         except StackError as exc:
-            raise StackError(
-                f"{process.name}: {exc}; {process.log}:\n{process.log_tail()}"
-            ) from None
-
+            raise StackError(f"nginx: {exc}:\n{server.log_tail()}") from None
 
 def _new_instance_id() -> str:
     """A fresh id per process incarnation (32 hex digits = the envelope's 16 bytes)."""
     return uuid.uuid4().hex
-
-
-def _plain_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
-    env.setdefault("LC_ALL", "C")
-    return env
-
-
-def _succeeds(argv: list[str]) -> bool:
-    try:
-        return (
-            subprocess.run(
-                argv, check=False, capture_output=True, env=_plain_env(), timeout=10
-            ).returncode
-            == 0
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def _redis_ping(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def _tail(path: Path) -> str:
-    from stack.processes import tail
-
-    return tail(path)
 
 
 def _refuse_running(run_dir: Path) -> None:

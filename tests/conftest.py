@@ -13,9 +13,9 @@ import pytest
 from services.embedded import create_app as create_embedded_app
 from shared.config import Settings
 from shared.db.engine import upgrade
+from stack.servers import PostgresServer, RedisServer
 from tests.support.app_server import InProcessServer
 from tests.support.cluster import Cluster
-from tests.support.servers import PostgresServer, RedisServer
 
 TEST_SECRET = "test-secret-" + "x" * 40
 

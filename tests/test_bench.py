@@ -30,7 +30,7 @@ from bench.run import LoadRun, ServerProbe
 from bench.scenarios import BenchConfig, client_specs, scenario_a
 from bench.targets import SingleTarget, Target
 from shared.protocol import encode_sync_step2, encode_sync_update
-from tests.support.servers import free_port
+from stack.processes import free_port
 
 # Tiers per test (tests/conftest.py): the pure accounting is `unit`, everything that starts a
 # server (the fake relay, the project) is `bench`.

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from stack.servers import PostgresServer, RedisServer
 from tests.support.cluster import Cluster, metrics_of, wait_metric, wait_stored
-from tests.support.servers import PostgresServer, RedisServer
 from tests.support.wait import eventually
 from tests.support.yclient import YClient
 

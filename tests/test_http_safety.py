@@ -21,9 +21,9 @@ from services.gateway.app import create_app as create_gateway_app
 from services.persistence.app import create_app as create_persistence_app
 from shared.config import Settings
 from shared.logs import JsonFormatter
+from stack.servers import RedisServer
 from tests.conftest import make_settings
 from tests.support.app_server import InProcessServer
-from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,10 @@ from pycrdt import Doc, Text
 
 from services.embedded import create_app as create_embedded_app
 from shared.config import Settings
+from stack.servers import PostgresServer
 from tests.support.app_server import InProcessServer
 from tests.support.cluster import Cluster, metric, metrics_of
 from tests.support.node_client import NodeYClient
-from tests.support.servers import PostgresServer
 from tests.support.yclient import YClient
 
 pytestmark = pytest.mark.integration

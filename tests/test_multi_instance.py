@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from stack.servers import RedisServer
 from tests.support.cluster import Cluster, metric, metrics_of, wait_metric, wait_stored
-from tests.support.servers import RedisServer
 from tests.support.yclient import YClient
 from tests.test_store import EPOCH
 

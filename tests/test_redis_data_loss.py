@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from pycrdt import Doc, Text
 
+from stack.servers import RedisServer
 from tests.support.cluster import Cluster, metric, metrics_of, wait_metric, wait_stored
 from tests.support.node_client import NodeYClient
-from tests.support.servers import RedisServer
 from tests.support.yclient import YClient
 from tests.test_faults import assert_has_all, edit_steadily
 

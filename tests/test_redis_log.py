@@ -20,7 +20,7 @@ from shared.redis_log import (
     read_log,
 )
 from shared.redis_subscriber import RedisSubscriber
-from tests.support.servers import RedisServer
+from stack.servers import RedisServer
 
 pytestmark = pytest.mark.integration
 

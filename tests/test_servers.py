@@ -1,4 +1,4 @@
-"""Tests for the throwaway-server helpers in tests/support/servers.py."""
+"""The throwaway servers of stack/servers.py that the tests and `make stack` run."""
 
 from __future__ import annotations
 
@@ -13,25 +13,16 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from tests.support.servers import (
-    LOOPBACK,
-    NginxServer,
-    PostgresServer,
-    RedisServer,
-    ServerError,
-    ServerStartError,
-    free_port,
-    nginx_binary,
-    wait_for_port,
-)
+from stack.processes import LOOPBACK, StackError, find_binary, free_port, port_accepts
+from stack.servers import NginxServer, PostgresServer, RedisServer
 
 pytestmark = pytest.mark.integration
 
 
 def _nginx_available() -> bool:
     try:
-        nginx_binary()
-    except FileNotFoundError:
+        find_binary("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx")
+    except StackError:
         return False
     return True
 
@@ -61,14 +52,12 @@ def test_free_port_is_bindable_and_not_repeated() -> None:
         sock.bind((LOOPBACK, ports[-1]))
 
 
-def test_wait_for_port() -> None:
+def test_port_accepts() -> None:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         sock.listen()
-        wait_for_port(LOOPBACK, sock.getsockname()[1], timeout=5)
-    closed = free_port()
-    with pytest.raises(TimeoutError):
-        wait_for_port(LOOPBACK, closed, timeout=0.3)
+        assert port_accepts(LOOPBACK, sock.getsockname()[1])
+    assert not port_accepts(LOOPBACK, free_port())
 
 
 # --------------------------------------------------------------------------
@@ -137,7 +126,7 @@ def test_redis_start_failure_reports_log_tail() -> None:
         blocker.listen()
         server = RedisServer(port=blocker.getsockname()[1])
         try:
-            with pytest.raises(ServerStartError) as excinfo:
+            with pytest.raises(StackError) as excinfo:
                 server.start(timeout=10)
             assert "Address already in use" in str(excinfo.value)
             assert not server.running
@@ -174,7 +163,7 @@ async def test_postgres_create_database_query_and_restart() -> None:
         url = pg.create_database("exe_test")
         assert url == f"postgresql+asyncpg://postgres@127.0.0.1:{pg.port}/exe_test"
         assert pg.create_database("exe_test", exist_ok=True) == url
-        with pytest.raises(ServerError):
+        with pytest.raises(StackError):
             pg.create_database("exe_test")
 
         conn = await asyncpg.connect(pg.dsn("exe_test"))
@@ -242,6 +231,25 @@ async def _start_backend() -> tuple[web.AppRunner, int]:
     return runner, port
 
 
+def _write_conf(directory: Path, port: int, http: str) -> Path:
+    """directory/nginx.conf with `http` as its http block (`@PORT@`: `port`)."""
+    temp = "".join(
+        f"    {kind}_temp_path {directory / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        f"worker_processes 1;\npid {directory / 'nginx.pid'};\nevents {{ worker_connections 64; }}\n"
+        f"http {{\n    access_log off;\n{temp}{http.replace('@PORT@', str(port))}\n}}\n"
+    )
+    return conf
+
+
+def _nginx(directory: Path, http: str) -> NginxServer:
+    port = free_port()
+    conf = _write_conf(directory, port, http)
+    return NginxServer(conf, prefix=directory, port=port, error_log=directory / "error.log")
+
+
 def _proxy_conf(backend_port: int, tag: str) -> str:
     return f"""
     server {{
@@ -256,61 +264,38 @@ def _proxy_conf(backend_port: int, tag: str) -> str:
 
 @needs_nginx
 @pytest.mark.asyncio
-async def test_nginx_proxies_and_reloads() -> None:
+async def test_nginx_proxies_and_reloads(tmp_path: Path) -> None:
     runner, backend_port = await _start_backend()
     try:
-        with NginxServer(http_config=_proxy_conf(backend_port, "first")) as nginx:
-            assert nginx.url == f"http://127.0.0.1:{nginx.port}"
+        with _nginx(tmp_path, _proxy_conf(backend_port, "first")) as nginx:
+            url = f"http://127.0.0.1:{nginx.port}"
+            assert (tmp_path / "nginx.pid").exists()
             async with (
                 aiohttp.ClientSession() as session,
-                session.get(f"{nginx.url}/hello") as resp,
+                session.get(f"{url}/hello") as resp,
             ):
                 assert resp.status == 200
                 assert await resp.text() == "backend /hello tag=first"
 
-            nginx.set_config(http_config=_proxy_conf(backend_port, "second"))
+            _write_conf(tmp_path, nginx.port, _proxy_conf(backend_port, "second"))
             nginx.reload()
             # A fresh connection: kept-alive ones may still hit an old worker.
             async with (
                 aiohttp.ClientSession() as session,
-                session.get(f"{nginx.url}/again") as resp,
+                session.get(f"{url}/again") as resp,
             ):
                 assert await resp.text() == "backend /again tag=second"
             port = nginx.port
-        with pytest.raises(TimeoutError):
-            wait_for_port(LOOPBACK, port, timeout=0.3)
+        assert not port_accepts(LOOPBACK, port)
     finally:
         await runner.cleanup()
 
 
 @needs_nginx
-@pytest.mark.asyncio
-async def test_nginx_full_config_text() -> None:
-    port = free_port()
-    conf = f"""
-worker_processes 1;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 "prefix=@PREFIX@"; }}
-    }}
-}}
-"""
-    with NginxServer(conf) as nginx:
-        assert nginx.port == port
-        async with aiohttp.ClientSession() as session, session.get(nginx.url) as resp:
-            assert await resp.text() == f"prefix={nginx.base_dir}"
-        assert "client_body_temp_path" in nginx.conf_path.read_text()
-        assert nginx.pid_path.exists()
-
-
-@needs_nginx
-def test_nginx_invalid_config_raises_with_stderr() -> None:
-    nginx = NginxServer(http_config="server { listen 127.0.0.1:@PORT@; bogus_directive on; }")
+def test_nginx_invalid_config_raises_with_stderr(tmp_path: Path) -> None:
+    nginx = _nginx(tmp_path, "server { listen 127.0.0.1:@PORT@; bogus_directive on; }")
     try:
-        with pytest.raises(ServerError, match="bogus_directive"):
+        with pytest.raises(StackError, match="bogus_directive"):
             nginx.start()
         assert not nginx.running
     finally:

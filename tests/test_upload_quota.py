@@ -15,11 +15,11 @@ from sqlalchemy import func, select, update
 
 from services.gateway.app import create_app as create_gateway_app
 from shared.db.models import UploadReservation
+from stack.servers import PostgresServer
 from tests.conftest import make_settings
 from tests.support.api import Api, Reply
 from tests.support.app_server import InProcessServer
 from tests.support.fixtures_data import create_user, create_user_and_project, make_member
-from tests.support.servers import PostgresServer
 
 pytestmark = pytest.mark.integration
 

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json as jsonlib
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import EllipsisType
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 from multidict import CIMultiDict
 
-from tests.support.servers import free_port, wait_for_port
+from tests.support.processes import ServiceProcess
 
 if TYPE_CHECKING:
     from tests.support.app_server import InProcessServer
@@ -113,72 +108,17 @@ class Api:
         return await self.request("DELETE", path, **kwargs)
 
 
-class GatewayProcess:
+class GatewayProcess(ServiceProcess):
     """`python -m services.gateway` (or another service module) as a child process."""
-
-    _log: IO[bytes] | None = None  # the child's output file while it runs
 
     def __init__(
         self, env: Mapping[str, str], *, module: str = "services.gateway", log_path: Path
     ) -> None:
-        self.port = free_port()
-        self.env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
-        self.module = module
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(module, env, log_path.parent, log=log_path)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> GatewayProcess:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - held open for the process, closed in kill()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            wait_for_port("127.0.0.1", self.port, timeout, process=self.process)
-        except Exception:  # any start failure: kill and report the log  # noqa: BLE001
-            self.kill()
-            raise RuntimeError(f"gateway did not start:\n{self.log_text()[-4000:]}") from None
-        return self
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, no cleanup of any kind."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+        return self.http_url
 
 
 async def editor_project(srv: InProcessServer) -> tuple[str, Api]:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from shared.auth import mint_token
 from shared.config import Settings
-from tests.support.servers import free_port
+from stack.processes import free_port
 
 
 class InProcessServer:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from pathlib import Path
 
@@ -18,9 +16,10 @@ from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker, upgrade
 from shared.db.models import Project, ProjectMember, User
 from shared.store import DocumentStore
+from stack.servers import RedisServer
 from tests.support.app_server import InProcessServer
 from tests.support.processes import ServiceProcess
-from tests.support.servers import RedisServer
+from tests.support.wait import eventually
 
 SECRET = "cluster-test-secret-" + "y" * 32
 
@@ -136,22 +135,18 @@ def metric(text: str, sample: str) -> float:
 
 async def wait_metric(url: str, sample: str, expected: float, timeout: float = 15.0) -> str:
     """Wait until a sample reaches `expected`; return the whole metrics text of that moment."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def reached() -> str:  # "" (falsy) until the sample gets there
         text = await metrics_of(url)
-        if metric(text, sample) >= expected:
-            return text
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{sample} is {metric(text, sample)}, expected {expected}")
-        await asyncio.sleep(0.05)  # polling the metrics endpoint: there is no event to wait on
+        return text if metric(text, sample) >= expected else ""
+
+    return await eventually(reached, timeout, what=f"{sample} to reach {expected} at {url}")
 
 
 async def wait_stored(cluster: Cluster, room: str, expected: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = await cluster.stored_text(room)
-        if text == expected:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"database holds {text!r}, expected {expected!r}")
-        await asyncio.sleep(0.1)  # polling PostgreSQL: there is no event to wait on
+    """Wait until the database holds `expected` as the room's text."""
+
+    async def stored() -> bool:
+        return await cluster.stored_text(room) == expected
+
+    await eventually(stored, timeout, what=f"the database to hold {expected!r}", interval=0.1)
