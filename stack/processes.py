@@ -262,6 +262,11 @@ class Process:
     def log_tail(self, lines: int = 30) -> str:
         return tail(Path(self.log), lines)
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once a process this one started has ended (None otherwise)."""
+        return self.popen.poll() if self.popen is not None else None
+
     def record(self) -> dict[str, Any]:
         return {
             "name": self.name,

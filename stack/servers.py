@@ -160,10 +160,13 @@ class Server:
                 raise
         raise AssertionError("unreachable")
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Clean shutdown (`stop_signal`), SIGKILL at the deadline; nothing of it is left."""
-        if self.process is not None:
-            self.process.stop(timeout)
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Clean shutdown (`stop_signal`), SIGKILL at the deadline; nothing of it is left.
+        Its exit status (None when it was not running)."""
+        if self.process is None:
+            return None
+        self.process.stop(timeout)
+        return self.process.returncode
 
     def kill(self) -> None:
         """SIGKILL the server and everything it started (a crash)."""
