@@ -1,7 +1,7 @@
 """CPU time and memory of server processes, read from /proc (Linux only).
 
 CPU of a process is utime + stime + cutime + cstime (field 14-17 of
-/proc/PID/stat), in seconds; `tree=True` adds every live descendant, which is
+/proc/PID/stat), in seconds; `tree=True` adds every descendant, which is
 how PostgreSQL (one backend process per connection) and nginx are measured.
 A child that exits between two readings is still counted: its time moves into
 its parent's cutime/cstime when it is reaped.
@@ -15,22 +15,15 @@ import resource
 import subprocess
 from pathlib import Path
 
+from stack.processes import descendants, stat_fields
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may contain spaces and parentheses
-    return raw[raw.rindex(")") + 2 :].split()
-
-
 def cpu_seconds(pid: int, *, tree: bool = False) -> float:
-    """utime+stime(+reaped children) of `pid`, and of its live descendants with `tree`."""
-    fields = _stat_fields(pid)
+    """utime+stime(+reaped children) of `pid`, and of its descendants with `tree`."""
+    fields = stat_fields(pid)
     if fields is None:
         return 0.0
     # after the name: state(3) ppid(4) ... utime(14) stime(15) cutime(16) cstime(17)
@@ -39,23 +32,6 @@ def cpu_seconds(pid: int, *, tree: bool = False) -> float:
     if tree:
         total += sum(cpu_seconds(child) for child in descendants(pid))
     return total
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid`."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, stack = [], list(children.get(pid, []))
-    while stack:
-        child = stack.pop()
-        found.append(child)
-        stack.extend(children.get(child, []))
-    return found
 
 
 def status_kb(pid: int, field: str) -> int:

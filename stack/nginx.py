@@ -29,7 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from stack.processes import REPO_ROOT
+
 NGINX_DIR = REPO_ROOT / "deploy" / "nginx"
 TEMPLATES_DIR = NGINX_DIR / "templates"
 TLS_TEMPLATE = NGINX_DIR / "tls" / "tls.conf.template"

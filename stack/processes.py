@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 POLL_INTERVAL = 0.05
 
@@ -92,18 +93,19 @@ def poll_until(
 # -- /proc ----------------------------------------------------------------------
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat from field 3 (state) on, or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
+    # The command name (field 2) may hold spaces and parentheses.
     return stat.rsplit(")", 1)[-1].split()
 
 
 def pid_alive(pid: int) -> bool:
     """True when `pid` exists and is not a zombie (a zombie holds nothing any more)."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     if fields is None:
         try:
             os.kill(pid, 0)
@@ -117,30 +119,33 @@ def pid_alive(pid: int) -> bool:
 
 def start_time(pid: int) -> int | None:
     """Start time of `pid` in clock ticks since boot (None when it does not exist)."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return int(fields[19]) if fields is not None and len(fields) > 19 else None
 
 
-def children(pid: int) -> list[int]:
-    result = []
+def _by_parent() -> dict[int, list[int]]:
+    """Every process's pid under its parent's pid (one pass over /proc)."""
+    result: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields is not None and len(fields) > 1 and fields[1] == str(pid):
-                result.append(int(entry))
+        if entry.isdigit() and (fields := stat_fields(int(entry))) is not None and len(fields) > 1:
+            result.setdefault(int(fields[1]), []).append(int(entry))
     return result
 
 
+def children(pid: int) -> list[int]:
+    return _by_parent().get(pid, [])
+
+
 def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (PostgreSQL backends leave the group: walk the tree)."""
+    """Every process below `pid`, zombies too (PostgreSQL backends leave the group: walk the tree)."""
+    by_parent = _by_parent()
     found: list[int] = []
-    todo = [pid]
+    todo = list(by_parent.get(pid, []))
     while todo:
-        for child in children(todo.pop()):
-            if child not in found:
-                found.append(child)
-                todo.append(child)
-    return [p for p in found if pid_alive(p)]
+        child = todo.pop()
+        found.append(child)
+        todo.extend(by_parent.get(child, []))
+    return found
 
 
 def listening_inodes() -> set[str]:
@@ -340,7 +345,7 @@ class Process:
         self._kill_leftovers(family)
 
     def _family(self) -> dict[int, int | None]:
-        """The live descendants now, with their start times."""
+        """The descendants now, with their start times."""
         return {pid: start_time(pid) for pid in descendants(self.pid)}
 
     def _kill_leftovers(self, family: dict[int, int | None]) -> None:

@@ -35,6 +35,7 @@ from typing import Self
 from stack.processes import (
     LOOPBACK,
     POLL_INTERVAL,
+    REPO_ROOT,
     Process,
     StackError,
     as_user,
@@ -52,8 +53,6 @@ from stack.processes import (
     postgres_bindir,
     tail,
 )
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 _owned: set[Server] = set()
 

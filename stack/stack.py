@@ -48,6 +48,7 @@ from stack.nginx import Upstreams  # the class body's `nginx_conf` property hide
 from stack.processes import (
     FOREIGN_PREFIXES,
     LOOPBACK,
+    REPO_ROOT,
     Process,
     StackError,
     free_port,
@@ -57,7 +58,6 @@ from stack.processes import (
 )
 from stack.servers import NginxServer, PostgresServer, RedisServer, Service, wait_ready
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = REPO_ROOT / "run" / "stack"
 STATE_FILE = "stack.json"
 SECRETS_FILE = "stack.env"
