@@ -34,7 +34,6 @@ from typing import Self
 
 from stack.processes import (
     LOOPBACK,
-    POLL_INTERVAL,
     REPO_ROOT,
     Process,
     StackError,
@@ -53,6 +52,10 @@ from stack.processes import (
     postgres_bindir,
     tail,
 )
+
+#: Between readiness checks: each is an HTTP request or a subprocess, and the servers
+#: starting meanwhile want the CPU.
+_READY_INTERVAL = 0.1
 
 _owned: set[Server] = set()
 
@@ -215,7 +218,7 @@ def wait_ready(servers: Sequence[Server], timeout: float) -> None:
                 f"{pending[0].log_tail()}"
             )
         if pending:
-            time.sleep(POLL_INTERVAL)
+            time.sleep(_READY_INTERVAL)
 
 
 def _succeeds(argv: Sequence[str]) -> bool:
