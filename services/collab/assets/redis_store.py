@@ -166,8 +166,8 @@ class RedisStore:
         return await self.members(project)
 
     async def members(self, project: str) -> list[str]:
-        members: list[bytes] = await self._redis.zrange(project_prefix(project) + "members", 0, -1)
-        return await self._live(project, [_text(m) for m in members])
+        members = await self._redis.zrange(project_prefix(project) + "members", 0, -1)
+        return await self._live(project, [_text(m) for m in members])  # type: ignore[arg-type]  # redis-py: plain ZRANGE gives members
 
     async def waiters(self, project: str, asset: str) -> list[str]:
         members = await self._redis.smembers(project_prefix(project) + f"wait:{asset}")  # type: ignore[misc]  # redis-py: awaitable here
