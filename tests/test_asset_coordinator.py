@@ -48,8 +48,8 @@ async def test_control_frames_never_reach_another_client(server: InProcessServer
         await a.send_raw(json.dumps({"type": "awareness-update", "data": {"availableAssets": []}}))  # legacy text
         await a.send_raw(b"\x09an ordinary opaque frame")  # still relayed, after the control frames
         await b.wait_until(lambda: b"\x09an ordinary opaque frame" in b.opaque)
-        relayed = [f for f in b.opaque if f != b"\x09an ordinary opaque frame"]
-        assert [json.loads(f)["type"] for f in relayed] == ["trigger-resync"]  # the server's, on b's join
+        # b never sent a control frame (a stock Yjs client): it is sent none either
+        assert [f for f in b.opaque if f != b"\x09an ordinary opaque frame"] == []
         a.append("edit")
         await b.wait_text("edit")  # nothing reached the document either
         assert b.value == "edit"
@@ -116,7 +116,9 @@ async def test_a_second_author_starts_collaboration(server: InProcessServer, pro
         await first.send_raw(control("request-asset", {"assetId": held[0]}))
         await wait_message(first, "asset-ready")  # the announcement is in
         assert text_types(first) == []  # alone: no collaboration yet
-        async with await YClient.connect(server.ws_url, project, await server.grant(project, "bob")) as second:
+        plain = await YClient.connect(server.ws_url, project, token)  # a stock Yjs client: not an author here
+        async with plain, await YClient.connect(server.ws_url, project, await server.grant(project, "bob")) as second:
+            await second.send_raw(control("awareness-update", {"availableAssets": [], "totalAssets": 0}))
             bulk = await wait_message(first, "bulk-upload-request")
             assert sorted(bulk["assetIds"]) == sorted(held[1:])
             assert bulk["uploadUrl"] == f"/projects/{project.removeprefix('project-')}/assets"
@@ -127,6 +129,7 @@ async def test_a_second_author_starts_collaboration(server: InProcessServer, pro
             await first.send_raw(control("bulk-upload-progress", {"status": "completed", "total": 2, "completed": 2, "failed": 0}))
             done = await wait_message(second, "bulk-upload-complete")
             assert (done["totalAvailable"], done["failedCount"]) == (2, 0)
+            assert plain.opaque == []  # never sent a control frame, so never sent one
 
 
 async def test_upload_sessions_are_for_editors(server: InProcessServer, project: str) -> None:
@@ -148,3 +151,27 @@ async def test_upload_sessions_are_for_editors(server: InProcessServer, project:
         assert ready["expiresAt"] == session.expires_at * 1000
         refused = await wait_message(v, "upload-session-ready")
         assert refused["error"] and refused["sessionToken"] == ""
+
+
+async def test_a_failed_or_departed_holder_is_replaced_then_the_waiter_told(server: InProcessServer, project: str) -> None:
+    token = await server.grant(project, "alice")
+    wanted = asset_id()
+    holders = [await YClient.connect(server.ws_url, project, token) for _ in range(2)]
+    try:
+        for holder in holders:
+            await holder.send_raw(control("awareness-update", {"availableAssets": [wanted], "totalAssets": 1}))
+            await holder.send_raw(control("request-asset", {"assetId": asset_id()}))
+            await wait_message(holder, "asset-not-found")  # its announcement is in
+        async with await YClient.connect(server.ws_url, project, token) as waiter:
+            await waiter.send_raw(control("request-asset", {"assetId": wanted}))
+            await YClient.wait_all(holders, lambda: any(messages(h, "upload-request") for h in holders))
+            asked = next(h for h in holders if messages(h, "upload-request"))
+            other = next(h for h in holders if h is not asked)
+            request = messages(asked, "upload-request")[0]
+            await asked.send_raw(control("asset-uploaded", {**request, "success": False, "error": "gone"}))
+            assert (await wait_message(other, "upload-request"))["assetId"] == wanted
+            await other.close()  # leaves without uploading
+            assert (await wait_message(waiter, "asset-not-found"))["assetId"] == wanted
+    finally:
+        for holder in holders:
+            await holder.close()

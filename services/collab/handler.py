@@ -181,7 +181,6 @@ async def _join_and_serve(
     )
     room.join(conn)
     expiry = _close_when_token_expires(conn)
-    await ctx.assets.joined(conn, project_uuid)
     ctx.metrics.connections.inc()
     log.info(
         "connected",

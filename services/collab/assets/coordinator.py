@@ -82,19 +82,19 @@ class AssetCoordinator:
 
     # lifecycle of a socket -------------------------------------------------
 
-    async def joined(self, conn: Connection, project: str) -> None:
-        """A socket joined the project's room; from the second member on, collaboration starts."""
+    async def _enter(self, conn: Connection, project: str) -> None:
+        """A socket's first control frame makes it a member of the project's coordination
+        (a stock Yjs client never sends one, so it is never sent a control frame); from
+        the second member on, collaboration starts."""
         self._sockets[conn.id] = conn
-        try:
-            async with asyncio.timeout(STEP_TIMEOUT):
-                members = await self._store.join(project, self.member(conn))
-                if len(members) >= 2:
-                    await self._collaboration(project, members)
-        except Exception:  # the document goes on without the coordinator
-            log.exception("asset coordinator: join not recorded", extra={"project": project, "connection": conn.id})
+        members = await self._store.join(project, self.member(conn))
+        if len(members) >= 2:
+            await self._collaboration(project, members)
 
     async def left(self, conn: Connection, project: str) -> None:
-        self._sockets.pop(conn.id, None)
+        """The socket ended: it no longer holds, waits or counts as a member."""
+        if self._sockets.pop(conn.id, None) is None:
+            return
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
                 await self._store.leave(project, self.member(conn))
@@ -132,10 +132,12 @@ class AssetCoordinator:
         message = None
         try:
             message = codec.decode_control(frame, self.limits.message_bytes)
-            handler = self._handlers.get(message.type)
-            if handler is None:
-                raise BadControl("unknown message type")
             async with asyncio.timeout(STEP_TIMEOUT):
+                if conn.id not in self._sockets:
+                    await self._enter(conn, project)
+                handler = self._handlers.get(message.type)
+                if handler is None:
+                    raise BadControl("unknown message type")
                 await handler(conn, project, message.data)
         except BadControl as exc:
             self._answer_error(conn, message, str(exc))
