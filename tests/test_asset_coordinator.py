@@ -100,8 +100,9 @@ async def test_malformed_control_frames_get_an_answer_or_a_close_code(server: In
         async with await YClient.connect(server.ws_url, project, token) as client:
             await client.send_raw(control("asset-ready", {"assetId": "x"}))  # a server's message
             await client.send_raw(control("request-asset", {"assetId": "../../etc/passwd"}))
-            await client.wait_until(lambda: len(messages(client, "error")) == 2)
-            assert [e["messageType"] for e in messages(client, "error")] == ["asset-ready", "request-asset"]
+            await client.send_raw(b'\xff{"type": "request-asset", "data": [1]}')
+            await client.wait_until(lambda: len(messages(client, "error")) == 3)
+            assert [e["messageType"] for e in messages(client, "error")] == ["asset-ready", "request-asset", None]
             client.append("still here")
             await bystander.wait_text("still here")
             assert client.close_code is None and bystander.close_code is None
@@ -151,6 +152,9 @@ async def test_upload_sessions_are_for_editors(server: InProcessServer, project:
         assert ready["expiresAt"] == session.expires_at * 1000
         refused = await wait_message(v, "upload-session-ready")
         assert refused["error"] and refused["sessionToken"] == ""
+        await e.send_raw(control("upload-session-create", {"projectId": asset_id(), "totalFiles": 0, "totalBytes": 0}))
+        await e.wait_until(lambda: len(messages(e, "upload-session-ready")) == 2)
+        assert messages(e, "upload-session-ready")[1]["error"]  # another project's session is refused
 
 
 async def test_a_failed_or_departed_holder_is_replaced_then_the_waiter_told(server: InProcessServer, project: str) -> None:

@@ -149,8 +149,8 @@ class AssetCoordinator:
             self._answer_error(conn, message, "coordinator unavailable, try again")
 
     def _answer_error(self, conn: Connection, message: ControlMessage | None, error: str) -> None:
-        data = {"error": error, "messageType": message.type if message else None}
-        self._send(self.member(conn), "error", data)
+        # straight to the socket: it may not have joined the coordination yet
+        conn.send(codec.encode("error", {"error": error, "messageType": message.type if message else None}))
 
     async def _on_awareness(self, conn: Connection, project: str, data: dict[str, Any]) -> None:
         ids = codec.asset_ids(data.get("availableAssets"), self.limits.ids_per_message)
@@ -284,6 +284,9 @@ class AssetCoordinator:
             raise codec.ControlRefused(codec.CloseCode.POLICY_VIOLATION, "upload manifest too long")
         if not conn.role.can_edit:
             self._send(self.member(conn), "upload-session-ready", _session_error("viewers cannot upload"))
+            return
+        if data.get("projectId", project) != project:
+            self._send(self.member(conn), "upload-session-ready", _session_error("projectId is not this room's project"))
             return
         token, expires_at = mint_upload_session(self._secret, project, conn.identity.user_id)
         self._send(self.member(conn), "upload-session-ready", {
