@@ -17,6 +17,7 @@ from tests.support.asset_messages import (
     text_types,
     wait_message,
 )
+from tests.support.node_client import NodeYClient
 from tests.support.yclient import YClient
 
 pytestmark = pytest.mark.integration
@@ -179,3 +180,24 @@ async def test_a_failed_or_departed_holder_is_replaced_then_the_waiter_told(serv
     finally:
         for holder in holders:
             await holder.close()
+
+
+async def test_a_stock_client_beside_coordinating_authors_is_sent_no_control_frame(
+    server: InProcessServer, project: str
+) -> None:
+    """Stock y-websocket decodes every frame as Yjs: a text frame would break it."""
+    node_token = await server.grant(project, "node")
+    async with NodeYClient.start(server.ws_url, project, node_token, name="node") as node:
+        await node.wait_synced()
+        a, b = await _pair(server, project)
+        async with a, b:
+            for client in (a, b):  # what eXeLearning's client sends on connect: collaboration starts
+                await client.send_raw(control("awareness-update", {"availableAssets": [asset_id()], "totalAssets": 1}))
+            await b.wait_until(lambda: "trigger-resync" in text_types(b))
+            await wait_message(a, "bulk-upload-request")
+            a.append("after the control frames")
+            assert await node.wait_text("after the control frames") == "after the control frames"
+            await node.append("!")
+            await b.wait_text("after the control frames!")
+            info = await node.info()
+            assert info["connected"] is True
