@@ -47,7 +47,7 @@ async def test_a_holder_on_another_instance_is_asked_and_the_waiter_served(clust
             other = asset_id()
             await holder.send_raw(control("awareness-update", {"availableAssets": [wanted, other], "totalAssets": 2}))
             await holder.send_raw(control("request-asset", {"assetId": asset_id()}))
-            await holder.wait_until(lambda: len(messages(holder, "asset-not-found")) == 2 + len(warm))  # noqa: B023
+            await holder.wait_until(lambda: len(messages(holder, "asset-not-found")) == 2 + len(warm))
             before = time.perf_counter()
             await waiter.send_raw(control("request-asset", {"assetId": other}))
             await holder.wait_until(lambda: any(m["assetId"] == other for m in messages(holder, "upload-request")))  # noqa: B023

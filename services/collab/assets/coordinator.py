@@ -105,14 +105,10 @@ class AssetCoordinator:
         """eXeLearning's start of collaboration: everyone re-broadcasts its presence, the
         holder of the most assets uploads those not stored, and a project never saved
         is saved by its oldest socket."""
-        resync = codec.encode("trigger-resync", {"reason": "new-client-joined", "projectUuid": project})
         for member in members:
-            self._store.send(member, resync)
+            self._send(member, "trigger-resync", {"reason": "new-client-joined", "projectUuid": project})
         if await never_saved(self._sessionmaker, project):
-            self._store.send(
-                members[0],
-                codec.encode("request-sync-state", {"reason": "collaboration-started", "projectUuid": project}),
-            )
+            self._send(members[0], "request-sync-state", {"reason": "collaboration-started", "projectUuid": project})
         holder = pick_bulk_holder(await self._store.holder_counts(project))
         if holder is None:
             return
