@@ -75,7 +75,7 @@ async def test_frames_reach_the_instance_that_holds_the_socket(store: RedisStore
     assert received == [(7, b"\xff{}")]
     publisher = aioredis.Redis(host=redis_server.host, port=redis_server.port)
     try:
-        await publisher.publish(inbox_channel(ME), b"8:t" + '{"type":"trigger-resync"}'.encode())
+        await publisher.publish(inbox_channel(ME), b"8:t" + b'{"type":"trigger-resync"}')
         await publisher.publish(inbox_channel(ME), b"garbage")  # ignored
         await publisher.publish(inbox_channel(ME), b"9:b\xff{}")
         await eventually(lambda: len(received) == 3, 5)
