@@ -42,7 +42,7 @@ async def test_a_holder_on_another_instance_is_asked_and_the_waiter_served(clust
         await holder.send_raw(control("asset-uploaded", {**request, "success": True, "size": 3}))
         ready = await wait_message(waiter, "asset-ready")
         ready_ms = (time.perf_counter() - uploaded) * 1000
-        warm = []  # later requests: scripts loaded, pools open, collaboration already started
+        warm: list[float] = []  # later requests: scripts loaded, pools open, collaboration already started
         for _ in range(5):
             other = asset_id()
             await holder.send_raw(control("awareness-update", {"availableAssets": [wanted, other], "totalAssets": 2}))
