@@ -10,6 +10,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from services.collab.access_watch import run_access_watch
+from services.collab.assets.coordinator import AssetCoordinator
+from services.collab.assets.decisions import CoordinatorLimits
+from services.collab.assets.redis_store import RedisStore
+from services.collab.assets.store import CoordinatorStore, MemoryStore
 from services.collab.backplane import Backplane, LocalBackplane
 from services.collab.close_codes import CloseCode
 from services.collab.handler import COLLAB, CollabContext, websocket_handler
@@ -59,6 +63,21 @@ def create_backplane(
     return LocalBackplane(database.store, writer)
 
 
+def create_coordinator(
+    settings: Settings, database: Database, instance_id: str, tasks: TaskOwner
+) -> AssetCoordinator:
+    """The asset coordinator, its state in memory (single instance) or in Redis (multi-instance)."""
+    limits = CoordinatorLimits()
+    store: CoordinatorStore
+    if settings.multi_instance:
+        store = RedisStore(create_redis(settings), instance_id_bytes(instance_id).hex(), limits, tasks)
+    else:
+        store = MemoryStore(limits)
+    return AssetCoordinator(
+        store, database.sessionmaker, settings.jwt_secret, limits, sweep_interval=settings.presence_interval
+    )
+
+
 def setup_collab(
     app: web.Application, settings: Settings, *, access: AccessPolicy | None = None
 ) -> None:
@@ -89,6 +108,8 @@ def setup_collab(
         )
         checks.update(backplane.readiness_checks())
         await backplane.start(rooms)
+        assets = create_coordinator(settings, app[DATABASE], instance_id, tasks)
+        await assets.start()
         app[COLLAB] = CollabContext(
             settings=settings,
             rooms=rooms,
@@ -99,6 +120,7 @@ def setup_collab(
                 settings.max_connections_per_user, settings.max_connections_per_address
             ),
             tasks=tasks,
+            assets=assets,
         )
         app[DOCUMENTS] = RoomDocuments(rooms, backplane)
         tasks.spawn_loop(
@@ -108,6 +130,7 @@ def setup_collab(
         tasks.spawn_loop(
             run_access_watch(rooms, policy, interval=max(0.2, settings.access_cache_ttl)), name="access-watch"
         )
+        tasks.spawn_loop(assets.run_sweeps(), name="asset-sweeps")
         log.info(
             "collab ready",
             extra={"instance": instance_id, "mode": "multi" if settings.multi_instance else "single"},
@@ -116,6 +139,7 @@ def setup_collab(
         await rooms.close(CloseCode.GOING_AWAY, "server shutting down")
         await backplane.stop()
         await tasks.close()
+        await assets.stop()
 
     async def _close_sockets(app: web.Application) -> None:
         # on_shutdown runs before aiohttp waits for handlers: close sockets first.

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMessage, WSMsgType, web
 
+from services.collab.assets.codec import ControlRefused, is_control
+from services.collab.assets.coordinator import AssetCoordinator
 from services.collab.close_codes import CloseCode
 from services.collab.connection import Connection, TickWriter
 from services.collab.limits import ConnectionLimits
@@ -54,6 +56,7 @@ class CollabContext:
     instance_id: str
     limits: ConnectionLimits
     tasks: TaskOwner
+    assets: AssetCoordinator
     tick_writer: TickWriter = field(default_factory=TickWriter)
     refusals: RefusalHistory = field(default_factory=RefusalHistory)
 
@@ -188,6 +191,7 @@ async def _join_and_serve(
     finally:
         expiry.cancel()
         ctx.rooms.release(room, conn)
+        await ctx.assets.left(conn, project_uuid)
         ctx.metrics.connections.dec()
         log.info(
             "disconnected",
@@ -250,7 +254,10 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
                     log.info("closing on an oversized frame", extra={"connection": conn.id, "bytes": len(message.data)})
                     await _refuse_content(ctx, room, conn, CloseCode.MESSAGE_TOO_BIG, "message too big")
                     return
-                if message.type is WSMsgType.BINARY:
+                if is_control(message.data):  # eXeLearning's asset coordination: for the server only
+                    ctx.metrics.frames_in_by["control"].inc()
+                    await ctx.assets.receive(conn, room.project_uuid, message.data)
+                elif message.type is WSMsgType.BINARY:
                     room.receive(conn, message.data)
                 else:
                     room.receive_text(conn, message.data)
@@ -268,6 +275,12 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
             return
         except AwarenessLimitExceeded as exc:
             await _refuse_awareness(ctx, room, conn, exc)
+            return
+        except ControlRefused as exc:
+            ctx.metrics.errors.labels("invalid_control").inc()
+            log.warning("closing connection on a control message: %s", exc.reason,
+                        extra={"connection": conn.id, "project": room.project_uuid})
+            await _refuse_content(ctx, room, conn, exc.code, exc.reason)
             return
         except ProtocolError as exc:
             ctx.metrics.errors.labels("invalid_frame").inc()
