@@ -18,10 +18,11 @@ OWN = "https://exe.example.org"
 WEEK = 7 * 24 * 3600
 
 
-def exe_token(secret: str = SECRET, **changes: object) -> str:
-    """A token as eXeLearning's app signs it for its editor page: no roles, no iat, 7 days."""
+def exe_token(changes: dict[str, object] | None = None, secret: str = SECRET) -> str:
+    """A token as eXeLearning's app signs it for its editor page (no roles, no iat, 7 days),
+    with `changes` (a None value removes the claim)."""
     claims: dict[str, object] = {"sub": 7, "email": "ana@example.org", "isGuest": False, "exp": int(time.time()) + WEEK}
-    claims.update(changes)
+    claims.update(changes or {})
     return jwt.encode({k: v for k, v in claims.items() if v is not None}, secret, algorithm="HS256")
 
 
@@ -34,7 +35,7 @@ def test_an_exelearning_token_verifies_as_its_user() -> None:
 
 def test_an_exelearning_login_token_with_iat_and_its_roles_verifies() -> None:
     now = int(time.time())
-    token = exe_token(iat=now, roles=["ROLE_USER", "ROLE_ADMIN"], authMethod="local")
+    token = exe_token({"iat": now, "roles": ["ROLE_USER", "ROLE_ADMIN"], "authMethod": "local"})
     identity = verify_token(token, SECRET)
     assert user_id_of(identity) == 7
     assert not identity.is_admin  # eXeLearning's ROLE_ADMIN is not our admin role
@@ -58,7 +59,7 @@ def test_an_exelearning_login_token_with_iat_and_its_roles_verifies() -> None:
 )
 def test_bad_subjects_and_times_are_refused(changes: dict[str, object], message: str) -> None:
     with pytest.raises(TokenError, match=message):
-        verify_token(exe_token(**changes), SECRET)
+        verify_token(exe_token(changes), SECRET)
 
 
 def test_a_forged_exelearning_token_is_refused() -> None:
