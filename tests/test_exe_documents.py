@@ -18,6 +18,7 @@ from sqlalchemy import select
 from services.embedded import create_app as create_embedded_app
 from shared.compaction import build_doc
 from shared.db.engine import create_sessionmaker
+from shared.db.resources import DATABASE
 from shared.db.models import Project
 from tests.conftest import make_settings
 from tests.support.api import Api
@@ -267,3 +268,32 @@ async def test_version_and_user_storage(small_server: InProcessServer) -> None:
         by_cookie = await api.get("/api/user/storage", token=None, headers={"Cookie": f"auth={token}"})
         assert by_cookie.status == 200 and by_cookie.json["data"]["used_bytes"] == 3345
         assert (await api.get("/api/user/storage", token=None)).status == 401
+
+
+
+async def test_a_save_that_repeats_the_document_adds_only_what_it_lacks(server: InProcessServer) -> None:
+    project = str(uuid.uuid4())
+    token = await server.grant(project, "editor", "editor")
+    store = server.app[DATABASE].store  # type: ignore[index]
+
+    async def stored_bytes() -> int:
+        return int((await store.log_stats(project)).bytes)
+
+    async with Api(server.http_url, token) as api, await YClient.connect(server.ws_url, f"project-{project}", token) as live:
+        live.append("k" * 20_000)
+        await eventually(lambda: _at_least(stored_bytes, 20_000), what="the edit stored")
+        before = await stored_bytes()
+        # an editor that holds the live document plus an edit of its own saves its whole state
+        editor: Doc = Doc()
+        editor.apply_update(live.doc.get_update())
+        editor.get("t", type=Text).insert(0, "offline;")
+        for _ in range(3):
+            assert (await api.post(doc_path(project), data=editor.get_update(), headers=OCTET)).status == 200
+        await live.wait_until(lambda: live.value.startswith("offline;"))
+        await eventually(lambda: _at_least(stored_bytes, before + 1), what="the new edit stored")
+        # only the edit was relayed and stored, once, not the 20 KB the save repeats three times
+        assert await stored_bytes() - before < 1000
+
+
+async def _at_least(measure, minimum: int) -> bool:  # type: ignore[no-untyped-def]
+    return bool(await measure() >= minimum)
