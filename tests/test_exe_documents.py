@@ -18,8 +18,8 @@ from sqlalchemy import select
 from services.embedded import create_app as create_embedded_app
 from shared.compaction import build_doc
 from shared.db.engine import create_sessionmaker
-from shared.db.resources import DATABASE
 from shared.db.models import Project
+from shared.db.resources import DATABASE
 from tests.conftest import make_settings
 from tests.support.api import Api
 from tests.support.app_server import InProcessServer
