@@ -6,6 +6,14 @@ parameter's (browsers cannot set headers on a WebSocket or an `<img src>`); it
 is valid until its `exp`, with no grace (an open WebSocket is closed with 4401
 then); `iat` and `nbf` may be up to `CLOCK_SKEW_SECONDS` ahead of this
 server's clock, since the issuer (another instance, eXeLearning) has its own.
+
+Two kinds of `sub` are accepted. Ours is a string and comes with `iat` (and
+`roles`); eXeLearning's own app signs `{sub: <integer user id>, email,
+isGuest}` with the same secret, no `roles`, and `iat` only where its signer
+adds one, so an integer `sub` does not require `iat` (it is still checked when
+present). A boolean, a float, an empty string or anything else is refused.
+The HTTP gateway also reads the token from the `auth` cookie (`AUTH_COOKIE`,
+see `services/gateway/security.py`); the WebSocket does not.
 """
 
 from __future__ import annotations
@@ -18,8 +26,9 @@ from typing import Any
 import jwt
 
 ALGORITHM = "HS256"
-REQUIRED_CLAIMS = ("sub", "exp", "iat")
+REQUIRED_CLAIMS = ("sub", "exp")
 CLOCK_SKEW_SECONDS = 5
+AUTH_COOKIE = "auth"  # eXeLearning's name for it
 
 
 class TokenError(Exception):
@@ -52,15 +61,17 @@ def verify_token(token: str, secret: str) -> Identity:
         raise TokenError("missing token")
     try:
         # PyJWT's leeway would apply to exp too: exp is checked below, without one.
+        # verify_sub off: PyJWT 2.10+ refuses an integer sub; subject_of decides instead.
         claims = jwt.decode(
             token,
             secret,
             algorithms=[ALGORITHM],
-            options={"require": list(REQUIRED_CLAIMS), "verify_exp": False},
+            options={"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_sub": False},
             leeway=CLOCK_SKEW_SECONDS,
         )
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"invalid token: {exc}") from None
+    user_id = subject_of(claims)
     exp = claims["exp"]
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         raise TokenError("invalid token: exp must be a number")
@@ -70,11 +81,26 @@ def verify_token(token: str, secret: str) -> Identity:
     if not isinstance(roles, (list, tuple)):
         raise TokenError("invalid token: roles must be a list")
     return Identity(
-        user_id=str(claims["sub"]),
+        user_id=user_id,
         email=str(claims.get("email", "")),
         roles=tuple(str(r) for r in roles),
         claims=claims,
     )
+
+
+def subject_of(claims: Mapping[str, Any]) -> str:
+    """The user id of verified `claims`: a non-empty string `sub` with an `iat` (ours), or an
+    integer `sub` (eXeLearning's, `iat` optional); TokenError otherwise."""
+    sub = claims.get("sub")
+    if isinstance(sub, bool):  # a bool is an int to Python, not a user id
+        raise TokenError("invalid token: sub must be a string or an integer")
+    if isinstance(sub, int):
+        return str(sub)
+    if not isinstance(sub, str) or not sub.strip():
+        raise TokenError("invalid token: sub must be a string or an integer")
+    if "iat" not in claims:
+        raise TokenError('invalid token: Token is missing the "iat" claim')
+    return sub
 
 
 def mint_token(

@@ -170,6 +170,8 @@ class Settings:
     max_open_uploads_per_project: int = setting("MAX_OPEN_UPLOADS_PER_PROJECT", 50)
     forwarded_allow_ips: str = setting("FORWARDED_ALLOW_IPS", "")
     metrics_token: str = setting("METRICS_TOKEN", "", secret=True, parse=str.strip)
+    # what GET /api/version answers (eXeLearning's editor stores it in a document's metadata)
+    app_version: str = setting("APP_VERSION", "")
 
     @property
     def is_production(self) -> bool:

@@ -11,13 +11,28 @@ def client_address(request: web.BaseRequest, forwarded_allow_ips: str) -> str:
     """The caller's address; X-Forwarded-For is believed only from `forwarded_allow_ips`
     (FORWARDED_ALLOW_IPS: comma-separated addresses or networks, or `*`)."""
     remote = request.remote or ""
-    allowed = [item.strip() for item in forwarded_allow_ips.split(",") if item.strip()]
-    if allowed and ("*" in allowed or _address_in(remote, allowed)):
+    if from_trusted_proxy(request, forwarded_allow_ips):
         forwarded = request.headers.get("X-Forwarded-For", "")
         hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
         if hops:
             return hops[-1]
     return remote
+
+
+def request_scheme(request: web.BaseRequest, forwarded_allow_ips: str) -> str:
+    """`https` or `http` as the client used it: X-Forwarded-Proto from a trusted proxy
+    (nginx terminating TLS), else this connection's own scheme."""
+    if from_trusted_proxy(request, forwarded_allow_ips):
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        if forwarded in ("http", "https"):
+            return forwarded
+    return request.scheme
+
+
+def from_trusted_proxy(request: web.BaseRequest, forwarded_allow_ips: str) -> bool:
+    """Whether the peer is one of `forwarded_allow_ips`, whose forwarded headers are believed."""
+    allowed = [item.strip() for item in forwarded_allow_ips.split(",") if item.strip()]
+    return bool(allowed) and ("*" in allowed or _address_in(request.remote or "", allowed))
 
 
 def _address_in(address: str, networks: list[str]) -> bool:

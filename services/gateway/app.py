@@ -19,6 +19,8 @@ from services.gateway import (
     assets,
     auth_routes,
     documents,
+    exe_documents,
+    exe_info,
     members,
     openapi,
     projects,
@@ -71,7 +73,7 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
 
     app.middlewares.append(metrics_middleware(metrics))
     app.middlewares.append(error_middleware)
-    app.middlewares.append(jwt_middleware(settings.jwt_secret))
+    app.middlewares.append(jwt_middleware(settings.jwt_secret, settings.forwarded_allow_ips))
 
     async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = None
@@ -103,6 +105,8 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
     projects.add_routes(app)
     members.add_routes(app)
     documents.add_routes(app)
+    exe_documents.add_routes(app)
+    exe_info.add_routes(app)
     versions.add_routes(app)
     assets.add_routes(app)
     tus.add_routes(app)

@@ -1,4 +1,10 @@
-"""Accounts over HTTP: register, login (rate-limited), me."""
+"""Accounts over HTTP: register, login (rate-limited), logout, me.
+
+Login answers the token twice, as `token` (ours) and `access_token`
+(eXeLearning's name), and sets it as the httpOnly `auth` cookie (SameSite=Lax,
+path `/`, for the token's lifetime; `Secure` when the client came over TLS),
+which the gateway accepts wherever a Bearer token is. Logout clears the cookie.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +32,9 @@ from services.gateway.context import (
 from services.gateway.errors import ApiError, bad_request, conflict, forbidden, unauthorized
 from services.gateway.passwords import MAX_LENGTH, password_problem, verify_password
 from services.gateway.security import optional_identity, require_identity
-from shared.auth import mint_token
+from shared.auth import AUTH_COOKIE, mint_token
 from shared.db.models import User
-from shared.net import client_address
+from shared.net import client_address, request_scheme
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,7 @@ def _rate_limited(wait: float) -> ApiError:
 
 async def register(request: web.Request) -> web.Response:
     ctx = gateway(request)
-    caller = optional_identity(request, ctx.settings.jwt_secret)
+    caller = optional_identity(request, ctx.settings.jwt_secret, ctx.settings.forwarded_allow_ips)
     is_admin = caller is not None and caller.is_admin
     if not ctx.settings.auth_create_users and not is_admin:
         if caller is None:
@@ -124,7 +130,26 @@ async def login(request: web.Request) -> web.Response:
         roles=list(user.roles or []),
         ttl_seconds=ctx.settings.jwt_ttl_seconds,
     )
-    return web.json_response({"token": token, "expires_at": expires_at, "user": user_json(user)})
+    response = web.json_response(
+        {"token": token, "access_token": token, "expires_at": expires_at, "user": user_json(user)}
+    )
+    response.set_cookie(
+        AUTH_COOKIE,
+        token,
+        max_age=ctx.settings.jwt_ttl_seconds,
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=request_scheme(request, ctx.settings.forwarded_allow_ips) == "https",
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    """Clear the `auth` cookie (a token itself stays valid until its `exp`)."""
+    response = web.json_response({"message": "logged out"})
+    response.del_cookie(AUTH_COOKIE, path="/")
+    return response
 
 
 async def me(request: web.Request) -> web.Response:
@@ -140,4 +165,5 @@ async def me(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/auth/register", register)
     app.router.add_post("/api/auth/login", login)
+    app.router.add_post("/api/auth/logout", logout)
     app.router.add_get("/api/me", me)

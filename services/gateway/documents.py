@@ -13,7 +13,7 @@ import logging
 from aiohttp import web
 from pycrdt import Doc
 
-from services.gateway.context import Need, authorize, gateway
+from services.gateway.context import Authorized, Need, authorize, gateway
 from services.gateway.errors import ApiError, bad_request, too_large
 from shared.db.resources import DATABASE
 from shared.documents import (
@@ -90,23 +90,30 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 async def export(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.VIEW)
-    update = await export_document(document_service(request), auth.project_uuid)
-    return web.Response(
-        body=update,
-        content_type=YJS_CONTENT_TYPE,
-        headers={"Cache-Control": "no-store"},
-    )
+    return update_response(await export_document(document_service(request), auth.project_uuid))
+
+
+def update_response(update: bytes) -> web.Response:
+    """A Yjs update as the body of a 200, never cached."""
+    return web.Response(body=update, content_type=YJS_CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
 
 async def import_update(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.EDIT)
-    settings = gateway(request).settings
-    update = await read_body(request, settings.max_sync_message_bytes)
+    update = await read_body(request, gateway(request).settings.max_sync_message_bytes)
     if not update:
         raise bad_request("the body must be a Yjs update", code="invalid_update")
+    applied = await merge_update(request, auth, update)
+    return web.json_response({"applied": applied, "bytes": len(update)})
+
+
+async def merge_update(request: web.Request, auth: Authorized, update: bytes) -> bool:
+    """Merge `update` into the live document like a client's update (connected clients on
+    every instance receive it); False when it carries nothing. 400 `invalid_update`, 413
+    `document_too_large`."""
     await asyncio.to_thread(validate_update, update)
     if update == EMPTY_UPDATE:
-        return web.json_response({"applied": False, "bytes": len(update)})
+        return False
     try:
         await apply_within_limit(request, auth.project_uuid, update)
     except RejectedUpdate as exc:
@@ -117,7 +124,7 @@ async def import_update(request: web.Request) -> web.Response:
         "document imported",
         extra={"project": auth.project_uuid, "bytes": len(update), "user": auth.user_id},
     )
-    return web.json_response({"applied": True, "bytes": len(update)})
+    return True
 
 
 def add_routes(app: web.Application) -> None:

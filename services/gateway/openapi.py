@@ -61,9 +61,10 @@ SCHEMAS: dict[str, Any] = {
     },
     "Login": {
         "type": "object",
-        "required": ["token", "expires_at", "user"],
+        "required": ["token", "access_token", "expires_at", "user"],
         "properties": {
             "token": {"type": "string", "description": "HS256 JWT: sub, email, roles, iat, exp"},
+            "access_token": {"type": "string", "description": "the same token (eXeLearning's name)"},
             "expires_at": {"type": "integer", "description": "Unix time"},
             "user": {"$ref": "#/components/schemas/User"},
         },
@@ -123,6 +124,52 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["applied", "bytes"],
         "properties": {"applied": {"type": "boolean"}, "bytes": {"type": "integer"}},
+    },
+    "ExeSaveResult": {
+        "type": "object",
+        "required": ["success", "message", "version", "markedAsSaved"],
+        "properties": {
+            "success": {"type": "boolean"},
+            "message": {"type": "string"},
+            "version": {"type": "string", "description": "the save's time, milliseconds since the epoch"},
+            "markedAsSaved": {"type": "boolean"},
+        },
+    },
+    "ExeMetadataResult": {
+        "type": "object",
+        "required": ["success", "projectId", "title", "message"],
+        "properties": {
+            "success": {"type": "boolean"},
+            "projectId": {"type": "string", "format": "uuid"},
+            "title": {"type": "string"},
+            "message": {"type": "string"},
+        },
+    },
+    "AppVersion": {
+        "type": "object",
+        "required": ["version"],
+        "properties": {"version": {"type": "string"}},
+    },
+    "UserStorage": {
+        "type": "object",
+        "required": ["success", "data"],
+        "properties": {
+            "success": {"type": "boolean"},
+            "data": {
+                "type": "object",
+                "required": ["quota_mb", "used_bytes", "used_mb"],
+                "properties": {
+                    "quota_mb": {"type": "integer", "nullable": True, "description": "null: no per-user quota"},
+                    "used_bytes": {"type": "integer", "description": "assets of the live projects the caller owns"},
+                    "used_mb": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["message"],
+        "properties": {"message": {"type": "string"}},
     },
     "Version": {
         "type": "object",
@@ -188,7 +235,7 @@ SCHEMAS: dict[str, Any] = {
 _MESSAGES = {
     400: "Bad input",
     401: "Missing, invalid or expired token",
-    403: "No access to this project, or role too low",
+    403: "No access to this project, or role too low; `cross_site`: the auth cookie on a request from another origin",
     404: "No such project (or it is deleted), or no such item",
     405: "Method not allowed",
     409: "Conflict",
@@ -337,6 +384,68 @@ PATHS: dict[str, Any] = {
             security=PUBLIC,
             tags=["accounts"],
         )
+    },
+    "/api/auth/logout": {
+        "post": _op(
+            "Clear the auth cookie (tokens stay valid until their exp)",
+            {"200": _json("Logged out", "Message")},
+            security=PUBLIC,
+            tags=["accounts"],
+        )
+    },
+    "/api/version": {
+        "get": _op(
+            "The application version (APP_VERSION), for eXeLearning's editor",
+            {"200": _json("Version", "AppVersion")},
+            security=PUBLIC,
+            tags=["exelearning"],
+        )
+    },
+    "/api/user/storage": {
+        "get": _op(
+            "The caller's asset storage, as eXeLearning's editor reads it",
+            {"200": _json("Storage", "UserStorage"), **_errors(401)},
+            tags=["exelearning"],
+        )
+    },
+    "/api/projects/uuid/{uuid}/yjs-document": {
+        "parameters": [_UUID],
+        "get": _op(
+            "eXeLearning's load (viewer+): the whole live document as one Yjs update; 404 `not_saved` "
+            "while it is empty",
+            {"200": _binary("A Yjs v1 update"), **_errors(*_PROJECT_ERRORS)},
+            tags=["exelearning"],
+        ),
+        "post": _op(
+            "eXeLearning's save (editor+): a full-state Yjs update merged into the live document like an "
+            "import; X-Project-Title renames, markSaved=true sets saved_at. With only the auth cookie "
+            "(sendBeacon), accepted from this origin only (403 `cross_site`)",
+            {"200": _json("Saved", "ExeSaveResult"), **_errors(*_PROJECT_ERRORS, 413)},
+            parameters=[
+                {"name": "markSaved", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
+                {
+                    "name": "X-Project-Title",
+                    "in": "header",
+                    "description": "the new title, URI-encoded UTF-8",
+                    "schema": {"type": "string", "maxLength": 1500},
+                },
+            ],
+            requestBody={
+                "required": False,
+                "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}},
+            },
+            security=[{"bearerAuth": []}, {"tokenQuery": []}, {"authCookie": []}],
+            tags=["exelearning"],
+        ),
+    },
+    "/api/projects/uuid/{uuid}/metadata": {
+        "parameters": [_UUID],
+        "patch": _op(
+            "eXeLearning's rename (editor+)",
+            {"200": _json("Renamed", "ExeMetadataResult"), **_errors(*_PROJECT_ERRORS, 413)},
+            requestBody=_body("ProjectChange"),
+            tags=["exelearning"],
+        ),
     },
     "/api/me": {
         "get": _op(
@@ -617,7 +726,8 @@ def build_spec() -> dict[str, Any]:
             "description": (
                 "Accounts, projects, membership, Yjs documents, versions and assets. "
                 "Errors are JSON {error: {code, message}}. Authenticate with "
-                "'Authorization: Bearer <token>' (or '?token=' where headers cannot be set). "
+                "'Authorization: Bearer <token>' (or '?token=' where headers cannot be set, or the "
+                "'auth' cookie login sets; unsafe requests with only the cookie must come from this origin). "
                 "Live editing is the y-websocket protocol on /yjs/project-{uuid}."
             ),
         },
@@ -629,6 +739,7 @@ def build_spec() -> dict[str, Any]:
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "tokenQuery": {"type": "apiKey", "in": "query", "name": "token"},
+                "authCookie": {"type": "apiKey", "in": "cookie", "name": "auth"},
             },
         },
     }

@@ -110,13 +110,24 @@ async def update_project(request: web.Request) -> web.Response:
     if "title" not in body:
         raise bad_request("nothing to change: send 'title'")
     title = string_field(body, "title", max_length=MAX_TITLE)
+    project = await update_fields(request, auth.project.id, title=title)
+    return web.json_response(project_json(project, auth.role))
+
+
+async def update_fields(
+    request: web.Request, project_id: int, *, title: str | None = None, saved_at: datetime | None = None
+) -> Project:
+    """Rename the project and/or set its `saved_at` (None: unchanged); 404 when it is gone."""
     async with sessionmaker(request)() as session, session.begin():
-        project = await session.get(Project, auth.project.id)
+        project = await session.get(Project, project_id)
         if project is None or project.deleted_at is not None:
             raise not_found("no such project")
-        project.title = title
+        if title is not None:
+            project.title = title
+        if saved_at is not None:
+            project.saved_at = saved_at
         project.updated_at = datetime.now(UTC)
-    return web.json_response(project_json(project, auth.role))
+    return project
 
 
 async def delete_project(request: web.Request) -> web.Response:

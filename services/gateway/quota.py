@@ -100,6 +100,16 @@ async def check_quota(
         )
 
 
+async def owned_asset_bytes(session: AsyncSession, user_id: int) -> int:
+    """The bytes of the assets of the live projects `user_id` owns (their storage use)."""
+    used = await session.scalar(
+        select(func.coalesce(func.sum(Asset.size), 0))
+        .join(Project, Project.id == Asset.project_id)
+        .where(Project.owner_id == user_id, Project.deleted_at.is_(None))
+    )
+    return int(used or 0)
+
+
 async def _open_uploads(session: AsyncSession, column: ColumnElement[bool], now: datetime) -> int:
     return int(
         await session.scalar(select(func.count()).where(column, _live(now))) or 0

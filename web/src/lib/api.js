@@ -20,7 +20,11 @@ export const session = {
     return null
   },
   set (value) { localStorage.setItem(SESSION_KEY, JSON.stringify(value)) },
-  clear () { localStorage.removeItem(SESSION_KEY) }
+  clear () {
+    localStorage.removeItem(SESSION_KEY)
+    // login also set the httpOnly `auth` cookie (for eXeLearning's editor): only the server can clear it
+    fetch('/api/auth/logout', { method: 'POST' }).catch(() => {})
+  }
 }
 
 /** Called when the server says the token is no good (401): set by main.js. */
