@@ -11,7 +11,7 @@ from services.collab.assets.decisions import CoordinatorLimits, member_key
 from services.collab.assets.redis_store import RedisStore, inbox_channel
 from shared.redis_log import instance_key
 from shared.tasks import TaskOwner
-from tests.support.servers import RedisServer
+from stack.servers import RedisServer
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.integration
