@@ -9,15 +9,15 @@ Bounds (`AwarenessLimits`): entries per frame and bytes per state are checked
 while scanning, before anything is copied (a frame announcing a million
 entries is refused on its first varint); client ids per owner and encoded
 bytes per room are enforced by the registry. Ownership: a client id belongs to
-the owner that first announced it (a local connection, or a connection of a
-remote instance) until that owner removes it or goes away; entries for it
-from anyone else are dropped.
+the owner that first announced it (an `AwarenessOwner`: a connection of this
+instance, or a connection of another instance) until that owner removes it or
+goes away; entries for it from anyone else are dropped.
 """
 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from shared.protocol import ProtocolError, read_var_uint, write_var_uint
@@ -47,6 +47,27 @@ class AwarenessLimitExceeded(ProtocolError):
         super().__init__(message)
         self.reason = reason
         self.too_big = too_big
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessOwner:
+    """Who announced an awareness entry: connection `connection_id` of this instance
+    (`instance_id` None) or of the instance `instance_id` (its 16-byte id)."""
+
+    connection_id: int
+    instance_id: bytes | None = None
+
+    @classmethod
+    def local(cls, connection_id: int) -> AwarenessOwner:
+        return cls(connection_id)
+
+    @classmethod
+    def remote(cls, instance_id: bytes, connection_id: int) -> AwarenessOwner:
+        return cls(connection_id, instance_id)
+
+    @property
+    def is_local(self) -> bool:
+        return self.instance_id is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,24 +151,21 @@ class Applied:
 
 
 class AwarenessRegistry:
-    """The latest awareness entry per client id in one room, who owns it, and its bytes.
-
-    An owner is any hashable key: a local connection id, or (remote instance
-    id, connection id) for a connection of another instance.
-    """
+    """The latest awareness entry per client id in one room, who owns it (`AwarenessOwner`),
+    and its bytes."""
 
     def __init__(self, limits: AwarenessLimits | None = None) -> None:
         self.limits = limits or AwarenessLimits()
         self._entries: dict[int, AwarenessEntry] = {}
-        self._owners: dict[int, Hashable] = {}
-        self._owned: dict[Hashable, set[int]] = {}
+        self._owners: dict[int, AwarenessOwner] = {}
+        self._owned: dict[AwarenessOwner, set[int]] = {}
         self._removed: OrderedDict[int, int] = OrderedDict()  # clock of each removed client id
         self.bytes = 0  # encoded size of every current entry
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def apply(self, owner: Hashable, entries: Iterable[AwarenessEntry]) -> Applied:
+    def apply(self, owner: AwarenessOwner, entries: Iterable[AwarenessEntry]) -> Applied:
         """Record entries announced by `owner`; return those accepted and the drops.
 
         Newer clocks win, as in y-protocols, but only from the id's owner: the
@@ -167,7 +185,7 @@ class AwarenessRegistry:
                 result.dropped[reason] += 1
         return result
 
-    def _admit(self, owner: Hashable, entry: AwarenessEntry) -> str | None:
+    def _admit(self, owner: AwarenessOwner, entry: AwarenessEntry) -> str | None:
         cid = entry.client_id
         current = self._entries.get(cid)
         known = current.clock if current is not None else self._removed.get(cid)
@@ -218,16 +236,19 @@ class AwarenessRegistry:
         """Every current entry."""
         return list(self._entries.values())
 
-    def states_by_owner(self, owned_by: Callable[[Hashable], bool]) -> dict[Hashable, list[AwarenessEntry]]:
-        """Current entries grouped by owner, for the owners `owned_by` accepts."""
+    def local_states(self) -> dict[int, list[AwarenessEntry]]:
+        """Current entries of this instance's connections, by connection id."""
         return {
-            owner: [self._entries[cid] for cid in ids] for owner, ids in self._owned.items() if owned_by(owner)
+            owner.connection_id: [self._entries[cid] for cid in ids]
+            for owner, ids in self._owned.items()
+            if owner.is_local
         }
 
-    def owners(self) -> set[Hashable]:
-        return set(self._owned)
+    def remote_instances(self) -> set[bytes]:
+        """The other instances whose connections own entries here."""
+        return {owner.instance_id for owner in self._owned if owner.instance_id is not None}
 
-    def remove_owner(self, owner: Hashable) -> list[AwarenessEntry]:
+    def remove_owner(self, owner: AwarenessOwner) -> list[AwarenessEntry]:
         """Forget every client owned by `owner`; return the removal entries to broadcast."""
         removed = []
         for cid in list(self._owned.get(owner, ())):
@@ -236,6 +257,7 @@ class AwarenessRegistry:
             removed.append(AwarenessEntry(cid, entry.clock + 1, NULL_STATE))
         return removed
 
-    def remove_owners(self, match: Callable[[Hashable], bool]) -> list[AwarenessEntry]:
-        """`remove_owner` for every owner `match` accepts (e.g. a dead instance's connections)."""
-        return [entry for owner in [o for o in self._owned if match(o)] for entry in self.remove_owner(owner)]
+    def remove_instance(self, instance_id: bytes) -> list[AwarenessEntry]:
+        """`remove_owner` for every connection of another instance (one that went away)."""
+        owners = [owner for owner in self._owned if owner.instance_id == instance_id]
+        return [entry for owner in owners for entry in self.remove_owner(owner)]

@@ -22,7 +22,7 @@ class Kind(IntEnum):
     OPAQUE_TEXT = 3  # body: a UTF-8 text frame relayed as-is
     SYNC_REQUEST = 4  # body: flags (1 byte) + the sender's state vector; peers answer with SYNC_REPLY
     SYNC_REPLY = 5  # body: target instance id (16 bytes) + the update it misses
-    STORED = 6  # body: the Redis key holding a large envelope (see shared/redis_log.py)
+    STORED = 6  # body: the Redis key holding a large envelope (see shared/redis_contract.py)
 
 
 class EnvelopeError(ValueError):

@@ -1,19 +1,9 @@
-"""Redis names and primitives shared by collab, gateway and the persistence worker.
+"""The Redis log primitives shared by collab, gateway and the persistence worker.
 
-Keys (docs/architecture.md, "Redis contract"):
-- `exe:yjs:project-{uuid}`: fan-out channel (pub/sub) of envelopes.
-- `exe:yjs:log:project-{uuid}`: stream of accepted updates not yet in the database
-  (field `u`: the update). The worker trims it after each commit.
-- `exe:yjs:dirty`: work-queue stream (field `p`: project uuid) consumed by the
-  workers' consumer group `persistence`.
-- `exe:yjs:instance:{hex id}`: heartbeat key of a live collab instance (TTL).
-- `exe:yjs:epoch`: a random token set once per Redis data lifetime; when it
-  changes, Redis lost its data and every open room re-asserts its document.
-- `exe:yjs:envelope:{n}`: an envelope over `INLINE_ENVELOPE_BYTES` (a whole
-  document's update, a large sync reply), kept for `STORED_ENVELOPE_TTL_MS`;
-  the channel carries a small `STORED` envelope naming the key instead.
-  Redis disconnects a subscriber whose output buffer passes its pub/sub limit
-  (32 MB by default), so a large document must not cross pub/sub whole.
+A Redis client with bounded timeouts, reading the project logs, the epoch
+token, and `LogPublisher`: one Lua call per batch appends to the logs, flags
+the projects dirty and publishes. The names it uses are the contract in
+`shared/redis_contract.py`.
 
 Nothing here is trusted to survive: Redis may lose its data (restart without
 AOF, failover to a replica that had not caught up, FLUSHALL). The rooms that
@@ -37,38 +27,22 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
 from shared.envelope import HEADER_BYTES, INSTANCE_ID_BYTES, Kind
-
-CHANNEL_PREFIX = "exe:yjs:project-"
-DIRTY_STREAM = "exe:yjs:dirty"
-CONSUMER_GROUP = "persistence"
-UPDATE_FIELD = b"u"
-PROJECT_FIELD = b"p"
-DIRTY_MAXLEN = 100_000
-EPOCH_KEY = "exe:yjs:epoch"
-STORED_ENVELOPE_PREFIX = "exe:yjs:envelope:"
-STORED_ENVELOPE_SEQ = "exe:yjs:envelope-seq"
-INLINE_ENVELOPE_BYTES = 1024 * 1024
-STORED_ENVELOPE_TTL_MS = 60_000
+from shared.redis_contract import (
+    DIRTY_MAXLEN,
+    DIRTY_STREAM,
+    EPOCH_KEY,
+    INLINE_ENVELOPE_BYTES,
+    PROJECT_FIELD,
+    STORED_ENVELOPE_PREFIX,
+    STORED_ENVELOPE_SEQ,
+    STORED_ENVELOPE_TTL_MS,
+    UPDATE_FIELD,
+    channel,
+    log_stream,
+)
 
 #: What a lost or restarting Redis raises; callers back off and retry.
 REDIS_ERRORS = (RedisError, ConnectionError, OSError, asyncio.TimeoutError)
-
-
-def channel(project_uuid: str) -> str:
-    return f"{CHANNEL_PREFIX}{project_uuid}"
-
-
-def project_of_channel(name: str | bytes) -> str | None:
-    text = name.decode() if isinstance(name, bytes) else name
-    return text[len(CHANNEL_PREFIX) :] if text.startswith(CHANNEL_PREFIX) else None
-
-
-def log_stream(project_uuid: str) -> str:
-    return f"exe:yjs:log:project-{project_uuid}"
-
-
-def instance_key(instance_id: bytes) -> str:
-    return f"exe:yjs:instance:{instance_id.hex()}"
 
 
 def create_redis(settings: Settings) -> aioredis.Redis:
@@ -85,16 +59,6 @@ def create_redis(settings: Settings) -> aioredis.Redis:
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
-
-
-def parse_stream_id(stream_id: bytes | str) -> tuple[int, int]:
-    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def format_stream_id(position: tuple[int, int]) -> str:
-    return f"{position[0]}-{position[1]}"
 
 
 async def read_log(redis: aioredis.Redis, project_uuid: str) -> list[tuple[bytes, bytes]]:
@@ -156,7 +120,7 @@ for p = 2, #KEYS do
   local logged = tonumber(ARGV[arg + 2])
   arg = arg + 3
   for i = arg, arg + logged - 1 do
-    redis.call('XADD', log, '*', 'u', ARGV[i])
+    redis.call('XADD', log, '*', '{UPDATE_FIELD.decode()}', ARGV[i])
   end
   arg = arg + logged
   local published = tonumber(ARGV[arg])
@@ -164,14 +128,14 @@ for p = 2, #KEYS do
   for i = arg, arg + published - 1 do
     local envelope = ARGV[i]
     if string.byte(envelope, {HEADER_BYTES}) == {int(Kind.UPDATE)} then
-      redis.call('XADD', log, '*', 'u', string.sub(envelope, {HEADER_BYTES + 1}))
+      redis.call('XADD', log, '*', '{UPDATE_FIELD.decode()}', string.sub(envelope, {HEADER_BYTES + 1}))
       logged = logged + 1
     end
     publish(channel, envelope)
   end
   arg = arg + published
   if logged > 0 then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'p', project)
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', '{PROJECT_FIELD.decode()}', project)
   end
 end
 """

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.compaction import LogStats, build_snapshot
 from shared.db.models import Project, YjsDocument, YjsQuarantine, YjsUpdate
+from shared.redis_contract import format_log_position, written_up_to
 
 _DELETE_CHUNK = 5000
 _COMPACT_ATTEMPTS = 5
@@ -46,29 +47,6 @@ class CompactionResult:
     snapshot_bytes: int
     snapshot_version: int
     quarantined: int = 0  # merged updates pycrdt refused, moved to yjs_quarantine
-
-
-#: Stored with each position: enough of the Redis run id to tell one server lifetime from another.
-EPOCH_CHARS = 16
-
-
-def _format_position(epoch: str, position: tuple[int, int]) -> str:
-    return f"{epoch[:EPOCH_CHARS]}/{position[0]}-{position[1]}"
-
-
-def _written_up_to(text: str, epoch: str) -> tuple[int, int]:
-    """The last log position written, if it was written under the same Redis lifetime.
-
-    A position from another lifetime (or one stored before lifetimes were
-    recorded) proves nothing about the ids the current server hands out:
-    every entry is then taken (duplicates are harmless, Yjs updates are
-    idempotent; a skipped entry would be lost).
-    """
-    stored_epoch, _, position = text.rpartition("/")
-    if not position or stored_epoch != epoch[:EPOCH_CHARS]:
-        return (-1, -1)
-    ms, _, seq = position.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class DocumentStore:
@@ -201,13 +179,13 @@ class DocumentStore:
             written: dict[str, int] = {}
             for uuid, entries in batch.items():
                 document = documents[ids[uuid]]
-                done = _written_up_to(document.log_position, epoch)
+                done = written_up_to(document.log_position, epoch)
                 fresh = [(position, update) for position, update in entries if position > done]
                 written[uuid] = len(fresh)
                 if fresh:
                     rows.extend({"project_id": ids[uuid], "update": update} for _, update in fresh)
                     last = max(position for position, _ in fresh)
-                    positions.append({"document": document.id, "position": _format_position(epoch, last)})
+                    positions.append({"document": document.id, "position": format_log_position(epoch, last)})
             if rows:
                 await session.execute(insert(_UPDATES), rows)
                 await session.execute(

@@ -14,6 +14,7 @@ from shared.awareness import (
     AwarenessEntry,
     AwarenessLimitExceeded,
     AwarenessLimits,
+    AwarenessOwner,
     AwarenessRegistry,
     decode_awareness_update,
     encode_awareness_update,
@@ -29,6 +30,7 @@ from tests.support.yclient import YClient
 pytestmark = pytest.mark.integration
 
 ALICE = AwarenessEntry(7, 3, b'{"user":{"name":"alice"}}')
+ALICE_CONN, BOB_CONN, MALLORY_CONN = (AwarenessOwner.local(connection_id) for connection_id in (1, 2, 3))
 
 
 def _frame(*entries: AwarenessEntry) -> bytes:
@@ -40,56 +42,61 @@ def _frame(*entries: AwarenessEntry) -> bytes:
 
 def test_a_client_id_belongs_to_its_first_announcer() -> None:
     registry = AwarenessRegistry()
-    assert registry.apply("alice", [ALICE]).accepted == [ALICE]
-    spoof = registry.apply("mallory", [AwarenessEntry(7, 99, b'{"user":{"name":"mallory"}}')])
-    removal = registry.apply("mallory", [AwarenessEntry(7, 100, b"null")])
+    assert registry.apply(ALICE_CONN, [ALICE]).accepted == [ALICE]
+    spoof = registry.apply(MALLORY_CONN, [AwarenessEntry(7, 99, b'{"user":{"name":"mallory"}}')])
+    removal = registry.apply(MALLORY_CONN, [AwarenessEntry(7, 100, b"null")])
     assert spoof.accepted == [] and spoof.dropped["foreign"] == 1
     assert removal.accepted == [] and removal.dropped["foreign"] == 1
     assert registry.states() == [ALICE]
     # the owner still renews and removes its own state
     renewed = AwarenessEntry(7, 4, b'{"user":{"name":"alice"},"cursor":3}')
-    assert registry.apply("alice", [renewed]).accepted == [renewed]
-    assert registry.remove_owner("mallory") == []
-    assert registry.remove_owner("alice") == [AwarenessEntry(7, 5, b"null")]
+    assert registry.apply(ALICE_CONN, [renewed]).accepted == [renewed]
+    assert registry.remove_owner(MALLORY_CONN) == []
+    assert registry.remove_owner(ALICE_CONN) == [AwarenessEntry(7, 5, b"null")]
     # once the owner is gone the id is free again, but only with a newer clock
-    assert registry.apply("mallory", [AwarenessEntry(7, 5, b"{}")]).dropped["stale"] == 1
-    assert registry.apply("bob", [AwarenessEntry(7, 6, b"{}")]).accepted
+    assert registry.apply(MALLORY_CONN, [AwarenessEntry(7, 5, b"{}")]).dropped["stale"] == 1
+    assert registry.apply(BOB_CONN, [AwarenessEntry(7, 6, b"{}")]).accepted
 
 
 def test_owners_hold_at_most_max_client_ids_and_rooms_max_room_bytes() -> None:
     registry = AwarenessRegistry(AwarenessLimits(max_client_ids=2, max_room_bytes=100))
-    applied = registry.apply("a", [AwarenessEntry(i, 1, b"{}") for i in range(1, 4)])
+    applied = registry.apply(ALICE_CONN, [AwarenessEntry(i, 1, b"{}") for i in range(1, 4)])
     assert [e.client_id for e in applied.accepted] == [1, 2] and applied.dropped["client_ids"] == 1
     big = AwarenessEntry(10, 1, b'"' + b"x" * 90 + b'"')
-    assert registry.apply("b", [big]).dropped["room_bytes"] == 1
+    assert registry.apply(BOB_CONN, [big]).dropped["room_bytes"] == 1
     assert registry.bytes == sum(e.encoded_size for e in registry.states()) == 10
     assert len(encode_awareness_update(registry.states())) - 1 == registry.bytes
-    registry.remove_owner("a")
-    assert registry.bytes == 0 and registry.apply("b", [big]).accepted == [big]
+    registry.remove_owner(ALICE_CONN)
+    assert registry.bytes == 0 and registry.apply(BOB_CONN, [big]).accepted == [big]
 
 
 def test_a_removed_id_is_not_revived_by_a_late_echo_and_tombstones_are_bounded() -> None:
     from shared.awareness import MAX_TOMBSTONES
 
     registry = AwarenessRegistry(AwarenessLimits(max_client_ids=MAX_TOMBSTONES * 2))
-    registry.apply("alice", [ALICE])
-    registry.remove_owner("alice")
-    assert registry.apply("bob", [ALICE]).dropped["stale"] == 1  # bob's echo of alice's state
+    registry.apply(ALICE_CONN, [ALICE])
+    registry.remove_owner(ALICE_CONN)
+    assert registry.apply(BOB_CONN, [ALICE]).dropped["stale"] == 1  # bob's echo of alice's state
     many = [AwarenessEntry(1000 + i, 1, b"{}") for i in range(MAX_TOMBSTONES + 10)]
-    registry.apply("c", many)
-    registry.remove_owner("c")
+    registry.apply(MALLORY_CONN, many)
+    registry.remove_owner(MALLORY_CONN)
     assert len(registry._removed) == MAX_TOMBSTONES
 
 
 def test_remote_owners_are_instance_and_connection() -> None:
     registry = AwarenessRegistry()
-    registry.apply((b"i" * 16, 1), [ALICE])
-    registry.apply((b"i" * 16, 2), [AwarenessEntry(8, 1, b"{}")])
-    registry.apply((b"j" * 16, 1), [AwarenessEntry(9, 1, b"{}")])
-    assert registry.apply((b"i" * 16, 2), [AwarenessEntry(7, 9, b"null")]).dropped["foreign"] == 1
-    removed = registry.remove_owners(lambda o: isinstance(o, tuple) and o[0] == b"i" * 16)
+    i, j = b"i" * 16, b"j" * 16
+    registry.apply(AwarenessOwner.remote(i, 1), [ALICE])
+    registry.apply(AwarenessOwner.remote(i, 2), [AwarenessEntry(8, 1, b"{}")])
+    registry.apply(AwarenessOwner.remote(j, 1), [AwarenessEntry(9, 1, b"{}")])
+    registry.apply(AwarenessOwner.local(1), [AwarenessEntry(10, 1, b"{}")])  # same connection id, this instance
+    assert registry.apply(AwarenessOwner.remote(i, 2), [AwarenessEntry(7, 9, b"null")]).dropped["foreign"] == 1
+    assert registry.remote_instances() == {i, j}
+    assert registry.local_states() == {1: [AwarenessEntry(10, 1, b"{}")]}
+    removed = registry.remove_instance(i)
     assert sorted(e.client_id for e in removed) == [7, 8]
-    assert [e.client_id for e in registry.states()] == [9]
+    assert sorted(e.client_id for e in registry.states()) == [9, 10]
+    assert registry.remote_instances() == {j}
 
 
 def test_decoding_refuses_a_million_entries_before_reading_them() -> None:

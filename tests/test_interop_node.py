@@ -8,7 +8,12 @@ import uuid
 import aiohttp
 import pytest
 
-from shared.awareness import AwarenessEntry, AwarenessRegistry, encode_awareness_update
+from shared.awareness import (
+    AwarenessEntry,
+    AwarenessOwner,
+    AwarenessRegistry,
+    encode_awareness_update,
+)
 from shared.protocol import encode_awareness
 from tests.support.app_server import InProcessServer
 from tests.support.node_client import NodeYClient
@@ -156,19 +161,20 @@ def test_registry_ignores_a_stock_clients_echo_of_a_peer_state() -> None:
     server must keep the state with its author, so the author's disconnect
     still removes it."""
     registry = AwarenessRegistry()
+    bob_conn, alice_conn, bob_conn_2 = (AwarenessOwner.local(connection_id) for connection_id in (1, 2, 3))
     bob = AwarenessEntry(7, 3, b'{"user":{"name":"bob"}}')
-    registry.apply("bob-conn", [bob])
-    registry.apply("alice-conn", [AwarenessEntry(9, 1, b'{"user":{"name":"alice"}}')])
-    registry.apply("alice-conn", [bob])  # alice's echo of bob's state
-    removal = registry.remove_owner("bob-conn")
+    registry.apply(bob_conn, [bob])
+    registry.apply(alice_conn, [AwarenessEntry(9, 1, b'{"user":{"name":"alice"}}')])
+    registry.apply(alice_conn, [bob])  # alice's echo of bob's state
+    removal = registry.remove_owner(bob_conn)
     assert [(e.client_id, e.clock, e.removed) for e in removal] == [(7, 4, True)]
     # a late echo of the old state does not bring the ghost back
-    registry.apply("alice-conn", [bob])
+    registry.apply(alice_conn, [bob])
     assert registry.states() == [AwarenessEntry(9, 1, b'{"user":{"name":"alice"}}')]
     # bob himself, renewing with a newer clock on a new connection, is back
-    registry.apply("bob-conn-2", [AwarenessEntry(7, 5, b'{"user":{"name":"bob"}}')])
+    registry.apply(bob_conn_2, [AwarenessEntry(7, 5, b'{"user":{"name":"bob"}}')])
     assert len(registry) == 2
-    removal = registry.remove_owner("bob-conn-2")
+    removal = registry.remove_owner(bob_conn_2)
     assert [(e.client_id, e.clock, e.removed) for e in removal] == [(7, 6, True)]
 
 

@@ -11,6 +11,7 @@ from pycrdt import Doc, Text
 
 from shared.awareness import (
     AwarenessEntry,
+    AwarenessOwner,
     AwarenessRegistry,
     decode_awareness_update,
     encode_awareness_update,
@@ -111,16 +112,16 @@ def test_malformed_awareness_update_raises() -> None:
 
 def test_awareness_registry_tracks_owners_and_removes() -> None:
     registry = AwarenessRegistry()
-    registry.apply("a", [AwarenessEntry(1, 1, b'{"n":1}'), AwarenessEntry(2, 1, b'{"n":2}')])
-    registry.apply("b", [AwarenessEntry(3, 4, b'{"n":3}')])
-    registry.apply("a", [AwarenessEntry(1, 0, b'{"stale":1}')])  # older clock ignored
+    registry.apply(AwarenessOwner.local(1), [AwarenessEntry(1, 1, b'{"n":1}'), AwarenessEntry(2, 1, b'{"n":2}')])
+    registry.apply(AwarenessOwner.local(2), [AwarenessEntry(3, 4, b'{"n":3}')])
+    registry.apply(AwarenessOwner.local(1), [AwarenessEntry(1, 0, b'{"stale":1}')])  # older clock ignored
     snapshot = registry.states()
     assert {(e.client_id, e.state) for e in snapshot} == {(1, b'{"n":1}'), (2, b'{"n":2}'), (3, b'{"n":3}')}
-    removal = registry.remove_owner("a")
+    removal = registry.remove_owner(AwarenessOwner.local(1))
     assert {(e.client_id, e.clock, e.removed) for e in removal} == {(1, 2, True), (2, 2, True)}
-    assert registry.remove_owner("a") == []
+    assert registry.remove_owner(AwarenessOwner.local(1)) == []
     assert len(registry) == 1
-    registry.apply("b", [AwarenessEntry(3, 5, b"null")])
+    registry.apply(AwarenessOwner.local(2), [AwarenessEntry(3, 5, b"null")])
     assert registry.states() == [] and registry.bytes == 0
 
 

@@ -11,14 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.envelope import Kind, decode_envelope, encode_envelope
-from shared.redis_log import (
-    DIRTY_STREAM,
-    PROJECT_FIELD,
-    LogPublisher,
-    ProjectOutbox,
-    channel,
-    read_log,
-)
+from shared.redis_contract import DIRTY_STREAM, PROJECT_FIELD, channel
+from shared.redis_log import LogPublisher, ProjectOutbox, read_log
 from shared.redis_subscriber import RedisSubscriber
 from stack.servers import RedisServer
 

@@ -9,20 +9,58 @@ rooms never ask which one they have.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 from services.collab.store_writer import StoreWriter
+from shared.awareness import AwarenessOwner
 from shared.health import ReadinessCheck
 from shared.store import DocumentStore
+
+
+class BackplaneRoom(Protocol):
+    """What a backplane may ask of a room (`Room` is the one implementation): its
+    document's state, its own connections' awareness, and to take in what other
+    instances sent."""
+
+    @property
+    def project_uuid(self) -> str: ...
+
+    def state_vector(self) -> bytes:
+        """The document's state vector (what a peer's answer is computed against)."""
+
+    def missing_for(self, state_vector: bytes | None = None) -> bytes:
+        """The update a holder of `state_vector` lacks (the whole document when None)."""
+
+    def local_awareness_updates(self) -> list[tuple[int, bytes]]:
+        """(connection id, awareness update) for this instance's connections."""
+
+    def remote_awareness_instances(self) -> set[bytes]:
+        """The other instances whose connections own awareness states here."""
+
+    def apply_remote_update(self, update: bytes) -> None:
+        """Another instance's update; RejectedUpdate when pycrdt refuses it."""
+
+    def apply_remote_updates(self, updates: list[bytes]) -> None:
+        """Many updates at once (a log catch-up); refused ones are skipped."""
+
+    def apply_remote_awareness(self, owner: AwarenessOwner, awareness_update: bytes) -> None:
+        """Awareness announced by a connection of another instance."""
+
+    def relay_remote_opaque(self, frame: bytes | str) -> None:
+        """A frame another instance relayed untouched."""
+
+    def remove_instance_awareness(self, instance_id: bytes) -> None:
+        """Drop the awareness states of another instance's connections (it went away)."""
 
 
 class RoomHost(Protocol):
     """What a backplane may ask of the rooms of its instance (remote deliveries)."""
 
-    def loaded_room(self, project_uuid: str) -> Any:
-        """The room (`Room | None`), including one still loading."""
+    def loaded_room(self, project_uuid: str) -> BackplaneRoom | None:
+        """The room of a project, including one still loading."""
 
-    def rooms(self) -> list[Any]:
+    def rooms(self) -> Sequence[BackplaneRoom]:
         """Every room, including those still loading."""
 
 
@@ -39,7 +77,7 @@ class Backplane(Protocol):
     async def load(self, project_uuid: str) -> list[bytes]:
         """Every update of the document: stored ones and accepted-but-unstored ones."""
 
-    async def room_opened(self, room: Any) -> None:
+    async def room_opened(self, room: BackplaneRoom) -> None:
         """Called once a room has loaded (multi-instance: ask peers for what it misses)."""
 
     async def quarantine(self, project_uuid: str, updates: list[bytes], reason: str) -> int:
@@ -54,8 +92,8 @@ class Backplane(Protocol):
     def publish_opaque(self, project_uuid: str, frame: bytes | str) -> None:
         """A frame relayed without interpretation."""
 
-    async def close_room(self, room: Any) -> None:
-        """The room (`Room`) is unloading: flush what it accepted, stop listening for it."""
+    async def close_room(self, room: BackplaneRoom) -> None:
+        """The room is unloading: flush what it accepted, stop listening for it."""
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         """Dependencies this backplane needs, for /health/ready."""
@@ -81,7 +119,7 @@ class LocalBackplane:
         unwritten = self._writer.pending(project_uuid)  # first: see StoreWriter.pending
         return await self._store.load_updates(project_uuid) + unwritten
 
-    async def room_opened(self, room: Any) -> None:
+    async def room_opened(self, room: BackplaneRoom) -> None:
         return None
 
     async def quarantine(self, project_uuid: str, updates: list[bytes], reason: str) -> int:
@@ -96,7 +134,7 @@ class LocalBackplane:
     def publish_opaque(self, project_uuid: str, frame: bytes | str) -> None:
         return None
 
-    async def close_room(self, room: Any) -> None:
+    async def close_room(self, room: BackplaneRoom) -> None:
         await self._writer.close_project(room.project_uuid)
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:

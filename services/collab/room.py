@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import cast
 
 from pycrdt import Doc
 
@@ -50,6 +48,7 @@ from shared.awareness import (
     AwarenessEntry,
     AwarenessLimitExceeded,
     AwarenessLimits,
+    AwarenessOwner,
     AwarenessRegistry,
     decode_awareness_update,
     encode_in_chunks,
@@ -183,7 +182,7 @@ class Room:
         """Remove a connection and announce the removal of its awareness states."""
         if self.connections.pop(conn.id, None) is None:
             return
-        self._announce_awareness(self.awareness.remove_owner(conn.id), conn.id)
+        self._announce_awareness(self.awareness.remove_owner(AwarenessOwner.local(conn.id)), conn.id)
 
     @property
     def is_empty(self) -> bool:
@@ -218,7 +217,7 @@ class Room:
             self._send(conn, full.message, "sync_step2", full.frame)
             return
         try:
-            missing = ydoc.encode_diff(self.doc, frame.payload)
+            missing = self.missing_for(frame.payload)
         except RejectedUpdate as exc:
             raise InvalidUpdate(f"invalid state vector: {exc}") from None
         self._send(conn, encode_sync_step2(missing), "sync_step2")
@@ -264,6 +263,16 @@ class Room:
         self._broadcast(frame, "opaque", exclude=conn)
         self._backplane.publish_opaque(self.project_uuid, frame)
 
+    # what the backplane reads (peers' sync requests, re-asserting, hand-over)
+
+    def state_vector(self) -> bytes:
+        return self.doc.get_state()
+
+    def missing_for(self, state_vector: bytes | None = None) -> bytes:
+        """The update a holder of `state_vector` lacks (the whole document when None);
+        RejectedUpdate when pycrdt refuses the state vector or cannot encode the document."""
+        return ydoc.encode_diff(self.doc, state_vector)
+
     # frames from other instances (through the backplane) ---------------
 
     def apply_remote_update(self, update: bytes) -> None:
@@ -285,8 +294,8 @@ class Room:
         if diff != EMPTY_UPDATE:
             self._broadcast(encode_sync_update(diff), "sync_update")
 
-    def apply_remote_awareness(self, owner: Hashable, awareness_update: bytes) -> None:
-        """Awareness announced on another instance; `owner` is (that instance, its connection).
+    def apply_remote_awareness(self, owner: AwarenessOwner, awareness_update: bytes) -> None:
+        """Awareness announced on another instance; `owner` is that instance's connection.
 
         The same limits and ownership hold as for a local connection; what is
         refused is dropped (a remote connection cannot be closed from here)."""
@@ -300,9 +309,9 @@ class Room:
     def relay_remote_opaque(self, frame: bytes | str) -> None:
         self._broadcast(frame, "opaque")
 
-    def remove_awareness_owners(self, match: Callable[[Hashable], bool]) -> None:
-        """Drop the awareness states of departed owners (e.g. a dead instance's connections)."""
-        self._announce_awareness(self.awareness.remove_owners(match))
+    def remove_instance_awareness(self, instance_id: bytes) -> None:
+        """Drop the awareness states of another instance's connections (it went away)."""
+        self._announce_awareness(self.awareness.remove_instance(instance_id))
 
     # awareness -------------------------------------------------------------
 
@@ -317,14 +326,14 @@ class Room:
         except AwarenessLimitExceeded as exc:
             self._metrics.awareness_dropped_by[exc.reason].inc()
             raise
-        applied = self._admit_awareness(conn.id, entries)
+        applied = self._admit_awareness(AwarenessOwner.local(conn.id), entries)
         if applied.dropped["client_ids"]:
             raise AwarenessLimitExceeded(
                 "client_ids", f"more than {self.awareness.limits.max_client_ids} awareness client ids"
             )
         self._announce_awareness(applied.accepted, conn.id)
 
-    def _admit_awareness(self, owner: Hashable, entries: list[AwarenessEntry]) -> Applied:
+    def _admit_awareness(self, owner: AwarenessOwner, entries: list[AwarenessEntry]) -> Applied:
         applied = self.awareness.apply(owner, entries)
         for reason, count in applied.dropped.items():
             self._metrics.awareness_dropped_by[reason].inc(count)
@@ -342,12 +351,16 @@ class Room:
         for update in encode_in_chunks(self.awareness.states(), self.awareness.limits.max_entries):
             self._send(conn, encode_awareness(update), "awareness")
 
+    def remote_awareness_instances(self) -> set[bytes]:
+        """The other instances whose connections own awareness states here."""
+        return self.awareness.remote_instances()
+
     def local_awareness_updates(self) -> list[tuple[int, bytes]]:
         """(connection id, awareness update) for the states of this instance's connections."""
         size = self.awareness.limits.max_entries
         return [
-            (cast(int, owner), update)  # owned_by let only connection ids (ints) through
-            for owner, entries in self.awareness.states_by_owner(lambda o: isinstance(o, int)).items()
+            (connection_id, update)
+            for connection_id, entries in self.awareness.local_states().items()
             for update in encode_in_chunks(entries, size)
         ]
 

@@ -40,16 +40,17 @@ from redis.exceptions import ResponseError
 from services.persistence.metrics import WorkerMetrics
 from shared.backoff import Backoff
 from shared.compaction import CompactionPolicy, IdleTracker, LogSizes, LogStats
-from shared.redis_log import (
+from shared.redis_contract import (
     CONSUMER_GROUP,
     DIRTY_STREAM,
+    LOG_STREAM_PATTERN,
     PROJECT_FIELD,
-    REDIS_ERRORS,
     format_stream_id,
     log_stream,
     parse_stream_id,
-    read_logs,
+    project_of_log_stream,
 )
+from shared.redis_log import REDIS_ERRORS, read_logs
 from shared.store import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -306,8 +307,9 @@ class PersistenceWorker:
     async def _sweep_logs(self) -> None:
         """Persist every non-empty log (work queued before we existed, or whose work entry was lost)."""
         projects = [
-            key.decode().removeprefix(log_stream(""))
-            async for key in self._redis.scan_iter(match=log_stream("*"), count=500)
+            project
+            async for key in self._redis.scan_iter(match=LOG_STREAM_PATTERN, count=500)
+            if (project := project_of_log_stream(key)) is not None
         ]
         for start in range(0, len(projects), self._batch_size):
             await self.persist({project: () for project in projects[start : start + self._batch_size]})
