@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from services.collab.assets.decisions import CoordinatorLimits, member_key
 from services.collab.assets.redis_store import RedisStore, inbox_channel
-from shared.redis_log import instance_key
+from shared.redis_contract import instance_key
 from shared.tasks import TaskOwner
 from stack.servers import RedisServer
 from tests.support.wait import eventually

@@ -23,7 +23,8 @@ import redis.asyncio as aioredis
 from services.collab.assets.decisions import CoordinatorLimits, split_member
 from services.collab.assets.store import Announced, Deliver
 from shared.backoff import Backoff
-from shared.redis_log import REDIS_ERRORS, instance_key
+from shared.redis_contract import instance_key
+from shared.redis_log import REDIS_ERRORS
 from shared.redis_subscriber import RedisSubscriber
 from shared.tasks import TaskOwner
 
