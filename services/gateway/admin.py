@@ -129,7 +129,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> str:
         await engine.dispose()
 
 
-async def _list_quarantine(sessionmaker: async_sessionmaker[AsyncSession], project: str | None) -> str:
+async def _list_quarantine(
+    sessionmaker: async_sessionmaker[AsyncSession], project: str | None
+) -> str:
     """One line per quarantined update (newest first): id, project, source row, size, when, why."""
     query = (
         select(

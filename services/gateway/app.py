@@ -94,7 +94,9 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
 
             checks.setdefault("redis", redis_check)
         else:
-            app[FALLBACK_DOCUMENTS] = StoreDocuments(app[DATABASE].store, settings.max_document_bytes)
+            app[FALLBACK_DOCUMENTS] = StoreDocuments(
+                app[DATABASE].store, settings.max_document_bytes
+            )
         yield
         if redis is not None:
             await redis.aclose()

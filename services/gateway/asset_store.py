@@ -217,7 +217,9 @@ async def commit_asset(
                 "content_type": content_type,
             }
             dialect_insert = (
-                postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+                postgresql.insert
+                if session.get_bind().dialect.name == "postgresql"
+                else sqlite.insert
             )
             await session.execute(
                 dialect_insert(Asset)

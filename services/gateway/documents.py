@@ -95,7 +95,9 @@ async def export(request: web.Request) -> web.Response:
 
 def update_response(update: bytes) -> web.Response:
     """A Yjs update as the body of a 200, never cached."""
-    return web.Response(body=update, content_type=YJS_CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+    return web.Response(
+        body=update, content_type=YJS_CONTENT_TYPE, headers={"Cache-Control": "no-store"}
+    )
 
 
 async def import_update(request: web.Request) -> web.Response:
@@ -117,7 +119,9 @@ async def merge_update(request: web.Request, auth: Authorized, update: bytes) ->
     try:
         await apply_within_limit(request, auth.project_uuid, update)
     except RejectedUpdate as exc:
-        log.warning("import rejected: %s", exc, extra={"project": auth.project_uuid, "user": auth.user_id})
+        log.warning(
+            "import rejected: %s", exc, extra={"project": auth.project_uuid, "user": auth.user_id}
+        )
         raise invalid_update() from None
     gateway(request).metrics.imports.inc()
     log.info(

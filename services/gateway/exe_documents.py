@@ -104,7 +104,12 @@ async def metadata(request: web.Request) -> web.Response:
     title = string_field(await read_json(request), "title", max_length=MAX_TITLE)
     await update_fields(request, auth.project.id, title=title)
     return web.json_response(
-        {"success": True, "projectId": auth.project_uuid, "title": title, "message": "Metadata updated"}
+        {
+            "success": True,
+            "projectId": auth.project_uuid,
+            "title": title,
+            "message": "Metadata updated",
+        }
     )
 
 

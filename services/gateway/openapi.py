@@ -1,35 +1,41 @@
-"""`GET /api/openapi.json`: the OpenAPI 3 description of the gateway's HTTP API.
+"""`GET /api/openapi.json`: the OpenAPI 3.1 description of the gateway's HTTP API, built
+from the routes the app declares (services/gateway/schema.py) and checked against the live
+gateway by schemathesis in the test suite.
 
-Written by hand next to the handlers (one entry per route below), and checked
-against the live gateway by schemathesis in the test suite: every status a
-route can answer is listed with its body schema.
+`LEGACY_PATHS` and `LEGACY_SCHEMAS` describe the routes not yet declared on the schema layer;
+they are merged in until the last of them moves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from services.gateway.schema import (
+    JSON,
+    OPERATIONS,
+    PUBLIC,
+    Binary,
+    Multipart,
+    Operation,
+    Reply,
+    ReplyBody,
+    Routes,
+)
+from services.gateway.schema import (
+    add_routes as add_declared_routes,
+)
 from services.gateway.web import OPENAPI_PATHS as WEB_CLIENT_PATHS
 
-JSON = "application/json"
 BINARY = "application/octet-stream"
 
 _NULLABLE_DATE = {"type": "string", "format": "date-time", "nullable": True}
 
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            }
-        },
-    },
+LEGACY_SCHEMAS: dict[str, Any] = {
     "User": {
         "type": "object",
         "required": ["id", "email", "name", "roles", "created_at"],
@@ -64,40 +70,15 @@ SCHEMAS: dict[str, Any] = {
         "required": ["token", "access_token", "expires_at", "user"],
         "properties": {
             "token": {"type": "string", "description": "HS256 JWT: sub, email, roles, iat, exp"},
-            "access_token": {"type": "string", "description": "the same token (eXeLearning's name)"},
+            "access_token": {
+                "type": "string",
+                "description": "the same token (eXeLearning's name)",
+            },
             "expires_at": {"type": "integer", "description": "Unix time"},
             "user": {"$ref": "#/components/schemas/User"},
         },
     },
     "Role": {"type": "string", "enum": ["owner", "editor", "viewer"]},
-    "Project": {
-        "type": "object",
-        "required": ["uuid", "title", "role", "owner_id", "created_at", "updated_at"],
-        "properties": {
-            "uuid": {"type": "string", "format": "uuid"},
-            "title": {"type": "string"},
-            "role": {"$ref": "#/components/schemas/Role"},
-            "owner_id": {"type": "integer", "nullable": True},
-            "created_at": _NULLABLE_DATE,
-            "updated_at": _NULLABLE_DATE,
-        },
-    },
-    "ProjectList": {
-        "type": "object",
-        "required": ["projects"],
-        "properties": {
-            "projects": {"type": "array", "items": {"$ref": "#/components/schemas/Project"}}
-        },
-    },
-    "NewProject": {
-        "type": "object",
-        "properties": {"title": {"type": "string", "maxLength": 500}},
-    },
-    "ProjectChange": {
-        "type": "object",
-        "required": ["title"],
-        "properties": {"title": {"type": "string", "maxLength": 500}},
-    },
     "Member": {
         "type": "object",
         "required": ["user_id", "email", "name", "role"],
@@ -131,7 +112,10 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "success": {"type": "boolean"},
             "message": {"type": "string"},
-            "version": {"type": "string", "description": "the save's time, milliseconds since the epoch"},
+            "version": {
+                "type": "string",
+                "description": "the save's time, milliseconds since the epoch",
+            },
             "markedAsSaved": {"type": "boolean"},
         },
     },
@@ -143,27 +127,6 @@ SCHEMAS: dict[str, Any] = {
             "projectId": {"type": "string", "format": "uuid"},
             "title": {"type": "string"},
             "message": {"type": "string"},
-        },
-    },
-    "AppVersion": {
-        "type": "object",
-        "required": ["version"],
-        "properties": {"version": {"type": "string"}},
-    },
-    "UserStorage": {
-        "type": "object",
-        "required": ["success", "data"],
-        "properties": {
-            "success": {"type": "boolean"},
-            "data": {
-                "type": "object",
-                "required": ["quota_mb", "used_bytes", "used_mb"],
-                "properties": {
-                    "quota_mb": {"type": "integer", "nullable": True, "description": "null: no per-user quota"},
-                    "used_bytes": {"type": "integer", "description": "assets of the live projects the caller owns"},
-                    "used_mb": {"type": "integer"},
-                },
-            },
         },
     },
     "Message": {
@@ -220,15 +183,6 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["file"],
         "properties": {"file": {"type": "string", "format": "binary"}},
-    },
-    "Health": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {
-            "status": {"type": "string"},
-            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
-            "failing": {"type": "array", "items": {"type": "string"}},
-        },
     },
 }
 
@@ -319,54 +273,7 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
     return {"summary": summary, "responses": responses, **extra}
 
 
-PUBLIC: list[dict[str, Any]] = []
-
-PATHS: dict[str, Any] = {
-    "/healthcheck": {
-        "get": _op(
-            "Liveness (no dependencies)",
-            {"200": _json("Alive", "Health")},
-            security=PUBLIC,
-            tags=["operations"],
-        )
-    },
-    "/health/ready": {
-        "get": _op(
-            "Readiness: database, Redis (multi-instance), assets volume",
-            {
-                "200": _json("Ready", "Health"),
-                "503": _json("A dependency is down (named in 'failing')", "Health"),
-            },
-            security=PUBLIC,
-            tags=["operations"],
-        )
-    },
-    "/metrics": {
-        "get": _op(
-            "Prometheus metrics",
-            {
-                "200": {
-                    "description": "Prometheus text format",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-            security=PUBLIC,
-            tags=["operations"],
-        )
-    },
-    "/api/openapi.json": {
-        "get": _op(
-            "This document",
-            {
-                "200": {
-                    "description": "OpenAPI 3",
-                    "content": {JSON: {"schema": {"type": "object"}}},
-                }
-            },
-            security=PUBLIC,
-            tags=["operations"],
-        )
-    },
+LEGACY_PATHS: dict[str, Any] = {
     "/api/auth/register": {
         "post": _op(
             "Create an account (open when AUTH_CREATE_USERS=1, otherwise admins only)",
@@ -393,21 +300,6 @@ PATHS: dict[str, Any] = {
             tags=["accounts"],
         )
     },
-    "/api/version": {
-        "get": _op(
-            "The application version (APP_VERSION), for eXeLearning's editor",
-            {"200": _json("Version", "AppVersion")},
-            security=PUBLIC,
-            tags=["exelearning"],
-        )
-    },
-    "/api/user/storage": {
-        "get": _op(
-            "The caller's asset storage, as eXeLearning's editor reads it",
-            {"200": _json("Storage", "UserStorage"), **_errors(401)},
-            tags=["exelearning"],
-        )
-    },
     "/api/projects/uuid/{uuid}/yjs-document": {
         "parameters": [_UUID],
         "get": _op(
@@ -422,7 +314,11 @@ PATHS: dict[str, Any] = {
             "(sendBeacon), accepted from this origin only (403 `cross_site`)",
             {"200": _json("Saved", "ExeSaveResult"), **_errors(*_PROJECT_ERRORS, 413)},
             parameters=[
-                {"name": "markSaved", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
+                {
+                    "name": "markSaved",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["true", "false"]},
+                },
                 {
                     "name": "X-Project-Title",
                     "in": "header",
@@ -453,50 +349,6 @@ PATHS: dict[str, Any] = {
             {"200": _json("The caller", "User"), **_errors(401)},
             tags=["accounts"],
         )
-    },
-    "/api/projects": {
-        "post": _op(
-            "Create a project; the caller becomes its owner",
-            {"201": _json("Created", "Project"), **_errors(400, 401, 404, 413)},
-            requestBody=_body("NewProject"),
-            tags=["projects"],
-        ),
-        "get": _op(
-            "The caller's projects (where they are a member)",
-            {"200": _json("Projects", "ProjectList"), **_errors(400, 401)},
-            parameters=[
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                },
-                {
-                    "name": "offset",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 0, "maximum": 2147483648},
-                },
-            ],
-            tags=["projects"],
-        ),
-    },
-    "/api/projects/{uuid}": {
-        "parameters": [_UUID],
-        "get": _op(
-            "One project (viewer+)",
-            {"200": _json("The project", "Project"), **_errors(*_PROJECT_ERRORS)},
-            tags=["projects"],
-        ),
-        "patch": _op(
-            "Rename (editor+)",
-            {"200": _json("Renamed", "Project"), **_errors(*_PROJECT_ERRORS, 413)},
-            requestBody=_body("ProjectChange"),
-            tags=["projects"],
-        ),
-        "delete": _op(
-            "Soft-delete (owner); open rooms are closed",
-            {"204": {"description": "Deleted"}, **_errors(*_PROJECT_ERRORS)},
-            tags=["projects"],
-        ),
     },
     "/api/projects/{uuid}/members": {
         "parameters": [_UUID],
@@ -717,9 +569,146 @@ PATHS: dict[str, Any] = {
 }
 
 
-def build_spec() -> dict[str, Any]:
+_ERROR_DESCRIPTIONS = _MESSAGES
+_REF = "#/components/schemas/{model}"
+
+
+class ErrorDetail(ReplyBody):
+    code: str
+    message: str
+
+
+class Error(ReplyBody):
+    """Every error answer: `{"error": {"code", "message"}}`."""
+
+    error: ErrorDetail
+
+
+class Health(ReplyBody):
+    status: str
+    checks: dict[str, str] | None = None
+    failing: list[str] | None = None
+
+
+def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _parameters(model: type[BaseModel], where: str) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=_REF)
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, prop in schema.get("properties", {}).items():
+        prop = {k: v for k, v in prop.items() if k not in ("title", "default")}
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": where,
+            "required": where == "path" or name in required,
+        }
+        if "description" in prop:
+            parameter["description"] = prop.pop("description")
+        parameter["schema"] = prop
+        parameters.append(parameter)
+    return parameters
+
+
+def _content(reply: Reply) -> dict[str, Any]:
+    if reply.model is not None:
+        return {JSON: {"schema": _schema_of(reply.model)}}
+    kinds = [reply.content] if isinstance(reply.content, str) else list(reply.content or ())
+    binary = {"schema": {"type": "string", "format": "binary"}}
     return {
-        "openapi": "3.0.3",
+        kind: {}
+        if kind.startswith("text/")
+        else {"schema": {"type": "object"}}
+        if kind == JSON
+        else binary
+        for kind in kinds
+    }
+
+
+def _response(reply: Reply) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": reply.description}
+    content = _content(reply)
+    if content:
+        answer["content"] = content
+    if reply.headers:
+        answer["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in reply.headers.items()
+        }
+    return answer
+
+
+def _request_body(body: Any) -> dict[str, Any]:
+    if isinstance(body, Binary):
+        schema: dict[str, Any] = {"type": "string", "format": "binary"}
+        return {"required": body.required, "content": {body.content_type: {"schema": schema}}}
+    if isinstance(body, Multipart):
+        return {
+            "required": body.required,
+            "content": {"multipart/form-data": {"schema": _schema_of(body.model)}},
+        }
+    return {"required": True, "content": {JSON: {"schema": _schema_of(body)}}}
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    described: dict[str, Any] = {"summary": op.summary}
+    if op.tags:
+        described["tags"] = list(op.tags)
+    parameters = list(op.headers)
+    if op.path_params is not None:
+        parameters = _parameters(op.path_params, "path") + parameters
+    if op.query is not None:
+        parameters += _parameters(op.query, "query")
+    if parameters:
+        described["parameters"] = parameters
+    if op.body is not None:
+        described["requestBody"] = _request_body(op.body)
+    responses = {str(status): _response(reply) for status, reply in op.replies.items()}
+    error = {"content": {JSON: {"schema": _schema_of(Error)}}}
+    for status in op.errors:
+        responses.setdefault(str(status), {"description": _ERROR_DESCRIPTIONS[status], **error})
+    described["responses"] = responses
+    if op.security is not None:
+        described["security"] = [dict(requirement) for requirement in op.security]
+    return described
+
+
+def _models(operations: Sequence[Operation]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    found: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {(Error, "serialization"): None}
+    for op in operations:
+        if isinstance(op.body, type):
+            found[(op.body, "validation")] = None
+        elif isinstance(op.body, Multipart):
+            found[(op.body.model, "validation")] = None
+        for reply in op.replies.values():
+            if reply.model is not None:
+                found[(reply.model, "serialization")] = None
+    return list(found)
+
+
+def _nullable_to_31(schema: Any) -> Any:
+    """OpenAPI 3.0's `nullable` in the legacy schemas as 3.1's `type: [T, "null"]`."""
+    if isinstance(schema, list | tuple):
+        return [_nullable_to_31(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: _nullable_to_31(value) for key, value in schema.items() if key != "nullable"}
+    if schema.get("nullable") and "type" in schema:
+        converted["type"] = [schema["type"], "null"]
+    return converted
+
+
+def build_spec(operations: Sequence[Operation]) -> dict[str, Any]:
+    """The OpenAPI document of `operations` (what an app records, see `schema.add_routes`)."""
+    _, definitions = models_json_schema(_models(operations), ref_template=_REF)
+    paths: dict[str, Any] = _nullable_to_31({**LEGACY_PATHS, **WEB_CLIENT_PATHS})
+    for op in operations:
+        paths.setdefault(op.document_path, {})[op.method.lower()] = _operation(op)
+    schemas = {**_nullable_to_31(LEGACY_SCHEMAS), **definitions.get("$defs", {})}
+    return {
+        "openapi": "3.1.0",
         "info": {
             "title": "exe-collab gateway",
             "version": "1.0.0",
@@ -733,9 +722,9 @@ def build_spec() -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}, {"tokenQuery": []}],
-        "paths": PATHS,
+        "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "tokenQuery": {"type": "apiKey", "in": "query", "name": "token"},
@@ -745,12 +734,49 @@ def build_spec() -> dict[str, Any]:
     }
 
 
-_SPEC = build_spec()
+SPEC: web.AppKey[dict[str, Any]] = web.AppKey("openapi_spec", dict)
+
+routes = Routes(tags=["operations"])
+routes.describe(
+    "GET",
+    "/healthcheck",
+    "Liveness (no dependencies)",
+    replies={200: Reply("Alive", Health)},
+    security=PUBLIC,
+)
+routes.describe(
+    "GET",
+    "/health/ready",
+    "Readiness: database, Redis (multi-instance), assets volume",
+    replies={
+        200: Reply("Ready", Health),
+        503: Reply("A dependency is down (named in 'failing')", Health),
+    },
+    security=PUBLIC,
+)
+routes.describe(
+    "GET",
+    "/metrics",
+    "Prometheus metrics",
+    replies={200: Reply("Prometheus text format", content="text/plain")},
+    security=PUBLIC,
+)
 
 
+@routes.get(
+    "/api/openapi.json",
+    "This document",
+    replies={200: Reply("OpenAPI 3.1", content=JSON)},
+    security=PUBLIC,
+)
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(_SPEC)
+    spec = request.app[SPEC]
+    if not spec:  # built on the first request, when every route is recorded
+        operations: list[Operation] = request.app[OPERATIONS]
+        spec.update(build_spec(operations))
+    return web.json_response(spec)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/openapi.json", openapi_json)
+    app[SPEC] = {}
+    add_declared_routes(app, routes)

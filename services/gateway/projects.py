@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import uuid as uuid_module
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,13 +16,22 @@ from services.gateway.context import (
     authorize,
     caller_user_id,
     invalidate_access,
-    read_json,
     sessionmaker,
-    string_field,
 )
-from services.gateway.errors import bad_request, not_found
+from services.gateway.errors import not_found
+from services.gateway.schema import (
+    Body,
+    Path,
+    Query,
+    Reply,
+    ReplyBody,
+    Routes,
+    Text,
+    Timestamp,
+    reply,
+)
+from services.gateway.schema import add_routes as add_declared_routes
 from services.gateway.security import require_identity
-from services.gateway.timefmt import iso
 from shared.access import Role
 from shared.db.models import Project, ProjectMember, User
 
@@ -30,17 +39,51 @@ log = logging.getLogger(__name__)
 
 MAX_TITLE = 500
 MAX_PAGE = 500
+PROJECT_ERRORS = (400, 401, 403, 404)
 
 
-def project_json(project: Project, role: Role | str) -> dict[str, Any]:
-    return {
-        "uuid": str(project.uuid),
-        "title": project.title,
-        "role": role.value if isinstance(role, Role) else role,
-        "owner_id": project.owner_id,
-        "created_at": iso(project.created_at),
-        "updated_at": iso(project.updated_at),
-    }
+class ProjectPath(Path):
+    uuid: uuid_module.UUID = Field(description="The project's uuid")
+
+
+class NewProject(Body):
+    title: Text = Field("", max_length=MAX_TITLE)
+
+
+class ProjectChange(Body):
+    title: Text = Field(max_length=MAX_TITLE)
+
+
+class Page(Query):
+    limit: int = Field(MAX_PAGE, ge=1, le=MAX_PAGE)
+    offset: int = Field(0, ge=0, le=2**31)
+
+
+class ProjectOut(ReplyBody):
+    uuid: uuid_module.UUID
+    title: str
+    role: Role
+    owner_id: int | None
+    created_at: Timestamp | None
+    updated_at: Timestamp | None
+
+    @classmethod
+    def of(cls, project: Project, role: Role | str) -> ProjectOut:
+        return cls(
+            uuid=project.uuid,
+            title=project.title,
+            role=Role(role),
+            owner_id=project.owner_id,
+            created_at=project.created_at,
+            updated_at=project.updated_at,
+        )
+
+
+class ProjectList(ReplyBody):
+    projects: list[ProjectOut]
+
+
+routes = Routes(tags=["projects"])
 
 
 async def insert_project(
@@ -54,37 +97,37 @@ async def insert_project(
     return project
 
 
-async def create_project(request: web.Request) -> web.Response:
+@routes.post(
+    "/api/projects",
+    "Create a project; the caller becomes its owner",
+    body=NewProject,
+    replies={201: Reply("Created", ProjectOut)},
+    errors=(400, 401, 404, 413),
+)
+async def create_project(request: web.Request, body: NewProject) -> web.Response:
     user_id = caller_user_id(require_identity(request))
-    body = await read_json(request)
-    title = string_field(body, "title", required=False, max_length=MAX_TITLE)
     async with sessionmaker(request)() as session, session.begin():
         if await session.get(User, user_id) is None:
             raise not_found("this token's account no longer exists")
-        project = await insert_project(session, user_id, title)
+        project = await insert_project(session, user_id, body.title)
     async with sessionmaker(request)() as session:
         stored = await session.get(Project, project.id)  # server-side timestamps
     if stored is None:
         raise not_found("the project was deleted as it was created")
     project = stored
     log.info("project created", extra={"project": str(project.uuid), "user": user_id})
-    return web.json_response(project_json(project, Role.OWNER), status=201)
+    return reply(ProjectOut.of(project, Role.OWNER), status=201)
 
 
-def _page(request: web.Request) -> tuple[int, int]:
-    try:
-        limit = int(request.query.get("limit", MAX_PAGE))
-        offset = int(request.query.get("offset", 0))
-    except ValueError:
-        raise bad_request("'limit' and 'offset' must be integers") from None
-    if not 1 <= limit <= MAX_PAGE or not 0 <= offset <= 2**31:
-        raise bad_request(f"'limit' must be 1..{MAX_PAGE} and 'offset' >= 0")
-    return limit, offset
-
-
-async def list_projects(request: web.Request) -> web.Response:
+@routes.get(
+    "/api/projects",
+    "The caller's projects (where they are a member)",
+    query=Page,
+    replies={200: Reply("Projects", ProjectList)},
+    errors=(400, 401),
+)
+async def list_projects(request: web.Request, query: Page) -> web.Response:
     user_id = caller_user_id(require_identity(request))
-    limit, offset = _page(request)
     async with sessionmaker(request)() as session:
         rows = (
             await session.execute(
@@ -92,30 +135,45 @@ async def list_projects(request: web.Request) -> web.Response:
                 .join(ProjectMember, ProjectMember.project_id == Project.id)
                 .where(ProjectMember.user_id == user_id, Project.deleted_at.is_(None))
                 .order_by(Project.updated_at.desc(), Project.id.desc())
-                .limit(limit)
-                .offset(offset)
+                .limit(query.limit)
+                .offset(query.offset)
             )
         ).all()
-    return web.json_response({"projects": [project_json(p, role) for p, role in rows]})
+    return reply(ProjectList(projects=[ProjectOut.of(p, role) for p, role in rows]))
 
 
+@routes.get(
+    "/api/projects/{uuid}",
+    "One project (viewer+)",
+    path_params=ProjectPath,
+    replies={200: Reply("The project", ProjectOut)},
+    errors=PROJECT_ERRORS,
+)
 async def get_project(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.VIEW)
-    return web.json_response(project_json(auth.project, auth.role))
+    return reply(ProjectOut.of(auth.project, auth.role))
 
 
-async def update_project(request: web.Request) -> web.Response:
+@routes.patch(
+    "/api/projects/{uuid}",
+    "Rename (editor+)",
+    path_params=ProjectPath,
+    body=ProjectChange,
+    replies={200: Reply("Renamed", ProjectOut)},
+    errors=(*PROJECT_ERRORS, 413),
+)
+async def update_project(request: web.Request, body: ProjectChange) -> web.Response:
     auth = await authorize(request, Need.EDIT)
-    body = await read_json(request)
-    if "title" not in body:
-        raise bad_request("nothing to change: send 'title'")
-    title = string_field(body, "title", max_length=MAX_TITLE)
-    project = await update_fields(request, auth.project.id, title=title)
-    return web.json_response(project_json(project, auth.role))
+    project = await update_fields(request, auth.project.id, title=body.title)
+    return reply(ProjectOut.of(project, auth.role))
 
 
 async def update_fields(
-    request: web.Request, project_id: int, *, title: str | None = None, saved_at: datetime | None = None
+    request: web.Request,
+    project_id: int,
+    *,
+    title: str | None = None,
+    saved_at: datetime | None = None,
 ) -> Project:
     """Rename the project and/or set its `saved_at` (None: unchanged); 404 when it is gone."""
     async with sessionmaker(request)() as session, session.begin():
@@ -130,6 +188,13 @@ async def update_fields(
     return project
 
 
+@routes.delete(
+    "/api/projects/{uuid}",
+    "Soft-delete (owner); open rooms are closed",
+    path_params=ProjectPath,
+    replies={204: Reply("Deleted")},
+    errors=PROJECT_ERRORS,
+)
 async def delete_project(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.MANAGE)
     async with sessionmaker(request)() as session, session.begin():
@@ -142,8 +207,4 @@ async def delete_project(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/api/projects", create_project)
-    app.router.add_get("/api/projects", list_projects)
-    app.router.add_get("/api/projects/{uuid}", get_project)
-    app.router.add_patch("/api/projects/{uuid}", update_project)
-    app.router.add_delete("/api/projects/{uuid}", delete_project)
+    add_declared_routes(app, routes)

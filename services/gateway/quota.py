@@ -111,9 +111,7 @@ async def owned_asset_bytes(session: AsyncSession, user_id: int) -> int:
 
 
 async def _open_uploads(session: AsyncSession, column: ColumnElement[bool], now: datetime) -> int:
-    return int(
-        await session.scalar(select(func.count()).where(column, _live(now))) or 0
-    )
+    return int(await session.scalar(select(func.count()).where(column, _live(now))) or 0)
 
 
 async def reserve(
@@ -133,9 +131,7 @@ async def reserve(
     now = _now()
     async with sessionmaker() as session, session.begin():
         # A write first: on SQLite it takes the database's write lock before the reads below.
-        await session.execute(
-            delete(UploadReservation).where(UploadReservation.expires_at <= now)
-        )
+        await session.execute(delete(UploadReservation).where(UploadReservation.expires_at <= now))
         await session.scalar(select(User.id).where(User.id == user_id).with_for_update())
         await lock_project(session, project_id)
         caps = (

@@ -42,7 +42,11 @@ PUBLIC_PATHS = re.compile(
 
 
 def _verified(
-    request: web.Request, secret: str, forwarded_allow_ips: str, token: str | None, from_cookie: bool
+    request: web.Request,
+    secret: str,
+    forwarded_allow_ips: str,
+    token: str | None,
+    from_cookie: bool,
 ) -> Identity:
     try:
         identity = verify_token(token or "", secret)
@@ -57,7 +61,11 @@ def _verified(
             f"{request_scheme(request, forwarded_allow_ips)}://{request.host}",
         )
         if refusal is not None:
-            log.info("cookie refused: %s", refusal, extra={"path": request.path, "remote": request.remote})
+            log.info(
+                "cookie refused: %s",
+                refusal,
+                extra={"path": request.path, "remote": request.remote},
+            )
             raise ApiError(403, refusal, code="cross_site")
     request[IDENTITY_KEY] = identity
     return identity
@@ -89,7 +97,9 @@ def require_identity(request: web.Request) -> Identity:
     return identity
 
 
-def optional_identity(request: web.Request, secret: str, forwarded_allow_ips: str) -> Identity | None:
+def optional_identity(
+    request: web.Request, secret: str, forwarded_allow_ips: str
+) -> Identity | None:
     """The caller on a public route: None without a token, 401 with a bad one. A cookie that
     is stale or sent cross-site counts as no token (a public route must work without it)."""
     identity = request.get(IDENTITY_KEY)
