@@ -700,7 +700,7 @@ def _nullable_to_31(schema: Any) -> Any:
     return converted
 
 
-def build_spec(operations: Sequence[Operation]) -> dict[str, Any]:
+def build_spec(operations: list[Operation]) -> dict[str, Any]:
     """The OpenAPI document of `operations` (what an app records, see `schema.add_routes`)."""
     _, definitions = models_json_schema(_models(operations), ref_template=_REF)
     paths: dict[str, Any] = _nullable_to_31({**LEGACY_PATHS, **WEB_CLIENT_PATHS})
@@ -772,8 +772,7 @@ routes.describe(
 async def openapi_json(request: web.Request) -> web.Response:
     spec = request.app[SPEC]
     if not spec:  # built on the first request, when every route is recorded
-        operations: list[Operation] = request.app[OPERATIONS]
-        spec.update(build_spec(operations))
+        spec.update(build_spec(request.app[OPERATIONS]))
     return web.json_response(spec)
 
 
