@@ -45,7 +45,9 @@ async def find_asset(
         row = (await session.execute(query)).first()
     if row is None:
         return None
-    return StoredAsset(client_id=client_id, size=row.size, mime_type=row.content_type, filename=row.name)
+    return StoredAsset(
+        client_id=client_id, size=row.size, mime_type=row.content_type, filename=row.name
+    )
 
 
 async def stored_client_ids(

@@ -115,7 +115,13 @@ def mint_token(
     """Sign a token for `user_id`; return (token, expires_at as a Unix time)."""
     issued = int(time.time() if now is None else now)
     expires = issued + ttl_seconds
-    payload = {"sub": str(user_id), "email": email, "roles": list(roles), "iat": issued, "exp": expires}
+    payload = {
+        "sub": str(user_id),
+        "email": email,
+        "roles": list(roles),
+        "iat": issued,
+        "exp": expires,
+    }
     return jwt.encode(payload, secret, algorithm=ALGORITHM), expires
 
 

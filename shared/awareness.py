@@ -91,7 +91,9 @@ class AwarenessEntry:
         )
 
 
-def decode_awareness_update(data: bytes, limits: AwarenessLimits | None = None) -> list[AwarenessEntry]:
+def decode_awareness_update(
+    data: bytes, limits: AwarenessLimits | None = None
+) -> list[AwarenessEntry]:
     """Decode an encoded awareness update; raise ProtocolError when malformed and
     AwarenessLimitExceeded when over `limits` (checked before the entries are read)."""
     count, pos = read_var_uint(data, 0)
@@ -109,11 +111,15 @@ def decode_awareness_update(data: bytes, limits: AwarenessLimits | None = None) 
         length, pos = read_var_uint(data, pos)
         if length > max_state:
             raise AwarenessLimitExceeded(
-                "state_bytes", f"an awareness state of {length} bytes (at most {max_state})", too_big=True
+                "state_bytes",
+                f"an awareness state of {length} bytes (at most {max_state})",
+                too_big=True,
             )
         end = pos + length
         if end > len(data):
-            raise ProtocolError(f"truncated awareness state: {length} bytes announced, {len(data) - pos} present")
+            raise ProtocolError(
+                f"truncated awareness state: {length} bytes announced, {len(data) - pos} present"
+            )
         entries.append(AwarenessEntry(client_id, clock, data[pos:end]))
         pos = end
     return entries
@@ -190,7 +196,8 @@ class AwarenessRegistry:
         current = self._entries.get(cid)
         known = current.clock if current is not None else self._removed.get(cid)
         if known is not None and (
-            entry.clock < known or (entry.clock == known and not (entry.removed and current is not None))
+            entry.clock < known
+            or (entry.clock == known and not (entry.removed and current is not None))
         ):
             return "stale"
         holder = self._owners.get(cid)

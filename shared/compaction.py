@@ -130,7 +130,9 @@ class CompactionPolicy:
         if count >= self.max_rows:
             return True
         over = count >= self.max_updates or size >= self.max_bytes
-        return _has_merge_work(count, snapshot_size) and over and self._worth_it(size, snapshot_size)
+        return (
+            _has_merge_work(count, snapshot_size) and over and self._worth_it(size, snapshot_size)
+        )
 
     def due_when_idle(self, count: int, size: int, snapshot_size: int) -> bool:
         """For a document nobody has written to for a while."""

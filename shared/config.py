@@ -245,7 +245,10 @@ class Settings:
         """Fill missing secrets: an error in production, a stored dev secret otherwise."""
         missing = [
             name
-            for name, value in (("API_JWT_SECRET", self.jwt_secret), ("APP_SECRET", self.app_secret))
+            for name, value in (
+                ("API_JWT_SECRET", self.jwt_secret),
+                ("APP_SECRET", self.app_secret),
+            )
             if not value
         ]
         if not missing:

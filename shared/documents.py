@@ -27,7 +27,9 @@ class DocumentTooLarge(Exception):
     """Applying the update would grow the document past `MAX_DOCUMENT_BYTES`."""
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"the document would grow to about {size} bytes, past the limit of {limit}")
+        super().__init__(
+            f"the document would grow to about {size} bytes, past the limit of {limit}"
+        )
         self.size = size
         self.limit = limit
 

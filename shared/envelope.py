@@ -20,7 +20,9 @@ class Kind(IntEnum):
     AWARENESS = 1  # body: varUint connection id + an awareness update of that connection's states
     OPAQUE = 2  # body: a binary frame relayed as-is
     OPAQUE_TEXT = 3  # body: a UTF-8 text frame relayed as-is
-    SYNC_REQUEST = 4  # body: flags (1 byte) + the sender's state vector; peers answer with SYNC_REPLY
+    SYNC_REQUEST = (
+        4  # body: flags (1 byte) + the sender's state vector; peers answer with SYNC_REPLY
+    )
     SYNC_REPLY = 5  # body: target instance id (16 bytes) + the update it misses
     STORED = 6  # body: the Redis key holding a large envelope (see shared/redis_contract.py)
 
@@ -99,4 +101,8 @@ def instance_id_bytes(name: str) -> bytes:
         raw = bytes.fromhex(name)
     except ValueError:
         raw = b""
-    return raw if len(raw) == INSTANCE_ID_BYTES else hashlib.blake2b(name.encode(), digest_size=16).digest()
+    return (
+        raw
+        if len(raw) == INSTANCE_ID_BYTES
+        else hashlib.blake2b(name.encode(), digest_size=16).digest()
+    )

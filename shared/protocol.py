@@ -106,7 +106,9 @@ def read_var_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
     length, pos = read_var_uint(data, pos)
     end = pos + length
     if end > len(data):
-        raise ProtocolError(f"truncated payload: {length} bytes announced, {len(data) - pos} present")
+        raise ProtocolError(
+            f"truncated payload: {length} bytes announced, {len(data) - pos} present"
+        )
     return data[pos:end], end
 
 

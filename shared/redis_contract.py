@@ -23,6 +23,12 @@ Redis Cluster would refuse across slots.
   small `STORED` envelope naming the key instead (Redis disconnects a subscriber
   whose pub/sub output buffer passes its limit, 32 MB by default).
 
+- `exe:assets:{uuid}:*`: the asset coordinator's state for one project (who holds
+  and who waits for which asset; services/collab/assets/redis_store.py lists the
+  keys under the prefix).
+- `exe:assets:to:{hex id}`: channel of control frames for the sockets of one
+  collab instance.
+
 Log positions: a stream id is `<ms>-<seq>`; ids only ascend within one Redis
 server lifetime, so a position stored in the database is prefixed with the
 server's run id (`format_log_position`) and trusted only under the same one
@@ -48,6 +54,10 @@ STORED_ENVELOPE_TTL_MS = 60_000
 
 #: Characters of the Redis run id stored with a log position (enough to tell lifetimes apart).
 RUN_ID_CHARS = 16
+
+
+ASSETS_PREFIX = "exe:assets:"
+ASSETS_INBOX_PREFIX = "exe:assets:to:"
 
 
 def channel(project_uuid: str) -> str:
@@ -76,6 +86,16 @@ def project_of_log_stream(name: str | bytes) -> str | None:
 
 def instance_key(instance_id: bytes) -> str:
     return f"{INSTANCE_PREFIX}{instance_id.hex()}"
+
+
+def assets_prefix(project_uuid: str) -> str:
+    """The prefix of one project's asset-coordinator keys."""
+    return f"{ASSETS_PREFIX}{project_uuid}:"
+
+
+def assets_inbox(instance_hex: str) -> str:
+    """The channel of control frames for one instance's sockets."""
+    return f"{ASSETS_INBOX_PREFIX}{instance_hex}"
 
 
 def parse_stream_id(stream_id: bytes | str) -> tuple[int, int]:

@@ -12,7 +12,9 @@ from shared.redis_log import LogPublisher, ProjectOutbox, read_log
 from shared.store import DocumentStore
 
 
-async def load_with_log(redis: aioredis.Redis, store: DocumentStore, project_uuid: str) -> list[bytes]:
+async def load_with_log(
+    redis: aioredis.Redis, store: DocumentStore, project_uuid: str
+) -> list[bytes]:
     """The stored document plus the log tail not yet in the database.
 
     The log is read first: the worker trims only entries it has committed, so
@@ -34,7 +36,11 @@ class RedisDocuments:
     """
 
     def __init__(
-        self, redis: aioredis.Redis, store: DocumentStore, instance_id: bytes, max_document_bytes: int = 0
+        self,
+        redis: aioredis.Redis,
+        store: DocumentStore,
+        instance_id: bytes,
+        max_document_bytes: int = 0,
     ) -> None:
         self._redis = redis
         self._log = LogPublisher(redis)

@@ -93,7 +93,9 @@ async def current_epoch(redis: aioredis.Redis) -> bytes:
 
 
 def _log_entries(entries: list) -> list[tuple[bytes, bytes]]:  # type: ignore[type-arg]
-    return [(entry_id, fields[UPDATE_FIELD]) for entry_id, fields in entries if UPDATE_FIELD in fields]
+    return [
+        (entry_id, fields[UPDATE_FIELD]) for entry_id, fields in entries if UPDATE_FIELD in fields
+    ]
 
 
 # One atomic step per batch: every update enters its project's log before it

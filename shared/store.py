@@ -109,7 +109,12 @@ class DocumentStore:
             await session.execute(
                 insert(_QUARANTINE),
                 [
-                    {"project_id": project_id, "update": update, "reason": reason[:500], "source_id": source}
+                    {
+                        "project_id": project_id,
+                        "update": update,
+                        "reason": reason[:500],
+                        "source_id": source,
+                    }
                     for update, source in sources
                 ],
             )
@@ -185,7 +190,9 @@ class DocumentStore:
                 if fresh:
                     rows.extend({"project_id": ids[uuid], "update": update} for _, update in fresh)
                     last = max(position for position, _ in fresh)
-                    positions.append({"document": document.id, "position": format_log_position(epoch, last)})
+                    positions.append(
+                        {"document": document.id, "position": format_log_position(epoch, last)}
+                    )
             if rows:
                 await session.execute(insert(_UPDATES), rows)
                 await session.execute(
@@ -195,7 +202,10 @@ class DocumentStore:
                     positions,
                 )
             result = {
-                uuid: (count, await self._log_stats(session, ids[uuid]) if uuid in with_stats_for else None)
+                uuid: (
+                    count,
+                    await self._log_stats(session, ids[uuid]) if uuid in with_stats_for else None,
+                )
                 for uuid, count in written.items()
             }
         self._project_ids.update(ids)  # committed now
@@ -282,7 +292,9 @@ class DocumentStore:
             merged_ids = [row.id for row in rows]
             for start in range(0, len(merged_ids), _DELETE_CHUNK):
                 await session.execute(
-                    delete(_UPDATES).where(_UPDATES.c.id.in_(merged_ids[start : start + _DELETE_CHUNK]))
+                    delete(_UPDATES).where(
+                        _UPDATES.c.id.in_(merged_ids[start : start + _DELETE_CHUNK])
+                    )
                 )
             return CompactionResult(
                 merged_updates=len(rows),
@@ -328,7 +340,9 @@ class DocumentStore:
         and its id may already be cached by a load. Ids found here are not cached, since this
         transaction may still roll back; callers cache them after commit.
         """
-        dialect_insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        dialect_insert = (
+            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        )
         project_id = self._project_ids.get(project_uuid)
         if project_id is None:
             await session.execute(

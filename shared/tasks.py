@@ -25,7 +25,9 @@ class TaskOwner:
         self._work: set[asyncio.Task[Any]] = set()
         self._loops: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, work: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task[Any]:
+    def spawn(
+        self, work: Coroutine[Any, Any, Any], *, name: str | None = None
+    ) -> asyncio.Task[Any]:
         """Run a piece of work (it ends on its own); `close` waits for it."""
         return self._start(work, name, self._work)
 
@@ -33,7 +35,9 @@ class TaskOwner:
         """Run a loop that lasts as long as the service; `close` cancels it."""
         return self._start(loop, name, self._loops)
 
-    def _start(self, coro: Coroutine[Any, Any, Any], name: str | None, into: set[asyncio.Task[Any]]) -> asyncio.Task[Any]:
+    def _start(
+        self, coro: Coroutine[Any, Any, Any], name: str | None, into: set[asyncio.Task[Any]]
+    ) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         into.add(task)
         task.add_done_callback(lambda done: self._finished(done, into))

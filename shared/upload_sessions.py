@@ -70,5 +70,7 @@ def verify_upload_session(token: str, secret: str) -> UploadSession:
     if claims["exp"] <= time.time():
         raise TokenError("upload session expired")
     return UploadSession(
-        project_uuid=str(claims["project"]), user_id=str(claims["sub"]), expires_at=int(claims["exp"])
+        project_uuid=str(claims["project"]),
+        user_id=str(claims["sub"]),
+        expires_at=int(claims["exp"]),
     )

@@ -8,8 +8,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.collab.assets.decisions import CoordinatorLimits, member_key
-from services.collab.assets.redis_store import RedisStore, inbox_channel
-from shared.redis_contract import instance_key
+from services.collab.assets.redis_store import RedisStore
+from shared.redis_contract import assets_inbox, instance_key
 from shared.tasks import TaskOwner
 from stack.servers import RedisServer
 from tests.support.wait import eventually
@@ -75,9 +75,9 @@ async def test_frames_reach_the_instance_that_holds_the_socket(store: RedisStore
     assert received == [(7, b"\xff{}")]
     publisher = aioredis.Redis(host=redis_server.host, port=redis_server.port)
     try:
-        await publisher.publish(inbox_channel(ME), b"8:t" + b'{"type":"trigger-resync"}')
-        await publisher.publish(inbox_channel(ME), b"garbage")  # ignored
-        await publisher.publish(inbox_channel(ME), b"9:b\xff{}")
+        await publisher.publish(assets_inbox(ME), b"8:t" + b'{"type":"trigger-resync"}')
+        await publisher.publish(assets_inbox(ME), b"garbage")  # ignored
+        await publisher.publish(assets_inbox(ME), b"9:b\xff{}")
         await eventually(lambda: len(received) == 3, 5)
     finally:
         await publisher.aclose()

@@ -22,7 +22,6 @@ from shared.access import AccessPolicy
 log = logging.getLogger(__name__)
 
 
-
 async def recheck_access(rooms: RoomManager, access: AccessPolicy) -> int:
     """One pass; returns how many connections were closed."""
     groups: dict[tuple[str, str], list[Connection]] = defaultdict(list)
@@ -43,7 +42,10 @@ async def recheck_access(rooms: RoomManager, access: AccessPolicy) -> int:
         role = roles.get((user_id, project_uuid))
         for conn in conns:
             if role is None:
-                log.info("access revoked; closing", extra={"project": project_uuid, "connection": conn.id})
+                log.info(
+                    "access revoked; closing",
+                    extra={"project": project_uuid, "connection": conn.id},
+                )
                 conn.close_soon(CloseCode.FORBIDDEN, "forbidden")
                 closed += 1
             else:

@@ -38,7 +38,6 @@ from shared.tasks import TaskOwner
 log = logging.getLogger(__name__)
 
 
-
 def create_backplane(
     settings: Settings, database: Database, metrics: CollabMetrics, instance_id: str
 ) -> Backplane:
@@ -70,11 +69,17 @@ def create_coordinator(
     limits = CoordinatorLimits()
     store: CoordinatorStore
     if settings.multi_instance:
-        store = RedisStore(create_redis(settings), instance_id_bytes(instance_id).hex(), limits, tasks)
+        store = RedisStore(
+            create_redis(settings), instance_id_bytes(instance_id).hex(), limits, tasks
+        )
     else:
         store = MemoryStore(limits)
     return AssetCoordinator(
-        store, database.sessionmaker, settings.jwt_secret, limits, sweep_interval=settings.presence_interval
+        store,
+        database.sessionmaker,
+        settings.jwt_secret,
+        limits,
+        sweep_interval=settings.presence_interval,
     )
 
 
@@ -87,7 +92,9 @@ def setup_collab(
     (`DatabaseAccess`, shared with a gateway mounted in the same app).
     """
     setup_database(app, settings)
-    policy: AccessPolicy = access if access is not None else database_access(app, settings.access_cache_ttl)
+    policy: AccessPolicy = (
+        access if access is not None else database_access(app, settings.access_cache_ttl)
+    )
     registry = app.setdefault(METRICS_REGISTRY, CollectorRegistry())
     metrics = CollabMetrics(registry)
     instance_id = settings.instance_id or uuid.uuid4().hex
@@ -124,16 +131,24 @@ def setup_collab(
         )
         app[DOCUMENTS] = RoomDocuments(rooms, backplane)
         tasks.spawn_loop(
-            run_heartbeat(rooms.connections, ping_interval=settings.ping_interval, pong_timeout=settings.pong_timeout),
+            run_heartbeat(
+                rooms.connections,
+                ping_interval=settings.ping_interval,
+                pong_timeout=settings.pong_timeout,
+            ),
             name="heartbeat",
         )
         tasks.spawn_loop(
-            run_access_watch(rooms, policy, interval=max(0.2, settings.access_cache_ttl)), name="access-watch"
+            run_access_watch(rooms, policy, interval=max(0.2, settings.access_cache_ttl)),
+            name="access-watch",
         )
         tasks.spawn_loop(assets.run_sweeps(), name="asset-sweeps")
         log.info(
             "collab ready",
-            extra={"instance": instance_id, "mode": "multi" if settings.multi_instance else "single"},
+            extra={
+                "instance": instance_id,
+                "mode": "multi" if settings.multi_instance else "single",
+            },
         )
         yield
         await rooms.close(CloseCode.GOING_AWAY, "server shutting down")

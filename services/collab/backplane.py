@@ -86,7 +86,9 @@ class Backplane(Protocol):
     def publish_update(self, project_uuid: str, update: bytes) -> None:
         """An accepted document update: make it durable and reach other instances."""
 
-    def publish_awareness(self, project_uuid: str, connection_id: int, awareness_update: bytes) -> None:
+    def publish_awareness(
+        self, project_uuid: str, connection_id: int, awareness_update: bytes
+    ) -> None:
         """Entries a local connection owns (accepted by its room), as an awareness update."""
 
     def publish_opaque(self, project_uuid: str, frame: bytes | str) -> None:
@@ -128,7 +130,9 @@ class LocalBackplane:
     def publish_update(self, project_uuid: str, update: bytes) -> None:
         self._writer.submit(project_uuid, update)
 
-    def publish_awareness(self, project_uuid: str, connection_id: int, awareness_update: bytes) -> None:
+    def publish_awareness(
+        self, project_uuid: str, connection_id: int, awareness_update: bytes
+    ) -> None:
         return None
 
     def publish_opaque(self, project_uuid: str, frame: bytes | str) -> None:

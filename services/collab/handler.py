@@ -39,10 +39,7 @@ from shared.tasks import TaskOwner
 log = logging.getLogger(__name__)
 
 REFUSED_FRAME_BYTES = 1024  # what a refused socket may send before it reads the close frame
-ROOM_NAME = re.compile(
-    r"^project-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
-)
-
+ROOM_NAME = re.compile(r"^project-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,9 @@ def parse_room_name(name: str) -> str | None:
     return match.group(1) if match else None
 
 
-async def _refuse(ctx: CollabContext, ws: web.WebSocketResponse, code: int, reason: str) -> web.WebSocketResponse:
+async def _refuse(
+    ctx: CollabContext, ws: web.WebSocketResponse, code: int, reason: str
+) -> web.WebSocketResponse:
     ctx.metrics.rejected.labels(str(code)).inc()
     await ws.close(code=code, message=reason.encode())
     return ws
@@ -100,7 +99,9 @@ async def _admit(ctx: CollabContext, request: web.Request) -> _Admitted | _Refus
     try:
         identity = verify_token(token or "", ctx.settings.jwt_secret)
     except TokenError as exc:
-        log.info("websocket refused: %s", exc, extra={"project": project_uuid, "remote": request.remote})
+        log.info(
+            "websocket refused: %s", exc, extra={"project": project_uuid, "remote": request.remote}
+        )
         return _Refused(CloseCode.UNAUTHORIZED, "unauthorized")
     try:
         role = await ctx.access.role_for(identity, project_uuid)
@@ -141,7 +142,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await _refuse(ctx, ws, admission.code, admission.reason)
     else:
         try:
-            await _join_and_serve(ctx, request, ws, admission.identity, admission.role, admission.project_uuid)
+            await _join_and_serve(
+                ctx, request, ws, admission.identity, admission.role, admission.project_uuid
+            )
         finally:
             ctx.limits.release(admission.identity.user_id, admission.address)
     await ws.linger()
@@ -184,7 +187,12 @@ async def _join_and_serve(
     ctx.metrics.connections.inc()
     log.info(
         "connected",
-        extra={"project": project_uuid, "user": identity.user_id, "role": role.value, "connection": conn.id},
+        extra={
+            "project": project_uuid,
+            "user": identity.user_id,
+            "role": role.value,
+            "connection": conn.id,
+        },
     )
     try:
         await _serve(ctx, room, conn)
@@ -215,14 +223,21 @@ def _close_when_token_expires(conn: Connection) -> asyncio.TimerHandle:
     return loop.call_later(delay, close)
 
 
-async def _refuse_content(ctx: CollabContext, room: Room, conn: Connection, code: CloseCode, reason: str) -> None:
+async def _refuse_content(
+    ctx: CollabContext, room: Room, conn: Connection, code: CloseCode, reason: str
+) -> None:
     """Close for what the client sent; permanently (4429) once it keeps sending it
     (`services/collab/refusals.py`)."""
     if ctx.refusals.repeated(conn.identity.user_id, room.project_uuid, code, time.monotonic()):
         ctx.metrics.errors.labels("refused_repeatedly").inc()
         log.warning(
             "refusing for good: the client keeps sending what is refused",
-            extra={"connection": conn.id, "project": room.project_uuid, "user": conn.identity.user_id, "code": int(code)},
+            extra={
+                "connection": conn.id,
+                "project": room.project_uuid,
+                "user": conn.identity.user_id,
+                "code": int(code),
+            },
         )
         code, reason = CloseCode.REFUSED_REPEATEDLY, f"refused repeatedly: {reason}"
     await conn.close(code, reason)
@@ -243,7 +258,10 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
         conn.last_seen = now = time.monotonic()
         if not conn.allow_frame(now):
             ctx.metrics.errors.labels("rate_limited").inc()
-            log.warning("closing a flooding connection", extra={"connection": conn.id, "project": room.project_uuid})
+            log.warning(
+                "closing a flooding connection",
+                extra={"connection": conn.id, "project": room.project_uuid},
+            )
             await conn.close(CloseCode.POLICY_VIOLATION, "too many messages")
             return
         try:
@@ -251,10 +269,17 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
                 ctx.metrics.bytes_in.inc(len(message.data))
                 if _over_frame_limit(ctx, message):
                     ctx.metrics.errors.labels("too_big").inc()
-                    log.info("closing on an oversized frame", extra={"connection": conn.id, "bytes": len(message.data)})
-                    await _refuse_content(ctx, room, conn, CloseCode.MESSAGE_TOO_BIG, "message too big")
+                    log.info(
+                        "closing on an oversized frame",
+                        extra={"connection": conn.id, "bytes": len(message.data)},
+                    )
+                    await _refuse_content(
+                        ctx, room, conn, CloseCode.MESSAGE_TOO_BIG, "message too big"
+                    )
                     return
-                if is_control(message.data):  # eXeLearning's asset coordination: for the server only
+                if is_control(
+                    message.data
+                ):  # eXeLearning's asset coordination: for the server only
                     ctx.metrics.frames_in_by["control"].inc()
                     await ctx.assets.receive(conn, room.project_uuid, message.data)
                 elif message.type is WSMsgType.BINARY:
@@ -270,7 +295,15 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
                 return
         except DocumentTooLarge as exc:
             ctx.metrics.errors.labels("document_too_large").inc()
-            log.warning("refusing an update: %s", exc, extra={"connection": conn.id, "project": room.project_uuid, "user": conn.identity.user_id})
+            log.warning(
+                "refusing an update: %s",
+                exc,
+                extra={
+                    "connection": conn.id,
+                    "project": room.project_uuid,
+                    "user": conn.identity.user_id,
+                },
+            )
             await conn.close(CloseCode.TOO_LARGE, "document too large")
             return
         except AwarenessLimitExceeded as exc:
@@ -278,13 +311,20 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
             return
         except ControlRefused as exc:
             ctx.metrics.errors.labels("invalid_control").inc()
-            log.warning("closing connection on a control message: %s", exc.reason,
-                        extra={"connection": conn.id, "project": room.project_uuid})
+            log.warning(
+                "closing connection on a control message: %s",
+                exc.reason,
+                extra={"connection": conn.id, "project": room.project_uuid},
+            )
             await _refuse_content(ctx, room, conn, exc.code, exc.reason)
             return
         except ProtocolError as exc:
             ctx.metrics.errors.labels("invalid_frame").inc()
-            log.warning("closing connection on bad frame: %s", exc, extra={"connection": conn.id, "project": room.project_uuid})
+            log.warning(
+                "closing connection on bad frame: %s",
+                exc,
+                extra={"connection": conn.id, "project": room.project_uuid},
+            )
             await _refuse_content(ctx, room, conn, CloseCode.INVALID_DATA, "invalid frame")
             return
         except Exception:
@@ -296,10 +336,17 @@ async def _serve(ctx: CollabContext, room: Room, conn: Connection) -> None:
             await asyncio.sleep(0)  # a burst of buffered frames must not hold the loop
 
 
-async def _refuse_awareness(ctx: CollabContext, room: Room, conn: Connection, exc: AwarenessLimitExceeded) -> None:
+async def _refuse_awareness(
+    ctx: CollabContext, room: Room, conn: Connection, exc: AwarenessLimitExceeded
+) -> None:
     """Close a connection over an awareness limit: 1009 for a state too big, else 1008."""
     ctx.metrics.errors.labels("awareness_limit").inc()
-    log.warning("closing connection over an awareness limit: %s", exc,
-                extra={"connection": conn.id, "project": room.project_uuid})
+    log.warning(
+        "closing connection over an awareness limit: %s",
+        exc,
+        extra={"connection": conn.id, "project": room.project_uuid},
+    )
     code = CloseCode.MESSAGE_TOO_BIG if exc.too_big else CloseCode.POLICY_VIOLATION
-    await _refuse_content(ctx, room, conn, code, "awareness too big" if exc.too_big else "awareness over limit")
+    await _refuse_content(
+        ctx, room, conn, code, "awareness too big" if exc.too_big else "awareness over limit"
+    )

@@ -18,7 +18,6 @@ from services.collab.connection import Connection
 log = logging.getLogger(__name__)
 
 
-
 async def run_heartbeat(
     connections: Callable[[], Iterable[Connection]],
     *,

@@ -31,10 +31,17 @@ class CollabMetrics:
         self.frames_out = Counter(
             "collab_frames_out_total", "Frames sent to clients", ["kind"], registry=registry
         )
-        self.bytes_in = Counter("collab_bytes_in_total", "Bytes received from clients", registry=registry)
-        self.bytes_out = Counter("collab_bytes_out_total", "Bytes sent to clients", registry=registry)
+        self.bytes_in = Counter(
+            "collab_bytes_in_total", "Bytes received from clients", registry=registry
+        )
+        self.bytes_out = Counter(
+            "collab_bytes_out_total", "Bytes sent to clients", registry=registry
+        )
         self.errors = Counter(
-            "collab_errors_total", "Connections closed for bad input, by kind", ["kind"], registry=registry
+            "collab_errors_total",
+            "Connections closed for bad input, by kind",
+            ["kind"],
+            registry=registry,
         )
         self.readonly_dropped = Counter(
             "collab_readonly_dropped_total",
@@ -42,7 +49,10 @@ class CollabMetrics:
             registry=registry,
         )
         self.rejected = Counter(
-            "collab_rejected_total", "Refused WebSocket handshakes, by close code", ["code"], registry=registry
+            "collab_rejected_total",
+            "Refused WebSocket handshakes, by close code",
+            ["code"],
+            registry=registry,
         )
         self.store_flushes = Counter(
             "collab_store_flushes_total", "Batches written to the document store", registry=registry
@@ -54,16 +64,23 @@ class CollabMetrics:
             "collab_store_errors_total", "Failed store writes (retried)", registry=registry
         )
         self.store_pending = Gauge(
-            "collab_store_pending_updates", "Accepted updates not yet in the store", registry=registry
+            "collab_store_pending_updates",
+            "Accepted updates not yet in the store",
+            registry=registry,
         )
         self.compactions = Counter(
             "collab_compactions_total", "Compactions run by this process", registry=registry
         )
         self.redis_connected = Gauge(
-            "collab_redis_connected", "1 while the Redis fan-out connection is up", registry=registry
+            "collab_redis_connected",
+            "1 while the Redis fan-out connection is up",
+            registry=registry,
         )
         self.envelopes_in = Counter(
-            "collab_envelopes_in_total", "Envelopes received from other instances", ["kind"], registry=registry
+            "collab_envelopes_in_total",
+            "Envelopes received from other instances",
+            ["kind"],
+            registry=registry,
         )
         self.envelopes_out = Counter(
             "collab_envelopes_out_total", "Envelopes published", ["kind"], registry=registry
@@ -92,7 +109,9 @@ class CollabMetrics:
             registry=registry,
         )
         self.resyncs = Counter(
-            "collab_resync_requests_total", "State-vector resync requests published", registry=registry
+            "collab_resync_requests_total",
+            "State-vector resync requests published",
+            registry=registry,
         )
         self.awareness_dropped = Counter(
             "collab_awareness_dropped_total",

@@ -80,20 +80,45 @@ class RedisBackplane:
         self._store = store
         self._rooms: RoomHost | None = None
         self._loops: list[asyncio.Task[None]] = []
-        self._work = TaskOwner("redis-backplane")  # spills, large sends, fetches, reconciles, hand-overs
+        self._work = TaskOwner(
+            "redis-backplane"
+        )  # spills, large sends, fetches, reconciles, hand-overs
         self._subscriptions = Subscriptions(
-            redis, metrics, instance_id, self._work,
-            deliver=self._deliver, missed=self._missed,
-            instance_gone=self._instance_gone, on_connected=self._on_connected,
+            redis,
+            metrics,
+            instance_id,
+            self._work,
+            deliver=self._deliver,
+            missed=self._missed,
+            instance_gone=self._instance_gone,
+            on_connected=self._on_connected,
         )
         self._outbox = Outbox(
-            redis, store, metrics, instance_id, self._work,
-            connected=self._subscriptions.connected, on_logged=self._resync_projects, backlog_limit=backlog_limit,
+            redis,
+            store,
+            metrics,
+            instance_id,
+            self._work,
+            connected=self._subscriptions.connected,
+            on_logged=self._resync_projects,
+            backlog_limit=backlog_limit,
         )
-        self._resync = Resync(redis, store, metrics, instance_id, self._outbox, self._work,
-                              is_open=self._subscriptions.is_open)
-        self._presence = Presence(redis, instance_id, interval=presence_interval, ttl=presence_ttl,
-                                  on_data_lost=self._data_lost)
+        self._resync = Resync(
+            redis,
+            store,
+            metrics,
+            instance_id,
+            self._outbox,
+            self._work,
+            is_open=self._subscriptions.is_open,
+        )
+        self._presence = Presence(
+            redis,
+            instance_id,
+            interval=presence_interval,
+            ttl=presence_ttl,
+            on_data_lost=self._data_lost,
+        )
 
     # lifecycle -----------------------------------------------------------
 
@@ -136,7 +161,10 @@ class RedisBackplane:
             try:
                 updates = await load_with_log(self._redis, self._store, project_uuid)
             except REDIS_ERRORS:
-                log.warning("log unreadable; loading from the database only", extra={"project": project_uuid})
+                log.warning(
+                    "log unreadable; loading from the database only",
+                    extra={"project": project_uuid},
+                )
         if updates is None:  # caught up from the log when Redis returns
             updates = await self._store.load_updates(project_uuid)
         return updates + waiting
@@ -158,8 +186,12 @@ class RedisBackplane:
     def publish_update(self, project_uuid: str, update: bytes) -> None:
         self._outbox.put(project_uuid, Kind.UPDATE, update)
 
-    def publish_awareness(self, project_uuid: str, connection_id: int, awareness_update: bytes) -> None:
-        self._outbox.put(project_uuid, Kind.AWARENESS, awareness_body(connection_id, awareness_update))
+    def publish_awareness(
+        self, project_uuid: str, connection_id: int, awareness_update: bytes
+    ) -> None:
+        self._outbox.put(
+            project_uuid, Kind.AWARENESS, awareness_body(connection_id, awareness_update)
+        )
 
     def publish_opaque(self, project_uuid: str, frame: bytes | str) -> None:
         if isinstance(frame, str):
@@ -187,7 +219,9 @@ class RedisBackplane:
             room.apply_remote_update(body)
         elif kind is Kind.AWARENESS:
             connection_id, awareness_update = split_awareness(body)
-            room.apply_remote_awareness(AwarenessOwner.remote(envelope.sender, connection_id), awareness_update)
+            room.apply_remote_awareness(
+                AwarenessOwner.remote(envelope.sender, connection_id), awareness_update
+            )
         elif kind is Kind.OPAQUE:
             room.relay_remote_opaque(body)
         elif kind is Kind.OPAQUE_TEXT:
@@ -216,8 +250,10 @@ class RedisBackplane:
                 self._resync.request(room, ask_back=True)
 
     def _data_lost(self) -> None:
-        log.error("Redis lost its data; every open room re-asserts its document",
-                  extra={"rooms": self._subscriptions.open_rooms})
+        log.error(
+            "Redis lost its data; every open room re-asserts its document",
+            extra={"rooms": self._subscriptions.open_rooms},
+        )
         self._resync.reassert(self._open_rooms())
 
 

@@ -53,7 +53,9 @@ def batch_outboxes(
     return outboxes
 
 
-async def write_to_database(store: DocumentStore, entries: list[tuple[str, bytes]], written: Counter) -> None:
+async def write_to_database(
+    store: DocumentStore, entries: list[tuple[str, bytes]], written: Counter
+) -> None:
     """Write updates straight to the database, retrying until it works; count them in `written`."""
     if not entries:
         return
@@ -215,8 +217,11 @@ class Outbox:
                     await self._send([], [item])
                     return
                 except REDIS_ERRORS as exc:
-                    log.warning("Redis publish of a large envelope failed (%s); retrying", exc,
-                                extra={"project": project_uuid, "bytes": len(body)})
+                    log.warning(
+                        "Redis publish of a large envelope failed (%s); retrying",
+                        exc,
+                        extra={"project": project_uuid, "bytes": len(body)},
+                    )
                     await backoff.sleep()
             if kind is Kind.UPDATE:
                 self._backlog.append((project_uuid, body))
@@ -239,9 +244,13 @@ class Outbox:
         self._hand_on(len(self._items))
         self._items = []
         if len(self._backlog) > self._backlog_limit:
-            overflow = [self._backlog.popleft() for _ in range(len(self._backlog) - self._backlog_limit // 2)]
+            overflow = [
+                self._backlog.popleft()
+                for _ in range(len(self._backlog) - self._backlog_limit // 2)
+            ]
             self._work.spawn(
-                write_to_database(self._store, overflow, self._metrics.log_spilled), name="redis-spill"
+                write_to_database(self._store, overflow, self._metrics.log_spilled),
+                name="redis-spill",
             )
         self._metrics.log_backlog.set(len(self._backlog))
         self._set_drained_if_idle()

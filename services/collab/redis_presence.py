@@ -85,7 +85,9 @@ class Presence:
         """Forever: heartbeat, epoch check, removal of gone instances from `rooms`, every `interval`."""
         while True:
             try:
-                await self._redis.set(instance_key(self._instance_id), b"1", px=int(self._ttl * 1000))
+                await self._redis.set(
+                    instance_key(self._instance_id), b"1", px=int(self._ttl * 1000)
+                )
                 await self._check_epoch()
                 await self._remove_gone_instances(rooms)
             except REDIS_ERRORS:
@@ -120,13 +122,24 @@ class Presence:
         self._epoch = epoch
 
     async def _remove_gone_instances(self, rooms: RoomHost) -> None:
-        owners = list({instance_id for room in rooms.rooms() for instance_id in room.remote_awareness_instances()})
+        owners = list(
+            {
+                instance_id
+                for room in rooms.rooms()
+                for instance_id in room.remote_awareness_instances()
+            }
+        )
         alive: list[bool] = []
         if owners:
             pipe = self._redis.pipeline(transaction=False)
             for instance_id in owners:
                 pipe.exists(instance_key(instance_id))
             alive = [bool(exists) for exists in await pipe.execute()]
-        for instance_id in self._absences.observe(dict(zip(owners, alive)), asyncio.get_running_loop().time()):
-            log.info("instance gone; removing its awareness states", extra={"instance": instance_id.hex()})
+        for instance_id in self._absences.observe(
+            dict(zip(owners, alive)), asyncio.get_running_loop().time()
+        ):
+            log.info(
+                "instance gone; removing its awareness states",
+                extra={"instance": instance_id.hex()},
+            )
             self.forget_instance(instance_id, rooms.rooms())

@@ -73,7 +73,9 @@ class Resync:
     def request(self, room: BackplaneRoom, *, ask_back: bool) -> None:
         """Publish the room's state vector; peers answer with what it misses."""
         self._outbox.put(
-            room.project_uuid, Kind.SYNC_REQUEST, sync_request_body(room.state_vector(), ask_back=ask_back)
+            room.project_uuid,
+            Kind.SYNC_REQUEST,
+            sync_request_body(room.state_vector(), ask_back=ask_back),
         )
         self._metrics.resyncs.inc()
 
@@ -84,9 +86,13 @@ class Resync:
             ask_back, state_vector = split_sync_request(body)
             missing = room.missing_for(state_vector)
             if missing != EMPTY_UPDATE:
-                self._outbox.put(room.project_uuid, Kind.SYNC_REPLY, sync_reply_body(sender, missing))
+                self._outbox.put(
+                    room.project_uuid, Kind.SYNC_REPLY, sync_reply_body(sender, missing)
+                )
             for connection_id, states in room.local_awareness_updates():
-                self._outbox.put(room.project_uuid, Kind.AWARENESS, awareness_body(connection_id, states))
+                self._outbox.put(
+                    room.project_uuid, Kind.AWARENESS, awareness_body(connection_id, states)
+                )
             if ask_back:
                 self.request(room, ask_back=False)
         elif kind is Kind.SYNC_REPLY:
@@ -99,12 +105,16 @@ class Resync:
         (entries no live peer may hold); and Redis may have lost what we sent it."""
         for room in rooms:
             self.request(room, ask_back=True)
-            self._work.spawn(self.reconcile(room, catch_up=True), name=f"reconcile-{room.project_uuid}")
+            self._work.spawn(
+                self.reconcile(room, catch_up=True), name=f"reconcile-{room.project_uuid}"
+            )
 
     def reassert(self, rooms: Iterable[BackplaneRoom]) -> None:
         """Redis lost its data: every room puts back what the durable state lacks."""
         for room in rooms:
-            self._work.spawn(self.reconcile(room, catch_up=False), name=f"reassert-{room.project_uuid}")
+            self._work.spawn(
+                self.reconcile(room, catch_up=False), name=f"reassert-{room.project_uuid}"
+            )
 
     async def reconcile(self, room: BackplaneRoom, *, catch_up: bool) -> None:
         """Apply the room's log tail to it (`catch_up`), then append to the log what
@@ -123,8 +133,11 @@ class Resync:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # Redis or the database away: the room keeps what it has  # noqa: BLE001
-                    log.warning("cannot compare room with the durable state yet: %s", exc,
-                                extra={"project": room.project_uuid})
+                    log.warning(
+                        "cannot compare room with the durable state yet: %s",
+                        exc,
+                        extra={"project": room.project_uuid},
+                    )
                     await backoff.sleep()
             else:
                 return  # the room unloaded (its outbox was flushed to the log first)
@@ -134,12 +147,18 @@ class Resync:
                 held = room.missing_for()
                 missing = await asyncio.to_thread(missing_from, stored + tail, held)
             except RejectedUpdate as exc:  # the room rebuilds itself; nothing to re-assert from it
-                log.warning("cannot compare room with the durable state: %s", exc,
-                            extra={"project": room.project_uuid})
+                log.warning(
+                    "cannot compare room with the durable state: %s",
+                    exc,
+                    extra={"project": room.project_uuid},
+                )
                 return
         if missing is None:
             return
-        log.warning("re-asserting updates Redis lost", extra={"project": room.project_uuid, "bytes": len(missing)})
+        log.warning(
+            "re-asserting updates Redis lost",
+            extra={"project": room.project_uuid, "bytes": len(missing)},
+        )
         self._metrics.reasserted.inc()
         self._outbox.put_log_only(room.project_uuid, missing)
 
@@ -166,6 +185,10 @@ class Resync:
                     return
             except REDIS_ERRORS:
                 pass
-        log.info("room unloaded before its log was persisted; writing it to the database",
-                 extra={"project": room.project_uuid})
-        await write_to_database(self._store, [(room.project_uuid, room.missing_for())], self._metrics.handovers)
+        log.info(
+            "room unloaded before its log was persisted; writing it to the database",
+            extra={"project": room.project_uuid},
+        )
+        await write_to_database(
+            self._store, [(room.project_uuid, room.missing_for())], self._metrics.handovers
+        )

@@ -89,7 +89,10 @@ class Subscriptions:
         try:
             await self._subscribe([project_uuid])
         except REDIS_ERRORS:
-            log.warning("subscribe failed; the room resyncs when Redis returns", extra={"project": project_uuid})
+            log.warning(
+                "subscribe failed; the room resyncs when Redis returns",
+                extra={"project": project_uuid},
+            )
 
     def close(self, project_uuid: str) -> None:
         """Stop treating the room as open (no resubscription, no reconciling)."""
@@ -160,7 +163,10 @@ class Subscriptions:
         self._connected.set()
         self._metrics.redis_connected.set(1)
         if was_down:
-            log.info("Redis connected", extra={"instance": self._instance_id.hex(), "rooms": len(self._projects)})
+            log.info(
+                "Redis connected",
+                extra={"instance": self._instance_id.hex(), "rooms": len(self._projects)},
+            )
             self._on_connected()
 
     def _set_disconnected(self) -> None:
@@ -208,7 +214,9 @@ class Subscriptions:
         try:
             data = await self._redis.get(key)
         except REDIS_ERRORS as exc:
-            log.warning("cannot read a stored envelope: %s", exc, extra={"project": room.project_uuid})
+            log.warning(
+                "cannot read a stored envelope: %s", exc, extra={"project": room.project_uuid}
+            )
             data = None
         if self._rooms is None or self._rooms.loaded_room(room.project_uuid) is not room:
             return
@@ -219,7 +227,9 @@ class Subscriptions:
             envelope = decode_envelope(data)  # type: ignore[arg-type]  # redis-py: GET gives bytes here
         except EnvelopeError as exc:
             self._metrics.envelopes_invalid.inc()
-            log.warning("dropped a malformed stored envelope: %s", exc, extra={"project": room.project_uuid})
+            log.warning(
+                "dropped a malformed stored envelope: %s", exc, extra={"project": room.project_uuid}
+            )
             return
         if envelope.kind is not Kind.STORED:  # a reference to a reference would be a loop
             self._deliver_safely(room, envelope)
@@ -229,4 +239,6 @@ class Subscriptions:
             self._deliver(room, envelope)
         except (ValueError, ProtocolError, UnicodeDecodeError) as exc:
             self._metrics.envelopes_invalid.inc()
-            log.warning("dropped an envelope with a bad body: %s", exc, extra={"project": room.project_uuid})
+            log.warning(
+                "dropped an envelope with a bad body: %s", exc, extra={"project": room.project_uuid}
+            )

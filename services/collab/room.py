@@ -182,7 +182,9 @@ class Room:
         """Remove a connection and announce the removal of its awareness states."""
         if self.connections.pop(conn.id, None) is None:
             return
-        self._announce_awareness(self.awareness.remove_owner(AwarenessOwner.local(conn.id)), conn.id)
+        self._announce_awareness(
+            self.awareness.remove_owner(AwarenessOwner.local(conn.id)), conn.id
+        )
 
     @property
     def is_empty(self) -> bool:
@@ -329,7 +331,8 @@ class Room:
         applied = self._admit_awareness(AwarenessOwner.local(conn.id), entries)
         if applied.dropped["client_ids"]:
             raise AwarenessLimitExceeded(
-                "client_ids", f"more than {self.awareness.limits.max_client_ids} awareness client ids"
+                "client_ids",
+                f"more than {self.awareness.limits.max_client_ids} awareness client ids",
             )
         self._announce_awareness(applied.accepted, conn.id)
 
@@ -339,7 +342,9 @@ class Room:
             self._metrics.awareness_dropped_by[reason].inc(count)
         return applied
 
-    def _announce_awareness(self, entries: list[AwarenessEntry], connection_id: int | None = None) -> None:
+    def _announce_awareness(
+        self, entries: list[AwarenessEntry], connection_id: int | None = None
+    ) -> None:
         """Broadcast entries (at most `max_entries` per frame); a local connection's go to the backplane too."""
         for update in encode_in_chunks(entries, self.awareness.limits.max_entries):
             self._broadcast(encode_awareness(update), "awareness")
@@ -397,7 +402,9 @@ class Room:
             extra={"project": self.project_uuid},
         )
         self._accepted_while_rebuilding = []
-        self._rebuilding = self._tasks.spawn(self._rebuild_from_durable(), name=f"rebuild-{self.project_uuid}")
+        self._rebuilding = self._tasks.spawn(
+            self._rebuild_from_durable(), name=f"rebuild-{self.project_uuid}"
+        )
 
     async def _rebuild_from_durable(self) -> None:
         """Load what the backplane holds (everything accepted so far, see `Backplane.load`),
@@ -434,7 +441,9 @@ class Room:
     def _has_receivers(self, *, exclude: Connection | None) -> bool:
         return len(self.connections) > (exclude is not None and exclude.id in self.connections)
 
-    def _broadcast(self, data: bytes | str, kind: str, *, exclude: Connection | None = None) -> None:
+    def _broadcast(
+        self, data: bytes | str, kind: str, *, exclude: Connection | None = None
+    ) -> None:
         """Send the same bytes to every connection (encoded once, by the caller)."""
         if not self._has_receivers(exclude=exclude):
             return

@@ -190,9 +190,7 @@ class RoomManager:
         )
         rooms, self._rooms = list(self._rooms.values()), {}
         await asyncio.gather(*self._unloading.values(), return_exceptions=True)
-        await asyncio.gather(
-            *(self._unload(room) for room in rooms), return_exceptions=True
-        )
+        await asyncio.gather(*(self._unload(room) for room in rooms), return_exceptions=True)
         self._metrics.rooms.set(0)
 
 

@@ -41,7 +41,9 @@ class CollabWebSocket(web.WebSocketResponse):
         self._transport = request.transport
         return await super().prepare(request)
 
-    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG and self._reader_refused_a_frame():
             code, message = CloseCode.TOO_LARGE, FRAME_TOO_LARGE.encode()
             self._close_code = code

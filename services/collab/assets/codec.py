@@ -78,7 +78,9 @@ def asset_ids(value: Any, limit: int) -> list[str]:
     if not isinstance(value, list):
         raise BadControl("asset ids must be a list")
     if len(value) > limit:
-        raise ControlRefused(CloseCode.POLICY_VIOLATION, f"more than {limit} asset ids in one message")
+        raise ControlRefused(
+            CloseCode.POLICY_VIOLATION, f"more than {limit} asset ids in one message"
+        )
     return list(dict.fromkeys(asset_id(item) for item in value))
 
 

@@ -99,16 +99,25 @@ class AssetCoordinator:
             async with asyncio.timeout(STEP_TIMEOUT):
                 await self._store.leave(project, self.member(conn))
         except Exception:  # its entries are removed when their instance is found gone, or expire
-            log.exception("asset coordinator: leave not recorded", extra={"project": project, "connection": conn.id})
+            log.exception(
+                "asset coordinator: leave not recorded",
+                extra={"project": project, "connection": conn.id},
+            )
 
     async def _collaboration(self, project: str, members: list[str]) -> None:
         """eXeLearning's start of collaboration: everyone re-broadcasts its presence, the
         holder of the most assets uploads those not stored, and a project never saved
         is saved by its oldest socket."""
         for member in members:
-            self._send(member, "trigger-resync", {"reason": "new-client-joined", "projectUuid": project})
+            self._send(
+                member, "trigger-resync", {"reason": "new-client-joined", "projectUuid": project}
+            )
         if await never_saved(self._sessionmaker, project):
-            self._send(members[0], "request-sync-state", {"reason": "collaboration-started", "projectUuid": project})
+            self._send(
+                members[0],
+                "request-sync-state",
+                {"reason": "collaboration-started", "projectUuid": project},
+            )
         holder = pick_bulk_holder(await self._store.holder_counts(project))
         if holder is None:
             return
@@ -116,9 +125,15 @@ class AssetCoordinator:
         stored = await stored_client_ids(self._sessionmaker, project, held)
         missing = [asset for asset in held if asset not in stored]
         if missing:
-            self._send(holder, "bulk-upload-request", {
-                "assetIds": missing, "uploadUrl": f"/projects/{project}/assets", "reason": "collaboration-sync",
-            })
+            self._send(
+                holder,
+                "bulk-upload-request",
+                {
+                    "assetIds": missing,
+                    "uploadUrl": f"/projects/{project}/assets",
+                    "reason": "collaboration-sync",
+                },
+            )
 
     # messages ----------------------------------------------------------------
 
@@ -140,13 +155,19 @@ class AssetCoordinator:
         except codec.ControlRefused:
             raise
         except Exception:  # Redis or the database away: answered, the socket goes on
-            log.exception("asset coordinator could not handle a message",
-                          extra={"project": project, "connection": conn.id})
+            log.exception(
+                "asset coordinator could not handle a message",
+                extra={"project": project, "connection": conn.id},
+            )
             self._answer_error(conn, message, "coordinator unavailable, try again")
 
     def _answer_error(self, conn: Connection, message: ControlMessage | None, error: str) -> None:
         # straight to the socket: it may not have joined the coordination yet
-        conn.send(codec.encode("error", {"error": error, "messageType": message.type if message else None}))
+        conn.send(
+            codec.encode(
+                "error", {"error": error, "messageType": message.type if message else None}
+            )
+        )
 
     async def _on_awareness(self, conn: Connection, project: str, data: dict[str, Any]) -> None:
         ids = codec.asset_ids(data.get("availableAssets"), self.limits.ids_per_message)
@@ -155,8 +176,10 @@ class AssetCoordinator:
         me = self.member(conn)
         announced = await self._store.announce(project, me, ids)
         if announced.dropped:
-            log.warning("asset ids over the project's bound ignored",
-                        extra={"project": project, "dropped": announced.dropped})
+            log.warning(
+                "asset ids over the project's bound ignored",
+                extra={"project": project, "dropped": announced.dropped},
+            )
         for asset in announced.waited:
             self._ask(project, asset, me, "")
 
@@ -168,8 +191,11 @@ class AssetCoordinator:
         asset = codec.asset_id(data.get("assetId"))
         if await self._ready(conn, project, asset):
             return
-        self._send(self.member(conn), "priority-ack",
-                   {"assetId": asset, "queuePosition": 0, "estimatedWait": 0})
+        self._send(
+            self.member(conn),
+            "priority-ack",
+            {"assetId": asset, "queuePosition": 0, "estimatedWait": 0},
+        )
         await self._wait(conn, project, asset, notify_missing=False)
 
     async def _on_navigation(self, conn: Connection, project: str, data: dict[str, Any]) -> None:
@@ -179,7 +205,9 @@ class AssetCoordinator:
             if asset not in stored:
                 await self._wait(conn, project, asset, notify_missing=False)
 
-    async def _serve_or_wait(self, conn: Connection, project: str, asset: str, *, notify_missing: bool) -> None:
+    async def _serve_or_wait(
+        self, conn: Connection, project: str, asset: str, *, notify_missing: bool
+    ) -> None:
         if not await self._ready(conn, project, asset):
             await self._wait(conn, project, asset, notify_missing=notify_missing)
 
@@ -190,11 +218,15 @@ class AssetCoordinator:
             self._send(self.member(conn), "asset-ready", _ready_data(project, stored))
         return stored is not None
 
-    async def _wait(self, conn: Connection, project: str, asset: str, *, notify_missing: bool) -> None:
+    async def _wait(
+        self, conn: Connection, project: str, asset: str, *, notify_missing: bool
+    ) -> None:
         """Queue the socket for `asset` and ask a holder, unless one was already asked."""
         me = self.member(conn)
         if not await self._store.wait(project, asset, me):
-            self._send(me, "asset-not-found", {"assetId": asset, "error": "too many pending requests"})
+            self._send(
+                me, "asset-not-found", {"assetId": asset, "error": "too many pending requests"}
+            )
             return
         asked = self._asks.get(project, asset)
         if asked is not None:
@@ -207,23 +239,34 @@ class AssetCoordinator:
 
     def _ask(self, project: str, asset: str, holder: str, requested_by: str) -> None:
         self._asks.record(project, asset, holder, time.monotonic())
-        self._send(holder, "upload-request", {
-            "assetId": asset,
-            "requestId": f"{asset}:{holder}",
-            "requestedBy": requested_by,
-            "urgency": "high",
-            "uploadUrl": f"/projects/{project}/assets?clientId={asset}",
-        })
+        self._send(
+            holder,
+            "upload-request",
+            {
+                "assetId": asset,
+                "requestId": f"{asset}:{holder}",
+                "requestedBy": requested_by,
+                "urgency": "high",
+                "uploadUrl": f"/projects/{project}/assets?clientId={asset}",
+            },
+        )
 
     def _not_found(self, project: str, asset: str, waiters: list[str]) -> None:
-        data = {"assetId": asset, "error": "no connected author holds this asset yet; it comes when one does"}
+        data = {
+            "assetId": asset,
+            "error": "no connected author holds this asset yet; it comes when one does",
+        }
         for waiter in waiters:
             self._send(waiter, "asset-not-found", data)
 
     async def _on_uploaded(self, conn: Connection, project: str, data: dict[str, Any]) -> None:
         asset = codec.asset_id(data.get("assetId"))
         me = self.member(conn)
-        stored = await find_asset(self._sessionmaker, project, asset) if data.get("success") is True else None
+        stored = (
+            await find_asset(self._sessionmaker, project, asset)
+            if data.get("success") is True
+            else None
+        )
         if stored is not None:
             await self._stored(project, asset, stored, uploaded_by=me)
             return
@@ -232,7 +275,9 @@ class AssetCoordinator:
         tried = {me} | (ask.tried if ask else set())
         await self._reask(project, asset, tried)
 
-    async def _stored(self, project: str, asset: str, stored: StoredAsset, *, uploaded_by: str) -> None:
+    async def _stored(
+        self, project: str, asset: str, stored: StoredAsset, *, uploaded_by: str
+    ) -> None:
         self._asks.resolve(project, asset)
         ready = _ready_data(project, stored)
         for waiter in await self._store.take_waiters(project, asset):
@@ -249,7 +294,9 @@ class AssetCoordinator:
         if not waiters:
             self._asks.resolve(project, asset)
             return
-        holder = pick_holder(await self._store.holders(project, asset), exclude=tried | set(waiters))
+        holder = pick_holder(
+            await self._store.holders(project, asset), exclude=tried | set(waiters)
+        )
         if holder is not None:
             self._ask(project, asset, holder, waiters[0])
             ask = self._asks.get(project, asset)
@@ -272,31 +319,43 @@ class AssetCoordinator:
             if member != me:
                 self._send(member, "bulk-upload-complete", done)
 
-    async def _on_upload_session(self, conn: Connection, project: str, data: dict[str, Any]) -> None:
+    async def _on_upload_session(
+        self, conn: Connection, project: str, data: dict[str, Any]
+    ) -> None:
         manifest = data.get("manifest", [])
         if not isinstance(manifest, list):
             raise BadControl("manifest must be a list")
         if len(manifest) > self.limits.manifest_entries:
             raise codec.ControlRefused(codec.CloseCode.POLICY_VIOLATION, "upload manifest too long")
         if not conn.role.can_edit:
-            self._send(self.member(conn), "upload-session-ready", _session_error("viewers cannot upload"))
+            self._send(
+                self.member(conn), "upload-session-ready", _session_error("viewers cannot upload")
+            )
             return
         if data.get("projectId", project) != project:
-            self._send(self.member(conn), "upload-session-ready", _session_error("projectId is not this room's project"))
+            self._send(
+                self.member(conn),
+                "upload-session-ready",
+                _session_error("projectId is not this room's project"),
+            )
             return
         token, expires_at = mint_upload_session(self._secret, project, conn.identity.user_id)
-        self._send(self.member(conn), "upload-session-ready", {
-            "sessionToken": token,
-            "expiresAt": expires_at * 1000,  # the client reads it as a JavaScript time (ms)
-            "config": {
-                "maxBatchSize": MAX_BATCH_FILES,
-                "maxBatchBytes": MAX_BATCH_BYTES,
-                "endpoints": {
-                    "batch": f"/api/upload-session/{token}/batch",
-                    "cancel": f"/api/upload-session/{token}",
+        self._send(
+            self.member(conn),
+            "upload-session-ready",
+            {
+                "sessionToken": token,
+                "expiresAt": expires_at * 1000,  # the client reads it as a JavaScript time (ms)
+                "config": {
+                    "maxBatchSize": MAX_BATCH_FILES,
+                    "maxBatchBytes": MAX_BATCH_BYTES,
+                    "endpoints": {
+                        "batch": f"/api/upload-session/{token}/batch",
+                        "cancel": f"/api/upload-session/{token}",
+                    },
                 },
             },
-        })
+        )
 
     # delivery and follow-up ----------------------------------------------------
 
@@ -321,13 +380,17 @@ class AssetCoordinator:
     async def sweep(self) -> None:
         """Ask again where the asked holder is gone (left, or its instance died) or overdue."""
         pending = self._asks.pending()
-        held = await self._store.holding([(project, ask.holder, asset) for project, asset, ask in pending])
+        held = await self._store.holding(
+            [(project, ask.holder, asset) for project, asset, ask in pending]
+        )
         now = time.monotonic()
         for (project, asset, ask), holding in zip(pending, held):
             if holding and not self._asks.overdue(ask, now):
                 continue
-            log.info("asked holder gone or silent; serving the waiters again",
-                     extra={"project": project, "asset": asset, "holder": ask.holder})
+            log.info(
+                "asked holder gone or silent; serving the waiters again",
+                extra={"project": project, "asset": asset, "holder": ask.holder},
+            )
             await self._reask(project, asset, ask.tried if holding else ask.tried | {ask.holder})
 
 

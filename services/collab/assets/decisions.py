@@ -10,9 +10,13 @@ from dataclasses import dataclass, field
 class CoordinatorLimits:
     """Bounds on what clients may make the coordinator hold."""
 
-    ids_per_message: int = 5_000  # asset ids in one awareness-update / navigation-hint (1008 beyond)
+    ids_per_message: int = (
+        5_000  # asset ids in one awareness-update / navigation-hint (1008 beyond)
+    )
     ids_per_project: int = 50_000  # distinct held asset ids per project (further ids are ignored)
-    pending_per_project: int = 10_000  # (asset, waiting socket) pairs per project (asset-not-found beyond)
+    pending_per_project: int = (
+        10_000  # (asset, waiting socket) pairs per project (asset-not-found beyond)
+    )
     asks_per_instance: int = 10_000  # upload requests this instance follows up at once
     message_bytes: int = 4 * 1024 * 1024  # one control frame (1009 beyond)
     manifest_entries: int = 50_000  # files in one upload-session-create (1008 beyond)

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from services.collab.assets.decisions import CoordinatorLimits, split_member
 from services.collab.assets.store import Announced, Deliver
 from shared.backoff import Backoff
-from shared.redis_contract import instance_key
+from shared.redis_contract import assets_inbox, assets_prefix, instance_key
 from shared.redis_log import REDIS_ERRORS
 from shared.redis_subscriber import RedisSubscriber
 from shared.tasks import TaskOwner
@@ -31,21 +31,12 @@ from shared.tasks import TaskOwner
 log = logging.getLogger(__name__)
 
 # names ---------------------------------------------------------------------
-# Under project_prefix(uuid): `members` (zset: member -> join time), `holders`
+# Under shared.redis_contract.assets_prefix(uuid): `members` (zset: member -> join time), `holders`
 # (set of members holding something), `holder:{member}` (set of its asset ids),
 # `has:{asset}` (set of members holding it), `ids` (hash: asset -> holders),
 # `wait:{asset}` (set of waiting members), `waits:{member}` (set of assets it
 # waits for), `pending` (set of "{asset} {member}": the project's waits).
 KEY_TTL_SECONDS = 86_400
-
-
-def project_prefix(project_uuid: str) -> str:
-    return f"exe:assets:{project_uuid}:"
-
-
-def inbox_channel(instance: str) -> str:
-    """Frames for the sockets of one instance: `{connection id}:{t|b}{frame}`."""
-    return f"exe:assets:to:{instance}"
 
 
 # scripts (ARGV[1] is always the project prefix, ARGV[2] the member) ----------
@@ -62,7 +53,9 @@ end
 """
 
 # ARGV[3] ids per project, ARGV[4] ttl, ARGV[5..] ids -> {kept, dropped, waited ids...}
-_ANNOUNCE = _DROP_HOLDINGS + """
+_ANNOUNCE = (
+    _DROP_HOLDINGS
+    + """
 local p, m, limit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 drop_holdings(p, m)
 local key, kept, dropped, result = p .. 'holder:' .. m, 0, 0, {}
@@ -86,8 +79,11 @@ table.insert(result, 1, dropped)
 table.insert(result, 1, kept)
 return result
 """
+)
 
-_LEAVE = _DROP_HOLDINGS + """
+_LEAVE = (
+    _DROP_HOLDINGS
+    + """
 local p, m = ARGV[1], ARGV[2]
 redis.call('ZREM', p .. 'members', m)
 drop_holdings(p, m)
@@ -98,6 +94,7 @@ end
 redis.call('DEL', p .. 'waits:' .. m)
 return 1
 """
+)
 
 # ARGV[3] asset, ARGV[4] pending per project, ARGV[5] ttl -> 1 waiting, 0 over the bound
 _WAIT = """
@@ -131,7 +128,9 @@ def _text(value: bytes | str) -> str:
 class RedisStore:
     """`CoordinatorStore` over Redis; `instance` is this instance's hex id (as in its heartbeat key)."""
 
-    def __init__(self, redis: aioredis.Redis, instance: str, limits: CoordinatorLimits, tasks: TaskOwner) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, instance: str, limits: CoordinatorLimits, tasks: TaskOwner
+    ) -> None:
         self.instance = instance
         self._redis = redis
         self._limits = limits
@@ -141,7 +140,7 @@ class RedisStore:
         self._wait = redis.register_script(_WAIT)
         self._take = redis.register_script(_TAKE_WAITERS)
         self._deliver: Deliver | None = None
-        self._inbox = inbox_channel(instance).encode()
+        self._inbox = assets_inbox(instance).encode()
         self._subscribed = asyncio.Event()
 
     async def start(self, deliver: Deliver) -> None:
@@ -159,7 +158,7 @@ class RedisStore:
     # membership and holdings ---------------------------------------------
 
     async def join(self, project: str, member: str) -> list[str]:
-        key = project_prefix(project) + "members"
+        key = assets_prefix(project) + "members"
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(key, {member: time.time()}, nx=True)
             pipe.expire(key, KEY_TTL_SECONDS)
@@ -167,30 +166,37 @@ class RedisStore:
         return await self.members(project)
 
     async def members(self, project: str) -> list[str]:
-        members = await self._redis.zrange(project_prefix(project) + "members", 0, -1)
+        members = await self._redis.zrange(assets_prefix(project) + "members", 0, -1)
         return await self._live(project, [_text(m) for m in members])  # type: ignore[arg-type]  # redis-py: plain ZRANGE gives members
 
     async def waiters(self, project: str, asset: str) -> list[str]:
-        members = await self._redis.smembers(project_prefix(project) + f"wait:{asset}")  # type: ignore[misc]  # redis-py: awaitable here
+        members = await self._redis.smembers(assets_prefix(project) + f"wait:{asset}")  # type: ignore[misc]  # redis-py: awaitable here
         return sorted(await self._live(project, [_text(m) for m in members]))
 
     async def leave(self, project: str, member: str) -> None:
-        await self._leave(args=[project_prefix(project), member])
+        await self._leave(args=[assets_prefix(project), member])
 
     async def announce(self, project: str, member: str, ids: list[str]) -> Announced:
         reply = await self._announce(
-            args=[project_prefix(project), member, self._limits.ids_per_project, KEY_TTL_SECONDS, *ids]
+            args=[
+                assets_prefix(project),
+                member,
+                self._limits.ids_per_project,
+                KEY_TTL_SECONDS,
+                *ids,
+            ]
         )
         return Announced(int(reply[0]), int(reply[1]), [_text(i) for i in reply[2:]])
 
     async def holders(self, project: str, asset: str) -> list[str]:
-        members = await self._redis.smembers(project_prefix(project) + f"has:{asset}")  # type: ignore[misc]  # redis-py: awaitable here
+        members = await self._redis.smembers(assets_prefix(project) + f"has:{asset}")  # type: ignore[misc]  # redis-py: awaitable here
         return sorted(await self._live(project, [_text(m) for m in members]))
 
     async def holder_counts(self, project: str) -> dict[str, int]:
-        prefix = project_prefix(project)
+        prefix = assets_prefix(project)
         members = await self._live(
-            project, [_text(m) for m in await self._redis.smembers(prefix + "holders")]  # type: ignore[misc]  # redis-py: awaitable here
+            project,
+            [_text(m) for m in await self._redis.smembers(prefix + "holders")],  # type: ignore[misc]  # redis-py: awaitable here
         )
         async with self._redis.pipeline(transaction=False) as pipe:
             for member in members:
@@ -199,17 +205,23 @@ class RedisStore:
         return dict(zip(members, (int(c) for c in counts)))
 
     async def held_by(self, project: str, member: str) -> list[str]:
-        ids = await self._redis.smembers(project_prefix(project) + f"holder:{member}")  # type: ignore[misc]  # redis-py: awaitable here
+        ids = await self._redis.smembers(assets_prefix(project) + f"holder:{member}")  # type: ignore[misc]  # redis-py: awaitable here
         return sorted(_text(i) for i in ids)
 
     async def wait(self, project: str, asset: str, member: str) -> bool:
         reply = await self._wait(
-            args=[project_prefix(project), member, asset, self._limits.pending_per_project, KEY_TTL_SECONDS]
+            args=[
+                assets_prefix(project),
+                member,
+                asset,
+                self._limits.pending_per_project,
+                KEY_TTL_SECONDS,
+            ]
         )
         return bool(reply)
 
     async def take_waiters(self, project: str, asset: str) -> list[str]:
-        reply = await self._take(args=[project_prefix(project), "", asset])
+        reply = await self._take(args=[assets_prefix(project), "", asset])
         return sorted(_text(m) for m in reply)
 
     async def holding(self, checks: list[tuple[str, str, str]]) -> list[bool]:
@@ -218,7 +230,7 @@ class RedisStore:
         alive = await self._alive_instances(split_member(holder)[0] for _, holder, _ in checks)
         async with self._redis.pipeline(transaction=False) as pipe:
             for project, holder, asset in checks:
-                pipe.sismember(project_prefix(project) + f"holder:{holder}", asset)
+                pipe.sismember(assets_prefix(project) + f"holder:{holder}", asset)
             held = await pipe.execute()
         return [bool(h) and split_member(c[1])[0] in alive for c, h in zip(checks, held)]
 
@@ -228,8 +240,10 @@ class RedisStore:
         alive = await self._alive_instances(split_member(m)[0] for m in valid)
         dead = [m for m in members if m not in valid or split_member(m)[0] not in alive]
         for member in dead:
-            log.info("removing a departed instance's socket from the asset coordinator",
-                     extra={"project": project, "member": member})
+            log.info(
+                "removing a departed instance's socket from the asset coordinator",
+                extra={"project": project, "member": member},
+            )
             await self.leave(project, member)
         return [m for m in valid if split_member(m)[0] in alive]
 
@@ -254,7 +268,7 @@ class RedisStore:
             return
         kind, body = (b"t", frame.encode()) if isinstance(frame, str) else (b"b", frame)
         message = f"{connection_id}:".encode() + kind + body
-        self._tasks.spawn(self._publish(inbox_channel(instance), message), name="asset-send")
+        self._tasks.spawn(self._publish(assets_inbox(instance), message), name="asset-send")
 
     async def _publish(self, name: str, message: bytes) -> None:
         try:
@@ -284,7 +298,9 @@ class RedisStore:
         while True:
             subscriber: RedisSubscriber | None = None
             try:
-                subscriber = await RedisSubscriber.connect_like(self._redis, self._on_message, self._on_subscribed)
+                subscriber = await RedisSubscriber.connect_like(
+                    self._redis, self._on_message, self._on_subscribed
+                )
                 subscriber.subscribe(self._inbox)
                 backoff.reset()
                 await subscriber.closed
@@ -306,4 +322,3 @@ def _is_member(key: str) -> bool:
     except ValueError:
         return False
     return True
-

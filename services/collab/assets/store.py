@@ -77,8 +77,12 @@ class CoordinatorStore(Protocol):
 class _Project:
     members: dict[str, int] = field(default_factory=dict)  # member -> join order
     held: dict[str, set[str]] = field(default_factory=dict)  # member -> asset ids
-    holders: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # asset -> members
-    waiting: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # asset -> members
+    holders: defaultdict[str, set[str]] = field(
+        default_factory=lambda: defaultdict(set)
+    )  # asset -> members
+    waiting: defaultdict[str, set[str]] = field(
+        default_factory=lambda: defaultdict(set)
+    )  # asset -> members
     pending: int = 0
 
     @property
