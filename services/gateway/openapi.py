@@ -643,7 +643,10 @@ def _response(reply: Reply) -> dict[str, Any]:
 def _request_body(body: Any) -> dict[str, Any]:
     if isinstance(body, Binary):
         schema: dict[str, Any] = {"type": "string", "format": "binary"}
-        return {"required": body.required, "content": {body.content_type: {"schema": schema}}}
+        described = {"required": body.required, "content": {body.content_type: {"schema": schema}}}
+        if body.description:
+            described["description"] = body.description
+        return described
     if isinstance(body, Multipart):
         return {
             "required": body.required,

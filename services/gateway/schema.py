@@ -32,6 +32,7 @@ is served is described, and one that is described is served.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,11 +40,19 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
 from pydantic_core import ErrorDetails
 
 from services.gateway.context import read_json
-from services.gateway.errors import bad_request, not_found
+from services.gateway.errors import ApiError, bad_request, not_found
 from services.gateway.timefmt import iso
 
 JSON = "application/json"
@@ -67,9 +76,14 @@ class Query(BaseModel):
 
 
 class Path(BaseModel):
-    """Path parameters."""
+    """Path parameters; when they do not validate, the path names nothing: `no_match()`."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @classmethod
+    def no_match(cls) -> ApiError:
+        """The error a path that does not validate answers (a 404; override for its wording)."""
+        return not_found()
 
 
 class ReplyBody(BaseModel):
@@ -96,6 +110,16 @@ def _printable(value: str) -> str:
 Text = Annotated[
     str, Field(json_schema_extra={"pattern": PRINTABLE_PATTERN}), AfterValidator(_printable)
 ]
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be written in decimal digits")
+    return value
+
+
+# An integer parameter written in decimal digits only (no sign, spaces, `_` nor `.0`).
+Digits = Annotated[int, BeforeValidator(_decimal)]
 
 # RFC 3339 in UTC with a `Z`, whether the database gave an aware or (SQLite) a naive datetime.
 Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str)]
@@ -158,7 +182,8 @@ class Operation:
         return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", self.path)
 
 
-PUBLIC: tuple[Mapping[str, Sequence[str]], ...] = ()
+Security = tuple[Mapping[str, Sequence[str]], ...]
+PUBLIC: Security = ()  # no authentication
 
 
 class Routes:
@@ -232,7 +257,7 @@ def _validating(operation: Operation) -> Handler:
             try:
                 path_model.model_validate(dict(request.match_info))
             except ValidationError:
-                raise not_found() from None
+                raise path_model.no_match() from None
         if query_model is not None:
             inputs["query"] = validate(query_model, dict(request.query.items()))
         if body_model is not None:
@@ -245,8 +270,11 @@ def _validating(operation: Operation) -> Handler:
 
 
 def validate(model: type[M], data: Mapping[str, Any]) -> M:
-    """`data` as a `model`, or a 400 naming the first thing wrong with it."""
+    """`data` as a `model`, or a 400 naming the first thing wrong with it. A `Body` is
+    validated as the JSON it came as: strictly, but enums, uuids and dates from their strings."""
     try:
+        if issubclass(model, Body):
+            return model.model_validate_json(json.dumps(data))
         return model.model_validate(data)
     except ValidationError as exc:
         raise bad_request(error_message(exc.errors()[0])) from None
