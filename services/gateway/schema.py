@@ -236,7 +236,11 @@ def add_routes(app: web.Application, routes: Routes) -> None:
     recorded = app.setdefault(OPERATIONS, [])
     for operation in routes.operations:
         recorded.append(operation)
-        if operation.handler is not None:
+        if operation.handler is None:
+            continue
+        if operation.method == "GET":  # and HEAD, as aiohttp's add_get does
+            app.router.add_get(operation.path, _validating(operation))
+        else:
             app.router.add_route(operation.method, operation.path, _validating(operation))
 
 
