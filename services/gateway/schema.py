@@ -27,7 +27,9 @@ A module declares its routes on a `Routes` table:
 
 `add_routes(app, routes)` registers the handlers and records their operations on the app, and
 `services/gateway/openapi.py` builds the document from what the app records, so a route that
-is served is described, and one that is described is served.
+is served is described, and one that is described is served. It also records which routes
+let anonymous callers in (`security=PUBLIC`, or `[{}, ...]` for optional auth): the JWT
+middleware (services/gateway/security.py) asks nothing else.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from pydantic_core import ErrorDetails
 
 from services.gateway.context import read_json
 from services.gateway.errors import ApiError, bad_request, not_found
+from services.gateway.security import ANONYMOUS_ROUTES
 from services.gateway.timefmt import iso
 
 JSON = "application/json"
@@ -177,6 +180,11 @@ class Operation:
         return self.security is not None and len(self.security) == 0
 
     @property
+    def anonymous(self) -> bool:
+        """Callers without a token are let in (public, or optional auth like `[{}, ...]`)."""
+        return self.security is not None and (self.public or any(not r for r in self.security))
+
+    @property
     def document_path(self) -> str:
         """The path as OpenAPI writes it (`{file}` for aiohttp's `{file:<regex>}`)."""
         return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", self.path)
@@ -234,8 +242,10 @@ OPERATIONS: web.AppKey[list[Operation]] = web.AppKey("operations", list[Operatio
 def add_routes(app: web.Application, routes: Routes) -> None:
     """Register `routes`' handlers on `app` and record their operations for the document."""
     recorded = app.setdefault(OPERATIONS, [])
+    anonymous = app.setdefault(ANONYMOUS_ROUTES, {})
     for operation in routes.operations:
         recorded.append(operation)
+        anonymous[(operation.method, operation.document_path)] = operation.anonymous
         if operation.handler is None:
             continue
         if operation.method == "GET":  # and HEAD, as aiohttp's add_get does
