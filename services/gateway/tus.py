@@ -293,7 +293,7 @@ async def tus_options(request: web.Request) -> web.Response:
     headers=[
         TUS_RESUMABLE,
         _header("Upload-Length", {"type": "integer", "minimum": 0}),
-        _header("Upload-Metadata", {"type": "string", "maxLength": MAX_METADATA}),
+        _header("Upload-Metadata", {"type": "string"}),
     ],
     replies={
         201: Reply(
