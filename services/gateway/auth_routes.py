@@ -14,7 +14,9 @@ from aiohttp import web
 from pydantic import Field
 
 from services.gateway.accounts import (
+    MAX_EMAIL,
     MAX_NAME,
+    Email,
     EmailTaken,
     KnownRole,
     create_user,
@@ -23,7 +25,7 @@ from services.gateway.accounts import (
     rehash_if_outdated,
 )
 from services.gateway.context import caller_user_id, gateway, sessionmaker
-from services.gateway.errors import ApiError, bad_request, conflict, forbidden, unauthorized
+from services.gateway.errors import ApiError, conflict, forbidden, unauthorized
 from services.gateway.passwords import MAX_LENGTH, MIN_LENGTH, verify_password
 from services.gateway.schema import (
     PUBLIC,
@@ -45,13 +47,12 @@ from shared.net import client_address, request_scheme
 log = logging.getLogger(__name__)
 
 LOGIN_FAILED = "wrong email or password"
-MAX_EMAIL = 320
 # Register answers without a token too (open registration) and checks one if sent (admins).
 OPTIONAL_AUTH: Security = ({}, {"bearerAuth": []})
 
 
 class Registration(Body):
-    email: str = Field(max_length=MAX_EMAIL, description="normalised (NFC, trimmed, lower case)")
+    email: Email
     password: str = Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH)
     name: Text = Field("", max_length=MAX_NAME)
     roles: list[KnownRole] = Field([], description="only administrators assign roles")
@@ -126,13 +127,12 @@ async def register(request: web.Request, body: Registration) -> web.Response:
     if wait:
         raise _rate_limited(wait)
     ctx.login_by_address.hit(bucket)
-    email = normalize_email(body.email)
-    if email is None:
-        raise bad_request("'email' must be a valid email address")
     if body.roles and not is_admin:
         raise forbidden("only administrators can assign roles")
     try:
-        user = await create_user(sessionmaker(request), email, body.password, body.name, body.roles)
+        user = await create_user(
+            sessionmaker(request), body.email, body.password, body.name, body.roles
+        )
     except EmailTaken:
         raise conflict("an account with this email already exists") from None
     log.info("user registered", extra={"user": user.id, "by_admin": is_admin})

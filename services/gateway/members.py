@@ -9,19 +9,21 @@ the collab service's periodic re-check closes connections that lost access.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 from pydantic import Field
+from pydantic_core import ErrorDetails
 from sqlalchemy import func, select
 
-from services.gateway.accounts import normalize_email
+from services.gateway.accounts import Email
 from services.gateway.context import (
     Need,
     authorize,
     invalidate_access,
     sessionmaker,
 )
-from services.gateway.errors import bad_request, conflict, forbidden, not_found
+from services.gateway.errors import ApiError, bad_request, conflict, forbidden, not_found
 from services.gateway.projects import PROJECT_ERRORS, ProjectPath
 from services.gateway.schema import Body, Reply, ReplyBody, Routes, reply
 from services.gateway.schema import add_routes as add_declared_routes
@@ -32,7 +34,13 @@ log = logging.getLogger(__name__)
 
 
 class MemberPath(ProjectPath):
-    email: str = Field(description="The account's email (normalised as at registration)")
+    email: Email = Field(description="The account's email (normalised as at registration)")
+
+    @classmethod
+    def no_match(cls, errors: Sequence[ErrorDetails]) -> ApiError:
+        if all(error["loc"] == ("email",) for error in errors):
+            return bad_request("not a valid email address")
+        return super().no_match(errors)
 
 
 class MemberRole(Body):
@@ -79,10 +87,8 @@ async def list_members(request: web.Request) -> web.Response:
 
 
 def _email_param(request: web.Request) -> str:
-    email = normalize_email(request.match_info["email"])
-    if email is None:
-        raise bad_request("not a valid email address")
-    return email
+    """The path's email, normalised (`MemberPath` validated it)."""
+    return MemberPath.model_validate(dict(request.match_info)).email
 
 
 async def _owner_count(session, project_id: int) -> int:  # type: ignore[no-untyped-def]

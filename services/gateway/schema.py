@@ -84,8 +84,8 @@ class Path(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     @classmethod
-    def no_match(cls) -> ApiError:
-        """The error a path that does not validate answers (a 404; override for its wording)."""
+    def no_match(cls, errors: Sequence[ErrorDetails]) -> ApiError:
+        """The error a path that does not validate (`errors`) answers: a 404, unless overridden."""
         return not_found()
 
 
@@ -270,8 +270,8 @@ def _validating(operation: Operation) -> Handler:
         if path_model is not None:
             try:
                 path_model.model_validate(dict(request.match_info))
-            except ValidationError:
-                raise path_model.no_match() from None
+            except ValidationError as exc:
+                raise path_model.no_match(exc.errors()) from None
         if query_model is not None:
             inputs["query"] = validate(query_model, dict(request.query.items()))
         if body_model is not None:

@@ -43,11 +43,13 @@ import re
 import shutil
 import time
 import uuid as uuid_module
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aiohttp import web
 from pydantic import Field
+from pydantic_core import ErrorDetails
 
 from services.gateway.asset_store import (
     AssetVolume,
@@ -115,7 +117,7 @@ class UploadPath(ProjectPath):
     upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
 
     @classmethod
-    def no_match(cls) -> ApiError:
+    def no_match(cls, errors: Sequence[ErrorDetails]) -> ApiError:
         return _tus_error(404, "no such upload")
 
 

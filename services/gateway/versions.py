@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 from pydantic import Field
+from pydantic_core import ErrorDetails
 from sqlalchemy import func, select
 
 from services.gateway.context import Need, authorize, sessionmaker
@@ -44,7 +46,7 @@ class VersionPath(ProjectPath):
     version_id: Digits = Field(ge=1, le=MAX_VERSION_ID)
 
     @classmethod
-    def no_match(cls) -> ApiError:
+    def no_match(cls, errors: Sequence[ErrorDetails]) -> ApiError:
         return not_found("no such version")
 
 
