@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 from pydantic import Field
@@ -61,6 +62,17 @@ class VersionOut(ReplyBody):
     created_at: Timestamp | None
     size: int = Field(description="the snapshot's size in bytes")
 
+    @classmethod
+    def of(cls, version: Any, size: int) -> VersionOut:
+        """From a `YjsVersion`, or a row with its id, label, created_by and created_at."""
+        return cls(
+            id=version.id,
+            label=version.label,
+            created_by=version.created_by,
+            created_at=version.created_at,
+            size=size,
+        )
+
 
 class VersionList(ReplyBody):
     versions: list[VersionOut]
@@ -114,20 +126,7 @@ async def list_versions(request: web.Request) -> web.Response:
                 .order_by(YjsVersion.id.desc())
             )
         ).all()
-    return reply(
-        VersionList(
-            versions=[
-                VersionOut(
-                    id=row.id,
-                    label=row.label,
-                    created_by=row.created_by,
-                    created_at=row.created_at,
-                    size=int(row.size or 0),
-                )
-                for row in rows
-            ]
-        )
-    )
+    return reply(VersionList(versions=[VersionOut.of(row, int(row.size or 0)) for row in rows]))
 
 
 @routes.post(
@@ -153,14 +152,7 @@ async def create_version(request: web.Request, body: NewVersion) -> web.Response
         raise not_found("the version was deleted as it was created")
     version = stored
     log.info("version created", extra={"project": auth.project_uuid, "version": version.id})
-    out = VersionOut(
-        id=version.id,
-        label=version.label,
-        created_by=version.created_by,
-        created_at=version.created_at,
-        size=len(version.snapshot),
-    )
-    return reply(out, status=201)
+    return reply(VersionOut.of(version, len(version.snapshot)), status=201)
 
 
 @routes.get(
