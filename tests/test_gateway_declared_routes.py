@@ -59,3 +59,5 @@ async def test_declared_public_routes_need_no_token(server: InProcessServer) -> 
         for path in ("/api/projects", "/api/me", "/api/user/storage", "/api/nothing"):
             assert (await api.get(path)).status == 401, path
         assert (await api.get("/no-such-page")).status == 404
+        assert (await api.delete("/api/version")).status == 405
+        assert (await api.delete("/api/projects")).status == 401

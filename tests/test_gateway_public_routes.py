@@ -48,7 +48,8 @@ def test_the_public_routes_are_the_declared_ones(app: web.Application) -> None:
         ("HEAD", "/app.js", ("HEAD", "/{file}"), False),  # the HEAD aiohttp adds to a GET
         ("POST", "/api/auth/register", ("POST", "/api/auth/register"), False),
         ("GET", "/api/nothing", None, True),  # unknown API path: 401 before 404
-        ("DELETE", "/api/version", None, True),  # 405 under /api/
+        ("DELETE", "/api/version", None, False),  # 405 on a public path: a 405
+        ("PUT", "/api/projects", None, True),  # 405 under /api/: 401
         ("GET", "/nothing", None, False),  # unknown page: 404
         ("GET", "/yjs/project-1", ("GET", "/yjs/{room}"), False),  # collab's, authenticates itself
         ("OPTIONS", "/api/projects", None, False),

@@ -46,12 +46,17 @@ ANONYMOUS_ROUTES: web.AppKey[dict[tuple[str, str], bool]] = web.AppKey(
 def needs_token(
     method: str, path: str, route: tuple[str, str] | None, anonymous: dict[tuple[str, str], bool]
 ) -> bool:
-    """Whether a request for `route` (None: no route matched) must carry a valid token."""
+    """Whether a request for `route` (None: no route matched, a 404 or 405) must carry a
+    valid token."""
     if method == hdrs.METH_OPTIONS:
         return False
-    if route is not None and route not in anonymous and route[0] == hdrs.METH_HEAD:
+    if route is None:  # a 405 on a public path stays a 405
+        return path.startswith("/api/") and not any(
+            allowed and declared == path for (_, declared), allowed in anonymous.items()
+        )
+    if route not in anonymous and route[0] == hdrs.METH_HEAD:
         route = (hdrs.METH_GET, route[1])  # the HEAD aiohttp adds to a GET
-    if route is not None and route in anonymous:
+    if route in anonymous:
         return not anonymous[route]
     return path.startswith("/api/")
 
