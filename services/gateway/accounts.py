@@ -5,19 +5,20 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Annotated, Any, Literal, cast
 
+from pydantic import AfterValidator, Field
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.passwords import hash_password, needs_rehash
-from services.gateway.timefmt import iso
 from shared.db.models import User
 
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}$")
-KNOWN_ROLES = ("admin",)
+KnownRole = Literal["admin"]
 MAX_NAME = 200
+MAX_EMAIL = 320
 
 
 class EmailTaken(Exception):
@@ -29,19 +30,24 @@ def normalize_email(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     email = unicodedata.normalize("NFC", value.strip()).lower()
-    if len(email) > 320 or not EMAIL.match(email) or "." not in email.rsplit("@", 1)[1]:
+    if len(email) > MAX_EMAIL or not EMAIL.match(email) or "." not in email.rsplit("@", 1)[1]:
         return None
     return email
 
 
-def user_json(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "email": user.email,
-        "name": user.display_name,
-        "roles": list(user.roles or []),
-        "created_at": iso(user.created_at),
-    }
+def _address(value: str) -> str:
+    email = normalize_email(value)
+    if email is None:
+        raise ValueError("must be a valid email address")
+    return email
+
+
+# A field holding an email address, validated and normalised by `normalize_email`.
+Email = Annotated[
+    str,
+    Field(max_length=MAX_EMAIL, json_schema_extra={"format": "email"}),
+    AfterValidator(_address),
+]
 
 
 async def find_user_by_email(session: AsyncSession, email: str) -> User | None:

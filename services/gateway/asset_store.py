@@ -24,7 +24,6 @@ import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.errors import bad_request, not_found, too_large
 from services.gateway.quota import check_quota, forget, lock_project
-from services.gateway.timefmt import iso
 from shared.db.models import Asset, Project
 
 MAX_NAME_BYTES = 255
@@ -69,16 +67,6 @@ def content_type_for(name: str, declared: str | None) -> str:
         return declared
     guessed, _ = mimetypes.guess_type(name, strict=False)
     return guessed or "application/octet-stream"
-
-
-def asset_json(asset: Asset) -> dict[str, Any]:
-    return {
-        "name": asset.name,
-        "size": asset.size,
-        "sha256": asset.sha256,
-        "content_type": asset.content_type,
-        "created_at": iso(asset.created_at),
-    }
 
 
 class AssetVolume:

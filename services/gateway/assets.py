@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from services.gateway.asset_store import (
     AssetVolume,
-    asset_json,
     commit_asset,
     content_type_for,
     delete_asset,
@@ -27,12 +27,23 @@ from services.gateway.asset_store import (
 from services.gateway.context import Need, authorize, gateway, sessionmaker
 from services.gateway.errors import ApiError, bad_request, not_found, too_large
 from services.gateway.file_response import AssetFileResponse
+from services.gateway.projects import PROJECT_ERRORS, ProjectPath
 from services.gateway.quota import (
     MULTIPART_LEASE_SECONDS,
     UploadLimits,
     released_on_error,
     reserve,
 )
+from services.gateway.schema import (
+    Multipart,
+    Query,
+    Reply,
+    ReplyBody,
+    Routes,
+    Timestamp,
+    reply,
+)
+from services.gateway.schema import add_routes as add_declared_routes
 from shared.db.models import Asset
 
 log = logging.getLogger(__name__)
@@ -42,6 +53,54 @@ MULTIPART_OVERHEAD = 64 * 1024
 READ_CHUNK = 256 * 1024
 
 
+class AssetPath(ProjectPath):
+    name: str = Field(
+        description="The asset's name (checked by `validate_name`: 400 `invalid_name`)"
+    )
+
+
+class UploadName(Query):
+    name: str | None = Field(None, description="The asset name (default: the part's filename)")
+
+
+class AssetUpload(BaseModel):
+    """The multipart form: the file is the part named `file`."""
+
+    file: bytes
+
+
+class AssetOut(ReplyBody):
+    name: str
+    size: int
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    content_type: str
+    created_at: Timestamp | None
+
+    @classmethod
+    def of(cls, asset: Asset) -> AssetOut:
+        return cls(
+            name=asset.name,
+            size=asset.size,
+            sha256=asset.sha256,
+            content_type=asset.content_type,
+            created_at=asset.created_at,
+        )
+
+
+class AssetList(ReplyBody):
+    assets: list[AssetOut]
+
+
+routes = Routes(tags=["assets"])
+
+
+@routes.get(
+    "/api/projects/{uuid}/assets",
+    "The project's assets (viewer+)",
+    path_params=ProjectPath,
+    replies={200: Reply("Assets", AssetList)},
+    errors=PROJECT_ERRORS,
+)
 async def list_assets(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.VIEW)
     async with sessionmaker(request)() as session:
@@ -50,7 +109,7 @@ async def list_assets(request: web.Request) -> web.Response:
                 select(Asset).where(Asset.project_id == auth.project.id).order_by(Asset.name)
             )
         ).all()
-    return web.json_response({"assets": [asset_json(a) for a in assets]})
+    return reply(AssetList(assets=[AssetOut.of(a) for a in assets]))
 
 
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
@@ -67,7 +126,16 @@ def _multipart_errors() -> Iterator[None]:
         raise bad_request(f"malformed multipart body: {type(exc).__name__}") from None
 
 
-async def upload_asset(request: web.Request) -> web.Response:
+@routes.post(
+    "/api/projects/{uuid}/assets",
+    "Upload an asset as multipart/form-data, part 'file' (editor+); replaces one of the same name",
+    path_params=ProjectPath,
+    query=UploadName,
+    body=Multipart(AssetUpload),
+    replies={200: Reply("Replaced", AssetOut), 201: Reply("Stored", AssetOut)},
+    errors=(*PROJECT_ERRORS, 413, 415, 429),
+)
+async def upload_asset(request: web.Request, query: UploadName) -> web.Response:
     auth = await authorize(request, Need.EDIT)
     settings = gateway(request).settings
     if not request.content_type.startswith("multipart/form-data"):
@@ -89,7 +157,7 @@ async def upload_asset(request: web.Request) -> web.Response:
             if isinstance(part, BodyPartReader) and part.name == "file":
                 break
             await part.release()
-        name = validate_name(request.query.get("name", part.filename))
+        name = validate_name(part.filename if query.name is None else query.name)
     # The file is at most the body (chunked: at most the per-file limit).
     declared = min(request.content_length or settings.max_asset_bytes, settings.max_asset_bytes)
     reservation = secrets.token_hex(16)
@@ -121,13 +189,30 @@ async def upload_asset(request: web.Request) -> web.Response:
         "asset stored",
         extra={"project": auth.project_uuid, "size": asset.size, "user": auth.user_id},
     )
-    return web.json_response(asset_json(asset), status=201 if created else 200)
+    return reply(AssetOut.of(asset), status=201 if created else 200)
 
 
 def _name_param(request: web.Request) -> str:
     return validate_name(request.match_info["name"])
 
 
+@routes.get(
+    "/api/projects/{uuid}/assets/{name}",
+    "Download (viewer+); supports Range, If-Range, ETag and conditional requests",
+    path_params=AssetPath,
+    replies={
+        200: Reply(
+            "The file, with its stored content type",
+            content="*/*",
+            headers={"ETag": "the file's entity tag"},
+        ),
+        206: Reply("The requested range", content="*/*"),
+        304: Reply("Not modified"),
+        412: Reply("If-Match failed"),
+        416: Reply("Range not satisfiable"),
+    },
+    errors=PROJECT_ERRORS,
+)
 async def download_asset(request: web.Request) -> web.StreamResponse:
     auth = await authorize(request, Need.VIEW)
     name = _name_param(request)
@@ -155,6 +240,13 @@ async def download_asset(request: web.Request) -> web.StreamResponse:
     )
 
 
+@routes.delete(
+    "/api/projects/{uuid}/assets/{name}",
+    "Delete (editor+)",
+    path_params=AssetPath,
+    replies={204: Reply("Deleted")},
+    errors=PROJECT_ERRORS,
+)
 async def remove_asset(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.EDIT)
     name = _name_param(request)
@@ -164,7 +256,4 @@ async def remove_asset(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/projects/{uuid}/assets", list_assets)
-    app.router.add_post("/api/projects/{uuid}/assets", upload_asset)
-    app.router.add_get("/api/projects/{uuid}/assets/{name}", download_asset)
-    app.router.add_delete("/api/projects/{uuid}/assets/{name}", remove_asset)
+    add_declared_routes(app, routes)

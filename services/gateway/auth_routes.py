@@ -11,26 +11,34 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from pydantic import Field
 
 from services.gateway.accounts import (
-    KNOWN_ROLES,
+    MAX_EMAIL,
     MAX_NAME,
+    Email,
     EmailTaken,
+    KnownRole,
     create_user,
     find_user_by_email,
     normalize_email,
     rehash_if_outdated,
-    user_json,
 )
-from services.gateway.context import (
-    caller_user_id,
-    gateway,
-    read_json,
-    sessionmaker,
-    string_field,
+from services.gateway.context import caller_user_id, gateway, sessionmaker
+from services.gateway.errors import ApiError, conflict, forbidden, unauthorized
+from services.gateway.passwords import MAX_LENGTH, MIN_LENGTH, verify_password
+from services.gateway.schema import (
+    PUBLIC,
+    Body,
+    Reply,
+    ReplyBody,
+    Routes,
+    Security,
+    Text,
+    Timestamp,
+    reply,
 )
-from services.gateway.errors import ApiError, bad_request, conflict, forbidden, unauthorized
-from services.gateway.passwords import MAX_LENGTH, password_problem, verify_password
+from services.gateway.schema import add_routes as add_declared_routes
 from services.gateway.security import optional_identity, require_identity
 from shared.auth import AUTH_COOKIE, mint_token
 from shared.db.models import User
@@ -39,6 +47,52 @@ from shared.net import client_address, request_scheme
 log = logging.getLogger(__name__)
 
 LOGIN_FAILED = "wrong email or password"
+# Register answers without a token too (open registration) and checks one if sent (admins).
+OPTIONAL_AUTH: Security = ({}, {"bearerAuth": []})
+
+
+class Registration(Body):
+    email: Email
+    password: str = Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH)
+    name: Text = Field("", max_length=MAX_NAME)
+    roles: list[KnownRole] = Field([], description="only administrators assign roles")
+
+
+class Credentials(Body):
+    email: str = Field(max_length=MAX_EMAIL)
+    password: str = Field(max_length=MAX_LENGTH)
+
+
+class UserOut(ReplyBody):
+    id: int
+    email: str
+    name: str
+    roles: list[str]
+    created_at: Timestamp | None
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            id=user.id,
+            email=user.email,
+            name=user.display_name,
+            roles=list(user.roles or []),
+            created_at=user.created_at,
+        )
+
+
+class LoggedIn(ReplyBody):
+    token: str = Field(description="HS256 JWT: sub, email, roles, iat, exp")
+    access_token: str = Field(description="the same token (eXeLearning's name)")
+    expires_at: int = Field(description="Unix time")
+    user: UserOut
+
+
+class Message(ReplyBody):
+    message: str
+
+
+routes = Routes(tags=["accounts"])
 
 
 def _rate_limited(wait: float) -> ApiError:
@@ -50,7 +104,15 @@ def _rate_limited(wait: float) -> ApiError:
     )
 
 
-async def register(request: web.Request) -> web.Response:
+@routes.post(
+    "/api/auth/register",
+    "Create an account (open when AUTH_CREATE_USERS=1, otherwise admins only)",
+    body=Registration,
+    replies={201: Reply("Created", UserOut)},
+    errors=(400, 401, 403, 409, 413, 429),
+    security=OPTIONAL_AUTH,
+)
+async def register(request: web.Request, body: Registration) -> web.Response:
     ctx = gateway(request)
     caller = optional_identity(request, ctx.settings.jwt_secret, ctx.settings.forwarded_allow_ips)
     is_admin = caller is not None and caller.is_admin
@@ -65,41 +127,31 @@ async def register(request: web.Request) -> web.Response:
     if wait:
         raise _rate_limited(wait)
     ctx.login_by_address.hit(bucket)
-    body = await read_json(request)
-    email = normalize_email(body.get("email"))
-    if email is None:
-        raise bad_request("'email' must be a valid email address")
-    password = body.get("password")
-    problem = password_problem(password)
-    if problem is not None:
-        raise bad_request(problem)
-    name = string_field(body, "name", required=False, max_length=MAX_NAME)
-    roles = body.get("roles", [])
-    if not isinstance(roles, list) or not all(
-        isinstance(r, str) and r in KNOWN_ROLES for r in roles
-    ):
-        raise bad_request(f"'roles' must be a list of {', '.join(KNOWN_ROLES)}")
-    if roles and not is_admin:
+    if body.roles and not is_admin:
         raise forbidden("only administrators can assign roles")
     try:
-        user = await create_user(sessionmaker(request), email, password, name, roles)  # type: ignore[arg-type]
+        user = await create_user(
+            sessionmaker(request), body.email, body.password, body.name, body.roles
+        )
     except EmailTaken:
         raise conflict("an account with this email already exists") from None
     log.info("user registered", extra={"user": user.id, "by_admin": is_admin})
-    return web.json_response(user_json(user), status=201)
+    return reply(UserOut.of(user), status=201)
 
 
-async def login(request: web.Request) -> web.Response:
+@routes.post(
+    "/api/auth/login",
+    "Exchange email and password for a token (rate-limited per address and account)",
+    body=Credentials,
+    replies={200: Reply("Logged in; also sets the httpOnly `auth` cookie", LoggedIn)},
+    errors=(400, 401, 413, 429),
+    security=PUBLIC,
+)
+async def login(request: web.Request, body: Credentials) -> web.Response:
     ctx = gateway(request)
-    body = await read_json(request)
-    raw_email = body.get("email")
-    password = body.get("password")
-    if not isinstance(raw_email, str) or not isinstance(password, str):
-        raise bad_request("'email' and 'password' are required strings")
-    if len(password) > MAX_LENGTH or len(raw_email) > 320:
-        raise bad_request("'email' or 'password' is too long")
+    password = body.password
     address = client_address(request, ctx.settings.forwarded_allow_ips)
-    account = normalize_email(raw_email) or raw_email.strip().lower()
+    account = normalize_email(body.email) or body.email.strip().lower()
     wait = max(
         ctx.login_by_address.retry_after(address) or 0.0,
         ctx.login_by_account.retry_after(account) or 0.0,
@@ -130,8 +182,8 @@ async def login(request: web.Request) -> web.Response:
         roles=list(user.roles or []),
         ttl_seconds=ctx.settings.jwt_ttl_seconds,
     )
-    response = web.json_response(
-        {"token": token, "access_token": token, "expires_at": expires_at, "user": user_json(user)}
+    response = reply(
+        LoggedIn(token=token, access_token=token, expires_at=expires_at, user=UserOut.of(user))
     )
     response.set_cookie(
         AUTH_COOKIE,
@@ -145,13 +197,22 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
+@routes.post(
+    "/api/auth/logout",
+    "Clear the auth cookie (tokens stay valid until their exp)",
+    replies={200: Reply("Logged out", Message)},
+    security=PUBLIC,
+)
 async def logout(request: web.Request) -> web.Response:
     """Clear the `auth` cookie (a token itself stays valid until its `exp`)."""
-    response = web.json_response({"message": "logged out"})
+    response = reply(Message(message="logged out"))
     response.del_cookie(AUTH_COOKIE, path="/")
     return response
 
 
+@routes.get(
+    "/api/me", "The caller's account", replies={200: Reply("The caller", UserOut)}, errors=(401,)
+)
 async def me(request: web.Request) -> web.Response:
     identity = require_identity(request)
     user_id = caller_user_id(identity)
@@ -159,11 +220,8 @@ async def me(request: web.Request) -> web.Response:
         user = await session.get(User, user_id)
     if user is None:
         raise unauthorized("this token's account no longer exists")
-    return web.json_response(user_json(user))
+    return reply(UserOut.of(user))
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/api/auth/register", register)
-    app.router.add_post("/api/auth/login", login)
-    app.router.add_post("/api/auth/logout", logout)
-    app.router.add_get("/api/me", me)
+    add_declared_routes(app, routes)

@@ -86,28 +86,6 @@ def _check_json(body: dict[str, Any]) -> None:
                 raise bad_request("the body holds text that is not valid Unicode") from None
 
 
-def string_field(
-    body: dict[str, Any],
-    name: str,
-    *,
-    required: bool = True,
-    max_length: int = 1000,
-    default: str = "",
-) -> str:
-    if name not in body:
-        if required:
-            raise bad_request(f"'{name}' is required")
-        return default
-    value = body[name]
-    if not isinstance(value, str):
-        raise bad_request(f"'{name}' must be a string")
-    if len(value) > max_length:
-        raise bad_request(f"'{name}' must be at most {max_length} characters")
-    if any(ord(c) < 32 and c not in "\t" for c in value) or "\x7f" in value:
-        raise bad_request(f"'{name}' must not contain control characters")
-    return value
-
-
 class Need(IntEnum):
     """What an operation requires, in increasing order."""
 

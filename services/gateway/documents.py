@@ -12,9 +12,13 @@ import logging
 
 from aiohttp import web
 from pycrdt import Doc
+from pydantic import Field
 
 from services.gateway.context import Authorized, Need, authorize, gateway
 from services.gateway.errors import ApiError, bad_request, too_large
+from services.gateway.projects import PROJECT_ERRORS, ProjectPath
+from services.gateway.schema import BINARY, Binary, Reply, ReplyBody, Routes, reply
+from services.gateway.schema import add_routes as add_declared_routes
 from shared.db.resources import DATABASE
 from shared.documents import (
     DOCUMENTS,
@@ -29,7 +33,16 @@ from shared.ydoc import RejectedUpdate, apply_update
 
 log = logging.getLogger(__name__)
 
-YJS_CONTENT_TYPE = "application/octet-stream"
+YJS_CONTENT_TYPE = BINARY
+YJS_UPDATE = Reply("A Yjs v1 update", content=YJS_CONTENT_TYPE)
+
+
+class Imported(ReplyBody):
+    applied: bool = Field(description="false: the update carried nothing new")
+    bytes: int
+
+
+routes = Routes(tags=["documents"])
 
 
 FALLBACK_DOCUMENTS: web.AppKey[DocumentService] = web.AppKey("gateway_documents", DocumentService)
@@ -88,6 +101,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return bytes(chunks)
 
 
+@routes.get(
+    "/api/projects/{uuid}/yjs-document",
+    "The whole current document as one Yjs update (viewer+), including edits not yet stored",
+    path_params=ProjectPath,
+    replies={200: YJS_UPDATE},
+    errors=PROJECT_ERRORS,
+)
 async def export(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.VIEW)
     return update_response(await export_document(document_service(request), auth.project_uuid))
@@ -100,13 +120,22 @@ def update_response(update: bytes) -> web.Response:
     )
 
 
+@routes.post(
+    "/api/projects/{uuid}/yjs-document",
+    "Import a Yjs update (editor+), applied to the live document; connected clients receive it. "
+    "400 `invalid_update` when it cannot be applied to the current document",
+    path_params=ProjectPath,
+    body=Binary(description="A Yjs v1 update"),
+    replies={200: Reply("Applied", Imported)},
+    errors=(*PROJECT_ERRORS, 413),
+)
 async def import_update(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.EDIT)
     update = await read_body(request, gateway(request).settings.max_sync_message_bytes)
     if not update:
         raise bad_request("the body must be a Yjs update", code="invalid_update")
     applied = await merge_update(request, auth, update)
-    return web.json_response({"applied": applied, "bytes": len(update)})
+    return reply(Imported(applied=applied, bytes=len(update)))
 
 
 async def merge_update(request: web.Request, auth: Authorized, update: bytes) -> bool:
@@ -132,5 +161,4 @@ async def merge_update(request: web.Request, auth: Authorized, update: bytes) ->
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/projects/{uuid}/yjs-document", export)
-    app.router.add_post("/api/projects/{uuid}/yjs-document", import_update)
+    add_declared_routes(app, routes)

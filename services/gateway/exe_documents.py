@@ -17,13 +17,17 @@
 from __future__ import annotations
 
 import asyncio
+import uuid as uuid_module
 from datetime import UTC, datetime
+from typing import Literal
 from urllib.parse import unquote
 
 from aiohttp import web
+from pydantic import Field
 
-from services.gateway.context import Need, authorize, gateway, read_json, string_field
+from services.gateway.context import Need, authorize, gateway
 from services.gateway.documents import (
+    YJS_UPDATE,
     document_service,
     invalid_update,
     merge_update,
@@ -31,13 +35,57 @@ from services.gateway.documents import (
     update_response,
 )
 from services.gateway.errors import ApiError, bad_request
-from services.gateway.projects import MAX_TITLE, update_fields
+from services.gateway.projects import PROJECT_ERRORS, ProjectChange, ProjectPath, update_fields
+from services.gateway.schema import (
+    Binary,
+    Query,
+    Reply,
+    ReplyBody,
+    Routes,
+    Security,
+    reply,
+    validate,
+)
+from services.gateway.schema import add_routes as add_declared_routes
 from shared.compaction import missing_from
 from shared.documents import export_document
 from shared.protocol import EMPTY_UPDATE
 from shared.ydoc import RejectedUpdate
 
+TITLE_HEADER = "X-Project-Title"
+# Sent by navigator.sendBeacon on page unload with only the `auth` cookie.
+SAVE_SECURITY: Security = ({"bearerAuth": []}, {"tokenQuery": []}, {"authCookie": []})
 
+
+class SaveOptions(Query):
+    markSaved: Literal["true", "false"] = Field("false", description="true: set saved_at")
+
+
+class Saved(ReplyBody):
+    success: bool
+    message: str
+    version: str = Field(description="the save's time, milliseconds since the epoch")
+    markedAsSaved: bool
+
+
+class MetadataChanged(ReplyBody):
+    success: bool
+    projectId: uuid_module.UUID
+    title: str
+    message: str
+
+
+routes = Routes(tags=["exelearning"])
+
+
+@routes.get(
+    "/api/projects/uuid/{uuid}/yjs-document",
+    "eXeLearning's load (viewer+): the whole live document as one Yjs update; 404 `not_saved` "
+    "while it is empty",
+    path_params=ProjectPath,
+    replies={200: YJS_UPDATE},
+    errors=PROJECT_ERRORS,
+)
 async def load(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.VIEW)
     update = await export_document(document_service(request), auth.project_uuid)
@@ -47,15 +95,16 @@ async def load(request: web.Request) -> web.Response:
 
 
 def header_title(request: web.Request) -> str | None:
-    """The title `X-Project-Title` carries (URI-encoded UTF-8, trimmed), None when absent or blank."""
-    raw = request.headers.get("X-Project-Title")
+    """The title `X-Project-Title` carries (URI-encoded UTF-8, trimmed), None when absent or blank;
+    a title like the metadata route's (`ProjectChange`)."""
+    raw = request.headers.get(TITLE_HEADER)
     if raw is None:
         return None
     try:
         title = unquote(raw, errors="strict").strip()
     except UnicodeDecodeError:
-        raise bad_request("'X-Project-Title' must be URI-encoded UTF-8") from None
-    return string_field({"title": title}, "title", max_length=MAX_TITLE) or None
+        raise bad_request(f"'{TITLE_HEADER}' must be URI-encoded UTF-8") from None
+    return validate(ProjectChange, {"title": title}).title or None
 
 
 async def lacking(request: web.Request, project_uuid: str, update: bytes) -> bytes | None:
@@ -72,16 +121,29 @@ async def lacking(request: web.Request, project_uuid: str, update: bytes) -> byt
         raise invalid_update() from None
 
 
-def mark_saved(request: web.Request) -> bool:
-    value = request.query.get("markSaved", "false")
-    if value not in ("true", "false"):
-        raise bad_request("'markSaved' must be 'true' or 'false'")
-    return value == "true"
-
-
-async def save(request: web.Request) -> web.Response:
+@routes.post(
+    "/api/projects/uuid/{uuid}/yjs-document",
+    "eXeLearning's save (editor+): a full-state Yjs update merged into the live document like an "
+    "import; X-Project-Title renames, markSaved=true sets saved_at. With only the auth cookie "
+    "(sendBeacon), accepted from this origin only (403 `cross_site`)",
+    path_params=ProjectPath,
+    query=SaveOptions,
+    headers=[
+        {
+            "name": TITLE_HEADER,
+            "in": "header",
+            "description": "the new title, URI-encoded UTF-8 (a title as in the metadata route)",
+            "schema": {"type": "string"},
+        }
+    ],
+    body=Binary(required=False, description="A Yjs v1 update (empty: a save of nothing)"),
+    replies={200: Reply("Saved", Saved)},
+    errors=(*PROJECT_ERRORS, 413),
+    security=SAVE_SECURITY,
+)
+async def save(request: web.Request, query: SaveOptions) -> web.Response:
     auth = await authorize(request, Need.EDIT)
-    title, marked = header_title(request), mark_saved(request)
+    title, marked = header_title(request), query.markSaved == "true"
     update = await read_body(request, gateway(request).settings.max_sync_message_bytes)
     if update:  # eXeLearning's server takes an empty body as a save of nothing
         missing = await lacking(request, auth.project_uuid, update)
@@ -89,31 +151,31 @@ async def save(request: web.Request) -> web.Response:
             await merge_update(request, auth, missing)
     now = datetime.now(UTC)
     await update_fields(request, auth.project.id, title=title, saved_at=now if marked else None)
-    return web.json_response(
-        {
-            "success": True,
-            "message": "Document saved",
-            "version": str(int(now.timestamp() * 1000)),
-            "markedAsSaved": marked,
-        }
+    saved = Saved(
+        success=True,
+        message="Document saved",
+        version=str(int(now.timestamp() * 1000)),
+        markedAsSaved=marked,
     )
+    return reply(saved)
 
 
-async def metadata(request: web.Request) -> web.Response:
+@routes.patch(
+    "/api/projects/uuid/{uuid}/metadata",
+    "eXeLearning's rename (editor+)",
+    path_params=ProjectPath,
+    body=ProjectChange,
+    replies={200: Reply("Renamed", MetadataChanged)},
+    errors=(*PROJECT_ERRORS, 413),
+)
+async def metadata(request: web.Request, body: ProjectChange) -> web.Response:
     auth = await authorize(request, Need.EDIT)
-    title = string_field(await read_json(request), "title", max_length=MAX_TITLE)
-    await update_fields(request, auth.project.id, title=title)
-    return web.json_response(
-        {
-            "success": True,
-            "projectId": auth.project_uuid,
-            "title": title,
-            "message": "Metadata updated",
-        }
+    await update_fields(request, auth.project.id, title=body.title)
+    changed = MetadataChanged(
+        success=True, projectId=auth.project.uuid, title=body.title, message="Metadata updated"
     )
+    return reply(changed)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/projects/uuid/{uuid}/yjs-document", load)
-    app.router.add_post("/api/projects/uuid/{uuid}/yjs-document", save)
-    app.router.add_patch("/api/projects/uuid/{uuid}/metadata", metadata)
+    add_declared_routes(app, routes)

@@ -9,30 +9,69 @@ the collab service's periodic re-check closes connections that lost access.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
 
 from aiohttp import web
+from pydantic import Field
+from pydantic_core import ErrorDetails
 from sqlalchemy import func, select
 
-from services.gateway.accounts import normalize_email
+from services.gateway.accounts import Email
 from services.gateway.context import (
     Need,
     authorize,
     invalidate_access,
-    read_json,
     sessionmaker,
 )
-from services.gateway.errors import bad_request, conflict, forbidden, not_found
+from services.gateway.errors import ApiError, bad_request, conflict, forbidden, not_found
+from services.gateway.projects import PROJECT_ERRORS, ProjectPath
+from services.gateway.schema import Body, Reply, ReplyBody, Routes, reply
+from services.gateway.schema import add_routes as add_declared_routes
 from shared.access import Role
 from shared.db.models import Project, ProjectMember, User
 
 log = logging.getLogger(__name__)
 
 
-def member_json(user: User, role: str) -> dict[str, Any]:
-    return {"user_id": user.id, "email": user.email, "name": user.display_name, "role": role}
+class MemberPath(ProjectPath):
+    email: Email = Field(description="The account's email (normalised as at registration)")
+
+    @classmethod
+    def no_match(cls, errors: Sequence[ErrorDetails]) -> ApiError:
+        if all(error["loc"] == ("email",) for error in errors):
+            return bad_request("not a valid email address")
+        return super().no_match(errors)
 
 
+class MemberRole(Body):
+    role: Role
+
+
+class Member(ReplyBody):
+    user_id: int
+    email: str
+    name: str
+    role: Role
+
+    @classmethod
+    def of(cls, user: User, role: Role | str) -> Member:
+        return cls(user_id=user.id, email=user.email, name=user.display_name, role=Role(role))
+
+
+class MemberList(ReplyBody):
+    members: list[Member]
+
+
+routes = Routes(tags=["members"])
+
+
+@routes.get(
+    "/api/projects/{uuid}/members",
+    "Members and roles (viewer+)",
+    path_params=ProjectPath,
+    replies={200: Reply("Members", MemberList)},
+    errors=PROJECT_ERRORS,
+)
 async def list_members(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.VIEW)
     async with sessionmaker(request)() as session:
@@ -44,14 +83,12 @@ async def list_members(request: web.Request) -> web.Response:
                 .order_by(User.email)
             )
         ).all()
-    return web.json_response({"members": [member_json(user, role) for user, role in rows]})
+    return reply(MemberList(members=[Member.of(user, role) for user, role in rows]))
 
 
 def _email_param(request: web.Request) -> str:
-    email = normalize_email(request.match_info["email"])
-    if email is None:
-        raise bad_request("not a valid email address")
-    return email
+    """The path's email, normalised (`MemberPath` validated it)."""
+    return MemberPath.model_validate(dict(request.match_info)).email
 
 
 async def _owner_count(session, project_id: int) -> int:  # type: ignore[no-untyped-def]
@@ -65,14 +102,18 @@ async def _owner_count(session, project_id: int) -> int:  # type: ignore[no-unty
     )
 
 
-async def put_member(request: web.Request) -> web.Response:
+@routes.put(
+    "/api/projects/{uuid}/members/{email}",
+    "Add a member or change their role (owner)",
+    path_params=MemberPath,
+    body=MemberRole,
+    replies={200: Reply("Role changed", Member), 201: Reply("Member added", Member)},
+    errors=(*PROJECT_ERRORS, 409, 413),
+)
+async def put_member(request: web.Request, body: MemberRole) -> web.Response:
     auth = await authorize(request, Need.MANAGE)
     email = _email_param(request)
-    body = await read_json(request)
-    try:
-        role = Role(body.get("role"))
-    except ValueError:
-        raise bad_request("'role' must be one of owner, editor, viewer") from None
+    role = body.role
     async with sessionmaker(request)() as session, session.begin():
         # Lock the project row: concurrent membership changes of one project serialise.
         await session.execute(
@@ -103,9 +144,16 @@ async def put_member(request: web.Request) -> web.Response:
             "by": auth.user_id,
         },
     )
-    return web.json_response(member_json(user, role.value), status=201 if created else 200)
+    return reply(Member.of(user, role), status=201 if created else 200)
 
 
+@routes.delete(
+    "/api/projects/{uuid}/members/{email}",
+    "Remove a member (owner; any member may remove themselves); their connections close",
+    path_params=MemberPath,
+    replies={204: Reply("Removed")},
+    errors=(*PROJECT_ERRORS, 409),
+)
 async def delete_member(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.VIEW)
     email = _email_param(request)
@@ -131,6 +179,4 @@ async def delete_member(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/projects/{uuid}/members", list_members)
-    app.router.add_put("/api/projects/{uuid}/members/{email}", put_member)
-    app.router.add_delete("/api/projects/{uuid}/members/{email}", delete_member)
+    add_declared_routes(app, routes)

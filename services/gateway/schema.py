@@ -27,11 +27,14 @@ A module declares its routes on a `Routes` table:
 
 `add_routes(app, routes)` registers the handlers and records their operations on the app, and
 `services/gateway/openapi.py` builds the document from what the app records, so a route that
-is served is described, and one that is described is served.
+is served is described, and one that is described is served. It also records which routes
+let anonymous callers in (`security=PUBLIC`, or `[{}, ...]` for optional auth): the JWT
+middleware (services/gateway/security.py) asks nothing else.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,11 +42,20 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
 from pydantic_core import ErrorDetails
 
 from services.gateway.context import read_json
-from services.gateway.errors import bad_request, not_found
+from services.gateway.errors import ApiError, bad_request, not_found
+from services.gateway.security import ANONYMOUS_ROUTES
 from services.gateway.timefmt import iso
 
 JSON = "application/json"
@@ -67,9 +79,14 @@ class Query(BaseModel):
 
 
 class Path(BaseModel):
-    """Path parameters."""
+    """Path parameters; when they do not validate, the path names nothing: `no_match()`."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @classmethod
+    def no_match(cls, errors: Sequence[ErrorDetails]) -> ApiError:
+        """The error a path that does not validate (`errors`) answers: a 404, unless overridden."""
+        return not_found()
 
 
 class ReplyBody(BaseModel):
@@ -96,6 +113,16 @@ def _printable(value: str) -> str:
 Text = Annotated[
     str, Field(json_schema_extra={"pattern": PRINTABLE_PATTERN}), AfterValidator(_printable)
 ]
+
+
+def _decimal(value: Any) -> Any:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be written in decimal digits")
+    return value
+
+
+# An integer parameter written in decimal digits only (no sign, spaces, `_` nor `.0`).
+Digits = Annotated[int, BeforeValidator(_decimal)]
 
 # RFC 3339 in UTC with a `Z`, whether the database gave an aware or (SQLite) a naive datetime.
 Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str)]
@@ -153,12 +180,18 @@ class Operation:
         return self.security is not None and len(self.security) == 0
 
     @property
+    def anonymous(self) -> bool:
+        """Callers without a token are let in (public, or optional auth like `[{}, ...]`)."""
+        return self.security is not None and (self.public or any(not r for r in self.security))
+
+    @property
     def document_path(self) -> str:
         """The path as OpenAPI writes it (`{file}` for aiohttp's `{file:<regex>}`)."""
         return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", self.path)
 
 
-PUBLIC: tuple[Mapping[str, Sequence[str]], ...] = ()
+Security = tuple[Mapping[str, Sequence[str]], ...]
+PUBLIC: Security = ()  # no authentication
 
 
 class Routes:
@@ -209,9 +242,15 @@ OPERATIONS: web.AppKey[list[Operation]] = web.AppKey("operations", list[Operatio
 def add_routes(app: web.Application, routes: Routes) -> None:
     """Register `routes`' handlers on `app` and record their operations for the document."""
     recorded = app.setdefault(OPERATIONS, [])
+    anonymous = app.setdefault(ANONYMOUS_ROUTES, {})
     for operation in routes.operations:
         recorded.append(operation)
-        if operation.handler is not None:
+        anonymous[(operation.method, operation.document_path)] = operation.anonymous
+        if operation.handler is None:
+            continue
+        if operation.method == "GET":  # and HEAD, as aiohttp's add_get does
+            app.router.add_get(operation.path, _validating(operation))
+        else:
             app.router.add_route(operation.method, operation.path, _validating(operation))
 
 
@@ -231,8 +270,8 @@ def _validating(operation: Operation) -> Handler:
         if path_model is not None:
             try:
                 path_model.model_validate(dict(request.match_info))
-            except ValidationError:
-                raise not_found() from None
+            except ValidationError as exc:
+                raise path_model.no_match(exc.errors()) from None
         if query_model is not None:
             inputs["query"] = validate(query_model, dict(request.query.items()))
         if body_model is not None:
@@ -245,8 +284,11 @@ def _validating(operation: Operation) -> Handler:
 
 
 def validate(model: type[M], data: Mapping[str, Any]) -> M:
-    """`data` as a `model`, or a 400 naming the first thing wrong with it."""
+    """`data` as a `model`, or a 400 naming the first thing wrong with it. A `Body` is
+    validated as the JSON it came as: strictly, but enums, uuids and dates from their strings."""
     try:
+        if issubclass(model, Body):
+            return model.model_validate_json(json.dumps(data))
         return model.model_validate(data)
     except ValidationError as exc:
         raise bad_request(error_message(exc.errors()[0])) from None

@@ -1,7 +1,11 @@
 """JWT authentication of HTTP requests.
 
-Every path under `/api/` needs a token except an anchored whitelist of public
-routes (and OPTIONS, the tus capabilities). The token is found and verified by
+A route needs a token unless its declaration allows anonymous callers (`security=PUBLIC`, or
+optional auth like register's; services/gateway/schema.py records every declared route's
+answer in `ANONYMOUS_ROUTES`). A route nobody declared needs one under `/api/` (an unknown
+API path is a 401, not a 404) and not elsewhere (the collab WebSocket authenticates itself,
+an unknown page is a 404). OPTIONS never needs one (the tus capabilities; preflights carry
+no credentials). The token is found and verified by
 the same rule as on the WebSocket (`shared/auth.py`: `request_token`, then
 `verify_token`, which pins the algorithm, requires `sub`/`iat`/`exp` and
 allows no grace past `exp`), so a token is valid for exactly the same time on
@@ -21,7 +25,6 @@ route were whitelisted by mistake.
 from __future__ import annotations
 
 import logging
-import re
 
 from aiohttp import hdrs, web
 
@@ -34,11 +37,35 @@ log = logging.getLogger(__name__)
 
 IDENTITY_KEY = web.RequestKey("exe_identity", Identity)
 
-# Everything outside /api/ (health, metrics, the web client, the collab WebSocket,
-# which authenticates itself) plus the public API routes.
-PUBLIC_PATHS = re.compile(
-    r"^(?!/api/)|^/api/auth/(login|logout|register)$|^/api/openapi\.json$|^/api/version$"
+# (method, path as the router writes it, e.g. "/api/projects/{uuid}") -> anonymous allowed
+ANONYMOUS_ROUTES: web.AppKey[dict[tuple[str, str], bool]] = web.AppKey(
+    "anonymous_routes", dict[tuple[str, str], bool]
 )
+
+
+def needs_token(
+    method: str, path: str, route: tuple[str, str] | None, anonymous: dict[tuple[str, str], bool]
+) -> bool:
+    """Whether a request for `route` (None: no route matched, a 404 or 405) must carry a
+    valid token."""
+    if method == hdrs.METH_OPTIONS:
+        return False
+    if route is None:  # a 405 on a public path stays a 405
+        return path.startswith("/api/") and not any(
+            allowed and declared == path for (_, declared), allowed in anonymous.items()
+        )
+    if route not in anonymous and route[0] == hdrs.METH_HEAD:
+        route = (hdrs.METH_GET, route[1])  # the HEAD aiohttp adds to a GET
+    if route in anonymous:
+        return not anonymous[route]
+    return path.startswith("/api/")
+
+
+def _route(request: web.Request) -> tuple[str, str] | None:
+    route = request.match_info.route
+    if route.resource is None:  # 404 / 405
+        return None
+    return route.method, route.resource.canonical
 
 
 def _verified(
@@ -83,7 +110,8 @@ def _token(request: web.Request) -> tuple[str | None, bool]:
 def jwt_middleware(secret: str, forwarded_allow_ips: str):  # type: ignore[no-untyped-def]
     @web.middleware
     async def middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
-        if request.method != hdrs.METH_OPTIONS and not PUBLIC_PATHS.match(request.path):
+        anonymous = request.app.get(ANONYMOUS_ROUTES, {})
+        if needs_token(request.method, request.path, _route(request), anonymous):
             _verified(request, secret, forwarded_allow_ips, *_token(request))
         return await handler(request)
 

@@ -43,15 +43,17 @@ import re
 import shutil
 import time
 import uuid as uuid_module
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import Field
+from pydantic_core import ErrorDetails
 
 from services.gateway.asset_store import (
     AssetVolume,
     StagedFile,
-    asset_json,
     commit_asset,
     content_type_for,
     hash_file,
@@ -60,7 +62,11 @@ from services.gateway.asset_store import (
 from services.gateway.assets import ASSET_VOLUME
 from services.gateway.context import Authorized, Need, authorize, gateway, sessionmaker
 from services.gateway.errors import ApiError, too_large
+from services.gateway.projects import PROJECT_ERRORS, ProjectPath
 from services.gateway.quota import UploadLimits, release, released_on_error, renew, reserve
+from services.gateway.schema import PUBLIC, Binary, Reply, Routes
+from services.gateway.schema import Path as PathParams
+from services.gateway.schema import add_routes as add_declared_routes
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,9 @@ TUS_HEADERS = {"Tus-Resumable": TUS_VERSION}
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 READ_CHUNK = 256 * 1024
 LOCK_WAIT = 5.0
-_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_METADATA = 8192
+UPLOAD_ID_PATTERN = r"^[0-9a-f]{32}$"
+_UPLOAD_ID = re.compile(UPLOAD_ID_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,31 @@ def _require_tus_resumable(request: web.Request) -> None:
             code="unsupported_tus_version",
             headers={"Tus-Version": TUS_VERSION, **TUS_HEADERS},
         )
+
+
+class AnyProjectPath(PathParams):
+    uuid: str = Field(description="A project's uuid (capabilities are the same for every path)")
+
+
+class UploadPath(ProjectPath):
+    upload_id: str = Field(pattern=UPLOAD_ID_PATTERN)
+
+    @classmethod
+    def no_match(cls, errors: Sequence[ErrorDetails]) -> ApiError:
+        return _tus_error(404, "no such upload")
+
+
+def _header(name: str, schema: dict[str, object], required: bool = True) -> dict[str, object]:
+    """A tus header as an OpenAPI header parameter (checked by the handlers, with tus's codes)."""
+    return {"name": name, "in": "header", "required": required, "schema": schema}
+
+
+TUS_RESUMABLE = _header("Tus-Resumable", {"type": "string", "enum": [TUS_VERSION]})
+UPLOAD_OFFSET = _header("Upload-Offset", {"type": "integer", "minimum": 0})
+_TUS_REPLY = {"Tus-Resumable": f"the tus version, {TUS_VERSION}"}
+_TUS_ERRORS = (*PROJECT_ERRORS, 412)
+
+routes = Routes(tags=["assets"])
 
 
 def parse_metadata(header: str) -> dict[str, str]:
@@ -223,6 +256,24 @@ def _location(request: web.Request, upload_id: str) -> str:
     return f"/api/projects/{request.match_info['uuid']}/uploads/{upload_id}"
 
 
+@routes.route(
+    "OPTIONS",
+    "/api/projects/{uuid}/uploads",
+    "tus capabilities (Tus-Version, Tus-Extension: creation,termination, Tus-Max-Size)",
+    path_params=AnyProjectPath,
+    replies={
+        204: Reply(
+            "Capabilities",
+            headers={
+                **_TUS_REPLY,
+                "Tus-Version": TUS_VERSION,
+                "Tus-Extension": TUS_EXTENSIONS,
+                "Tus-Max-Size": "the largest upload, in bytes",
+            },
+        )
+    },
+    security=PUBLIC,
+)
 async def tus_options(request: web.Request) -> web.Response:
     settings = gateway(request).settings
     return web.Response(
@@ -236,6 +287,24 @@ async def tus_options(request: web.Request) -> web.Response:
     )
 
 
+@routes.post(
+    "/api/projects/{uuid}/uploads",
+    "tus creation (editor+): Upload-Length and Upload-Metadata 'filename'; Location is"
+    " the upload. Upload-Length is reserved against the project quota until it completes",
+    path_params=ProjectPath,
+    headers=[
+        TUS_RESUMABLE,
+        _header("Upload-Length", {"type": "integer", "minimum": 0}),
+        _header("Upload-Metadata", {"type": "string"}),
+    ],
+    replies={
+        201: Reply(
+            "Created",
+            headers={**_TUS_REPLY, "Location": "the upload", "Upload-Offset": "0"},
+        )
+    },
+    errors=(*_TUS_ERRORS, 413, 429),
+)
 async def tus_create(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.EDIT)
     _require_tus_resumable(request)
@@ -252,7 +321,7 @@ async def tus_create(request: web.Request) -> web.Response:
     if request.content_length:
         raise _tus_error(400, "creation-with-upload is not supported: send the bytes with PATCH")
     metadata_header = request.headers.get("Upload-Metadata", "")
-    if len(metadata_header) > 8192:
+    if len(metadata_header) > MAX_METADATA:
         raise _tus_error(400, "Upload-Metadata is too long")
     metadata = parse_metadata(metadata_header)
     name = validate_name(metadata.get("filename") or metadata.get("name") or "")
@@ -309,6 +378,24 @@ async def _live_upload(request: web.Request) -> tuple[Authorized, UploadStore, s
     return auth, store, upload_id, info
 
 
+@routes.route(
+    "HEAD",
+    "/api/projects/{uuid}/uploads/{upload_id}",
+    "tus: the upload's current Upload-Offset",
+    path_params=UploadPath,
+    headers=[TUS_RESUMABLE],
+    replies={
+        200: Reply(
+            "The upload's state",
+            headers={
+                **_TUS_REPLY,
+                "Upload-Offset": "bytes received",
+                "Upload-Length": "bytes declared",
+            },
+        )
+    },
+    errors=_TUS_ERRORS,
+)
 async def tus_head(request: web.Request) -> web.Response:
     _, store, upload_id, info = await _live_upload(request)
     offset = await asyncio.to_thread(store.offset, upload_id)
@@ -330,6 +417,15 @@ def _append(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+@routes.patch(
+    "/api/projects/{uuid}/uploads/{upload_id}",
+    "tus: append bytes at Upload-Offset; the last byte stores the asset",
+    path_params=UploadPath,
+    headers=[TUS_RESUMABLE, UPLOAD_OFFSET],
+    body=Binary(OFFSET_CONTENT_TYPE),
+    replies={204: Reply("Accepted", headers={**_TUS_REPLY, "Upload-Offset": "the new offset"})},
+    errors=(*_TUS_ERRORS, 409, 413, 415, 423),
+)
 async def tus_patch(request: web.Request) -> web.Response:
     auth, store, upload_id, info = await _live_upload(request)
     if request.headers.get("Content-Type", "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
@@ -400,10 +496,18 @@ async def _complete(
     gateway(request).metrics.asset_bytes.inc(asset.size)
     log.info(
         "tus upload complete",
-        extra={"project": info.project_uuid, "size": size, "asset": asset_json(asset)["name"]},
+        extra={"project": info.project_uuid, "size": size, "asset": asset.name},
     )
 
 
+@routes.delete(
+    "/api/projects/{uuid}/uploads/{upload_id}",
+    "tus termination: abandon the upload",
+    path_params=UploadPath,
+    headers=[TUS_RESUMABLE],
+    replies={204: Reply("Terminated", headers=_TUS_REPLY)},
+    errors=(*_TUS_ERRORS, 423),
+)
 async def tus_delete(request: web.Request) -> web.Response:
     _, store, upload_id, _ = await _own_upload(request)
     lock = _Lock(store.directory(upload_id) / "lock")
@@ -417,8 +521,4 @@ async def tus_delete(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("OPTIONS", "/api/projects/{uuid}/uploads", tus_options)
-    app.router.add_post("/api/projects/{uuid}/uploads", tus_create)
-    app.router.add_route("HEAD", "/api/projects/{uuid}/uploads/{upload_id}", tus_head)
-    app.router.add_patch("/api/projects/{uuid}/uploads/{upload_id}", tus_patch)
-    app.router.add_delete("/api/projects/{uuid}/uploads/{upload_id}", tus_delete)
+    add_declared_routes(app, routes)

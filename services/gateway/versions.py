@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
+from pydantic import Field
+from pydantic_core import ErrorDetails
 from sqlalchemy import func, select
 
-from services.gateway.context import Need, authorize, read_json, sessionmaker, string_field
-from services.gateway.documents import YJS_CONTENT_TYPE, apply_within_limit, document_service
-from services.gateway.errors import bad_request, not_found
-from services.gateway.timefmt import iso
+from services.gateway.context import Need, authorize, sessionmaker
+from services.gateway.documents import (
+    YJS_CONTENT_TYPE,
+    YJS_UPDATE,
+    apply_within_limit,
+    document_service,
+)
+from services.gateway.errors import ApiError, bad_request, not_found
+from services.gateway.projects import PROJECT_ERRORS, ProjectPath
+from services.gateway.schema import (
+    Body,
+    Digits,
+    Reply,
+    ReplyBody,
+    Routes,
+    Text,
+    Timestamp,
+    reply,
+)
+from services.gateway.schema import add_routes as add_declared_routes
 from shared.db.models import YjsVersion
 from shared.documents import export_document
 from shared.restore import restore_update
@@ -21,23 +40,55 @@ from shared.ydoc import RejectedUpdate
 log = logging.getLogger(__name__)
 
 MAX_LABEL = 200
+MAX_VERSION_ID = 2**63 - 1  # BIGINT
 
 
-def version_json(version: YjsVersion, size: int | None = None) -> dict[str, Any]:
-    return {
-        "id": version.id,
-        "label": version.label,
-        "created_by": version.created_by,
-        "created_at": iso(version.created_at),
-        "size": size if size is not None else len(version.snapshot),
-    }
+class VersionPath(ProjectPath):
+    version_id: Digits = Field(ge=1, le=MAX_VERSION_ID)
+
+    @classmethod
+    def no_match(cls, errors: Sequence[ErrorDetails]) -> ApiError:
+        return not_found("no such version")
+
+
+class NewVersion(Body):
+    label: Text = Field("", max_length=MAX_LABEL)
+
+
+class VersionOut(ReplyBody):
+    id: int
+    label: str
+    created_by: int | None
+    created_at: Timestamp | None
+    size: int = Field(description="the snapshot's size in bytes")
+
+    @classmethod
+    def of(cls, version: Any, size: int) -> VersionOut:
+        """From a `YjsVersion`, or a row with its id, label, created_by and created_at."""
+        return cls(
+            id=version.id,
+            label=version.label,
+            created_by=version.created_by,
+            created_at=version.created_at,
+            size=size,
+        )
+
+
+class VersionList(ReplyBody):
+    versions: list[VersionOut]
+
+
+class Restored(ReplyBody):
+    restored: int = Field(description="the version's id")
+    update_bytes: int
+
+
+routes = Routes(tags=["versions"])
 
 
 def _version_id(request: web.Request) -> int:
-    raw = request.match_info["version_id"]
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise not_found("no such version")
-    return int(raw)
+    """The `{version_id}` the path model validated (digits only)."""
+    return int(request.match_info["version_id"])
 
 
 async def _load_version(request: web.Request, project_id: int) -> YjsVersion:
@@ -52,6 +103,13 @@ async def _load_version(request: web.Request, project_id: int) -> YjsVersion:
     return version
 
 
+@routes.get(
+    "/api/projects/{uuid}/versions",
+    "Version history (viewer+)",
+    path_params=ProjectPath,
+    replies={200: Reply("Versions", VersionList)},
+    errors=PROJECT_ERRORS,
+)
 async def list_versions(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.VIEW)
     async with sessionmaker(request)() as session:
@@ -68,26 +126,20 @@ async def list_versions(request: web.Request) -> web.Response:
                 .order_by(YjsVersion.id.desc())
             )
         ).all()
-    return web.json_response(
-        {
-            "versions": [
-                {
-                    "id": row.id,
-                    "label": row.label,
-                    "created_by": row.created_by,
-                    "created_at": iso(row.created_at),
-                    "size": int(row.size or 0),
-                }
-                for row in rows
-            ]
-        }
-    )
+    return reply(VersionList(versions=[VersionOut.of(row, int(row.size or 0)) for row in rows]))
 
 
-async def create_version(request: web.Request) -> web.Response:
+@routes.post(
+    "/api/projects/{uuid}/versions",
+    "Snapshot the current document as a named version (editor+)",
+    path_params=ProjectPath,
+    body=NewVersion,
+    replies={201: Reply("Created", VersionOut)},
+    errors=(*PROJECT_ERRORS, 413),
+)
+async def create_version(request: web.Request, body: NewVersion) -> web.Response:
     auth = await authorize(request, Need.EDIT)
-    body = await read_json(request)
-    label = string_field(body, "label", required=False, max_length=MAX_LABEL)
+    label = body.label
     snapshot = await export_document(document_service(request), auth.project_uuid)
     async with sessionmaker(request)() as session, session.begin():
         version = YjsVersion(
@@ -100,15 +152,29 @@ async def create_version(request: web.Request) -> web.Response:
         raise not_found("the version was deleted as it was created")
     version = stored
     log.info("version created", extra={"project": auth.project_uuid, "version": version.id})
-    return web.json_response(version_json(version), status=201)
+    return reply(VersionOut.of(version, len(version.snapshot)), status=201)
 
 
+@routes.get(
+    "/api/projects/{uuid}/versions/{version_id}",
+    "A version's content as one Yjs update (viewer+)",
+    path_params=VersionPath,
+    replies={200: YJS_UPDATE},
+    errors=PROJECT_ERRORS,
+)
 async def get_version(request: web.Request) -> web.Response:
     auth = await authorize(request, Need.VIEW)
     version = await _load_version(request, auth.project.id)
     return web.Response(body=version.snapshot, content_type=YJS_CONTENT_TYPE)
 
 
+@routes.post(
+    "/api/projects/{uuid}/versions/{version_id}/restore",
+    "Restore a version (editor+): one new update makes the document equal to it",
+    path_params=VersionPath,
+    replies={200: Reply("Restored", Restored)},
+    errors=PROJECT_ERRORS,
+)
 async def restore_version(request: web.Request) -> web.Response:
     """Apply one new update that makes the document's content equal to the version's."""
     auth = await authorize(request, Need.EDIT)
@@ -124,11 +190,8 @@ async def restore_version(request: web.Request) -> web.Response:
     except RejectedUpdate as exc:
         raise bad_request(f"this version cannot be restored: {exc}") from None
     log.info("version restored", extra={"project": auth.project_uuid, "version": version.id})
-    return web.json_response({"restored": version.id, "update_bytes": len(update)})
+    return reply(Restored(restored=version.id, update_bytes=len(update)))
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/projects/{uuid}/versions", list_versions)
-    app.router.add_post("/api/projects/{uuid}/versions", create_version)
-    app.router.add_get("/api/projects/{uuid}/versions/{version_id}", get_version)
-    app.router.add_post("/api/projects/{uuid}/versions/{version_id}/restore", restore_version)
+    add_declared_routes(app, routes)

@@ -8,18 +8,21 @@ origin. The files are looked up on every request, so a build made while the
 server runs is picked up by a reload. Without a build, `/` answers with a
 short page saying how to make one; the API works either way.
 
-These paths are public (the JWT middleware only guards `/api/`): the page
-holds no data, it signs in through the API.
+These routes are declared public (`security=PUBLIC`): the page holds no data, it
+signs in through the API.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
+from pydantic import Field
 
 from services.gateway.errors import not_found
+from services.gateway.schema import PUBLIC, Reply, Routes
+from services.gateway.schema import Path as PathParams
+from services.gateway.schema import add_routes as add_declared_routes
 from shared.config import Settings
 
 WEB_DIST = Path(__file__).resolve().parents[2] / "web" / "dist"
@@ -65,10 +68,23 @@ client is not built.</p>
 """
 
 
+class BundleFile(PathParams):
+    file: str = Field(pattern=f"^{_FILE_PATTERN}$", description="app.js, app.css, ...")
+
+
+routes = Routes(tags=["web client"])
+
+
 def _dist(request: web.Request) -> Path:
     return request.app[WEB_DIST_KEY]
 
 
+@routes.get(
+    "/",
+    "The browser client (index.html), or how to build it",
+    replies={200: Reply("HTML page", content="text/html")},
+    security=PUBLIC,
+)
 async def index(request: web.Request) -> web.StreamResponse:
     page = _dist(request) / "index.html"
     if not page.is_file():
@@ -78,6 +94,16 @@ async def index(request: web.Request) -> web.StreamResponse:
     )
 
 
+@routes.get(
+    "/{file:" + _FILE_PATTERN + "}",
+    "A file of the browser client's bundle (app.js, app.css, ...)",
+    path_params=BundleFile,
+    replies={
+        200: Reply("The file", content=[kind.split(";")[0] for kind in _CONTENT_TYPES.values()])
+    },
+    errors=(404,),
+    security=PUBLIC,
+)
 async def static_file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["file"]
     path = _dist(request) / name  # one segment without '/' or a leading dot: stays in dist
@@ -91,45 +117,4 @@ async def static_file(request: web.Request) -> web.StreamResponse:
 def setup_web(app: web.Application, settings: Settings, dist: Path | None = None) -> None:
     """Serve the browser client (`dist`, default `web/dist`) at `/`."""
     app[WEB_DIST_KEY] = dist or WEB_DIST
-    app.router.add_get("/", index)
-    app.router.add_get("/{file:" + _FILE_PATTERN + "}", static_file)
-
-
-_ERROR_404 = {
-    "description": "No such file",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
-
-# Merged into the OpenAPI description (services/gateway/openapi.py).
-OPENAPI_PATHS: dict[str, Any] = {
-    "/": {
-        "get": {
-            "summary": "The browser client (index.html), or how to build it",
-            "security": [],
-            "tags": ["web client"],
-            "responses": {"200": {"description": "HTML page", "content": {"text/html": {}}}},
-        }
-    },
-    "/{file}": {
-        "get": {
-            "summary": "A file of the browser client's bundle (app.js, app.css, ...)",
-            "security": [],
-            "tags": ["web client"],
-            "parameters": [
-                {
-                    "name": "file",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "pattern": f"^{_FILE_PATTERN}$"},
-                }
-            ],
-            "responses": {
-                "200": {
-                    "description": "The file",
-                    "content": {kind.split(";")[0]: {} for kind in _CONTENT_TYPES.values()},
-                },
-                "404": _ERROR_404,
-            },
-        }
-    },
-}
+    add_declared_routes(app, routes)
