@@ -22,6 +22,7 @@ from services.gateway import (
     exe_assets,
     exe_documents,
     exe_info,
+    exe_sync,
     members,
     openapi,
     projects,
@@ -112,6 +113,7 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
     exe_info.add_routes(app)
     versions.add_routes(app)
     exe_assets.add_routes(app)  # before assets: /assets/by-client-id/... and /assets/bulk win
+    exe_sync.add_routes(app)
     assets.add_routes(app)
     tus.add_routes(app)
     openapi.add_routes(app)
