@@ -306,7 +306,7 @@ async def test_sync_reports_each_file(pair: Pair) -> None:
     good = [payload(1000, seed=70 + i) for i in range(3)]
     big = payload(MAX_ASSET_BYTES - 5000, seed=79)
     files = [(good[0], "a.png"), (good[1], "b.txt"), (b"x", "../bad"), (good[2], "c.png")]
-    metadata = [
+    metadata: list[dict[str, Any]] = [
         {"clientId": client_id_of(good[0]), "filename": "a.png", "mimeType": "image/png"},
         {"clientId": client_id_of(good[1]), "filename": "b.txt", "folderPath": "docs"},
         {"clientId": "bad-name", "filename": "../bad", "mimeType": "text/plain"},
