@@ -19,8 +19,10 @@ from services.gateway import (
     assets,
     auth_routes,
     documents,
+    exe_assets,
     exe_documents,
     exe_info,
+    exe_sync,
     members,
     openapi,
     projects,
@@ -110,6 +112,8 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
     exe_documents.add_routes(app)
     exe_info.add_routes(app)
     versions.add_routes(app)
+    exe_assets.add_routes(app)  # before assets: /assets/by-client-id/... and /assets/bulk win
+    exe_sync.add_routes(app)
     assets.add_routes(app)
     tus.add_routes(app)
     openapi.add_routes(app)
