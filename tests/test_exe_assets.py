@@ -287,6 +287,11 @@ async def test_list_shape_and_deletes(pair: Pair) -> None:
     viewer = pair.api_a.with_token(token_for(viewer_id))
     refused = await viewer.delete(f"{pair.assets}/bulk", json={"clientIds": []})
     assert refused.status == 403
+    # the route segments are not asset names: other methods are 405s naming theirs
+    for segment, allowed in (("bulk", "DELETE"), ("sync", "POST"), ("upload-chunk", "POST")):
+        other = await pair.api_a.get(f"{pair.assets}/{segment}")
+        assert other.status == 405 and other.headers["Allow"] == allowed, segment
+        assert other.is_json_error()
 
 
 def batch_form(
