@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -490,3 +492,22 @@ async def test_chunk_bounds(pair: Pair) -> None:
         json={**fields, "resumableIdentifier": "never", "resumableTotalChunks": 2},
     )
     assert unknown.status == 400 and unknown.error_code == "chunks_missing"
+
+
+async def test_stale_chunk_uploads_are_swept(pair: Pair, tmp_path: Path) -> None:
+    fields = {
+        "resumableIdentifier": "stale",
+        "resumableTotalChunks": "2",
+        "resumableFilename": "left.bin",
+        "resumableChunkNumber": "1",
+    }
+    url = f"{pair.assets}/upload-chunk"
+    assert (await pair.api_a.post(url, data=chunk_form(b"half", fields))).status == 200
+    uploads = tmp_path / "data" / "uploads"
+    (stale,) = list(uploads.iterdir())
+    two_days_ago = time.time() - 2 * 86400
+    for path in (stale, stale / "data"):
+        os.utime(path, (two_days_ago, two_days_ago))
+    fresh = {**fields, "resumableIdentifier": "fresh"}
+    assert (await pair.api_b.post(url, data=chunk_form(b"x", fresh))).status == 200
+    assert not stale.exists() and len(list(uploads.iterdir())) == 1

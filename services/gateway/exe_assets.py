@@ -172,7 +172,11 @@ async def _take_file(
 async def upload_asset(request: web.Request, query: UploadQuery) -> web.Response:
     auth = await authorize(request, Need.EDIT)
     settings = gateway(request).settings
-    require_multipart(request, settings.max_asset_bytes)
+    require_multipart(
+        request,
+        settings.max_asset_bytes,
+        "upload with multipart/form-data (a 'file' part), or use the tus endpoint",
+    )
     reservation = secrets.token_hex(16)
     async with released_on_error(sessionmaker(request), reservation):
         form = await _read_form(request, auth, query, reservation)
