@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -287,6 +289,11 @@ async def test_list_shape_and_deletes(pair: Pair) -> None:
     viewer = pair.api_a.with_token(token_for(viewer_id))
     refused = await viewer.delete(f"{pair.assets}/bulk", json={"clientIds": []})
     assert refused.status == 403
+    # the route segments are not asset names: other methods are 405s naming theirs
+    for segment, allowed in (("bulk", "DELETE"), ("sync", "POST"), ("upload-chunk", "POST")):
+        other = await pair.api_a.get(f"{pair.assets}/{segment}")
+        assert other.status == 405 and other.headers["Allow"] == allowed, segment
+        assert other.is_json_error()
 
 
 def batch_form(
@@ -399,3 +406,108 @@ async def test_upload_session_batch(pair: Pair) -> None:
         f"/api/upload-session/{access}/batch", data=form(), headers={"X-Upload-Session": access}
     )
     assert wrong_kind.status == 401
+
+
+# ---------------------------------------------------------------------------- chunked uploads
+
+
+def chunk_form(data: bytes, fields: dict[str, str]) -> aiohttp.FormData:
+    form = aiohttp.FormData(quote_fields=False)
+    form.add_field("file", data, filename="blob", content_type="application/octet-stream")
+    for key, value in fields.items():
+        form.add_field(key, value)
+    return form
+
+
+async def test_chunks_alternate_between_gateways(pair: Pair) -> None:
+    data = payload(1_500_000, seed=100)
+    cid = client_id_of(data)
+    size = 400_000
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    fields = {
+        "resumableIdentifier": f"{cid}-1700000000000",
+        "resumableTotalChunks": str(len(pieces)),
+        "resumableFilename": "video.mp4",
+        "resumableType": "video/mp4",
+        "clientId": cid,
+    }
+    finalize_body: dict[str, Any] = {**fields, "resumableTotalChunks": len(pieces)}
+    finalize = f"{pair.assets}/upload-chunk/finalize"
+    apis = (pair.api_a, pair.api_b)
+    # the last chunk first, then the others alternately on the two gateways
+    order = [len(pieces) - 1, *range(len(pieces) - 1)]
+    for step, index in enumerate(order):
+        sent = await apis[step % 2].post(
+            f"{pair.assets}/upload-chunk",
+            data=chunk_form(pieces[index], {**fields, "resumableChunkNumber": str(index + 1)}),
+        )
+        assert sent.status == 200, sent.body
+        assert sent.json == {
+            "success": True,
+            "chunkNumber": index + 1,
+            "allUploaded": step == len(order) - 1,
+        }
+        if step == 1:
+            early = await pair.api_b.post(finalize, json=finalize_body)
+            assert early.status == 400 and early.error_code == "chunks_missing", early.body
+    done = await pair.api_b.post(finalize, json=finalize_body)
+    assert done.status == 200, done.body
+    assert done.json["success"] is True and done.json["complete"] is True
+    assert done.json["data"]["clientId"] == cid and done.json["data"]["size"] == len(data)
+    again = await pair.api_a.post(finalize, json=finalize_body)
+    assert again.status == 200 and again.json["data"]["id"] == done.json["data"]["id"]
+    got = await pair.api_a.get(f"{pair.assets}/by-client-id/{cid}")
+    assert got.body == data and got.headers["Content-Type"] == "video/mp4"
+
+
+async def test_chunk_bounds(pair: Pair) -> None:
+    fields = {
+        "resumableIdentifier": "bounded",
+        "resumableTotalChunks": "2",
+        "resumableFilename": "big.bin",
+        "clientId": "bounded",
+    }
+    url = f"{pair.assets}/upload-chunk"
+    first = await pair.api_a.post(
+        url,
+        data=chunk_form(payload(MAX_ASSET_BYTES - 10, 1), {**fields, "resumableChunkNumber": "1"}),
+    )
+    assert first.status == 200, first.body
+    over = await pair.api_b.post(
+        url, data=chunk_form(b"x" * 11, {**fields, "resumableChunkNumber": "2"})
+    )
+    assert over.status == 413 and over.is_json_error()
+    for bad in (
+        {"resumableChunkNumber": "3"},
+        {"resumableChunkNumber": "0"},
+        {"resumableChunkNumber": "x"},
+        {"resumableChunkNumber": "1", "resumableTotalChunks": "10001"},
+        {"resumableChunkNumber": "1", "resumableFilename": "../x"},
+        {"resumableChunkNumber": "1", "resumableTotalChunks": "3"},
+    ):
+        refused = await pair.api_a.post(url, data=chunk_form(b"x", {**fields, **bad}))
+        assert refused.status == 400 and refused.is_json_error(), (bad, refused.body)
+    unknown = await pair.api_a.post(
+        f"{url}/finalize",
+        json={**fields, "resumableIdentifier": "never", "resumableTotalChunks": 2},
+    )
+    assert unknown.status == 400 and unknown.error_code == "chunks_missing"
+
+
+async def test_stale_chunk_uploads_are_swept(pair: Pair, tmp_path: Path) -> None:
+    fields = {
+        "resumableIdentifier": "stale",
+        "resumableTotalChunks": "2",
+        "resumableFilename": "left.bin",
+        "resumableChunkNumber": "1",
+    }
+    url = f"{pair.assets}/upload-chunk"
+    assert (await pair.api_a.post(url, data=chunk_form(b"half", fields))).status == 200
+    uploads = tmp_path / "data" / "uploads"
+    (stale,) = list(uploads.iterdir())
+    two_days_ago = time.time() - 2 * 86400
+    for path in (stale, stale / "data"):
+        os.utime(path, (two_days_ago, two_days_ago))
+    fresh = {**fields, "resumableIdentifier": "fresh"}
+    assert (await pair.api_b.post(url, data=chunk_form(b"x", fresh))).status == 200
+    assert not stale.exists() and len(list(uploads.iterdir())) == 1

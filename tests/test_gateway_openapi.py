@@ -75,6 +75,8 @@ def _app() -> web.Application:
 def routes_of_app(app: web.Application) -> set[tuple[str | None, str]]:
     found: set[tuple[str | None, str]] = set()
     for route in app.router.routes():
+        if route.method == "*":  # exe_assets' 405s for other methods on its paths: no operation
+            continue
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter")
         if route.method == "HEAD" and (path, "GET") in {(p, m) for p, m in found}:
@@ -170,7 +172,7 @@ async def test_schemathesis_finds_no_errors(tmp_path: Path) -> None:
         )
         output = result.stdout + result.stderr
         assert result.returncode == 0, output[-8000:]
-        assert "36 selected / 37 total" in output, output[-3000:]
+        assert "43 selected / 44 total" in output, output[-3000:]
         assert "Traceback" not in gw.log_text(), gw.log_text()[-4000:]
         assert '"level":"error"' not in gw.log_text(), gw.log_text()[-4000:]
     finally:

@@ -20,6 +20,7 @@ from services.gateway import (
     auth_routes,
     documents,
     exe_assets,
+    exe_chunks,
     exe_documents,
     exe_info,
     exe_sync,
@@ -112,8 +113,12 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
     exe_documents.add_routes(app)
     exe_info.add_routes(app)
     versions.add_routes(app)
-    exe_assets.add_routes(app)  # before assets: /assets/by-client-id/... and /assets/bulk win
+    # before assets: /assets/by-client-id/..., /assets/bulk, /assets/sync, /assets/upload-chunk
+    # must win over /assets/{name}
+    exe_assets.add_routes(app)
     exe_sync.add_routes(app)
+    exe_chunks.add_routes(app)
+    exe_assets.add_method_fallbacks(app)
     assets.add_routes(app)
     tus.add_routes(app)
     openapi.add_routes(app)

@@ -51,7 +51,7 @@ from services.gateway.exe_store import commit_by_client_id, find_by_client_id
 from services.gateway.forms import multipart_errors, part_chunks, read_text, require_multipart
 from services.gateway.projects import ProjectPath
 from services.gateway.quota import MULTIPART_LEASE_SECONDS, UploadLimits, released_on_error, reserve
-from services.gateway.schema import Multipart, Query, Reply, Routes, reply
+from services.gateway.schema import Handler, Multipart, Query, Reply, Routes, reply
 from services.gateway.schema import add_routes as add_declared_routes
 from shared.db.models import Asset
 
@@ -172,7 +172,11 @@ async def _take_file(
 async def upload_asset(request: web.Request, query: UploadQuery) -> web.Response:
     auth = await authorize(request, Need.EDIT)
     settings = gateway(request).settings
-    require_multipart(request, settings.max_asset_bytes)
+    require_multipart(
+        request,
+        settings.max_asset_bytes,
+        "upload with multipart/form-data (a 'file' part), or use the tus endpoint",
+    )
     reservation = secrets.token_hex(16)
     async with released_on_error(sessionmaker(request), reservation):
         form = await _read_form(request, auth, query, reservation)
@@ -226,7 +230,10 @@ async def upload_asset(request: web.Request, query: UploadQuery) -> web.Response
     "/api/projects/{uuid}/assets/by-client-id/{client_id}",
     "An asset's bytes by eXeLearning's client id (viewer+), with its metadata in headers",
     path_params=ClientIdPath,
-    replies={200: Reply("The bytes", content="application/octet-stream", headers=BYTES_HEADERS)},
+    replies={
+        200: Reply("The file, with its stored content type", content="*/*", headers=BYTES_HEADERS),
+        206: Reply("The requested range", content="*/*", headers=BYTES_HEADERS),
+    },
     errors=ASSET_ERRORS,
 )
 async def download_by_client_id(request: web.Request) -> web.StreamResponse:
@@ -287,5 +294,27 @@ async def delete_bulk(request: web.Request, body: BulkDelete) -> web.Response:
     return await _delete_client_ids(request, list(dict.fromkeys(body.clientIds)))
 
 
+# Paths beside `/assets/{name}` (which matches them too): any other method is a 405 naming
+# theirs, not a fall-through to the download route.
+SHADOWING = {
+    "/api/projects/{uuid}/assets/bulk": ("DELETE",),
+    "/api/projects/{uuid}/assets/sync": ("POST",),
+    "/api/projects/{uuid}/assets/upload-chunk": ("POST",),
+}
+
+
+def _only(methods: tuple[str, ...]) -> Handler:
+    async def method_not_allowed(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPMethodNotAllowed(request.method, methods)
+
+    return method_not_allowed
+
+
 def add_routes(app: web.Application) -> None:
     add_declared_routes(app, routes)
+
+
+def add_method_fallbacks(app: web.Application) -> None:
+    """After the routes of these paths, before `assets.add_routes` (`/assets/{name}`)."""
+    for path, methods in SHADOWING.items():
+        app.router.add_route("*", path, _only(methods))

@@ -65,6 +65,14 @@ class Received:
     staged: StagedFile | None = None
     error: str | None = None
 
+    def discard(self) -> None:
+        discard(self.staged.path if self.staged else None)
+
+
+def _discard_all(files: list[Received]) -> None:
+    for received in files:
+        received.discard()
+
 
 class SessionPath(Path):
     token: str
@@ -119,12 +127,10 @@ async def _read_batch(
                 else:
                     await part.release()
     except BaseException:
-        for received in files:
-            discard(received.staged.path if received.staged else None)
+        _discard_all(files)
         raise
     if metadata is None:
-        for received in files:
-            discard(received.staged.path if received.staged else None)
+        _discard_all(files)
         raise bad_request("the form has no 'metadata' part")
     return files, metadata
 
@@ -170,7 +176,7 @@ async def _commit(
             reservation,
         )
     except ApiError as exc:
-        discard(received.staged.path if received.staged else None)
+        received.discard()
         return FileResult(clientId=shown, success=False, error=exc.message)
     return FileResult(clientId=client, success=True, serverId=asset.id)
 
@@ -184,8 +190,7 @@ async def sync_files(request: web.Request, auth: Authorized) -> SyncResult:
         try:
             entries = _entries(metadata)
         except ApiError:
-            for received in files:
-                discard(received.staged.path if received.staged else None)
+            _discard_all(files)
             raise
         results = []
         for index, received in enumerate(files):

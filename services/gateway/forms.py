@@ -13,11 +13,13 @@ READ_CHUNK = 256 * 1024
 MULTIPART_OVERHEAD = 64 * 1024
 
 
-def require_multipart(request: web.Request, max_body: int) -> None:
-    """415 unless the body is multipart/form-data; 413 when its declared length passes
-    `max_body` (plus the multipart framing)."""
+def require_multipart(
+    request: web.Request, max_body: int, refusal: str = "send multipart/form-data"
+) -> None:
+    """415 (saying `refusal`) unless the body is multipart/form-data; 413 when its declared
+    length passes `max_body` (plus the multipart framing)."""
     if not request.content_type.startswith("multipart/form-data"):
-        raise ApiError(415, "send multipart/form-data")
+        raise ApiError(415, refusal)
     if (
         request.content_length is not None
         and request.content_length > max_body + MULTIPART_OVERHEAD
