@@ -19,7 +19,13 @@ except where it cannot hold for this API by design:
     of path tricks, reserved names and control characters (`validate_name`);
   - tus creation and PATCH: their headers and body (Upload-Length within the
     configured limit, base64 Upload-Metadata naming a valid file, a body that
-    fits the declared length) are checked by tus's rules, with tus's codes.
+    fits the declared length) are checked by tus's rules, with tus's codes;
+  - eXeLearning's bulk uploads (`.../assets/sync`, the upload-session batch):
+    the `metadata` part is a JSON list, inside a multipart text field, whose
+    entries must match the `files` parts by position;
+  - eXeLearning's chunks (`.../upload-chunk`, `.../finalize`): a chunk's number
+    must be within its declared total, and finalize needs every chunk uploaded
+    before (state, not shape).
 
 Bounded (few examples per operation, fixed seed) so it finishes well within a
 minute; set GATEWAY_FUZZ_EXAMPLES / GATEWAY_FUZZ_SEED to explore more.
@@ -53,6 +59,10 @@ NOT_SCHEMA_VALID = (  # positive_data_acceptance does not apply: see the module 
     "DELETE /api/projects/{uuid}/assets/{name}",
     "POST /api/projects/{uuid}/uploads",
     "PATCH /api/projects/{uuid}/uploads/{upload_id}",
+    "POST /api/projects/{uuid}/assets/sync",
+    "POST /api/upload-session/{token}/batch",
+    "POST /api/projects/{uuid}/assets/upload-chunk",
+    "POST /api/projects/{uuid}/assets/upload-chunk/finalize",
 )
 
 
