@@ -19,6 +19,7 @@ from services.gateway import (
     assets,
     auth_routes,
     documents,
+    exe_assets,
     exe_documents,
     exe_info,
     members,
@@ -110,6 +111,7 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
     exe_documents.add_routes(app)
     exe_info.add_routes(app)
     versions.add_routes(app)
+    exe_assets.add_routes(app)  # before assets: /assets/by-client-id/... and /assets/bulk win
     assets.add_routes(app)
     tus.add_routes(app)
     openapi.add_routes(app)

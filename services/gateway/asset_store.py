@@ -9,7 +9,8 @@ temporary file, never a half file under a real name.
 
 Names are one path component: NFC-normalised, 1..255 UTF-8 bytes, no `/` or
 `\\`, no control characters, no leading dot, no trailing dot or space, none
-of `<>:"|?*`, and not a reserved device name (CON, NUL, COM1...).
+of `<>:"|?*`, not a reserved device name (CON, NUL, COM1...) and not one of
+the asset routes' own segments (`bulk`, `sync`, `upload-chunk`, `by-client-id`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -40,6 +41,8 @@ _FORBIDDEN_CHARS = set('/\\<>:"|?*')
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.IGNORECASE)
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 WRITE_BUFFER = 1024 * 1024
+# Path segments of routes beside `/assets/{name}`: an asset of that name would be shadowed.
+ROUTE_NAMES = frozenset({"bulk", "sync", "upload-chunk", "by-client-id"})
 
 
 def validate_name(raw: object) -> str:
@@ -58,7 +61,7 @@ def validate_name(raw: object) -> str:
             "asset names must not start with a dot nor start or end with spaces or dots",
             code="invalid_name",
         )
-    if _RESERVED.match(name):
+    if _RESERVED.match(name) or name.lower() in ROUTE_NAMES:
         raise bad_request("this asset name is reserved", code="invalid_name")
     return name
 
@@ -195,9 +198,6 @@ async def commit_asset(
     one project are checked against the quota (`quota.py`) one at a time; the
     upload's `reservation` ends in the same transaction.
     """
-    project_uuid = str(project.uuid)
-    relative = volume.relative_path(project_uuid, name)
-    final = volume.absolute(relative)
     try:
         async with sessionmaker() as session, session.begin():
             await lock_project(session, project.id)
@@ -205,54 +205,99 @@ async def commit_asset(
                 session, project.id, name, staged.size, max_project_bytes, reservation=reservation
             )
             await forget(session, reservation)
-            existing = await session.scalar(
-                select(Asset).where(Asset.project_id == project.id, Asset.name == name)
-            )
-            values = {
-                "project_id": project.id,
-                "name": name,
-                "path": relative,
-                "size": staged.size,
-                "sha256": staged.sha256,
-                "content_type": content_type,
-            }
-            dialect_insert = (
-                postgresql.insert
-                if session.get_bind().dialect.name == "postgresql"
-                else sqlite.insert
-            )
-            await session.execute(
-                dialect_insert(Asset)
-                .values(**values)
-                .on_conflict_do_update(
-                    index_elements=["project_id", "name"],
-                    set_={k: v for k, v in values.items() if k not in ("project_id", "name")}
-                    | {"created_at": func.now()},
-                )
-            )
-            await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
-            await asyncio.to_thread(os.replace, staged.path, final)
-        async with sessionmaker() as session:
-            asset = await session.scalar(
-                select(Asset).where(Asset.project_id == project.id, Asset.name == name)
-            )
+            existing = await find_named(session, project.id, name)
+            await place_asset(session, volume, project, name, staged, content_type)
+        asset = await reread(sessionmaker, project.id, name)
     finally:
         discard(staged.path)  # gone already when the rename happened
+    return asset, existing is None
+
+
+async def find_named(session: AsyncSession, project_id: int, name: str) -> Asset | None:
+    return await session.scalar(
+        select(Asset).where(Asset.project_id == project_id, Asset.name == name)
+    )
+
+
+async def place_asset(
+    session: AsyncSession,
+    volume: AssetVolume,
+    project: Project,
+    name: str,
+    staged: StagedFile,
+    content_type: str,
+    *,
+    client_id: str | None = None,
+    folder_path: str = "",
+) -> None:
+    """Record the asset `name` (replacing one of that name) and rename the staged file into
+    place, in the caller's transaction, which holds the project's row lock (`lock_project`).
+
+    A replacement keeps the row's client id and folder unless new ones are given."""
+    relative = volume.relative_path(str(project.uuid), name)
+    final = volume.absolute(relative)
+    values: dict[str, Any] = {
+        "project_id": project.id,
+        "name": name,
+        "path": relative,
+        "size": staged.size,
+        "sha256": staged.sha256,
+        "content_type": content_type,
+    }
+    if client_id is not None:
+        values |= {"client_id": client_id, "folder_path": folder_path}
+    dialect_insert = (
+        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    )
+    await session.execute(
+        dialect_insert(Asset)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=["project_id", "name"],
+            set_={k: v for k, v in values.items() if k not in ("project_id", "name")}
+            | {"created_at": func.now()},
+        )
+    )
+    await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(os.replace, staged.path, final)
+
+
+async def reread(
+    sessionmaker: async_sessionmaker[AsyncSession], project_id: int, name: str
+) -> Asset:
+    """The asset as stored (server-side timestamps); 404 when it was deleted meanwhile."""
+    async with sessionmaker() as session:
+        asset = await find_named(session, project_id, name)
     if asset is None:
         raise not_found("the asset was deleted as it was stored")
-    return asset, existing is None
+    return asset
 
 
 async def delete_asset(
     sessionmaker: async_sessionmaker[AsyncSession], volume: AssetVolume, project: Project, name: str
 ) -> None:
-    """Forget the asset, then remove its file (a crash in between leaves an orphan file, not a row without one)."""
+    """Forget the asset `name` and remove its file; 404 when there is none."""
+    if not await delete_where(sessionmaker, volume, project.id, Asset.name == name):
+        raise not_found("no such asset")
+
+
+async def delete_where(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    volume: AssetVolume,
+    project_id: int,
+    condition: ColumnElement[bool],
+) -> int:
+    """Forget the project's assets matching `condition`, then remove their files (a crash in
+    between leaves orphan files, not rows without one); how many there were."""
     async with sessionmaker() as session, session.begin():
-        asset = await session.scalar(
-            select(Asset).where(Asset.project_id == project.id, Asset.name == name)
-        )
-        if asset is None:
-            raise not_found("no such asset")
-        await session.delete(asset)
-        path = volume.absolute(asset.path)
-    await asyncio.to_thread(discard, path)
+        assets = (
+            await session.scalars(
+                select(Asset).where(Asset.project_id == project_id, condition).with_for_update()
+            )
+        ).all()
+        paths = [volume.absolute(asset.path) for asset in assets]
+        for asset in assets:
+            await session.delete(asset)
+    for path in paths:
+        await asyncio.to_thread(discard, path)
+    return len(paths)

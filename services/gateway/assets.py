@@ -1,45 +1,31 @@
-"""Asset routes: list, multipart upload, download (Range, If-Range, ETag), delete.
+"""Asset routes: list, download (Range, If-Range, ETag), delete.
 
-Viewers list and download; editors and owners upload and delete. Resumable
-uploads (tus) are in `tus.py` and end in the same `commit_asset` step.
+Viewers list and download; editors and owners delete. Uploads are in
+`exe_assets.py` (multipart, by name or by eXeLearning's client id), `tus.py`
+(resumable) and `exe_chunks.py` (eXeLearning's chunks); all end in the same
+rename-into-place step (`asset_store.place_asset`).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from urllib.parse import quote
+from collections.abc import Mapping
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from sqlalchemy import select
 
-from services.gateway.asset_store import (
-    AssetVolume,
-    asset_json,
-    commit_asset,
-    content_type_for,
-    delete_asset,
-    stage_stream,
-    validate_name,
-)
-from services.gateway.context import Need, authorize, gateway, sessionmaker
-from services.gateway.errors import ApiError, bad_request, not_found, too_large
+from services.gateway.asset_store import AssetVolume, asset_json, delete_asset, validate_name
+from services.gateway.context import Need, authorize, sessionmaker
+from services.gateway.errors import not_found
+from services.gateway.exe_models import ExeAsset
+from services.gateway.exe_rules import content_disposition
+from services.gateway.exe_store import find_by_key
 from services.gateway.file_response import AssetFileResponse
-from services.gateway.quota import (
-    MULTIPART_LEASE_SECONDS,
-    UploadLimits,
-    released_on_error,
-    reserve,
-)
 from shared.db.models import Asset
 
 log = logging.getLogger(__name__)
 
 ASSET_VOLUME: web.AppKey[AssetVolume] = web.AppKey("asset_volume", AssetVolume)
-MULTIPART_OVERHEAD = 64 * 1024
-READ_CHUNK = 256 * 1024
 
 
 async def list_assets(request: web.Request) -> web.Response:
@@ -50,78 +36,13 @@ async def list_assets(request: web.Request) -> web.Response:
                 select(Asset).where(Asset.project_id == auth.project.id).order_by(Asset.name)
             )
         ).all()
-    return web.json_response({"assets": [asset_json(a) for a in assets]})
-
-
-async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(READ_CHUNK):
-        yield chunk
-
-
-@contextmanager
-def _multipart_errors() -> Iterator[None]:
-    """aiohttp's multipart reader fails with these on a malformed body: a 400."""
-    try:
-        yield
-    except (ValueError, AssertionError, RuntimeError, LookupError) as exc:
-        raise bad_request(f"malformed multipart body: {type(exc).__name__}") from None
-
-
-async def upload_asset(request: web.Request) -> web.Response:
-    auth = await authorize(request, Need.EDIT)
-    settings = gateway(request).settings
-    if not request.content_type.startswith("multipart/form-data"):
-        raise ApiError(
-            415, "upload with multipart/form-data (a 'file' part), or use the tus endpoint"
-        )
-    if (
-        request.content_length is not None
-        and request.content_length > settings.max_asset_bytes + MULTIPART_OVERHEAD
-    ):
-        raise too_large(f"the file is larger than the limit of {settings.max_asset_bytes} bytes")
-    volume = request.app[ASSET_VOLUME]
-    with _multipart_errors():
-        reader = await request.multipart()
-        while True:
-            part = await reader.next()
-            if part is None:
-                raise bad_request("the form has no 'file' part")
-            if isinstance(part, BodyPartReader) and part.name == "file":
-                break
-            await part.release()
-        name = validate_name(request.query.get("name", part.filename))
-    # The file is at most the body (chunked: at most the per-file limit).
-    declared = min(request.content_length or settings.max_asset_bytes, settings.max_asset_bytes)
-    reservation = secrets.token_hex(16)
-    await reserve(
-        sessionmaker(request),
-        reservation,
-        auth.project.id,
-        auth.user_id,
-        name,
-        declared,
-        UploadLimits.from_settings(settings),
-        MULTIPART_LEASE_SECONDS,
+    return web.json_response(
+        {
+            "assets": [asset_json(a) for a in assets],
+            "success": True,  # eXeLearning's shape beside this API's
+            "data": [ExeAsset.of(a).model_dump(mode="json", by_alias=True) for a in assets],
+        }
     )
-    async with released_on_error(sessionmaker(request), reservation):
-        with _multipart_errors():
-            staged = await stage_stream(volume, _part_chunks(part), settings.max_asset_bytes)
-        asset, created = await commit_asset(
-            sessionmaker(request),
-            volume,
-            auth.project,
-            name,
-            staged,
-            content_type_for(name, part.headers.get("Content-Type")),
-            settings.max_project_bytes,
-            reservation,
-        )
-    gateway(request).metrics.asset_bytes.inc(asset.size)
-    log.info(
-        "asset stored",
-        extra={"project": auth.project_uuid, "size": asset.size, "user": auth.user_id},
-    )
-    return web.json_response(asset_json(asset), status=201 if created else 200)
 
 
 def _name_param(request: web.Request) -> str:
@@ -129,23 +50,33 @@ def _name_param(request: web.Request) -> str:
 
 
 async def download_asset(request: web.Request) -> web.StreamResponse:
+    """The bytes of the asset `{name}` names: a client id, else a name, else a numeric id."""
     auth = await authorize(request, Need.VIEW)
-    name = _name_param(request)
+    key = _name_param(request)
     async with sessionmaker(request)() as session:
-        asset = await session.scalar(
-            select(Asset).where(Asset.project_id == auth.project.id, Asset.name == name)
-        )
+        asset = await find_by_key(session, auth.project.id, key)
+    return serve_asset(request, auth.project_uuid, asset)
+
+
+def serve_asset(
+    request: web.Request,
+    project_uuid: str,
+    asset: Asset | None,
+    headers: Mapping[str, str] | None = None,
+) -> AssetFileResponse:
+    """The asset's file (Range, If-Range, ETag), with `headers` besides the usual ones."""
     if asset is None:
         raise not_found("no such asset")
     path = request.app[ASSET_VOLUME].absolute(asset.path)
     if not path.is_file():
-        log.error("asset file missing", extra={"project": auth.project_uuid, "path": asset.path})
+        log.error("asset file missing", extra={"project": project_uuid, "path": asset.path})
         raise not_found("no such asset")
     return AssetFileResponse(
         path,
         headers={
+            **(headers or {}),
             "Content-Type": asset.content_type,
-            "Content-Disposition": f"inline; filename*=UTF-8''{quote(asset.name, safe='')}",
+            "Content-Disposition": content_disposition(asset.name),
             "X-Content-Type-Options": "nosniff",
             # user content must not run scripts in the API's origin
             "Content-Security-Policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:",
@@ -165,6 +96,5 @@ async def remove_asset(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/projects/{uuid}/assets", list_assets)
-    app.router.add_post("/api/projects/{uuid}/assets", upload_asset)
     app.router.add_get("/api/projects/{uuid}/assets/{name}", download_asset)
     app.router.add_delete("/api/projects/{uuid}/assets/{name}", remove_asset)

@@ -144,10 +144,16 @@ async def authorize(request: web.Request, need: Need) -> Authorized:
     404 when the project does not exist or is deleted, 403 when the caller is
     not a member or their role is too low for `need`.
     """
-    identity = require_identity(request)
+    return await authorize_as(request, require_identity(request), request.match_info["uuid"], need)
+
+
+async def authorize_as(
+    request: web.Request, identity: Identity, project_uuid: str, need: Need
+) -> Authorized:
+    """`authorize` for `identity` on `project_uuid` (its current role, from the database)."""
     user_id = caller_user_id(identity)
     async with sessionmaker(request)() as session:
-        project, role = await resolve_access(session, identity, request.match_info["uuid"])
+        project, role = await resolve_access(session, identity, project_uuid)
     if project is None:
         raise not_found("no such project")
     if role is None:
