@@ -33,12 +33,6 @@ from tests.support.stack_metrics import connections_per_instance, idle
 pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery staple"
-#: Until branch exe-assets is merged, an upload does not record its `clientId`, so the
-#: coordinator never finds the uploaded file and answers asset-not-found.
-NEEDS_UPLOAD_BY_CLIENT_ID = pytest.mark.skip(
-    reason="needs POST /api/projects/{uuid}/assets?clientId= and GET .../assets/by-client-id/{id} "
-    "(branch exe-assets, not merged yet)"
-)
 CLOSE_UNAUTHORIZED = 4401
 
 
@@ -150,7 +144,6 @@ async def no_client_message_relayed(*clients: ExeNodeClient) -> None:
 # -- assets --------------------------------------------------------------------------------
 
 
-@NEEDS_UPLOAD_BY_CLIENT_ID
 async def test_an_asset_held_on_one_instance_reaches_an_author_on_the_other(
     stack: Stack, project: Project
 ) -> None:
@@ -250,7 +243,6 @@ async def test_an_exelearning_token_joins_the_room_and_a_forged_one_does_not(
 # -- failures (last: an instance stays dead) ---------------------------------------------------
 
 
-@NEEDS_UPLOAD_BY_CLIENT_ID
 async def test_a_holders_instance_killed_while_an_author_waits_is_never_silence(
     stack: Stack, project: Project
 ) -> None:
