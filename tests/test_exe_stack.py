@@ -135,7 +135,7 @@ async def announced(client: ExeNodeClient) -> None:
     await client.wait_control("asset-not-found", assetId=unknown)
 
 
-async def no_client_message_relayed(*clients: ExeNodeClient) -> None:
+def no_client_message_relayed(*clients: ExeNodeClient) -> None:
     for client in clients:
         received = {e["type"] for e in client.controls()}
         assert not received & CLIENT_MESSAGES, (client.name, received)
@@ -166,12 +166,14 @@ async def test_an_asset_held_on_one_instance_reaches_an_author_on_the_other(
             len(content),
             hashlib.sha256(content).hexdigest(),
         )
-        assert downloaded["headers"]["content-type"].startswith("image/png")
+        headers = downloaded["headers"]
+        assert (headers["x-filename"], headers["x-original-mime"]) == ("photo.png", "image/png")
+        assert headers["x-file-size"] == str(len(content))
         # control frames reach no other client; Yjs frames pass the wrapped socket both ways
         assert b.controls("upload-request") == []
         await a.append("with an image;")
         await b.wait_text("with an image;")
-        await no_client_message_relayed(a, b)
+        no_client_message_relayed(a, b)
 
 
 # -- documents and sign-in ---------------------------------------------------------------
@@ -181,6 +183,10 @@ async def test_a_save_reaches_the_other_instance_and_a_fresh_get(
     stack: Stack, project: Project
 ) -> None:
     async with two_authors(stack, project) as (a, b):
+        # B's arrival started the collaboration on a project never saved: A, the oldest,
+        # was asked (a text frame) to save its state, and did
+        saved = await a.wait_event("saved", reason="request-sync-state")
+        assert saved["status"] == 200 and saved["body"]["markedAsSaved"] is True, saved
         await a.append("live;")
         await b.wait_text("live;")
         # offline, A's edit can only reach B through the save
@@ -274,3 +280,4 @@ async def test_a_holders_instance_killed_while_an_author_waits_is_never_silence(
         downloaded = await waiter.wait_event("downloaded", asset=asset, timeout=20)
         assert downloaded["sha256"] == hashlib.sha256(content).hexdigest()
         assert await instance(holder) == await instance(waiter)
+        no_client_message_relayed(holder, waiter)
