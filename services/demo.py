@@ -19,7 +19,9 @@ DEMO_EMAIL = "demo@example.com"
 DEMO_PROJECT = uuid_module.UUID("3f2b8c1e-0d4a-4c3b-9a51-2f7e6d8c9b10")
 
 
-async def ensure_demo(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> tuple[str, str]:
+async def ensure_demo(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+) -> tuple[str, str]:
     """Create the demo user and project when missing; return (token, room name)."""
     async with sessionmaker() as session:
         user = await find_user_by_email(session, DEMO_EMAIL)

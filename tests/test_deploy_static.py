@@ -501,7 +501,10 @@ def test_access_logs_never_contain_the_query_string(tmp_path: Path) -> None:
     log_format = re.search(r"log_format exe_collab[^;]*;", text, re.DOTALL)
     assert log_format is not None
     fmt = log_format.group(0)
-    assert "$uri" in fmt
+    assert '"path":"$exe_log_path"' in fmt
+    redaction = re.search(r"map \$uri \$exe_log_path \{(.*?)\n\}", text, re.DOTALL)
+    assert redaction is not None and "default $uri;" in redaction.group(1)
+    assert "/api/upload-session/<redacted>" in redaction.group(1)
     for leaky in (
         '$request"',
         "$request ",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.auth import mint_token
 from shared.db.engine import create_engine, create_sessionmaker, upgrade
+from shared.upload_sessions import mint_upload_session
 from stack.servers import PostgresServer
 from tests.conftest import TEST_SECRET
 from tests.support.api import Api, GatewayProcess, Reply
@@ -253,3 +255,233 @@ async def test_quota_exceeded(pair: Pair) -> None:
     assert repeat.status == 200
     too_big = await upload(pair.api_a, pair, payload(MAX_ASSET_BYTES + 1, 50), "huge.bin")
     assert too_big.status == 413
+
+
+async def test_list_shape_and_deletes(pair: Pair) -> None:
+    cids = []
+    for seed in range(3):
+        data = payload(500, seed=60 + seed)
+        cids.append(client_id_of(data))
+        stored = await upload(pair.api_a, pair, data, f"f{seed}.png", params={"clientId": cids[-1]})
+        assert stored.status == 201
+    listed = (await pair.api_b.get(pair.assets)).json
+    assert set(listed) == {"assets", "success", "data"}
+    entry = listed["data"][0]
+    assert set(entry) >= {
+        "id", "filename", "mimeType", "size", "componentId", "clientId", "folderPath",
+        "createdAt", "updatedAt",
+    }  # fmt: skip
+    gone = await pair.api_b.delete(f"{pair.assets}/by-client-id/{cids[0]}")
+    assert gone.status == 200 and gone.json == {"success": True, "deleted": 1}
+    again = await pair.api_a.delete(f"{pair.assets}/by-client-id/{cids[0]}")
+    assert again.json == {"success": True, "deleted": 0}
+    bulk = await pair.api_a.delete(
+        f"{pair.assets}/bulk", json={"clientIds": [cids[1], cids[2], cids[2], "unknown"]}
+    )
+    assert bulk.status == 200 and bulk.json == {"success": True, "deleted": 2}
+    assert (await pair.api_a.get(pair.assets)).json["data"] == []
+    too_many = await pair.api_a.delete(f"{pair.assets}/bulk", json={"clientIds": ["a"] * 1001})
+    assert too_many.status == 400 and too_many.is_json_error()
+    viewer_id = await create_user(pair.sessionmaker, "viewer")
+    await make_member(pair.sessionmaker, pair.project, viewer_id, "viewer")
+    viewer = pair.api_a.with_token(token_for(viewer_id))
+    refused = await viewer.delete(f"{pair.assets}/bulk", json={"clientIds": []})
+    assert refused.status == 403
+
+
+def batch_form(
+    files: list[tuple[bytes, str]], metadata: list[dict[str, Any]], *, metadata_first: bool
+) -> aiohttp.FormData:
+    form = aiohttp.FormData(quote_fields=False)
+    if metadata_first:
+        form.add_field("metadata", json.dumps(metadata))
+    for data, name in files:
+        form.add_field("files", data, filename=name, content_type="application/octet-stream")
+    if not metadata_first:
+        form.add_field("metadata", json.dumps(metadata))
+    return form
+
+
+async def test_sync_reports_each_file(pair: Pair) -> None:
+    good = [payload(1000, seed=70 + i) for i in range(3)]
+    big = payload(MAX_ASSET_BYTES - 5000, seed=79)
+    files = [(good[0], "a.png"), (good[1], "b.txt"), (b"x", "../bad"), (good[2], "c.png")]
+    metadata: list[dict[str, Any]] = [
+        {"clientId": client_id_of(good[0]), "filename": "a.png", "mimeType": "image/png"},
+        {"clientId": client_id_of(good[1]), "filename": "b.txt", "folderPath": "docs"},
+        {"clientId": "bad-name", "filename": "../bad", "mimeType": "text/plain"},
+        {"clientId": 5, "filename": "c.png"},
+    ]
+    synced = await pair.api_a.post(
+        f"{pair.assets}/sync", data=batch_form(files, metadata, metadata_first=False)
+    )
+    assert synced.status == 200, synced.body
+    body = synced.json
+    assert body["success"] is False and body["uploaded"] == 2 and body["failed"] == 2
+    results = body["results"]
+    assert [r["success"] for r in results] == [True, True, False, False]
+    assert results[0]["clientId"] == client_id_of(good[0]) and isinstance(
+        results[0]["serverId"], int
+    )
+    assert "error" in results[2] and "error" in results[3]
+    listed = {a["clientId"]: a for a in (await pair.api_b.get(pair.assets)).json["data"]}
+    assert listed[client_id_of(good[1])]["folderPath"] == "docs"
+    # a file sent again stores nothing new; a body over MAX_ASSET_BYTES is refused whole
+    again = await pair.api_b.post(
+        f"{pair.assets}/sync",
+        data=batch_form([(good[0], "a.png")], [metadata[0]], metadata_first=True),
+    )
+    assert again.status == 200 and again.json["uploaded"] == 1, again.body
+    assert again.json["results"][0]["serverId"] == results[0]["serverId"]
+    assert len((await pair.api_b.get(pair.assets)).json["data"]) == 2
+    huge = await pair.api_b.post(
+        f"{pair.assets}/sync",
+        data=batch_form(
+            [(big, "h1.bin"), (big, "h2.bin")],
+            [{"clientId": "h1"}, {"clientId": "h2"}],
+            metadata_first=True,
+        ),
+    )
+    assert huge.status == 413 and huge.is_json_error()
+    no_metadata = await pair.api_a.post(
+        f"{pair.assets}/sync", data=batch_form([(b"1", "x.bin")], [], metadata_first=True)
+    )
+    assert no_metadata.status == 200 and no_metadata.json["failed"] == 1
+    bad_json = aiohttp.FormData()
+    bad_json.add_field("metadata", "{not json")
+    bad_json.add_field("files", b"1", filename="x.bin")
+    assert (await pair.api_a.post(f"{pair.assets}/sync", data=bad_json)).status == 400
+
+
+async def test_upload_session_batch(pair: Pair) -> None:
+    _, other_project = await create_user_and_project(pair.sessionmaker, "other")
+    editor_id = await create_user(pair.sessionmaker, "batcher")
+    await make_member(pair.sessionmaker, pair.project, editor_id, "editor")
+    token, _ = mint_upload_session(TEST_SECRET, pair.project, str(editor_id))
+    url = f"/api/upload-session/{token}/batch"
+    data = payload(2000, seed=90)
+    cid = client_id_of(data)
+    meta = [{"clientId": cid, "filename": "s.png", "mimeType": "image/png", "folderPath": ""}]
+
+    def form() -> aiohttp.FormData:
+        return batch_form([(data, "s.png")], meta, metadata_first=True)
+
+    anonymous = pair.api_b.with_token(None)
+    done = await anonymous.post(url, data=form(), headers={"X-Upload-Session": token})
+    assert done.status == 200, done.body
+    assert done.json["uploaded"] == 1 and done.json["failed"] == 0
+    assert done.json["results"][0]["clientId"] == cid
+    listed = (await pair.api_a.get(pair.assets)).json["data"]
+    assert [a["clientId"] for a in listed] == [cid]
+
+    missing = await anonymous.post(url, data=form())
+    assert missing.status == 401 and missing.is_json_error()
+    mismatched = await anonymous.post(url, data=form(), headers={"X-Upload-Session": token + "x"})
+    assert mismatched.status == 401
+    forged = f"/api/upload-session/{token}x/batch"
+    bad = await anonymous.post(forged, data=form(), headers={"X-Upload-Session": token + "x"})
+    assert bad.status == 401
+    # a session for a project the user is not a member of
+    elsewhere, _ = mint_upload_session(TEST_SECRET, other_project, str(editor_id))
+    refused = await anonymous.post(
+        f"/api/upload-session/{elsewhere}/batch",
+        data=form(),
+        headers={"X-Upload-Session": elsewhere},
+    )
+    assert refused.status == 403 and refused.is_json_error()
+    # the role lowered after the session was minted
+    await make_member(pair.sessionmaker, pair.project, editor_id, "viewer")
+    lowered = await anonymous.post(url, data=form(), headers={"X-Upload-Session": token})
+    assert lowered.status == 403 and lowered.is_json_error()
+    # an access token is not an upload session
+    access = token_for(editor_id)
+    wrong_kind = await anonymous.post(
+        f"/api/upload-session/{access}/batch", data=form(), headers={"X-Upload-Session": access}
+    )
+    assert wrong_kind.status == 401
+
+
+# ---------------------------------------------------------------------------- chunked uploads
+
+
+def chunk_form(data: bytes, fields: dict[str, str]) -> aiohttp.FormData:
+    form = aiohttp.FormData(quote_fields=False)
+    form.add_field("file", data, filename="blob", content_type="application/octet-stream")
+    for key, value in fields.items():
+        form.add_field(key, value)
+    return form
+
+
+async def test_chunks_alternate_between_gateways(pair: Pair) -> None:
+    data = payload(1_500_000, seed=100)
+    cid = client_id_of(data)
+    size = 400_000
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    fields = {
+        "resumableIdentifier": f"{cid}-1700000000000",
+        "resumableTotalChunks": str(len(pieces)),
+        "resumableFilename": "video.mp4",
+        "resumableType": "video/mp4",
+        "clientId": cid,
+    }
+    finalize_body: dict[str, Any] = {**fields, "resumableTotalChunks": len(pieces)}
+    finalize = f"{pair.assets}/upload-chunk/finalize"
+    apis = (pair.api_a, pair.api_b)
+    # the last chunk first, then the others alternately on the two gateways
+    order = [len(pieces) - 1, *range(len(pieces) - 1)]
+    for step, index in enumerate(order):
+        sent = await apis[step % 2].post(
+            f"{pair.assets}/upload-chunk",
+            data=chunk_form(pieces[index], {**fields, "resumableChunkNumber": str(index + 1)}),
+        )
+        assert sent.status == 200, sent.body
+        assert sent.json == {
+            "success": True,
+            "chunkNumber": index + 1,
+            "allUploaded": step == len(order) - 1,
+        }
+        if step == 1:
+            early = await pair.api_b.post(finalize, json=finalize_body)
+            assert early.status == 400 and early.error_code == "chunks_missing", early.body
+    done = await pair.api_b.post(finalize, json=finalize_body)
+    assert done.status == 200, done.body
+    assert done.json["success"] is True and done.json["complete"] is True
+    assert done.json["data"]["clientId"] == cid and done.json["data"]["size"] == len(data)
+    again = await pair.api_a.post(finalize, json=finalize_body)
+    assert again.status == 200 and again.json["data"]["id"] == done.json["data"]["id"]
+    got = await pair.api_a.get(f"{pair.assets}/by-client-id/{cid}")
+    assert got.body == data and got.headers["Content-Type"] == "video/mp4"
+
+
+async def test_chunk_bounds(pair: Pair) -> None:
+    fields = {
+        "resumableIdentifier": "bounded",
+        "resumableTotalChunks": "2",
+        "resumableFilename": "big.bin",
+        "clientId": "bounded",
+    }
+    url = f"{pair.assets}/upload-chunk"
+    first = await pair.api_a.post(
+        url,
+        data=chunk_form(payload(MAX_ASSET_BYTES - 10, 1), {**fields, "resumableChunkNumber": "1"}),
+    )
+    assert first.status == 200, first.body
+    over = await pair.api_b.post(
+        url, data=chunk_form(b"x" * 11, {**fields, "resumableChunkNumber": "2"})
+    )
+    assert over.status == 413 and over.is_json_error()
+    for bad in (
+        {"resumableChunkNumber": "3"},
+        {"resumableChunkNumber": "0"},
+        {"resumableChunkNumber": "x"},
+        {"resumableChunkNumber": "1", "resumableTotalChunks": "10001"},
+        {"resumableChunkNumber": "1", "resumableFilename": "../x"},
+        {"resumableChunkNumber": "1", "resumableTotalChunks": "3"},
+    ):
+        refused = await pair.api_a.post(url, data=chunk_form(b"x", {**fields, **bad}))
+        assert refused.status == 400 and refused.is_json_error(), (bad, refused.body)
+    unknown = await pair.api_a.post(
+        f"{url}/finalize",
+        json={**fields, "resumableIdentifier": "never", "resumableTotalChunks": 2},
+    )
+    assert unknown.status == 400 and unknown.error_code == "chunks_missing"

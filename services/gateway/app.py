@@ -20,8 +20,10 @@ from services.gateway import (
     auth_routes,
     documents,
     exe_assets,
+    exe_chunks,
     exe_documents,
     exe_info,
+    exe_sync,
     members,
     openapi,
     projects,
@@ -112,6 +114,8 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
     exe_info.add_routes(app)
     versions.add_routes(app)
     exe_assets.add_routes(app)  # before assets: /assets/by-client-id/... and /assets/bulk win
+    exe_sync.add_routes(app)
+    exe_chunks.add_routes(app)
     assets.add_routes(app)
     tus.add_routes(app)
     openapi.add_routes(app)

@@ -114,6 +114,16 @@ class SyncResult(ReplyBody):
     results: list[FileResult]
 
 
+class FileMeta(Body):
+    """One entry of a batch's `metadata` (names and types are checked as an upload's are)."""
+
+    clientId: str
+    filename: str | None = None
+    mimeType: str | None = None
+    contentHash: str | None = Field(None, max_length=128)
+    folderPath: str | None = None
+
+
 class SyncForm(BaseModel):
     """POST .../assets/sync and the upload-session batch: `files` matched with `metadata` by
     position."""

@@ -36,8 +36,10 @@ IDENTITY_KEY = web.RequestKey("exe_identity", Identity)
 
 # Everything outside /api/ (health, metrics, the web client, the collab WebSocket,
 # which authenticates itself) plus the public API routes.
+# The upload-session batch authenticates with its session token (`exe_sync.py`).
 PUBLIC_PATHS = re.compile(
     r"^(?!/api/)|^/api/auth/(login|logout|register)$|^/api/openapi\.json$|^/api/version$"
+    r"|^/api/upload-session/[^/]+/batch$"
 )
 
 

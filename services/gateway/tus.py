@@ -184,7 +184,7 @@ class UploadStore:
         return removed
 
 
-class _Lock:
+class UploadLock:
     """An exclusive flock on an upload's lock file (released when the process dies)."""
 
     def __init__(self, path: Path) -> None:
@@ -335,7 +335,7 @@ async def tus_patch(request: web.Request) -> web.Response:
     if request.headers.get("Content-Type", "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
         raise _tus_error(415, f"PATCH bodies must be {OFFSET_CONTENT_TYPE}")
     claimed = _non_negative_int(request, "Upload-Offset")
-    lock = _Lock(store.directory(upload_id) / "lock")
+    lock = UploadLock(store.directory(upload_id) / "lock")
     await lock.acquire(LOCK_WAIT)
     try:
         offset = await asyncio.to_thread(store.offset, upload_id)
@@ -406,7 +406,7 @@ async def _complete(
 
 async def tus_delete(request: web.Request) -> web.Response:
     _, store, upload_id, _ = await _own_upload(request)
-    lock = _Lock(store.directory(upload_id) / "lock")
+    lock = UploadLock(store.directory(upload_id) / "lock")
     await lock.acquire(LOCK_WAIT)
     try:
         await asyncio.to_thread(store.remove, upload_id)

@@ -13,7 +13,9 @@ class WorkerMetrics:
             "persistence_updates_total", "Log entries written to the database", registry=registry
         )
         self.update_bytes = Counter(
-            "persistence_update_bytes_total", "Bytes of Yjs updates written to the database", registry=registry
+            "persistence_update_bytes_total",
+            "Bytes of Yjs updates written to the database",
+            registry=registry,
         )
         self.db_bytes_written = Counter(
             "persistence_db_bytes_written_total",
@@ -34,15 +36,23 @@ class WorkerMetrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
-        self.batches = Counter("persistence_batches_total", "Database transactions of log entries", registry=registry)
-        self.compactions = Counter("persistence_compactions_total", "Compactions run", registry=registry)
+        self.batches = Counter(
+            "persistence_batches_total", "Database transactions of log entries", registry=registry
+        )
+        self.compactions = Counter(
+            "persistence_compactions_total", "Compactions run", registry=registry
+        )
         self.quarantined = Counter(
             "yjs_quarantined_updates_total",
             "Stored updates pycrdt refused at compaction, moved to yjs_quarantine",
             registry=registry,
         )
-        self.errors = Counter("persistence_errors_total", "Failed attempts (retried)", ["stage"], registry=registry)
-        self.redis_connected = Gauge("persistence_redis_connected", "1 while Redis answers", registry=registry)
+        self.errors = Counter(
+            "persistence_errors_total", "Failed attempts (retried)", ["stage"], registry=registry
+        )
+        self.redis_connected = Gauge(
+            "persistence_redis_connected", "1 while Redis answers", registry=registry
+        )
         self.consume_lag = Gauge(
             "persistence_consume_lag_seconds",
             "Seconds since the worker last completed a pass over its queue (grows while it cannot consume)",

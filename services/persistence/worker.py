@@ -120,7 +120,9 @@ class PersistenceWorker:
         """
         projects = sorted(work)
         async with AsyncExitStack() as stack:
-            for project_uuid in projects:  # in one order, so concurrent passes never wait in a cycle
+            for (
+                project_uuid
+            ) in projects:  # in one order, so concurrent passes never wait in a cycle
                 await stack.enter_async_context(self._locks[project_uuid])
             epoch, logs = await self._read_logs(projects)
             results = await self._store.append_from_logs(
@@ -163,7 +165,9 @@ class PersistenceWorker:
         due = []
         for project_uuid, entries in logs.items():
             written, counted = results[project_uuid]
-            fresh = entries[len(entries) - written :]  # positions ascend: the new entries are the tail
+            fresh = entries[
+                len(entries) - written :
+            ]  # positions ascend: the new entries are the tail
             size = sum(len(update) for _, update in fresh)
             for position, _ in fresh:
                 self._metrics.lag.observe(max(0.0, (now_ms - position[0]) / 1000))
@@ -174,7 +178,9 @@ class PersistenceWorker:
             else:
                 stats = counted
                 self._sizes.set(project_uuid, counted)
-            if stats is not None and self._policy.due(stats.count, stats.bytes, stats.snapshot_bytes):
+            if stats is not None and self._policy.due(
+                stats.count, stats.bytes, stats.snapshot_bytes
+            ):
                 due.append(project_uuid)
         if total:
             self._metrics.record_written(total_bytes, total_bytes)
@@ -234,7 +240,12 @@ class PersistenceWorker:
                 # dead worker left behind, then new work.
                 entries = await self._read_group("0", block=None)
                 _, claimed, _ = await self._redis.xautoclaim(
-                    DIRTY_STREAM, CONSUMER_GROUP, self._consumer, self._claim_idle_ms, "0-0", count=self._batch_size
+                    DIRTY_STREAM,
+                    CONSUMER_GROUP,
+                    self._consumer,
+                    self._claim_idle_ms,
+                    "0-0",
+                    count=self._batch_size,
                 )
                 entries += claimed
                 if not entries:
@@ -251,8 +262,10 @@ class PersistenceWorker:
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     group_ready = False
-                    log.error("the work queue's consumer group is gone: Redis lost its data; "
-                              "recreating it and re-reading every log")
+                    log.error(
+                        "the work queue's consumer group is gone: Redis lost its data; "
+                        "recreating it and re-reading every log"
+                    )
                 else:
                     log.warning("work queue error: %s", exc)
                 self._metrics.errors.labels("redis").inc()
@@ -267,13 +280,23 @@ class PersistenceWorker:
                 log.exception("database write failed; retrying in %.1fs", backoff.delay)
                 await backoff.sleep()
 
-    async def _read_group(self, start: str, block: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def _read_group(
+        self, start: str, block: int | None
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         response = await self._redis.xreadgroup(
-            CONSUMER_GROUP, self._consumer, {DIRTY_STREAM: start}, count=self._batch_size, block=block
+            CONSUMER_GROUP,
+            self._consumer,
+            {DIRTY_STREAM: start},
+            count=self._batch_size,
+            block=block,
         )
         # redis-py types the reply for decode_responses either way; this client gets bytes
-        entries = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None", response)
-        return [entry for _, stream_entries in entries or [] for entry in stream_entries if entry[1]]
+        entries = cast(
+            "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None", response
+        )
+        return [
+            entry for _, stream_entries in entries or [] for entry in stream_entries if entry[1]
+        ]
 
     async def _process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         by_project: dict[str, list[bytes]] = defaultdict(list)
@@ -312,6 +335,8 @@ class PersistenceWorker:
             if (project := project_of_log_stream(key)) is not None
         ]
         for start in range(0, len(projects), self._batch_size):
-            await self.persist({project: () for project in projects[start : start + self._batch_size]})
+            await self.persist(
+                {project: () for project in projects[start : start + self._batch_size]}
+            )
         if projects:
             log.info("swept the project logs", extra={"projects": len(projects)})
