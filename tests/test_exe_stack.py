@@ -169,6 +169,12 @@ async def test_an_asset_held_on_one_instance_reaches_an_author_on_the_other(
         headers = downloaded["headers"]
         assert (headers["x-filename"], headers["x-original-mime"]) == ("photo.png", "image/png")
         assert headers["x-file-size"] == str(len(content))
+        # on its next connect, B's editor finds the file in the project's asset list
+        since = await b.disconnect()
+        await b.connect()
+        listed = await b.wait_event("assets_listed", since=since)
+        assert listed["status"] == 200 and listed["client_ids"] == [asset], listed
+        await b.wait_synced(since=since)
         # control frames reach no other client; Yjs frames pass the wrapped socket both ways
         assert b.controls("upload-request") == []
         await a.append("with an image;")

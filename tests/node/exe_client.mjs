@@ -9,7 +9,9 @@
  *   and never reaches y-websocket. Every other frame goes to the provider unchanged.
  * - Outgoing control frames are 0xFF + UTF-8 JSON `{type, data}`, binary.
  * - On every connect (and on `trigger-resync`) the client announces the assets it holds
- *   (`awareness-update {availableAssets, totalAssets}`).
+ *   (`awareness-update {availableAssets, totalAssets}`); on every connect it also reads the
+ *   project's asset list (GET `apiUrl/projects/{uuid}/assets`, its `data[].clientId`),
+ *   reported as `{"event":"assets_listed","status","client_ids"}`.
  * - `upload-request`: POST the held file as multipart `file` to `apiUrl + uploadUrl` with the
  *   Bearer token, then `asset-uploaded` (success and size, or the HTTP error). Reported as
  *   `{"event":"uploaded","asset","status","body"}`. A file held with `defer: n` leaves its
@@ -104,6 +106,14 @@ export class ExeClient {
       this.react(message).catch((err) => this.emitError(err, { where: message.type }))
     }
     this.announce()
+    this.listAssets().catch((err) => this.emitError(err, { where: 'asset list' }))
+  }
+
+  async listAssets () {
+    const response = await fetch(`${this.api}/projects/${this.projectId}/assets`, { headers: this.auth })
+    const body = response.ok ? await response.json() : { data: [] }
+    const clientIds = (body.data ?? []).map((asset) => asset.clientId).filter((id) => id)
+    this.emit({ event: 'assets_listed', status: response.status, client_ids: clientIds })
   }
 
   /** @param {string} type @param {Record<string, any>} data */

@@ -7,7 +7,8 @@
 Besides :class:`NodeYClient`'s events it reports ``control`` (type, data, binary: every
 control frame received; none reaches y-websocket), ``uploaded`` (asset, status, body: an
 ``upload-request`` answered), ``upload_deferred``, ``downloaded`` (asset, status, size,
-sha256, headers: an ``asset-ready`` fetched) and ``saved`` (a ``request-sync-state``
+sha256, headers: an ``asset-ready`` fetched), ``assets_listed`` (status, client_ids: the
+project's asset list, read on every connect) and ``saved`` (a ``request-sync-state``
 answered).
 """
 
