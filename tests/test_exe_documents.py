@@ -10,7 +10,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
-import jwt
 import pytest
 from pycrdt import Doc, Text
 from sqlalchemy import select
@@ -24,6 +23,7 @@ from tests.conftest import make_settings
 from tests.support.api import Api
 from tests.support.app_server import InProcessServer
 from tests.support.cluster import Cluster, wait_stored
+from tests.support.exe_tokens import exe_token
 from tests.support.fixtures_data import DEFAULT_PASSWORD, create_user, email_for
 from tests.support.node_client import NodeYClient
 from tests.support.wait import eventually
@@ -44,12 +44,6 @@ def full_state(text: str) -> bytes:
 
 def text_of(update: bytes) -> str:
     return str(build_doc([update]).get("t", type=Text))
-
-
-def exe_token(secret: str, user_id: int) -> str:
-    """A token as eXeLearning's app signs it for its editor: integer sub, no roles, no iat, 7 days."""
-    claims = {"sub": user_id, "email": "x@example.org", "isGuest": False, "exp": int(time.time()) + 7 * 24 * 3600}
-    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def doc_path(project: str, suffix: str = "yjs-document") -> str:

@@ -31,6 +31,7 @@ from shared.store import DocumentStore
 from stack import Stack, persistence_available
 from stack.processes import descendants, pid_alive
 from tests.support.node_client import NodeYClient
+from tests.support.stack_metrics import connections_per_instance, idle
 from tests.support.wait import eventually
 from tests.support.yclient import YClient
 
@@ -103,32 +104,9 @@ def instance_of(client: YClient) -> str:
     return client.ws._response.headers["X-Instance-Id"]  # aiohttp keeps the handshake response here
 
 
-async def connections_per_instance(stack: Stack) -> dict[str, int]:
-    counts = {}
-    async with aiohttp.ClientSession() as session:
-        for instance in stack.collab_instances:
-            if not instance.alive:
-                continue
-            url = f"{instance.url}/metrics"
-            async with session.get(url, headers=stack.metrics_headers) as resp:
-                text = await resp.text()
-            match = re.search(r"^collab_connections (\S+)$", text, re.MULTILINE)
-            counts[instance.name] = int(float(match.group(1))) if match else 0
-    return counts
-
-
 async def wait_until(check: Any, what: str, timeout: float = 15.0) -> Any:
     """Poll an async `check` until it returns something truthy (processes/DB have no events)."""
     return await eventually(check, timeout, what=what, interval=0.1)
-
-
-async def idle(stack: Stack) -> None:
-    """Wait until no collab instance holds a connection of an earlier test."""
-
-    async def check() -> bool:
-        return not any((await connections_per_instance(stack)).values())
-
-    await wait_until(check, "earlier connections to close", timeout=10)
 
 
 async def stored_text(stack: Stack, room: str) -> str:

@@ -7,7 +7,7 @@
  * Usage:
  *   node client.mjs --server ws://HOST:PORT/yjs --room project-<uuid> --token JWT
  *                   [--name NAME] [--client-id N] [--max-backoff MS]
- *                   [--preload N:S]
+ *                   [--preload N:S] [--api URL]
  *
  * --preload N:S fills the document before the first connection with N pieces of
  * S characters, inserted at scattered positions in one transaction (the way an
@@ -15,6 +15,10 @@
  * all of it.
  * The provider connects to `${server}/${room}?token=JWT`. The shared text is
  * doc.getText('t').
+ *
+ * --api URL (eXeLearning's `apiUrl`, e.g. http://HOST/api) makes the client play
+ * eXeLearning's editor too: control frames, asset uploads and downloads, document saves
+ * (exe_client.mjs lists its events and commands).
  *
  * Commands (stdin, one JSON object per line; an optional "id" is echoed back
  * in the reply):
@@ -35,6 +39,7 @@
  *   {"event":"client_id","value":n}          at start
  *   {"event":"ready"}                        once the provider is created
  *   {"event":"status","status":"connecting"|"connected"|"disconnected"}
+ *   {"event":"instance","value":s}           the X-Instance-Id of each handshake's answer
  *   {"event":"synced","value":bool}          provider 'sync'
  *   {"event":"close","code":n|null,"reason":s|null,"local":bool}
  *                                            provider 'connection-close' (local: closed by
@@ -57,6 +62,8 @@ import WebSocket from 'ws'
 import * as Y from 'yjs'
 import * as authProtocol from 'y-protocols/auth'
 import { WebsocketProvider, messageAuth } from 'y-websocket'
+
+import { ExeClient } from './exe_client.mjs'
 
 // The provider refers to the global WebSocket in places (resyncInterval).
 globalThis.WebSocket = WebSocket
@@ -85,7 +92,8 @@ const { values: args } = parseArgs({
     name: { type: 'string' },
     'client-id': { type: 'string' },
     'max-backoff': { type: 'string' },
-    preload: { type: 'string' }
+    preload: { type: 'string' },
+    api: { type: 'string' }
   },
   strict: true
 })
@@ -135,7 +143,12 @@ provider.messageHandlers[messageAuth] = (_encoder, decoder, _provider, _emitSync
   })
 }
 
-provider.on('status', ({ status }) => emit({ event: 'status', status }))
+provider.on('status', ({ status }) => {
+  if (status === 'connecting') {
+    provider.ws.on('upgrade', (response) => emit({ event: 'instance', value: response.headers['x-instance-id'] ?? null }))
+  }
+  emit({ event: 'status', status })
+})
 provider.on('sync', (value) => emit({ event: 'synced', value }))
 provider.on('connection-close', (event) => {
   if (event == null) {
@@ -172,6 +185,11 @@ awareness.on('change', ({ added, updated, removed }, origin) => {
 if (args.name !== undefined) {
   awareness.setLocalState({ user: { name: args.name } })
 }
+
+/** @type {Record<string, (cmd: Record<string, any>) => any>} */
+const extraOps = args.api !== undefined
+  ? new ExeClient({ provider, doc, api: args.api, token: args.token, room: args.room, emit, emitError }).ops
+  : {}
 
 let quitting = false
 
@@ -241,8 +259,15 @@ const handle = (cmd) => {
       return ok()
     case 'quit':
       return quit()
-    default:
-      throw new Error(`unknown op ${JSON.stringify(cmd.op)}`)
+    default: {
+      const op = extraOps[cmd.op]
+      if (op === undefined) throw new Error(`unknown op ${JSON.stringify(cmd.op)}`)
+      // the reply may be a promise (an HTTP request): errors are reported as the others
+      return Promise.resolve(op(cmd)).then(
+        (reply) => emit({ ...reply, ...id }),
+        (err) => emitError(err, { ...id, op: cmd.op })
+      )
+    }
   }
 }
 

@@ -25,7 +25,8 @@ disconnected), ``synced`` (value), ``close`` (code, reason, local),
 ``closed`` (code, reason: permanent 4400-4499 close, the provider stopped
 reconnecting), ``connection_error``, ``permission_denied`` (reason),
 ``update`` (text, after each remote doc update), ``awareness`` (states of
-remote clients, added/updated/removed), ``error``, plus the command replies
+remote clients, added/updated/removed), ``instance`` (the X-Instance-Id a handshake was
+answered with), ``error``, plus the command replies
 ``ok``, ``text``, ``peers``, ``info`` and ``bye``.
 """
 
@@ -89,6 +90,7 @@ class NodeYClient:
         client_id: int | None = None,
         max_backoff_ms: int | None = None,
         preload: tuple[int, int] | None = None,
+        api_url: str | None = None,
         start_timeout: float = DEFAULT_TIMEOUT,
         node: str = "node",
     ) -> None:
@@ -100,6 +102,7 @@ class NodeYClient:
         self._requested_client_id = client_id
         self._max_backoff_ms = max_backoff_ms
         self._preload = preload
+        self._api_url = api_url
         self._node = node
         #: Every event printed by the client, in arrival order.
         self.events: list[Event] = []
@@ -123,14 +126,15 @@ class NodeYClient:
         token: str | None,
         name: str | None = None,
         **kwargs: Any,
-    ) -> NodeYClient:
+    ) -> Self:
         """Return an unstarted client; ``async with`` it to run it.
 
         ``async with NodeYClient.start(url, room, token) as c:`` spawns the
         process, waits (bounded) for its ``ready`` event and kills it on exit.
         Keyword arguments: ``client_id`` (fixed Yjs clientID),
         ``max_backoff_ms`` (provider's maxBackoffTime), ``preload`` ((count, size): fill the
-        document before connecting, see client.mjs), ``start_timeout``,
+        document before connecting, see client.mjs), ``api_url`` (play eXeLearning's editor
+        against that ``apiUrl``: tests/support/exe_client.py), ``start_timeout``,
         ``node`` (binary name).
         """
         return cls(server_url, room, token, name, **kwargs)
@@ -143,7 +147,7 @@ class NodeYClient:
         token: str | None,
         name: str | None = None,
         **kwargs: Any,
-    ) -> NodeYClient:
+    ) -> Self:
         """Start a client without a context manager; the caller must :meth:`close` it."""
         client = cls(server_url, room, token, name, **kwargs)
         await client._spawn()
@@ -176,6 +180,8 @@ class NodeYClient:
             argv += ["--max-backoff", str(self._max_backoff_ms)]
         if self._preload is not None:
             argv += ["--preload", f"{self._preload[0]}:{self._preload[1]}"]
+        if self._api_url is not None:
+            argv += ["--api", self._api_url]
         self._proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=str(NODE_DIR),
