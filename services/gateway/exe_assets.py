@@ -69,7 +69,9 @@ BYTES_HEADERS = {
 
 class UploadQuery(Query):
     clientId: str | None = Field(None, pattern=CLIENT_ID_PATTERN)
-    name: str | None = Field(None, description="Store under this name (without a client id)")
+    name: str | None = Field(
+        None, min_length=1, max_length=255, description="Store under this name (no client id)"
+    )
 
 
 @dataclass

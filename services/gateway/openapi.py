@@ -174,15 +174,13 @@ LEGACY_SCHEMAS: dict[str, Any] = {
     },
     "AssetList": {
         "type": "object",
-        "required": ["assets"],
+        "required": ["assets", "success", "data"],
         "properties": {
-            "assets": {"type": "array", "items": {"$ref": "#/components/schemas/Asset"}}
+            "assets": {"type": "array", "items": {"$ref": "#/components/schemas/Asset"}},
+            "success": {"type": "boolean"},
+            # eXeLearning's list (services/gateway/exe_models.py)
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/ExeAsset"}},
         },
-    },
-    "AssetUpload": {
-        "type": "object",
-        "required": ["file"],
-        "properties": {"file": {"type": "string", "format": "binary"}},
     },
 }
 
@@ -429,27 +427,6 @@ LEGACY_PATHS: dict[str, Any] = {
         "get": _op(
             "The project's assets (viewer+)",
             {"200": _json("Assets", "AssetList"), **_errors(*_PROJECT_ERRORS)},
-            tags=["assets"],
-        ),
-        "post": _op(
-            "Upload an asset as multipart/form-data, part 'file' (editor+); replaces one of the same name",
-            {
-                "200": _json("Replaced", "Asset"),
-                "201": _json("Stored", "Asset"),
-                **_errors(*_PROJECT_ERRORS, 413, 415, 429),
-            },
-            parameters=[
-                {
-                    "name": "name",
-                    "in": "query",
-                    "description": "The asset name (default: the part's filename)",
-                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                }
-            ],
-            requestBody={
-                "required": True,
-                "content": {"multipart/form-data": {"schema": _ref("AssetUpload")}},
-            },
             tags=["assets"],
         ),
     },
