@@ -69,9 +69,8 @@ BYTES_HEADERS = {
 
 class UploadQuery(Query):
     clientId: str | None = Field(None, pattern=CLIENT_ID_PATTERN)
-    name: str | None = Field(
-        None, min_length=1, max_length=255, description="Store under this name (no client id)"
-    )
+    # checked by asset_store.validate_name (its code: invalid_name), not here
+    name: str | None = Field(None, description="Store under this name (no client id)")
 
 
 @dataclass
