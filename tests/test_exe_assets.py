@@ -217,6 +217,7 @@ async def test_download_by_client_id_headers(pair: Pair) -> None:
     for key in (cid, "café 100%.png", str(stored.json["data"]["id"])):
         by_key = await pair.api_a.get(f"{pair.assets}/{key}", headers={"Range": "bytes=0-9"})
         assert by_key.status == 206 and by_key.body == data[:10], key
+        assert by_key.headers["X-Filename"] == headers["X-Filename"]
     assert (await pair.api_a.get(f"{pair.assets}/by-client-id/{'f' * 32}")).status == 404
     assert (await pair.api_a.get(f"{pair.assets}/by-client-id/bad.id")).status == 404
 

@@ -9,7 +9,6 @@ rename-into-place step (`asset_store.place_asset`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from aiohttp import web
 from pydantic import Field
@@ -19,7 +18,7 @@ from services.gateway.asset_store import AssetVolume, delete_asset, validate_nam
 from services.gateway.context import Need, authorize, sessionmaker
 from services.gateway.errors import not_found
 from services.gateway.exe_models import ExeAsset
-from services.gateway.exe_rules import content_disposition
+from services.gateway.exe_rules import content_disposition, header_value
 from services.gateway.exe_store import find_by_key
 from services.gateway.file_response import AssetFileResponse
 from services.gateway.projects import PROJECT_ERRORS, ProjectPath
@@ -121,13 +120,9 @@ async def download_asset(request: web.Request) -> web.StreamResponse:
     return serve_asset(request, auth.project_uuid, asset)
 
 
-def serve_asset(
-    request: web.Request,
-    project_uuid: str,
-    asset: Asset | None,
-    headers: Mapping[str, str] | None = None,
-) -> AssetFileResponse:
-    """The asset's file (Range, If-Range, ETag), with `headers` besides the usual ones."""
+def serve_asset(request: web.Request, project_uuid: str, asset: Asset | None) -> AssetFileResponse:
+    """The asset's file (Range, If-Range, ETag), with its metadata in the headers eXeLearning's
+    editor reads (`X-Filename`, `X-Folder-Path`, `X-Original-Mime`, `X-File-Size`)."""
     if asset is None:
         raise not_found("no such asset")
     path = request.app[ASSET_VOLUME].absolute(asset.path)
@@ -137,7 +132,6 @@ def serve_asset(
     return AssetFileResponse(
         path,
         headers={
-            **(headers or {}),
             "Content-Type": asset.content_type,
             "Content-Disposition": content_disposition(asset.name),
             "X-Content-Type-Options": "nosniff",
@@ -145,6 +139,10 @@ def serve_asset(
             "Content-Security-Policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:",
             "Cache-Control": "private, no-cache",
             "X-Asset-Sha256": asset.sha256,
+            "X-Filename": header_value(asset.name),
+            "X-Folder-Path": header_value(asset.folder_path or ""),
+            "X-Original-Mime": asset.content_type,
+            "X-File-Size": str(asset.size),
         },
     )
 

@@ -45,7 +45,6 @@ from services.gateway.exe_rules import (
     CLIENT_ID_PATTERN,
     client_id,
     folder_path,
-    header_value,
 )
 from services.gateway.exe_store import commit_by_client_id, find_by_client_id
 from services.gateway.forms import multipart_errors, part_chunks, read_text, require_multipart
@@ -69,7 +68,8 @@ BYTES_HEADERS = {
 
 class UploadQuery(Query):
     clientId: str | None = Field(None, pattern=CLIENT_ID_PATTERN)
-    name: str | None = Field(None, description="Store under this name (without a client id)")
+    # checked by asset_store.validate_name (its code: invalid_name), not here
+    name: str | None = Field(None, description="Store under this name (no client id)")
 
 
 @dataclass
@@ -240,18 +240,7 @@ async def download_by_client_id(request: web.Request) -> web.StreamResponse:
     auth = await authorize(request, Need.VIEW)
     async with sessionmaker(request)() as session:
         asset = await find_by_client_id(session, auth.project.id, request.match_info["client_id"])
-    headers = {} if asset is None else metadata_headers(asset)
-    return serve_asset(request, auth.project_uuid, asset, headers)
-
-
-def metadata_headers(asset: Asset) -> dict[str, str]:
-    """What eXeLearning's editor reads from a download besides the bytes."""
-    return {
-        "X-Filename": header_value(asset.name),
-        "X-Folder-Path": header_value(asset.folder_path or ""),
-        "X-Original-Mime": asset.content_type,
-        "X-File-Size": str(asset.size),
-    }
+    return serve_asset(request, auth.project_uuid, asset)
 
 
 async def _delete_client_ids(request: web.Request, client_ids: list[str]) -> web.Response:
