@@ -35,6 +35,7 @@ def test_the_public_routes_are_the_declared_ones(app: web.Application) -> None:
         ("POST", "/api/auth/logout"),
         ("POST", "/api/auth/register"),  # optional auth: an admin's token is read if sent
         ("OPTIONS", "/api/projects/{uuid}/uploads"),
+        ("POST", "/api/upload-session/{token}/batch"),  # its upload session is its credential
     }
     assert len(app[ANONYMOUS_ROUTES]) == len(app[OPERATIONS])
 
