@@ -47,7 +47,13 @@ from services.gateway.exe_rules import (
     folder_path,
 )
 from services.gateway.exe_store import commit_by_client_id, find_by_client_id
-from services.gateway.forms import multipart_errors, part_chunks, read_text, require_multipart
+from services.gateway.forms import (
+    form_parts,
+    multipart_errors,
+    part_chunks,
+    read_text,
+    require_multipart,
+)
 from services.gateway.projects import ProjectPath
 from services.gateway.quota import MULTIPART_LEASE_SECONDS, UploadLimits, released_on_error, reserve
 from services.gateway.schema import Handler, Multipart, Query, Reply, Routes, reply
@@ -99,11 +105,8 @@ async def _read_form(
     form = UploadForm()
     try:
         with multipart_errors():
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader):
-                    await part.release()
-                elif part.name == "file" and form.staged is None and form.existing is None:
+            async for part in form_parts(request):
+                if part.name == "file" and form.staged is None and form.existing is None:
                     await _take_file(request, auth, query, reservation, form, part)
                 elif part.name in ("clientId", "folderPath") and part.filename is None:
                     form.fields[part.name] = await read_text(part, MAX_FIELD_BYTES)

@@ -25,7 +25,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from pydantic import ConfigDict, Field
 
 from services.gateway.asset_store import (
@@ -49,7 +49,13 @@ from services.gateway.exe_rules import (
     missing_chunks,
 )
 from services.gateway.exe_store import commit_by_client_id, find_by_client_id
-from services.gateway.forms import multipart_errors, part_chunks, read_text, require_multipart
+from services.gateway.forms import (
+    form_parts,
+    multipart_errors,
+    part_chunks,
+    read_text,
+    require_multipart,
+)
 from services.gateway.projects import ProjectPath
 from services.gateway.quota import UploadLimits, released_on_error, reserve
 from services.gateway.schema import (
@@ -217,11 +223,8 @@ async def _read_chunk(request: web.Request) -> tuple[StagedFile, dict[str, str]]
     fields: dict[str, str] = {}
     try:
         with multipart_errors():
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader):
-                    await part.release()
-                elif part.name == "file" and staged is None:
+            async for part in form_parts(request):
+                if part.name == "file" and staged is None:
                     staged = await stage_stream(volume, part_chunks(part), max_bytes)
                 elif part.name in FIELDS and part.filename is None:
                     fields[part.name] = await read_text(part, MAX_FIELD_BYTES)

@@ -18,7 +18,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from pydantic import ValidationError
 
 from services.gateway.asset_store import (
@@ -41,7 +41,13 @@ from services.gateway.errors import ApiError, bad_request, unauthorized
 from services.gateway.exe_models import FileMeta, FileResult, SyncForm, SyncResult
 from services.gateway.exe_rules import client_id, folder_path
 from services.gateway.exe_store import commit_by_client_id
-from services.gateway.forms import multipart_errors, part_chunks, read_text, require_multipart
+from services.gateway.forms import (
+    form_parts,
+    multipart_errors,
+    part_chunks,
+    read_text,
+    require_multipart,
+)
 from services.gateway.projects import ProjectPath
 from services.gateway.quota import MULTIPART_LEASE_SECONDS, UploadLimits, release, reserve
 from services.gateway.schema import PUBLIC, Multipart, Path, Reply, Routes, error_message, reply
@@ -92,11 +98,8 @@ async def _read_batch(
     total = 0
     try:
         with multipart_errors():
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader):
-                    await part.release()
-                elif part.name == "files":
+            async for part in form_parts(request):
+                if part.name == "files":
                     if len(files) >= MAX_SYNC_FILES:
                         raise bad_request(f"at most {MAX_SYNC_FILES} files a request")
                     if not files:

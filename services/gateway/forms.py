@@ -27,6 +27,17 @@ def require_multipart(
         raise too_large(f"the body is larger than the limit of {max_body} bytes")
 
 
+async def form_parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
+    """The body's parts in order (a nested multipart is skipped). Iterate inside
+    `multipart_errors()`; a part the caller does not read must be released."""
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if isinstance(part, BodyPartReader):
+            yield part
+        else:
+            await part.release()
+
+
 async def part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     while chunk := await part.read_chunk(READ_CHUNK):
         yield chunk
