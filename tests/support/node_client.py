@@ -39,10 +39,10 @@ import itertools
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 Event = dict[str, Any]
 Predicate = Callable[[Event], bool]
@@ -53,6 +53,9 @@ CLIENT_JS: Path = NODE_DIR / "client.mjs"
 DEFAULT_TIMEOUT = 10.0
 _STDOUT_LIMIT = 64 * 1024 * 1024  # an "update"/"text" line carries the whole text
 _STDERR_KEEP = 200  # lines of stderr kept for error messages
+
+
+T = TypeVar("T")
 
 
 class NodeClientError(RuntimeError):
@@ -309,9 +312,7 @@ class NodeYClient:
             raise self._exit_error()
         proc.stdin.write((json.dumps(command) + "\n").encode())
 
-    async def _request(
-        self, op: str, timeout: float = DEFAULT_TIMEOUT, **fields: Any
-    ) -> Event:
+    async def _request(self, op: str, timeout: float = DEFAULT_TIMEOUT, **fields: Any) -> Event:
         """Send a command and wait for its reply (matched by id); raise on an error reply."""
         request_id = next(self._ids)
         since = len(self.events)
@@ -381,39 +382,45 @@ class NodeYClient:
         and checks again, until ``timeout`` runs out (``TimeoutError`` then,
         with the last text seen).
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            since = self.mark()  # before `get`, so no update can slip through
-            current = await self.text(timeout=max(deadline - loop.time(), 0.1))
-            if current == expected:
-                return current
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"text is {current!r}, expected {expected!r}")
-            try:
-                await self.wait_for(lambda e: e["event"] == "update", remaining, since=since)
-            except TimeoutError:
-                raise TimeoutError(f"text is {current!r}, expected {expected!r}") from None
+        text = await self._settle(
+            lambda left: self.text(timeout=left), lambda t: t == expected, "update", timeout
+        )
+        if text != expected:
+            raise TimeoutError(f"text is {text!r}, expected {expected!r}")
+        return text
 
     async def wait_peers(
         self, predicate: Callable[[dict[int, Any]], bool], timeout: float = DEFAULT_TIMEOUT
     ) -> dict[int, Any]:
         """Wait until the remote awareness states satisfy ``predicate``; return them."""
+        states = await self._settle(
+            lambda left: self.peers(timeout=left), predicate, "awareness", timeout
+        )
+        if not predicate(states):
+            raise TimeoutError(f"peers are {states!r}")
+        return states
+
+    async def _settle(
+        self,
+        read: Callable[[float], Awaitable[T]],
+        accept: Callable[[T], bool],
+        event: str,
+        timeout: float,
+    ) -> T:
+        """Read a value, and again after each `event`, until `accept` takes it or `timeout`
+        runs out; the last value read either way."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            since = self.mark()
-            states = await self.peers(timeout=max(deadline - loop.time(), 0.1))
-            if predicate(states):
-                return states
+            since = self.mark()  # before reading, so no event can slip through
+            value = await read(max(deadline - loop.time(), 0.1))
             remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"peers are {states!r}")
+            if accept(value) or remaining <= 0:
+                return value
             try:
-                await self.wait_for(lambda e: e["event"] == "awareness", remaining, since=since)
+                await self.wait_for(lambda e: e["event"] == event, remaining, since=since)
             except TimeoutError:
-                raise TimeoutError(f"peers are {states!r}") from None
+                return value
 
     # ------------------------------------------------------------------ commands
 
