@@ -15,8 +15,9 @@ of gateway and collab instances:
   `render_upstreams(COMPOSE_UPSTREAMS)` and checked by the tests): one
   `server gateway:8080 resolve` line per service with Docker's DNS resolver;
   nginx >= 1.27.3 re-resolves the name every 10 s, so `docker compose --scale`
-  is followed without a reload, and `least_conn` works because the upstream
-  keeps its shared-memory zone.
+  is followed without a reload, and the balancing (`least_conn` for the
+  gateways, the room hash for collab) works because the upstream keeps its
+  shared-memory zone.
 * `make stack`: one `server 127.0.0.1:<port>` line per started instance;
   the stack rewrites the file and reloads nginx when it adds an instance.
 """
@@ -136,7 +137,8 @@ def render_upstreams(upstreams: Upstreams) -> str:
             "# name in Docker's DNS. `resolve` (nginx >= 1.27.3) re-resolves the",
             "# name every `valid=` seconds and updates the servers in the shared",
             "# zone, so `docker compose up --scale collab=N` is followed within 10 s",
-            "# without a reload, and least_conn keeps counting across the change.",
+            "# without a reload, and the balancing state (least_conn's counts, the",
+            "# collab hash ring) follows the change.",
             f"resolver {upstreams.resolver} valid=10s ipv6=off;",
             "resolver_timeout 5s;",
         ]
@@ -149,15 +151,20 @@ def render_upstreams(upstreams: Upstreams) -> str:
         "    keepalive 32;",
         "}",
         "",
-        "# WebSockets: least_conn spreads long-lived rooms by open connections.",
+        "# WebSockets: room affinity. A consistent hash (ketama) of the room name",
+        "# ($exe_room, from the path in site.conf; never the query, which holds",
+        "# the token) sends every client of a room to the same instance while it",
+        "# is up. When an instance goes, only its rooms move, each to the next",
+        "# instance on the ring (the same one for all of a room's clients); when",
+        "# one is added, only the rooms that hash to it move.",
         "# max_fails=0: nginx clears a peer's failures only when a request through",
         "# it *ends*, which for a WebSocket is hours later, so with max_fails a",
         "# restarted instance would get one new connection per fail_timeout. A",
-        "# refused handshake still falls through to the next instance at once",
-        "# (proxy_next_upstream in locations.inc).",
+        "# refused handshake still falls through to the next instance on the ring",
+        "# at once (proxy_next_upstream in locations.inc).",
         "upstream exe_collab {",
         "    zone exe_collab 256k;",
-        "    least_conn;",
+        "    hash $exe_room consistent;",
         *(f"    server {addr}{resolve} max_fails=0;" for addr in upstreams.collab),
         "}",
         "",

@@ -443,11 +443,11 @@ def test_compose_upstreams_file_is_generated_and_follows_scaling() -> None:
         "deploy/nginx/upstreams/compose.conf is stale: python -m stack render-nginx"
     )
     assert re.search(r"^resolver 127\.0\.0\.11 valid=10s", committed, re.MULTILINE)
-    for name in ("gateway", "collab"):
+    for name, balancing in (("gateway", "least_conn;"), ("collab", "hash $exe_room consistent;")):
         block = re.search(r"upstream exe_" + name + r" \{(.*?)\}", committed, re.DOTALL)
         assert block is not None
         body = block.group(1)
-        assert "least_conn;" in body and f"zone exe_{name} " in body
+        assert balancing in body and f"zone exe_{name} " in body
         assert re.search(rf"server {name}:8080 resolve\b", body)
 
 
@@ -549,6 +549,23 @@ def test_routes_websockets_health_and_limits(tmp_path: Path) -> None:
         in text
     )
     assert "least_conn;" in text
+
+
+def test_collab_upstream_hashes_by_the_room_name_from_the_path(tmp_path: Path) -> None:
+    """Room affinity: exe_collab hashes $exe_room, the room name the path carries."""
+    text = _rendered(tmp_path)
+    collab = _section(text, r"upstream exe_collab \{(.*?)\}")
+    assert "hash $exe_room consistent;" in collab and "least_conn" not in collab
+    assert "least_conn;" in _section(text, r"upstream exe_gateway \{(.*?)\}")
+    room_map = _section(text, r"map \$uri \$exe_room \{(.*?)\n\}")  # $uri: never the query
+    pattern = re.search(r'"~(.*?)" \$exe_room_name;', room_map)
+    assert pattern is not None
+    room = re.compile(pattern.group(1).replace("?<exe_room_name>", "?P<exe_room_name>"))
+    match = room.match("/yjs/project-0b9a")
+    assert match is not None and match.group("exe_room_name") == "project-0b9a"
+    assert room.match("/yjs/project-0b9a/extra") is None and room.match("/api/x") is None
+    yjs = _section(text, r"location /yjs/ \{(.*?)\n\}")
+    assert "proxy_next_upstream error timeout;" in yjs  # a dead instance: next on the ring
 
 
 # -- Kubernetes ------------------------------------------------------------------------
@@ -701,6 +718,9 @@ def test_k8s_references_resolve() -> None:
     assert int(ws["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
     assert ws["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     assert ws["nginx.ingress.kubernetes.io/enable-access-log"] == "false"
+    # Room affinity on /yjs/ only: a hash of the path, never of the query (the token).
+    assert ws["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$uri"
+    assert "nginx.ingress.kubernetes.io/upstream-hash-by" not in routes["/"][1]
     # Shared assets: ReadWriteMany.
     pvc = by_kind["PersistentVolumeClaim"]["exe-collab-assets"]
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
