@@ -98,6 +98,11 @@ class Instance:
         return f"http://{LOOPBACK}:{self.port}"
 
     @property
+    def ws_url(self) -> str:
+        """A collab instance's rooms, bypassing nginx: `ws://127.0.0.1:PORT/yjs`."""
+        return f"ws://{LOOPBACK}:{self.port}/yjs"
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
@@ -177,7 +182,11 @@ class Stack:
         if collab < 1 or gateway < 1:
             raise ValueError("a stack needs at least one collab and one gateway instance")
         owns = run_dir is None
-        run_path = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="exe-collab-stack-run-"))
+        run_path = (
+            Path(run_dir)
+            if run_dir is not None
+            else Path(tempfile.mkdtemp(prefix="exe-collab-stack-run-"))
+        )
         run_path = run_path.resolve()
         _refuse_running(run_path)
         scratch = Path(tempfile.mkdtemp(prefix="exe-collab-stack-", dir="/tmp"))
@@ -194,7 +203,11 @@ class Stack:
         elif {"MAX_ASSET_BYTES", "MAX_SYNC_MESSAGE_BYTES"} & set(stack.env_overrides):
             stack.client_max_body_size = nginx_conf.client_max_body_size(
                 int(stack.env_overrides.get("MAX_ASSET_BYTES", nginx_conf.DEFAULT_MAX_ASSET_BYTES)),
-                int(stack.env_overrides.get("MAX_SYNC_MESSAGE_BYTES", nginx_conf.DEFAULT_MAX_SYNC_MESSAGE_BYTES)),
+                int(
+                    stack.env_overrides.get(
+                        "MAX_SYNC_MESSAGE_BYTES", nginx_conf.DEFAULT_MAX_SYNC_MESSAGE_BYTES
+                    )
+                ),
             )
         if not detach:
             atexit.register(stack._atexit)
@@ -619,6 +632,7 @@ class Stack:
                        what="nginx /health", alive=lambda: nginx.alive)  # fmt: skip
         except StackError as exc:
             raise StackError(f"nginx: {exc}:\n{server.log_tail()}") from None
+
 
 def _new_instance_id() -> str:
     """A fresh id per process incarnation (32 hex digits = the envelope's 16 bytes)."""

@@ -5,11 +5,12 @@ the persistence worker). Our own Node client plays eXeLearning's client side
 (tests/node/exe_client.mjs: a stock y-websocket provider, `0xFF` JSON control frames on its
 socket, `fetch` for uploads, downloads and saves), everything through nginx.
 
-Which instance a client is on: nginx balances `/yjs/` with least_conn, so with no other
-connection open (`idle`) the second client lands on the other instance than the first.
-That is asserted, not assumed: each handshake's answer names its instance
-(`X-Instance-Id`, reported by the client as an `instance` event), and the instances'
-metrics count one connection each.
+Which instance a client is on: nginx keeps every client of a room on one instance (room
+affinity, a consistent hash of the room), so to test the cross-instance paths the first
+author connects through nginx and the second straight to the other collab instance's port;
+HTTP (uploads, downloads, saves) still goes through nginx. That is asserted, not assumed:
+each handshake's answer names its instance (`X-Instance-Id`, reported by the client as an
+`instance` event), and the instances' metrics count one connection each.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from stack import Stack
 from tests.support.api import Api
 from tests.support.exe_client import CLIENT_MESSAGES, ExeNodeClient
 from tests.support.exe_tokens import exe_token
-from tests.support.stack_metrics import connections_per_instance, idle
+from tests.support.stack_metrics import (
+    collab_by_id,
+    connections_per_instance,
+    idle,
+    other_collab,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -94,32 +100,31 @@ async def project(stack: Stack) -> AsyncIterator[Project]:
     yield Project(project_uuid, owner, editor)
 
 
-def exe_client(stack: Stack, room: str, token: str, name: str) -> ExeNodeClient:
+def exe_client(
+    stack: Stack, room: str, token: str, name: str, ws_url: str | None = None
+) -> ExeNodeClient:
+    """An eXeLearning client: WebSocket through nginx (or `ws_url`), HTTP through nginx."""
     return ExeNodeClient.start(
-        stack.ws_url, room, token, name=name, api_url=f"{stack.url}/api", max_backoff_ms=250
-    )
+        ws_url or stack.ws_url, room, token, name=name, api_url=f"{stack.url}/api",
+        max_backoff_ms=250,
+    )  # fmt: skip
 
 
 @contextlib.asynccontextmanager
 async def two_authors(
     stack: Stack, project: Project
 ) -> AsyncIterator[tuple[ExeNodeClient, ExeNodeClient]]:
-    """A (the owner) and B (the editor), synced, on different collab instances (A first)."""
+    """A (the owner, through nginx) and B (the editor, straight to the other collab
+    instance: nginx would put it with A), synced, on different instances (A first)."""
     async with exe_client(stack, project.room, project.owner.token, "a") as a:
         await a.wait_synced()
-        async with exe_client(stack, project.room, project.editor.token, "b") as b:
+        other = other_collab(stack, await a.instance())
+        b_client = exe_client(stack, project.room, project.editor.token, "b", other.ws_url)
+        async with b_client as b:
             await b.wait_synced()
-            assert await instance(a) != await instance(b), (
-                "least_conn puts the second connection elsewhere"
-            )
+            assert await b.instance() == other.instance_id != await a.instance()
             assert await connections_per_instance(stack) == {"collab-1": 1, "collab-2": 1}
             yield a, b
-
-
-async def instance(client: ExeNodeClient) -> str:
-    """The instance id the client's current connection was answered by."""
-    await client.wait_event("instance")
-    return str([e for e in client.events if e["event"] == "instance"][-1]["value"])
 
 
 def exe_asset_id(content: bytes) -> str:
@@ -266,8 +271,7 @@ async def test_a_holders_instance_killed_while_an_author_waits_is_never_silence(
     async with two_authors(stack, project) as (holder, waiter):
         await holder.hold(asset, content, "slow.bin", "application/octet-stream", defer=1)
         await announced(holder)
-        on = await instance(holder)
-        victim = next(i for i in stack.collab_instances if i.instance_id == on)
+        victim = collab_by_id(stack, await holder.instance())
         await waiter.request_asset(asset)
         await holder.wait_event("upload_deferred", asset=asset)
         since = waiter.mark()
@@ -285,5 +289,5 @@ async def test_a_holders_instance_killed_while_an_author_waits_is_never_silence(
         # the holder is back (through nginx, on the survivor), announces again, is asked, uploads
         downloaded = await waiter.wait_event("downloaded", asset=asset, timeout=20)
         assert downloaded["sha256"] == hashlib.sha256(content).hexdigest()
-        assert await instance(holder) == await instance(waiter)
+        assert await holder.instance() == await waiter.instance()
         no_client_message_relayed(holder, waiter)

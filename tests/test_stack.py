@@ -6,6 +6,11 @@ go in order: health and routing first, then real clients (stock y-websocket
 under Node, and the pycrdt test client), then failures (SIGKILL of a collab
 instance, a rolling restart, a scale-up), and finally `stop()`, which must
 leave no process behind.
+
+nginx keeps all clients of a room on one collab instance (room affinity, a
+consistent hash of the room name), so the tests of cross-instance behaviour
+connect their first client through nginx and the others straight to the other
+instance's port (`Instance.ws_url`); HTTP still goes through nginx.
 """
 
 from __future__ import annotations
@@ -31,7 +36,12 @@ from shared.store import DocumentStore
 from stack import Stack, persistence_available
 from stack.processes import descendants, pid_alive
 from tests.support.node_client import NodeYClient
-from tests.support.stack_metrics import connections_per_instance, idle
+from tests.support.stack_metrics import (
+    collab_by_id,
+    connections_per_instance,
+    idle,
+    other_collab,
+)
 from tests.support.wait import eventually
 from tests.support.yclient import YClient
 
@@ -179,13 +189,16 @@ class Editors:
 
 @contextlib.asynccontextmanager
 async def node_clients(
-    stack: Stack, room: str, token: str, count: int
+    stack: Stack, room: str, token: str, count: int, ws_url: str | None = None
 ) -> AsyncIterator[list[NodeYClient]]:
+    """`count` synced stock clients of `room`, through nginx unless `ws_url` is given."""
     async with contextlib.AsyncExitStack() as exits:
         clients = []
         for i in range(count):
             client = await exits.enter_async_context(
-                NodeYClient.start(stack.ws_url, room, token, name=f"c{i}", max_backoff_ms=250)
+                NodeYClient.start(
+                    ws_url or stack.ws_url, room, token, name=f"c{i}", max_backoff_ms=250
+                )
             )
             await client.wait_synced()
             clients.append(client)
@@ -306,32 +319,38 @@ async def test_websocket_through_nginx_upgrades_and_refuses(stack: Stack, api: A
             assert await refused.wait_closed() == code, (target, code)
 
 
-async def test_connections_spread_over_instances_and_sync_through_redis(
+async def test_clients_of_a_room_on_two_instances_sync_through_redis(
     stack: Stack, api: Api
 ) -> None:
+    """A through nginx, B straight to the other instance (nginx would put it with A)."""
     token = await api.user("spread")
     room = await api.project(token)
     await idle(stack)
-    async with (
-        await YClient.connect(stack.ws_url, room, token) as a,
-        await YClient.connect(stack.ws_url, room, token) as b,
-    ):
-        assert instance_of(a) != instance_of(b), (
-            "least_conn should put the second connection elsewhere"
-        )
-        a.append("from a;")
-        await b.wait_text("from a;")
-        b.append("from b;")
-        await a.wait_text("from a;from b;")
+    async with await YClient.connect(stack.ws_url, room, token) as a:
+        other = other_collab(stack, instance_of(a))
+        async with await YClient.connect(other.ws_url, room, token) as b:
+            assert instance_of(b) == other.instance_id != instance_of(a)
+            await _sync_both_ways(a, b)
+
+
+async def _sync_both_ways(a: YClient, b: YClient) -> None:
+    a.append("from a;")
+    await b.wait_text("from a;")
+    b.append("from b;")
+    await a.wait_text("from a;from b;")
 
 
 async def test_stock_clients_on_different_instances_converge_with_presence(
     stack: Stack, api: Api
 ) -> None:
+    """Alice through nginx, Bob straight to the other instance."""
     token = await api.user("stock")
     room = await api.project(token)
     await idle(stack)
-    async with node_clients(stack, room, token, 2) as (alice, bob):
+    async with (
+        node_clients(stack, room, token, 1) as (alice,),
+        node_clients(stack, room, token, 1, await _other_ws_url(stack, alice)) as (bob,),
+    ):
         assert await connections_per_instance(stack) == {"collab-1": 1, "collab-2": 1}
         await alice.append("hello ")
         await bob.wait_text("hello ")
@@ -348,19 +367,24 @@ async def test_stock_clients_on_different_instances_converge_with_presence(
 async def test_a_30_mb_document_crosses_nginx_and_redis_to_the_other_instance(
     stack: Stack, api: Api
 ) -> None:
-    """A stock client's 30 MB sync answer through nginx reaches a reader on the other
-    instance (through Redis, by reference), and the gateway exports all of it."""
+    """A stock client's 30 MB sync answer (straight to its instance) reaches a reader
+    on the other instance (through nginx; the document crosses Redis by reference),
+    and the gateway exports all of it through nginx."""
     token = await api.user("big")
     room = await api.project(token)
     await idle(stack)
     async with NodeYClient.start(stack.ws_url, room, token, name="reader") as reader:
         await reader.wait_synced()
-        author_client = NodeYClient.start(stack.ws_url, room, token, name="author", preload=(120_000, 250))
+        author_client = NodeYClient.start(
+            await _other_ws_url(stack, reader), room, token, name="author", preload=(120_000, 250)
+        )
         async with author_client as author:
             await author.wait_synced(90)
             assert await connections_per_instance(stack) == {"collab-1": 1, "collab-2": 1}
             length, digest = await author.digest(90)
-            await reader.wait_for(lambda e: e["event"] == "update" and e.get("length") == length, 90)
+            await reader.wait_for(
+                lambda e: e["event"] == "update" and e.get("length") == length, 90
+            )
             assert await reader.digest(90) == (length, digest)
     assert len(await exported_text(api, token, room)) == length == 120_000 * 250
 
@@ -385,29 +409,44 @@ async def test_access_log_never_holds_a_token(stack: Stack, api: Api) -> None:
 
 
 async def test_sigkill_of_a_collab_instance_loses_no_edit(stack: Stack, api: Api) -> None:
+    """Two clients through nginx (on the room's instance, the victim), two straight to
+    the other instance, all editing; the victim's clients come back through nginx."""
     token = await api.user("failover")
     room = await api.project(token)
     await idle(stack)
-    async with node_clients(stack, room, token, 4) as clients:
-        assert await connections_per_instance(stack) == {"collab-1": 2, "collab-2": 2}
-        editors = Editors(clients)
-        editors.start()
-        await editors.wait_made(20)  # editing is under way on both instances
-        await asyncio.to_thread(stack.kill_collab, 0)
-        # the killed instance's clients are back on the survivor, and edits go on there
-        await wait_until(
-            lambda: _all_on(stack, {"collab-2": 4}), "the clients to reconnect to collab-2", 20
-        )
-        await editors.wait_made(len(editors.made) + 20)
-        await editors.stop()
-        text = await editors.converged()
-        # The two clients of the killed instance came back, through nginx, on the survivor.
-        assert await connections_per_instance(stack) == {"collab-2": 4}
-        assert sorted(min(closes(c), 1) for c in clients) == [0, 0, 1, 1]
+    async with node_clients(stack, room, token, 2) as via_nginx:
+        victim = collab_by_id(stack, await via_nginx[0].instance())
+        assert await via_nginx[1].instance() == victim.instance_id  # room affinity
+        survivor = other_collab(stack, victim.instance_id)
+        async with node_clients(stack, room, token, 2, survivor.ws_url) as direct:
+            clients = via_nginx + direct
+            assert await connections_per_instance(stack) == {"collab-1": 2, "collab-2": 2}
+            editors = Editors(clients)
+            editors.start()
+            await editors.wait_made(20)  # editing is under way on both instances
+            await asyncio.to_thread(stack.kill_collab, victim.index - 1)
+            # the killed instance's clients are back on the survivor, and edits go on there
+            await wait_until(
+                lambda: _all_on(stack, {survivor.name: 4}),
+                f"the clients to reconnect to {survivor.name}",
+                20,
+            )
+            await editors.wait_made(len(editors.made) + 20)
+            await editors.stop()
+            text = await editors.converged()
+            # The two clients of the killed instance came back, through nginx, on the survivor.
+            assert await connections_per_instance(stack) == {survivor.name: 4}
+            assert [min(closes(c), 1) for c in clients] == [1, 1, 0, 0]
+            assert [await c.instance() for c in via_nginx] == [survivor.instance_id] * 2
     assert len(editors.made) > 30
     assert await exported_text(api, token, room) == text
     assert await wait_until(lambda: _stored_is(stack, room, text), "PostgreSQL to hold every edit")
-    await asyncio.to_thread(stack.restart_collab, 0)  # back to two instances
+    await asyncio.to_thread(stack.restart_collab, victim.index - 1)  # back to two instances
+
+
+async def _other_ws_url(stack: Stack, client: NodeYClient) -> str:
+    """The rooms URL of the collab instance `client` is not on."""
+    return other_collab(stack, await client.instance()).ws_url
 
 
 async def _all_on(stack: Stack, expected: dict[str, int]) -> bool:
@@ -439,6 +478,9 @@ async def test_rolling_restart_under_load_loses_no_edit(stack: Stack, api: Api) 
 async def test_scale_up_reaches_the_new_instance_without_disturbing_others(
     stack: Stack, api: Api
 ) -> None:
+    """After the reload nginx sends the rooms that hash to the new instance there (new
+    rooms are made until one does: each lands there with odds of about 1 in 3), while
+    the connections made before stay where they are."""
     token = await api.user("scale")
     room = await api.project(token)
     async with node_clients(stack, room, token, 2) as old:
@@ -446,14 +488,18 @@ async def test_scale_up_reaches_the_new_instance_without_disturbing_others(
         assert new_instance.name == "collab-3" and len(stack.collab_instances) == 3
         opened = []
         try:
-            for _ in range(3):
-                opened.append(await YClient.connect(stack.ws_url, room, token))
-            assert new_instance.instance_id in {instance_of(c) for c in opened}
+            for _ in range(40):
+                opened.append(await YClient.connect(stack.ws_url, await api.project(token), token))
+                if instance_of(opened[-1]) == new_instance.instance_id:
+                    break
+            assert instance_of(opened[-1]) == new_instance.instance_id, "no room moved to it"
             # The connections made before the reload are untouched and still live.
             assert [closes(c) for c in old] == [0, 0]
             await old[0].append("still here")
             await old[1].wait_text("still here")
-            await opened[-1].wait_text("still here")
+            late = await YClient.connect(stack.ws_url, room, token)
+            opened.append(late)
+            await late.wait_text("still here")
         finally:
             for client in opened:
                 await client.close()

@@ -375,6 +375,11 @@ class NodeYClient:
         """Wait for the provider's ``sync`` event with value true."""
         return await self.wait_event("synced", timeout, since=since, value=True)
 
+    async def instance(self, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """The X-Instance-Id of the latest handshake's answer (waits for the first one)."""
+        await self.wait_event("instance", timeout)
+        return str([e for e in self.events if e["event"] == "instance"][-1]["value"])
+
     async def wait_text(self, expected: str, timeout: float = DEFAULT_TIMEOUT) -> str:
         """Wait until the document's text equals ``expected``; return it.
 
