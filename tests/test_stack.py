@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import subprocess
 import sys
 import uuid
@@ -35,6 +34,7 @@ from shared.db.engine import create_engine, create_sessionmaker
 from shared.store import DocumentStore
 from stack import Stack, persistence_available
 from stack.processes import descendants, pid_alive
+from tests.support.editors import Editors
 from tests.support.node_client import NodeYClient
 from tests.support.stack_metrics import (
     collab_by_id,
@@ -137,54 +137,6 @@ async def exported_text(api: Api, token: str, room: str) -> str:
     doc: Doc = Doc()
     doc.apply_update(body)
     return str(doc.get("t", type=Text))
-
-
-class Editors:
-    """Stock y-websocket clients appending unique tokens as fast as a user types."""
-
-    def __init__(self, clients: list[NodeYClient]) -> None:
-        self.clients = clients
-        self.made: list[str] = []
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def _edit(self, index: int, client: NodeYClient) -> None:
-        n = 0
-        while not self._stop.is_set():
-            token = f"<{index}:{n}>"
-            await client.append(token)
-            self.made.append(token)
-            n += 1
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), 0.03)
-
-    def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._edit(i, c)) for i, c in enumerate(self.clients)]
-
-    async def wait_made(self, count: int, timeout: float = 15.0) -> None:
-        """Wait until `count` edits have been made in all (not a fixed time of typing)."""
-        await eventually(lambda: len(self.made) >= count, timeout, what=f"{count} edits made")
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
-
-    async def converged(self, timeout: float = 20.0) -> str:
-        """Every client holds the same text with every token exactly once: that text."""
-
-        async def check() -> str | None:
-            texts = [await c.text() for c in self.clients]
-            if len(set(texts)) == 1 and all(texts[0].count(t) == 1 for t in self.made):
-                return texts[0]
-            return None
-
-        text = await wait_until(
-            check, f"{len(self.clients)} clients to converge on {len(self.made)} edits", timeout
-        )
-        assert len(re.findall(r"<\d+:\d+>", text)) == len(self.made), (
-            "an edit was duplicated or lost"
-        )
-        return str(text)
 
 
 @contextlib.asynccontextmanager
