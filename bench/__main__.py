@@ -93,6 +93,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds to wait before a scenario for other processes to go quiet (0: don't; default 30)",
     )
     parser.add_argument(
+        "--room-affinity",
+        action="store_true",
+        help="(a), (b): each room's clients on one instance, as nginx's room hash deals them",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="py-spy the relaying processes during (a) and (b) (raw stacks in bench/results/profiles/)",
@@ -116,7 +121,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> BenchConfig:
-    cfg = BenchConfig(workers=args.workers, quiet_wait=args.quiet_wait).scaled(args.scale)
+    cfg = BenchConfig(
+        workers=args.workers, quiet_wait=args.quiet_wait, room_affinity=args.room_affinity
+    ).scaled(args.scale)
     overrides: dict[str, Any] = {}
     if args.a_duration:
         overrides["a_duration"] = args.a_duration
@@ -226,7 +233,9 @@ def code_version() -> dict[str, Any]:
     root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=30)
+        result = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=30
+        )
         return result.stdout.strip()
 
     changed = git("status", "--porcelain", "--", "services", "shared")

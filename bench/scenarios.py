@@ -67,6 +67,9 @@ DEFAULT_B_RATES = (2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100
 @dataclass
 class BenchConfig:
     workers: int = 2  # load processes
+    # a room's clients all on one instance (room r on instance r mod n), as nginx's room
+    # hash deals them, instead of each room's clients round-robin over the instances
+    room_affinity: bool = False
     drain_timeout: float = 3.0
     settle: float = 1.0  # pause between scenarios
     # (a)
@@ -133,13 +136,15 @@ class BenchConfig:
 
 
 def client_specs(
-    target: Target, rooms: list[str], per_room: int, *, sends: bool = True
+    target: Target, rooms: list[str], per_room: int, *, sends: bool = True, affinity: bool = False
 ) -> list[ClientSpec]:
-    """`per_room` clients in each room, user k for the k-th, dealt round-robin over the instances."""
+    """`per_room` clients in each room, user k for the k-th, dealt round-robin over the
+    instances (`affinity`: each room's clients on one instance, rooms round-robin)."""
     specs: list[ClientSpec] = []
     for r, room in enumerate(rooms):
         for k in range(per_room):
-            base = target.ws_bases[len(specs) % len(target.ws_bases)]
+            deal = r if affinity else len(specs)
+            base = target.ws_bases[deal % len(target.ws_bases)]
             specs.append(
                 ClientSpec(len(specs) + 1, r, target.url(room, user=k + 1, base=base), sends)
             )
@@ -170,7 +175,7 @@ def _profiler(target: Target, cfg: BenchConfig, scenario: str) -> Profiler | Non
 
 async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, Any]:
     rooms = await target.new_rooms(cfg.a_rooms, users=cfg.a_clients)
-    specs = client_specs(target, rooms, cfg.a_clients)
+    specs = client_specs(target, rooms, cfg.a_clients, affinity=cfg.room_affinity)
     metrics_before = await target.persistence_metrics()
     target.probe.reset_peaks()
     profiler = _profiler(target, cfg, "a")
@@ -205,7 +210,12 @@ async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
 
 
 async def _persistence(
-    target: Target, before_text: str, edits: int, document_bytes: int, log: Log, timeout: float = 20.0
+    target: Target,
+    before_text: str,
+    edits: int,
+    document_bytes: int,
+    log: Log,
+    timeout: float = 20.0,
 ) -> dict[str, Any]:
     """(e): wait until the worker committed every edit of (a), then read its metrics.
 
@@ -248,7 +258,9 @@ async def _persistence(
         "db_bytes_written": db_bytes,
         "write_amplification": db_bytes / update_bytes if update_bytes else math.nan,
         "snapshot_over_history": document_bytes / update_bytes if update_bytes else math.nan,
-        "lifetime_amplification": 1 + 1 / CompactionPolicy().min_log_ratio + document_bytes / update_bytes
+        "lifetime_amplification": 1
+        + 1 / CompactionPolicy().min_log_ratio
+        + document_bytes / update_bytes
         if update_bytes
         else math.nan,
         "compactions": delta("persistence_compactions_total"),
@@ -271,7 +283,7 @@ async def _persistence(
 
 async def scenario_b(target: Target, cfg: BenchConfig, log: Log) -> dict[str, Any]:
     rooms = await target.new_rooms(cfg.b_rooms, users=cfg.b_clients)
-    specs = client_specs(target, rooms, cfg.b_clients)
+    specs = client_specs(target, rooms, cfg.b_clients, affinity=cfg.room_affinity)
     target.probe.reset_peaks()
     steps: list[PhaseResult] = []
     stop_reason = "all steps sustained"
@@ -543,7 +555,13 @@ class QuietWaiter:
         return other
 
 
-SCENARIOS = ("a", "b", "c", "h", "d")  # the order they run in; (d) restarts its server process first
+SCENARIOS = (
+    "a",
+    "b",
+    "c",
+    "h",
+    "d",
+)  # the order they run in; (d) restarts its server process first
 
 
 async def run_target(

@@ -127,6 +127,24 @@ def test_histogram_quantile_interpolates_like_promql() -> None:
     assert histogram_quantile(buckets, 0.99) == pytest.approx(0.1 + 0.9 * 0.9)
 
 
+@pytest.mark.unit
+def test_clients_are_dealt_over_instances_per_client_or_per_room() -> None:
+    target = Target()
+    target.ws_bases = ["ws://a", "ws://b", "ws://c"]
+
+    def bases(affinity: bool) -> list[list[str]]:
+        specs = client_specs(target, ["r0", "r1", "r2", "r3"], 2, affinity=affinity)
+        return [[s.url.rsplit("/", 1)[0] for s in specs if s.room == r] for r in range(4)]
+
+    assert bases(False) == [
+        ["ws://a", "ws://b"],
+        ["ws://c", "ws://a"],
+        ["ws://b", "ws://c"],
+        ["ws://a", "ws://b"],
+    ]
+    assert bases(True) == [["ws://a"] * 2, ["ws://b"] * 2, ["ws://c"] * 2, ["ws://a"] * 2]
+
+
 # ---------------------------------------------------------------------------
 # a fake relay: the harness must catch what it drops
 # ---------------------------------------------------------------------------
@@ -276,5 +294,10 @@ async def test_tiny_scenario_h_against_the_single_instance_collab() -> None:
     assert len(result["join_samples_ms"]) == 2 and result["join_ms"] > 0
     assert len(result["cold_join_samples_ms"]) == 2 and result["cold_join_ms"] > 0
     assert result["other_room_round_trips"] > 0
-    assert 0 < result["other_room_p50_ms"] <= result["other_room_p99_ms"] <= result["other_room_max_ms"]
+    assert (
+        0
+        < result["other_room_p50_ms"]
+        <= result["other_room_p99_ms"]
+        <= result["other_room_max_ms"]
+    )
     assert result["peak_rss_kb"] >= result["rss_before_kb"] > 10_000
