@@ -233,9 +233,7 @@ def code_version() -> dict[str, Any]:
     root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
-        result = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=30
-        )
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=30)
         return result.stdout.strip()
 
     changed = git("status", "--porcelain", "--", "services", "shared")

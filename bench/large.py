@@ -65,9 +65,7 @@ class RoundTripProbe:
         return latencies
 
 
-def _probe_main(
-    sender_url: str, receiver_url: str, ready: Any, counting: Any, stop: Any, results: Any
-) -> None:
+def _probe_main(sender_url: str, receiver_url: str, ready: Any, counting: Any, stop: Any, results: Any) -> None:
     latencies: list[float] = []
     first_counted: int | None = None
 
@@ -117,9 +115,7 @@ async def _round_trips(
         await receiver.close()
 
 
-async def _receive(
-    ws: aiohttp.ClientWebSocketResponse, prefix: bytes, timeout: float = 300
-) -> None:
+async def _receive(ws: aiohttp.ClientWebSocketResponse, prefix: bytes, timeout: float = 300) -> None:
     """Read frames until one starts with `prefix` (sync step 2: b"\\x00\\x01", update: b"\\x00\\x02")."""
     async with asyncio.timeout(timeout):
         while True:
@@ -165,9 +161,7 @@ async def _join_whole(url: str, text_length: int) -> float:
                     return (received - started) * 1000.0
 
 
-async def scenario_h(
-    target: Target, samples: int, document: JoinDocument, log: Log
-) -> dict[str, Any]:
+async def scenario_h(target: Target, samples: int, document: JoinDocument, log: Log) -> dict[str, Any]:
     room, other = await target.new_rooms(2, users=2)
     cold = await target.prepare_cold_rooms(document, samples)
     _, _, pid = target.idle_target()
@@ -188,17 +182,12 @@ async def scenario_h(
         session, holder = await _upload(target.url(room), document.full, state_vector)
         upload_ms = (time.perf_counter() - started) * 1000.0
         try:
-            warm_ms = [
-                await _join_whole(target.url(room, base=reader_base), document.text_length)
-                for _ in range(samples)
-            ]
+            warm_ms = [await _join_whole(target.url(room, base=reader_base), document.text_length) for _ in range(samples)]
         finally:
             await holder.close()
             await session.close()
         for cold_room in (cold or {}).get("compacted", []):  # each one loaded from the database
-            cold_ms.append(
-                await _join_whole(target.url(cold_room, base=reader_base), document.text_length)
-            )
+            cold_ms.append(await _join_whole(target.url(cold_room, base=reader_base), document.text_length))
     finally:
         during = sorted(await probe.stop())
     peak = peak_rss_kb(pid) if pid else 0
@@ -221,9 +210,7 @@ async def scenario_h(
         "rss_before_kb": rss_before,
         "peak_rss_kb": peak,
         "large_rooms_open": rooms_open,
-        "peak_rss_per_document_mb": (peak - rss_before) / 1024 / size_mb / rooms_open
-        if pid
-        else None,
+        "peak_rss_per_document_mb": (peak - rss_before) / 1024 / size_mb / rooms_open if pid else None,
     }
     cold_text = f", cold join {result['cold_join_ms']:.0f} ms" if cold_ms else ""
     log(

@@ -236,9 +236,7 @@ class LoadWorker:
                 frame = client.edit(phase)
                 try:
                     await client.ws.send_bytes(frame)
-                except (
-                    Exception
-                ):  # a client whose socket failed sends nothing; the ledger counts it  # noqa: BLE001, S112
+                except Exception:  # a client whose socket failed sends nothing; the ledger counts it  # noqa: BLE001, S112
                     continue
                 sent[client.spec.id] += 1
             cycle += 1

@@ -71,9 +71,7 @@ async def document_tokens(url: str, timeout: float = 60.0) -> tuple[set[tuple[in
     room, and the size of the whole document encoded as one update."""
     joined, doc = await join(url, timeout=timeout)
     text = str(doc.get("t", type=Text)).encode()
-    return {
-        (phase, client, seq) for phase, client, seq, _ in parse_tokens(text)
-    }, joined.update_bytes
+    return {(phase, client, seq) for phase, client, seq, _ in parse_tokens(text)}, joined.update_bytes
 
 
 async def check_documents(
@@ -87,13 +85,7 @@ async def check_documents(
     per room: what a compaction would write).
     """
     gate = asyncio.Semaphore(concurrency)
-    report: dict[str, Any] = {
-        "views": 0,
-        "complete": 0,
-        "missing": 0,
-        "unexpected": 0,
-        "errors": [],
-    }
+    report: dict[str, Any] = {"views": 0, "complete": 0, "missing": 0, "unexpected": 0, "errors": []}
     document_bytes: dict[int, int] = {}
 
     async def check(room: int, url: str) -> None:

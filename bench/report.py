@@ -339,11 +339,7 @@ def markdown(report: dict[str, Any]) -> str:
 
     rows_h = scenario("h")
     if rows_h:
-        out += [
-            "",
-            "### (h) a large document: uploaded as one update, then fresh joins (median)",
-            "",
-        ]
+        out += ["", "### (h) a large document: uploaded as one update, then fresh joins (median)", ""]
         rows = []
         for name, res in rows_h:
             if "error" in res:
@@ -499,31 +495,12 @@ def goal_rows(report: dict[str, Any]) -> list[list[str]]:
             if node_h and "error" not in node_h:
                 ratio = h["join_ms"] / node_h["join_ms"]
                 value = f"{h['join_ms']:.0f} vs {node_h['join_ms']:.0f} ms = {ratio:.2f}×"
-                add(
-                    "(h) large-document join ≤ 0.8× node's",
-                    target,
-                    value,
-                    ratio <= 0.8,
-                    (target, "h"),
-                    ("node", "h"),
-                )
+                add("(h) large-document join ≤ 0.8× node's", target, value, ratio <= 0.8, (target, "h"), ("node", "h"))
             per_mb = h["peak_rss_per_document_mb"]
             if per_mb is not None:
-                add(
-                    "(h) peak RSS ≤ 4× the document",
-                    target,
-                    f"{per_mb:.2f}×",
-                    per_mb <= 4,
-                    (target, "h"),
-                )
+                add("(h) peak RSS ≤ 4× the document", target, f"{per_mb:.2f}×", per_mb <= 4, (target, "h"))
             p99 = h["other_room_p99_ms"]
-            add(
-                "(h) another room's p99 during it ≤ 50 ms",
-                target,
-                f"{p99:.1f} ms",
-                p99 <= 50,
-                (target, "h"),
-            )
+            add("(h) another room's p99 during it ≤ 50 ms", target, f"{p99:.1f} ms", p99 <= 50, (target, "h"))
         e = _scenario(report, target, "e")
         if e:
             lag, amplification = e["lag_p99_ms"], e["write_amplification"]

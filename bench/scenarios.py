@@ -210,12 +210,7 @@ async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
 
 
 async def _persistence(
-    target: Target,
-    before_text: str,
-    edits: int,
-    document_bytes: int,
-    log: Log,
-    timeout: float = 20.0,
+    target: Target, before_text: str, edits: int, document_bytes: int, log: Log, timeout: float = 20.0
 ) -> dict[str, Any]:
     """(e): wait until the worker committed every edit of (a), then read its metrics.
 
@@ -258,9 +253,7 @@ async def _persistence(
         "db_bytes_written": db_bytes,
         "write_amplification": db_bytes / update_bytes if update_bytes else math.nan,
         "snapshot_over_history": document_bytes / update_bytes if update_bytes else math.nan,
-        "lifetime_amplification": 1
-        + 1 / CompactionPolicy().min_log_ratio
-        + document_bytes / update_bytes
+        "lifetime_amplification": 1 + 1 / CompactionPolicy().min_log_ratio + document_bytes / update_bytes
         if update_bytes
         else math.nan,
         "compactions": delta("persistence_compactions_total"),
@@ -555,13 +548,7 @@ class QuietWaiter:
         return other
 
 
-SCENARIOS = (
-    "a",
-    "b",
-    "c",
-    "h",
-    "d",
-)  # the order they run in; (d) restarts its server process first
+SCENARIOS = ("a", "b", "c", "h", "d")  # the order they run in; (d) restarts its server process first
 
 
 async def run_target(

@@ -531,7 +531,9 @@ def _node_version() -> str:
     return result.stdout.strip()
 
 
-def _http_text(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> str | None:
+def _http_text(
+    url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> str | None:
     try:
         request = urllib.request.Request(url, headers=headers or {})
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -131,9 +131,7 @@ class Server:
         return self.process.pid if self.running and self.process is not None else None
 
     def log_tail(self, lines: int = 40) -> str:
-        chunks = [
-            f"--- {path} ---\n{text}" for path in self.log_paths() if (text := tail(path, lines))
-        ]
+        chunks = [f"--- {path} ---\n{text}" for path in self.log_paths() if (text := tail(path, lines))]
         return "\n".join(chunks) or "(no log output)"
 
     # -- lifecycle -----------------------------------------------------------------
@@ -255,9 +253,7 @@ class RedisServer(Server):
     ) -> None:
         if appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"invalid appendfsync {appendfsync!r}")
-        self.binary = find_binary(
-            "redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server"
-        )
+        self.binary = find_binary("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server")
         super().__init__(base_dir, port=port, log=log)
         self.appendonly = appendonly
         self.appendfsync = appendfsync
@@ -339,9 +335,7 @@ class PostgresServer(Server):
             try:
                 entry = pwd.getpwnam("postgres")
             except KeyError:
-                raise StackError(
-                    "running as root but there is no 'postgres' OS user to run PostgreSQL as"
-                ) from None
+                raise StackError("running as root but there is no 'postgres' OS user to run PostgreSQL as") from None
             self.user = "postgres"
             for directory in (self.base_dir, self.socket_dir):
                 os.chown(directory, entry.pw_uid, entry.pw_gid)
@@ -367,18 +361,7 @@ class PostgresServer(Server):
 
     def ready(self) -> bool:
         return _succeeds(
-            [
-                self._bin("pg_isready"),
-                "-q",
-                "-h",
-                self.host,
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-t",
-                "2",
-            ]
+            [self._bin("pg_isready"), "-q", "-h", self.host, "-p", str(self.port), "-U", "postgres", "-t", "2"]
         )
 
     def start(self, timeout: float = 60.0) -> Self:
@@ -406,9 +389,7 @@ class PostgresServer(Server):
         with contextlib.suppress(OSError, IndexError, ValueError):
             # postmaster.pid's line 7 is "<shm key> <shm id>".
             shm_id = int((self.data_dir / "postmaster.pid").read_text().splitlines()[6].split()[1])
-            subprocess.run(
-                ["ipcrm", "-m", str(shm_id)], capture_output=True, check=False, timeout=10
-            )
+            subprocess.run(["ipcrm", "-m", str(shm_id)], capture_output=True, check=False, timeout=10)
         super().cleanup()
 
     # -- databases -------------------------------------------------------------------
@@ -464,9 +445,7 @@ class NginxServer(Server):
 
     kind = "nginx"
 
-    def __init__(
-        self, conf: Path, *, prefix: Path, port: int, error_log: Path, log: Path | None = None
-    ) -> None:
+    def __init__(self, conf: Path, *, prefix: Path, port: int, error_log: Path, log: Path | None = None) -> None:
         self.binary = find_binary("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx")
         self.conf = conf
         self.error_log = error_log
@@ -482,17 +461,10 @@ class NginxServer(Server):
     def check_config(self) -> None:
         """`nginx -t`; StackError with nginx's complaint when it rejects the config."""
         result = subprocess.run(
-            self.argv("-t", "-q"),
-            check=False,
-            capture_output=True,
-            text=True,
-            env=plain_env(),
-            timeout=30,
+            self.argv("-t", "-q"), check=False, capture_output=True, text=True, env=plain_env(), timeout=30
         )
         if result.returncode != 0:
-            raise StackError(
-                f"nginx -t rejected {self.conf}:\n{(result.stderr + result.stdout).strip()}"
-            )
+            raise StackError(f"nginx -t rejected {self.conf}:\n{(result.stderr + result.stdout).strip()}")
 
     def spawn(self) -> Process:
         self.check_config()
@@ -522,12 +494,7 @@ class NginxServer(Server):
             listening = listening_inodes()
             return not any(pid_alive(p) and holds_socket(p, listening) for p in before)
 
-        poll_until(
-            applied,
-            timeout=timeout,
-            what="nginx to apply its new config",
-            alive=lambda: process.alive,
-        )
+        poll_until(applied, timeout=timeout, what="nginx to apply its new config", alive=lambda: process.alive)
 
 
 # -- the project's services ----------------------------------------------------------------

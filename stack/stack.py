@@ -182,11 +182,7 @@ class Stack:
         if collab < 1 or gateway < 1:
             raise ValueError("a stack needs at least one collab and one gateway instance")
         owns = run_dir is None
-        run_path = (
-            Path(run_dir)
-            if run_dir is not None
-            else Path(tempfile.mkdtemp(prefix="exe-collab-stack-run-"))
-        )
+        run_path = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="exe-collab-stack-run-"))
         run_path = run_path.resolve()
         _refuse_running(run_path)
         scratch = Path(tempfile.mkdtemp(prefix="exe-collab-stack-", dir="/tmp"))
@@ -203,11 +199,7 @@ class Stack:
         elif {"MAX_ASSET_BYTES", "MAX_SYNC_MESSAGE_BYTES"} & set(stack.env_overrides):
             stack.client_max_body_size = nginx_conf.client_max_body_size(
                 int(stack.env_overrides.get("MAX_ASSET_BYTES", nginx_conf.DEFAULT_MAX_ASSET_BYTES)),
-                int(
-                    stack.env_overrides.get(
-                        "MAX_SYNC_MESSAGE_BYTES", nginx_conf.DEFAULT_MAX_SYNC_MESSAGE_BYTES
-                    )
-                ),
+                int(stack.env_overrides.get("MAX_SYNC_MESSAGE_BYTES", nginx_conf.DEFAULT_MAX_SYNC_MESSAGE_BYTES)),
             )
         if not detach:
             atexit.register(stack._atexit)
@@ -633,7 +625,6 @@ class Stack:
         except StackError as exc:
             raise StackError(f"nginx: {exc}:\n{server.log_tail()}") from None
 
-
 def _new_instance_id() -> str:
     """A fresh id per process incarnation (32 hex digits = the envelope's 16 bytes)."""
     return uuid.uuid4().hex
@@ -642,6 +633,7 @@ def _new_instance_id() -> str:
 def _refuse_running(run_dir: Path) -> None:
     """Refuse to start over a stack that still runs in `run_dir`."""
     if not (run_dir / STATE_FILE).exists():
+
         return
     try:
         existing = Stack.attach(run_dir)

@@ -109,11 +109,6 @@ async def api(stack: Stack) -> AsyncIterator[Api]:
         yield Api(session, stack.url)
 
 
-def instance_of(client: YClient) -> str:
-    """The collab instance a connection landed on (its X-Instance-Id response header)."""
-    return client.ws._response.headers["X-Instance-Id"]  # aiohttp keeps the handshake response here
-
-
 async def wait_until(check: Any, what: str, timeout: float = 15.0) -> Any:
     """Poll an async `check` until it returns something truthy (processes/DB have no events)."""
     return await eventually(check, timeout, what=what, interval=0.1)
@@ -260,7 +255,7 @@ async def test_websocket_through_nginx_upgrades_and_refuses(stack: Stack, api: A
     ids = {c.instance_id for c in stack.collab_instances}
     async with await YClient.connect(stack.ws_url, room, owner) as client:
         assert client.synced.is_set() and client.close_code is None
-        assert instance_of(client) in ids
+        assert client.instance in ids
     for token, target, code in (
         (stranger, room, CLOSE_FORBIDDEN),
         ("not-a-jwt", room, CLOSE_UNAUTHORIZED),
@@ -279,9 +274,9 @@ async def test_clients_of_a_room_on_two_instances_sync_through_redis(
     room = await api.project(token)
     await idle(stack)
     async with await YClient.connect(stack.ws_url, room, token) as a:
-        other = other_collab(stack, instance_of(a))
+        other = other_collab(stack, a.instance)
         async with await YClient.connect(other.ws_url, room, token) as b:
-            assert instance_of(b) == other.instance_id != instance_of(a)
+            assert b.instance == other.instance_id != a.instance
             await _sync_both_ways(a, b)
 
 
@@ -334,9 +329,7 @@ async def test_a_30_mb_document_crosses_nginx_and_redis_to_the_other_instance(
             await author.wait_synced(90)
             assert await connections_per_instance(stack) == {"collab-1": 1, "collab-2": 1}
             length, digest = await author.digest(90)
-            await reader.wait_for(
-                lambda e: e["event"] == "update" and e.get("length") == length, 90
-            )
+            await reader.wait_for(lambda e: e["event"] == "update" and e.get("length") == length, 90)
             assert await reader.digest(90) == (length, digest)
     assert len(await exported_text(api, token, room)) == length == 120_000 * 250
 
@@ -361,10 +354,10 @@ async def test_access_log_never_holds_a_token(stack: Stack, api: Api) -> None:
 
 
 async def test_sigkill_of_a_collab_instance_loses_no_edit(stack: Stack, api: Api) -> None:
-    """Two clients through nginx (on the room's instance, the victim), two straight to
-    the other instance, all editing; the victim's clients come back through nginx."""
     token = await api.user("failover")
     room = await api.project(token)
+    """Two clients through nginx (on the room's instance, the victim), two straight to
+    the other instance, all editing; the victim's clients come back through nginx."""
     await idle(stack)
     async with node_clients(stack, room, token, 2) as via_nginx:
         victim = collab_by_id(stack, await via_nginx[0].instance())
@@ -430,11 +423,11 @@ async def test_rolling_restart_under_load_loses_no_edit(stack: Stack, api: Api) 
 async def test_scale_up_reaches_the_new_instance_without_disturbing_others(
     stack: Stack, api: Api
 ) -> None:
+    token = await api.user("scale")
+    room = await api.project(token)
     """After the reload nginx sends the rooms that hash to the new instance there (new
     rooms are made until one does: each lands there with odds of about 1 in 3), while
     the connections made before stay where they are."""
-    token = await api.user("scale")
-    room = await api.project(token)
     async with node_clients(stack, room, token, 2) as old:
         new_instance = await asyncio.to_thread(stack.start_collab)
         assert new_instance.name == "collab-3" and len(stack.collab_instances) == 3
@@ -442,9 +435,9 @@ async def test_scale_up_reaches_the_new_instance_without_disturbing_others(
         try:
             for _ in range(40):
                 opened.append(await YClient.connect(stack.ws_url, await api.project(token), token))
-                if instance_of(opened[-1]) == new_instance.instance_id:
+                if opened[-1].instance == new_instance.instance_id:
                     break
-            assert instance_of(opened[-1]) == new_instance.instance_id, "no room moved to it"
+            assert opened[-1].instance == new_instance.instance_id, "no room moved to it"
             # The connections made before the reload are untouched and still live.
             assert [closes(c) for c in old] == [0, 0]
             await old[0].append("still here")

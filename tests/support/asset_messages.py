@@ -37,9 +37,7 @@ def messages(client: YClient, message_type: str) -> list[dict[str, Any]]:
 
 def text_types(client: YClient) -> list[str]:
     """The types of the text control frames a client received (in order)."""
-    return [
-        json.loads(f)["type"] for f in client.opaque if isinstance(f, str) and f.startswith("{")
-    ]
+    return [json.loads(f)["type"] for f in client.opaque if isinstance(f, str) and f.startswith("{")]
 
 
 async def wait_message(client: YClient, message_type: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -58,18 +56,8 @@ async def store_asset(
 ) -> None:
     """The row the gateway writes when a file with this client id is uploaded."""
     async with sessionmaker() as session, session.begin():
-        project_id = await session.scalar(
-            select(Project.id).where(Project.uuid == uuid.UUID(room.removeprefix("project-")))
-        )
-        session.add(
-            Asset(
-                project_id=project_id,
-                name=f"{client_id}.png",
-                path=f"x/{client_id}",
-                size=size,
-                sha256="0" * 64,
-                content_type="image/png",
-                client_id=client_id,
-                folder_path="",
-            )
-        )
+        project_id = await session.scalar(select(Project.id).where(Project.uuid == uuid.UUID(room.removeprefix("project-"))))
+        session.add(Asset(
+            project_id=project_id, name=f"{client_id}.png", path=f"x/{client_id}", size=size,
+            sha256="0" * 64, content_type="image/png", client_id=client_id, folder_path="",
+        ))

@@ -55,6 +55,7 @@ class Editors:
             what=f"{len(self.clients)} clients to converge on {len(self.made)} edits",
             interval=0.1,
         )
+        assert text is not None  # eventually raises when it times out
         assert len(re.findall(r"<\d+:\d+>", text)) == len(self.made), (
             "an edit was duplicated or lost"
         )

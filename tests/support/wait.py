@@ -17,11 +17,7 @@ T = TypeVar("T")
 
 @overload
 async def eventually(
-    predicate: Callable[[], Awaitable[T]],
-    timeout: float = ...,
-    *,
-    what: str = ...,
-    interval: float = ...,
+    predicate: Callable[[], Awaitable[T]], timeout: float = ..., *, what: str = ..., interval: float = ...
 ) -> T: ...
 @overload
 async def eventually(

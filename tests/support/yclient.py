@@ -27,9 +27,7 @@ from shared.protocol import (
 
 
 class YClient:
-    def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse, session: aiohttp.ClientSession | None
-    ) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session: aiohttp.ClientSession | None) -> None:
         self.ws = ws
         self._own_session = session
         self.doc: Doc = Doc()
@@ -46,9 +44,7 @@ class YClient:
         self.doc.observe(self._on_local_change)
         self._reader = asyncio.create_task(self._read())
 
-    async def reconnect(
-        self, base_url: str, room: str, token: str, *, timeout: float = 10.0
-    ) -> None:
+    async def reconnect(self, base_url: str, room: str, token: str, *, timeout: float = 10.0) -> None:
         """Open a new socket (e.g. to another instance) keeping the document, like
         the stock provider does: the sync exchange sends what the server misses."""
         if not self.ws.closed:
@@ -86,9 +82,7 @@ class YClient:
         client = cls(ws, session)
         await client.ws.send_bytes(encode_sync_step1(client.doc.get_state()))
         if wait_synced:
-            await client.wait_until(
-                lambda: client.synced.is_set() or client.close_code is not None, timeout
-            )
+            await client.wait_until(lambda: client.synced.is_set() or client.close_code is not None, timeout)
         return client
 
     # edits -------------------------------------------------------------
@@ -97,6 +91,11 @@ class YClient:
         if self._remote or self.ws.closed:
             return
         asyncio.get_running_loop().create_task(self.ws.send_bytes(encode_sync_update(event.update)))
+
+    @property
+    def instance(self) -> str:
+        """The X-Instance-Id the handshake was answered with (the collab instance it is on)."""
+        return self.ws._response.headers["X-Instance-Id"]  # aiohttp keeps the handshake response here
 
     def insert(self, index: int, value: str) -> None:
         self.text.insert(index, value)
@@ -132,9 +131,7 @@ class YClient:
                 await self._changed.wait()
 
     @staticmethod
-    async def wait_all(
-        clients: list[YClient], predicate: Callable[[], bool], timeout: float = 10.0
-    ) -> None:
+    async def wait_all(clients: list[YClient], predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Return once `predicate()` holds, re-checking whenever *any* of `clients`
         receives a frame (a predicate about several clients may turn true on the
         frame of one that is not the caller)."""
