@@ -27,7 +27,7 @@ from bench.targets import JoinDocument, Target, UrlTarget, make_target
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 ALL_TARGETS = ("single", "multi", "node")
-ALL_SCENARIOS = ("a", "b", "c", "d", "e", "h")
+ALL_SCENARIOS = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
 
 
 def _csv(value: str) -> list[str]:
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="an extra y-websocket target (repeatable); pid= makes its CPU and RSS measurable",
     )
     parser.add_argument(
-        "--scenarios", type=_csv, default=list(ALL_SCENARIOS), help="a,b,c,d,e,h (default: all)"
+        "--scenarios", type=_csv, default=list(ALL_SCENARIOS), help="a,b,c,d,e,f,g,h,i (default: all)"
     )
     parser.add_argument(
         "--scale",
@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the relaying processes during (a) and (b) (raw stacks in bench/results/profiles/)",
+        help="py-spy the relaying processes during (a), (b), (f) and (i) (raw stacks in bench/results/profiles/)",
     )
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="where the JSON goes (default bench/results/)"
@@ -168,6 +168,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         return doc
 
+    @lru_cache(maxsize=1)
+    def storm_document() -> JoinDocument:
+        started = time.monotonic()
+        doc = JoinDocument.build(cfg.g_updates, pending=0)
+        log(
+            f"  (g) storm document: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s"
+        )
+        return doc
+
     quiet = QuietWaiter(cfg)
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -209,7 +218,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         entry["processes"] = {label: pid for label, (pid, _) in target.probe.processes.items()}
         try:
             entry["scenarios"] = await run_target(
-                target, set(args.scenarios), cfg, log, document, quiet, large_document
+                target,
+                set(args.scenarios),
+                cfg,
+                log,
+                document,
+                quiet,
+                large_document,
+                storm_document,
             )
             entry["processes"] = {label: pid for label, (pid, _) in target.probe.processes.items()}
         finally:

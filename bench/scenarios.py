@@ -16,6 +16,7 @@
     nobody types.
 (e) persistence (targets with the worker): lag from accept to commit and
     write amplification, measured during (a).
+(f), (i), (g) one big room and a join storm: see `bench/bigroom.py`.
 (h) large document: ~20 MB from 80k updates, uploaded through the socket as
     one update, then fresh joins (median of 3); another room's round-trip p99
     meanwhile, and the server's peak RSS per MB of document (`bench/large.py`).
@@ -97,6 +98,16 @@ class BenchConfig:
     # (h)
     h_updates: int = 80_000
     h_samples: int = 3
+    # (f) and its 500-client variant (i): one room, awareness on (bench/bigroom.py)
+    f_clients: int = 100
+    f_rate: float = 1.0
+    f_duration: float = 20.0
+    f_awareness_period: float = 2.0
+    i_clients: int = 500
+    i_editors: int = 10
+    # (g) join storm
+    g_clients: int = 50
+    g_updates: int = 16_000  # ~4 MB
     # before each scenario, wait (up to quiet_wait s, at most quiet_budget s per run) until the
     # rest of the machine uses less than quiet_threshold of a core: other work skews every number
     quiet_wait: float = 30.0
@@ -124,6 +135,12 @@ class BenchConfig:
             d_rooms=max(2, round(self.d_rooms * f)),
             d_idle_window=max(1.0, self.d_idle_window * f),
             h_updates=max(2_000, round(self.h_updates * f)),
+            f_clients=max(3, round(self.f_clients * f)),
+            f_duration=max(1.0, self.f_duration * f),
+            i_clients=max(4, round(self.i_clients * f)),
+            i_editors=max(2, round(self.i_editors * f)),
+            g_clients=max(2, round(self.g_clients * f)),
+            g_updates=max(200, round(self.g_updates * f)),
         )
 
     def to_json(self) -> dict:
@@ -543,7 +560,7 @@ class QuietWaiter:
         return other
 
 
-SCENARIOS = ("a", "b", "c", "h", "d")  # the order they run in; (d) restarts its server process first
+SCENARIOS = ("a", "b", "f", "i", "c", "g", "h", "d")  # the order they run in; (d) restarts its server
 
 
 async def run_target(
@@ -554,8 +571,11 @@ async def run_target(
     document: Callable[[], JoinDocument],
     quiet: QuietWaiter | None = None,
     large_document: Callable[[], JoinDocument] | None = None,
+    storm_document: Callable[[], JoinDocument] | None = None,
 ) -> dict[str, Any]:
     """Every selected scenario against one started target; failures are recorded, not raised."""
+    from bench.bigroom import scenario_big_room, scenario_g  # it builds on this module
+
     results: dict[str, Any] = {}
     quiet = quiet or QuietWaiter(cfg)
     wanted = set(scenarios)
@@ -574,6 +594,17 @@ async def run_target(
                     results["e"] = results["a"].pop("persistence")
             elif name == "b":
                 results["b"] = await scenario_b(target, cfg, log)
+            elif name == "f":
+                results["f"] = await scenario_big_room(
+                    target, cfg, log, key="f", clients=cfg.f_clients, editors=cfg.f_clients
+                )
+            elif name == "i":
+                results["i"] = await scenario_big_room(
+                    target, cfg, log, key="i", clients=cfg.i_clients, editors=cfg.i_editors
+                )
+            elif name == "g":
+                assert storm_document is not None, "scenario (g) needs its document"
+                results["g"] = await scenario_g(target, cfg, storm_document(), log)
             elif name == "c":
                 results["c"] = await scenario_c(target, cfg, document(), log)
             elif name == "h":
