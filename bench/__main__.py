@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=lambda v: tuple(float(x) for x in _csv(v)),
         help=f"edits/s per client for the steps of (b) (default {','.join(f'{r:g}' for r in DEFAULT_B_RATES)})",
     )
+    parser.add_argument(
+        "--f-duration", type=float, help="seconds of scenarios (f) and (i) (default 20)"
+    )
     parser.add_argument("--b-step", type=float, help="seconds per step of (b) (default 4)")
     parser.add_argument(
         "--idle-connections", type=int, help="connections of scenario (d) (default 10000)"
@@ -95,7 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the relaying processes during (a), (b), (f) and (i) (raw stacks in bench/results/profiles/)",
+        help="py-spy the relaying processes during (a), (b), (f), (i) and (g) (raw stacks in bench/results/profiles/)",
     )
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="where the JSON goes (default bench/results/)"
@@ -122,6 +125,8 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         overrides["a_duration"] = args.a_duration
     if args.b_rates:
         overrides["b_rates"] = args.b_rates
+    if args.f_duration:
+        overrides["f_duration"] = args.f_duration
     if args.b_step:
         overrides["b_step"] = args.b_step
     if args.idle_connections:

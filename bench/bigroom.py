@@ -82,9 +82,11 @@ async def scenario_g(
         specs = client_specs(target, [room], cfg.g_clients, sends=False)
         async with LoadRun(specs, workers=cfg.workers) as run:
             await run.status()  # the load processes are up before the storm starts
+            profiler = _profiler(target, cfg, "g")
             cpu_before = target.probe.cpu()
             opened = await run.open(concurrency=len(specs), timeout=120.0)
             cpu = cpu_delta(target.probe.cpu(), cpu_before)
+            profile = profiler.stop() if profiler else None
         views = [(await join(url))[0] for url in room_views(target, [room])[0]]
     finally:
         await holder.close()
@@ -101,7 +103,7 @@ async def scenario_g(
         f"  (g) {opened['opened']}/{len(specs)} synced; p50 {synced['p50']:.0f} p99 {synced['p99']:.0f}"
         f" max {synced['max']:.0f} ms; server CPU {relay_cpu:.2f} s; load CPU {opened['loadgen_cpu_s']:.2f} s"
     )
-    return {
+    result: dict[str, Any] = {
         "clients": len(specs),
         "document_bytes": len(document.full),
         "document_updates": len(document.updates),
@@ -115,6 +117,9 @@ async def scenario_g(
         "loadgen_processes": cfg.workers,
         "view_update_bytes": [view.update_bytes for view in views],
     }
+    if profile:
+        result["profile"] = profile
+    return result
 
 
 __all__ = ["scenario_big_room", "scenario_g"]
