@@ -1,6 +1,6 @@
 """`python -m bench` (what `make bench` runs): every scenario against every target.
 
-    python -m bench                                  # the full suite (~10 min)
+    python -m bench                                  # the full suite (~12 min)
     python -m bench --targets single,node --scenarios a,c
     python -m bench --scale 0.2                      # everything smaller and shorter
     python -m bench --url mine=ws://127.0.0.1:1234/yjs,pid=4242
@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -155,33 +156,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     targets += [UrlTarget.parse(spec) for spec in args.url]
 
-    @lru_cache(maxsize=1)
-    def document() -> JoinDocument:
-        started = time.monotonic()
-        doc = JoinDocument.build(cfg.c_updates, cfg.c_pending)
-        log(
-            f"  (c) join document: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s"
-        )
-        return doc
-
-    @lru_cache(maxsize=1)
-    def large_document() -> JoinDocument:
-        started = time.monotonic()
-        doc = JoinDocument.build(cfg.h_updates, pending=0)
-        log(
-            f"  (h) large document: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s"
-        )
-        return doc
-
-    @lru_cache(maxsize=1)
-    def storm_document() -> JoinDocument:
-        started = time.monotonic()
-        doc = JoinDocument.build(cfg.g_updates, pending=0)
-        log(
-            f"  (g) storm document: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s"
-        )
-        return doc
-
+    document = _document_builder("(c) join document", log, cfg.c_updates, cfg.c_pending)
+    large_document = _document_builder("(h) large document", log, cfg.h_updates)
+    storm_document = _document_builder("(g) storm document", log, cfg.g_updates)
     quiet = QuietWaiter(cfg)
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -238,6 +215,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"[{target.name}] stopped")
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return report
+
+
+def _document_builder(
+    label: str, log: Callable[[str], None], updates: int, pending: int = 0
+) -> Callable[[], JoinDocument]:
+    """A scenario's document, built on first use (once per run, shared by every target)."""
+
+    @lru_cache(maxsize=1)
+    def build() -> JoinDocument:
+        started = time.monotonic()
+        doc = JoinDocument.build(updates, pending)
+        log(
+            f"  {label}: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s"
+        )
+        return doc
+
+    return build
 
 
 def code_version() -> dict[str, Any]:

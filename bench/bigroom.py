@@ -14,14 +14,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from bench.probe import check_documents, join
+from bench.probe import join
 from bench.run import LoadRun, cpu_delta
 from bench.scenarios import (
     BenchConfig,
     Log,
-    _profiler,
-    _push_document,
     client_specs,
+    measured_phase,
+    profiler_for,
+    push_document,
     room_views,
 )
 from bench.targets import JoinDocument, Target
@@ -36,40 +37,23 @@ async def scenario_big_room(
         replace(spec, sends=i < editors)
         for i, spec in enumerate(client_specs(target, rooms, clients))
     ]
-    target.probe.reset_peaks()
-    profiler = _profiler(target, cfg, key)
-    async with LoadRun(specs, workers=cfg.workers) as run:
-        opened = await run.open()
-        log(
-            f"  ({key}) {opened['opened']}/{len(specs)} clients connected in {opened['seconds']:.1f}s"
-        )
-        phase = await run.phase(
-            1,
-            rate=cfg.f_rate,
-            duration=cfg.f_duration,
-            probe=target.probe,
-            drain_timeout=cfg.drain_timeout,
-            awareness_period=cfg.f_awareness_period,
-        )
-        peaks = target.probe.peak_rss_kb()
-        convergence = await check_documents(room_views(target, rooms), run.sent_by_room())
-    profile = profiler.stop() if profiler else None
+    phase, result = await measured_phase(
+        target,
+        cfg,
+        log,
+        key,
+        rooms,
+        specs,
+        rate=cfg.f_rate,
+        duration=cfg.f_duration,
+        awareness_period=cfg.f_awareness_period,
+    )
     log(
         f"  ({key}) ratio {phase.ratio:.4f} p50 {phase.latency.p50:.1f} p99 {phase.latency.p99:.1f}"
         f" max {phase.latency.max:.1f} ms; {phase.cpu_us_per_delivery():.1f} us/delivery;"
         f" load CPU {phase.loadgen_cpu_percent:.0f}%"
     )
-    result: dict[str, Any] = {
-        "editors": editors,
-        "awareness_period_s": cfg.f_awareness_period,
-        "open": opened,
-        "phase": phase.to_json(),
-        "peak_rss_kb": peaks,
-        "convergence": convergence,
-    }
-    if profile:
-        result["profile"] = profile
-    return result
+    return {"editors": editors, "awareness_period_s": cfg.f_awareness_period, **result}
 
 
 async def scenario_g(
@@ -77,12 +61,12 @@ async def scenario_g(
 ) -> dict[str, Any]:
     """(g): `cfg.g_clients` fresh clients join the open room at once."""
     room = (await target.new_rooms(1, users=cfg.g_clients))[0]
-    session, holder = await _push_document(target.url(room), [document.full])
+    session, holder = await push_document(target.url(room), [document.full])
     try:
         specs = client_specs(target, [room], cfg.g_clients, sends=False)
         async with LoadRun(specs, workers=cfg.workers) as run:
             await run.status()  # the load processes are up before the storm starts
-            profiler = _profiler(target, cfg, "g")
+            profiler = profiler_for(target, cfg, "g")
             cpu_before = target.probe.cpu()
             opened = await run.open(concurrency=len(specs), timeout=120.0)
             cpu = cpu_delta(target.probe.cpu(), cpu_before)

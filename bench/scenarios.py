@@ -171,7 +171,7 @@ def room_views(target: Target, rooms: list[str]) -> dict[int, list[str]]:
     }
 
 
-def _profiler(target: Target, cfg: BenchConfig, scenario: str) -> Profiler | None:
+def profiler_for(target: Target, cfg: BenchConfig, scenario: str) -> Profiler | None:
     if cfg.profile_dir is None or target.kind not in ("project-single", "project-multi"):
         return None
     pids = {label: target.probe.processes[label][0] for label in target.probe.hot_path}
@@ -185,23 +185,34 @@ def _profiler(target: Target, cfg: BenchConfig, scenario: str) -> Profiler | Non
 # ---------------------------------------------------------------------------
 
 
-async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, Any]:
-    rooms = await target.new_rooms(cfg.a_rooms, users=cfg.a_clients)
-    specs = client_specs(target, rooms, cfg.a_clients)
-    metrics_before = await target.persistence_metrics()
+async def measured_phase(
+    target: Target,
+    cfg: BenchConfig,
+    log: Log,
+    key: str,
+    rooms: list[str],
+    specs: list[ClientSpec],
+    *,
+    rate: float,
+    duration: float,
+    awareness_period: float = 0.0,
+) -> tuple[PhaseResult, dict[str, Any]]:
+    """Open `specs`, run one measured phase (profiled with --profile), then check every
+    room's document: the phase, and the scenario's result without the other details."""
     target.probe.reset_peaks()
-    profiler = _profiler(target, cfg, "a")
+    profiler = profiler_for(target, cfg, key)
     async with LoadRun(specs, workers=cfg.workers) as run:
         opened = await run.open()
-        log(f"  (a) {opened['opened']}/{len(specs)} clients connected in {opened['seconds']:.1f}s")
+        log(f"  ({key}) {opened['opened']}/{len(specs)} clients connected in {opened['seconds']:.1f}s")
         if opened["failed"]:
-            log(f"  (a) connect failures: {opened['errors']}")
+            log(f"  ({key}) connect failures: {opened['errors']}")
         phase = await run.phase(
             1,
-            rate=cfg.a_rate,
-            duration=cfg.a_duration,
+            rate=rate,
+            duration=duration,
             probe=target.probe,
             drain_timeout=cfg.drain_timeout,
+            awareness_period=awareness_period,
         )
         peaks = target.probe.peak_rss_kb()
         convergence = await check_documents(room_views(target, rooms), run.sent_by_room())
@@ -214,9 +225,19 @@ async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
     }
     if profile:
         result["profile"] = profile
+    return phase, result
+
+
+async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, Any]:
+    rooms = await target.new_rooms(cfg.a_rooms, users=cfg.a_clients)
+    specs = client_specs(target, rooms, cfg.a_clients)
+    metrics_before = await target.persistence_metrics()
+    phase, result = await measured_phase(
+        target, cfg, log, "a", rooms, specs, rate=cfg.a_rate, duration=cfg.a_duration
+    )
     if metrics_before is not None:
         result["persistence"] = await _persistence(
-            target, metrics_before, phase.edits_sent, convergence["document_bytes"], log
+            target, metrics_before, phase.edits_sent, result["convergence"]["document_bytes"], log
         )
     return result
 
@@ -293,7 +314,7 @@ async def scenario_b(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
     steps: list[PhaseResult] = []
     stop_reason = "all steps sustained"
     best: PhaseResult | None = None
-    profiler = _profiler(target, cfg, "b")
+    profiler = profiler_for(target, cfg, "b")
     async with LoadRun(specs, workers=cfg.workers) as run:
         opened = await run.open()
         started = time.monotonic()
@@ -375,7 +396,7 @@ def _median_join(samples: list) -> dict[str, Any]:
     }
 
 
-async def _push_document(url: str, updates: list[bytes]) -> Any:
+async def push_document(url: str, updates: list[bytes]) -> Any:
     """A holder client that pushes `updates` into a room and stays connected (keeps it open)."""
     import aiohttp
 
@@ -427,7 +448,7 @@ async def scenario_c(
             )
         # warm: the room stays loaded while a holder is connected
         for variant, rooms in cold.items():
-            session, holder = await _push_document(target.url(rooms[0]), [])
+            session, holder = await push_document(target.url(rooms[0]), [])
             try:
                 samples = [(await join(target.url(rooms[0])))[0] for _ in range(cfg.c_samples)]
             finally:
@@ -440,7 +461,7 @@ async def scenario_c(
     else:
         for variant, updates in (("compacted", [document.full]), ("pending", document.updates)):
             room = (await target.new_rooms(1, users=1))[0]
-            session, holder = await _push_document(target.url(room), updates)
+            session, holder = await push_document(target.url(room), updates)
             try:
                 samples = [(await join(target.url(room)))[0] for _ in range(cfg.c_samples)]
             finally:

@@ -294,7 +294,8 @@ async def test_tiny_big_room_scenarios_against_the_single_instance_collab() -> N
 
     target = SingleTarget(database="sqlite", log_level="WARNING")
     cfg = BenchConfig(workers=1, drain_timeout=5.0).scaled(0.05)
-    cfg.f_rate = 10.0  # enough work for the server's CPU counters to tick
+    # enough work for the CPU counters (10 ms ticks) to move
+    cfg.f_rate, cfg.g_clients, cfg.g_updates = 10.0, 20, 4_000
     document = JoinDocument.build(cfg.g_updates, pending=0)
     lines: list[str] = []
     await target.start()
