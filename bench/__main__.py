@@ -1,6 +1,6 @@
 """`python -m bench` (what `make bench` runs): every scenario against every target.
 
-    python -m bench                                  # the full suite (~10 min)
+    python -m bench                                  # the full suite (~12 min)
     python -m bench --targets single,node --scenarios a,c
     python -m bench --scale 0.2                      # everything smaller and shorter
     python -m bench --url mine=ws://127.0.0.1:1234/yjs,pid=4242
@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from bench.targets import JoinDocument, Target, UrlTarget, make_target
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 ALL_TARGETS = ("single", "multi", "node")
-ALL_SCENARIOS = ("a", "b", "c", "d", "e", "h")
+ALL_SCENARIOS = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
 
 
 def _csv(value: str) -> list[str]:
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="an extra y-websocket target (repeatable); pid= makes its CPU and RSS measurable",
     )
     parser.add_argument(
-        "--scenarios", type=_csv, default=list(ALL_SCENARIOS), help="a,b,c,d,e,h (default: all)"
+        "--scenarios", type=_csv, default=list(ALL_SCENARIOS), help="a,b,c,d,e,f,g,h,i (default: all)"
     )
     parser.add_argument(
         "--scale",
@@ -79,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=lambda v: tuple(float(x) for x in _csv(v)),
         help=f"edits/s per client for the steps of (b) (default {','.join(f'{r:g}' for r in DEFAULT_B_RATES)})",
     )
+    parser.add_argument(
+        "--f-duration", type=float, help="seconds of scenarios (f) and (i) (default 20)"
+    )
     parser.add_argument("--b-step", type=float, help="seconds per step of (b) (default 4)")
     parser.add_argument(
         "--idle-connections", type=int, help="connections of scenario (d) (default 10000)"
@@ -100,7 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the relaying processes during (a) and (b) (raw stacks in bench/results/profiles/)",
+        help="py-spy the relaying processes during (a), (b), (f), (i) and (g) (raw stacks in bench/results/profiles/)",
     )
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="where the JSON goes (default bench/results/)"
@@ -129,6 +133,8 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         overrides["a_duration"] = args.a_duration
     if args.b_rates:
         overrides["b_rates"] = args.b_rates
+    if args.f_duration:
+        overrides["f_duration"] = args.f_duration
     if args.b_step:
         overrides["b_step"] = args.b_step
     if args.idle_connections:
@@ -157,24 +163,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     targets += [UrlTarget.parse(spec) for spec in args.url]
 
-    @lru_cache(maxsize=1)
-    def document() -> JoinDocument:
-        started = time.monotonic()
-        doc = JoinDocument.build(cfg.c_updates, cfg.c_pending)
-        log(
-            f"  (c) join document: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s"
-        )
-        return doc
-
-    @lru_cache(maxsize=1)
-    def large_document() -> JoinDocument:
-        started = time.monotonic()
-        doc = JoinDocument.build(cfg.h_updates, pending=0)
-        log(
-            f"  (h) large document: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s"
-        )
-        return doc
-
+    document = _document_builder("(c) join document", log, cfg.c_updates, cfg.c_pending)
+    large_document = _document_builder("(h) large document", log, cfg.h_updates)
+    storm_document = _document_builder("(g) storm document", log, cfg.g_updates)
     quiet = QuietWaiter(cfg)
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -216,7 +207,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         entry["processes"] = {label: pid for label, (pid, _) in target.probe.processes.items()}
         try:
             entry["scenarios"] = await run_target(
-                target, set(args.scenarios), cfg, log, document, quiet, large_document
+                target,
+                set(args.scenarios),
+                cfg,
+                log,
+                document,
+                quiet,
+                large_document,
+                storm_document,
             )
             entry["processes"] = {label: pid for label, (pid, _) in target.probe.processes.items()}
         finally:
@@ -224,6 +222,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"[{target.name}] stopped")
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return report
+
+
+def _document_builder(
+    label: str, log: Callable[[str], None], updates: int, pending: int = 0
+) -> Callable[[], JoinDocument]:
+    """A scenario's document, built on first use (once per run, shared by every target)."""
+
+    @lru_cache(maxsize=1)
+    def build() -> JoinDocument:
+        started = time.monotonic()
+        doc = JoinDocument.build(updates, pending)
+        log(
+            f"  {label}: {len(doc.full) / 1e6:.1f} MB from {len(doc.updates):,} updates, built in {time.monotonic() - started:.1f}s"
+        )
+        return doc
+
+    return build
 
 
 def code_version() -> dict[str, Any]:

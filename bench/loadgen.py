@@ -22,6 +22,7 @@ process (multiprocessing, spawn) and forwards calls over a pipe;
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import random
 import time
@@ -34,7 +35,14 @@ from pycrdt import Doc, Text
 
 from bench.accounting import Ledger, make_token
 from bench.procstat import own_cpu_seconds, raise_nofile
-from shared.protocol import encode_sync_step1, encode_sync_step2, encode_sync_update, parse_frame
+from shared.awareness import AwarenessEntry, encode_awareness_update
+from shared.protocol import (
+    encode_awareness,
+    encode_sync_step1,
+    encode_sync_step2,
+    encode_sync_update,
+    parse_frame,
+)
 
 MESSAGE_SYNC = 0
 SYNC_STEP1 = 0
@@ -53,6 +61,7 @@ class LoadClient:
     __slots__ = (
         "_reader",
         "_updates",
+        "awareness_clock",
         "close_code",
         "closed",
         "doc",
@@ -60,6 +69,8 @@ class LoadClient:
         "seq",
         "spec",
         "synced",
+        "synced_bytes",
+        "synced_ms",
         "text",
         "ws",
     )
@@ -70,6 +81,9 @@ class LoadClient:
         self.doc: Doc = Doc()
         self.text: Text = self.doc.get("t", type=Text)
         self.seq = 0
+        self.awareness_clock = 0
+        self.synced_ms = math.nan  # connect to the server's SyncStep2
+        self.synced_bytes = 0  # the size of that SyncStep2 frame
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.synced = asyncio.Event()
         self.closed = False
@@ -79,6 +93,7 @@ class LoadClient:
         self.doc.observe(lambda event: self._updates.append(event.update))
 
     async def connect(self, session: aiohttp.ClientSession, timeout: float) -> None:
+        started = time.monotonic()
         async with asyncio.timeout(timeout):
             self.ws = await session.ws_connect(
                 self.spec.url, max_msg_size=0, autoping=True, compress=0
@@ -92,6 +107,7 @@ class LoadClient:
                 synced.cancel()
             if not self.synced.is_set():
                 raise ConnectionError(f"closed before synced (close code {self.close_code})")
+            self.synced_ms = (time.monotonic() - started) * 1000.0
 
     def edit(self, phase: int) -> bytes:
         """One edit: insert a fresh token, return the sync-update frame carrying it."""
@@ -100,6 +116,16 @@ class LoadClient:
         update = self._updates.pop()
         self._updates.clear()
         return encode_sync_update(update)
+
+    def cursor(self) -> bytes:
+        """One awareness frame: this client's state with its cursor moved (clock + 1)."""
+        self.awareness_clock += 1
+        state = (
+            f'{{"user":{{"name":"bench {self.spec.id}"}},'
+            f'"cursor":{{"anchor":{self.awareness_clock},"head":{self.seq}}}}}'
+        )
+        entry = AwarenessEntry(self.spec.id, self.awareness_clock, state.encode())
+        return encode_awareness(encode_awareness_update([entry]))
 
     async def _read(self) -> None:
         ws = self.ws
@@ -119,7 +145,8 @@ class LoadClient:
                     await ws.send_bytes(encode_sync_step2(missing))
                     continue
                 record(me, data, now)
-                if data[1] == SYNC_STEP2:
+                if data[1] == SYNC_STEP2 and not self.synced.is_set():
+                    self.synced_bytes = len(data)
                     self.synced.set()
         except Exception:  # any socket failure ends this client's reader; `closed` records it  # noqa: BLE001, S110
             pass
@@ -167,6 +194,7 @@ class LoadWorker:
         clients = [LoadClient(spec, self.ledger) for spec in specs]
         gate = asyncio.Semaphore(max(1, concurrency))
         started = time.monotonic()
+        cpu_before = own_cpu_seconds()
 
         async def connect(client: LoadClient) -> str | None:
             async with gate:
@@ -191,12 +219,21 @@ class LoadWorker:
             "errors": sorted(set(failures))[:5],
             "seconds": time.monotonic() - started,
             "nofile": nofile,
+            "cpu_s": own_cpu_seconds() - cpu_before,
+            "synced_ms": [c.synced_ms for c in clients if not math.isnan(c.synced_ms)],
+            "synced_bytes": sorted({c.synced_bytes for c in clients if c.synced_bytes}),
         }
 
     async def phase(
-        self, phase: int, rate: float, duration: float, start_at: float
+        self,
+        phase: int,
+        rate: float,
+        duration: float,
+        start_at: float,
+        awareness_period: float = 0.0,
     ) -> dict[str, Any]:
-        """Send edits from every sender at `rate`/s from `start_at` (time.monotonic) for `duration` s."""
+        """Send edits from every sender at `rate`/s from `start_at` (time.monotonic) for `duration` s;
+        with `awareness_period`, every sender also moves its cursor (an awareness update) that often."""
         self._cpu_at_phase_start[phase] = own_cpu_seconds()
         self._closed_at_phase_start[phase] = sum(1 for c in self.clients if c.closed)
         assert self.ledger is not None
@@ -205,10 +242,52 @@ class LoadWorker:
         sent = {c.spec.id: 0 for c in senders}
         if not senders or rate <= 0 or duration <= 0:
             return {"sent": sent, "max_lag_ms": 0.0}
+        cursors = (
+            asyncio.create_task(
+                self._cursors(senders, awareness_period, start_at, start_at + duration)
+            )
+            if awareness_period > 0
+            else None
+        )
+        try:
+            max_lag = await self._edits(phase, senders, sent, rate, start_at, start_at + duration)
+        finally:
+            if cursors is not None:
+                cursors.cancel()
+                await asyncio.gather(cursors, return_exceptions=True)
+        return {"sent": sent, "max_lag_ms": max_lag * 1000.0}
+
+    @staticmethod
+    async def _cursors(
+        senders: list[LoadClient], period: float, start_at: float, end: float
+    ) -> None:
+        """Every sender sends an awareness update each `period` s (random phase) until `end`."""
+        rng = random.Random(senders[0].spec.id)
+        offsets = sorted(((rng.random() * period, c) for c in senders), key=lambda item: item[0])
+        base = start_at
+        while base < end:
+            for offset, client in offsets:
+                await asyncio.sleep(max(0.0, base + offset - time.monotonic()))
+                if client.ws is not None and not client.closed:
+                    try:
+                        await client.ws.send_bytes(client.cursor())
+                    except Exception:  # a failed socket sends nothing more; the ledger counts it  # noqa: BLE001, S112
+                        continue
+            base += period
+
+    @staticmethod
+    async def _edits(
+        phase: int,
+        senders: list[LoadClient],
+        sent: dict[int, int],
+        rate: float,
+        start_at: float,
+        end: float,
+    ) -> float:
+        """The edit schedule: each sender at `rate`/s; returns how far (s) it fell behind."""
         interval = 1.0 / rate
         rng = random.Random(phase * 1_000_003 + senders[0].spec.id)
         schedule = sorted(((rng.random() * interval, c) for c in senders), key=lambda item: item[0])
-        end = start_at + duration
         max_lag = 0.0
         since_yield = 0
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
@@ -240,7 +319,7 @@ class LoadWorker:
                     continue
                 sent[client.spec.id] += 1
             cycle += 1
-        return {"sent": sent, "max_lag_ms": max_lag * 1000.0}
+        return max_lag
 
     def progress(self, phase: int) -> int:
         return self.ledger.received(phase) if self.ledger else 0

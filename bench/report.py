@@ -7,26 +7,16 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench import report_bigroom
+from bench.markdown import PHASE_HEADER
+from bench.markdown import num as _num
+from bench.markdown import phase_row as _phase_row
+from bench.markdown import table as _table
+
 LOADGEN_NOTE = (
     "The load generator runs on the same machine ({nproc} cores) as the servers and competes with "
     "them for CPU: its CPU is shown per scenario (% of one core, summed over its {workers} processes)."
 )
-
-
-def _num(value: Any, digits: int = 1, unit: str = "") -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float) and math.isnan(value):
-        return "–"
-    if isinstance(value, (int,)) and not isinstance(value, bool):
-        return f"{value:,}{unit}"
-    return f"{value:,.{digits}f}{unit}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _mb(kb: float | None) -> str:
@@ -41,38 +31,6 @@ def _peaks(peaks: dict[str, int] | None) -> str:
 
 def _join_ms(result: dict[str, Any], variant: str, field: str = "synced_ms") -> str:
     return _num((result.get(variant) or {}).get(field), 1)
-
-
-def _phase_row(name: str, phase: dict[str, Any], extra: dict[str, Any] | None = None) -> list[str]:
-    latency = phase["latency"]
-    return [
-        name,
-        f"{phase['clients']} / {phase['rooms']}",
-        _num(phase["edits_sent"]),
-        f"{phase['received']:,} / {phase['expected']:,}",
-        f"{phase['ratio']:.4f}",
-        f"{_num(latency['p50'], 2)} / {_num(latency['p95'], 2)} / {_num(latency['p99'], 2)} / {_num(latency['max'], 1)}",
-        _num(phase["deliveries_per_s"], 0),
-        _num(phase["cpu_us_per_delivery"], 1),
-        _num(phase["total_server_cpu_us_per_delivery"], 1),
-        _num(phase["loadgen_cpu_percent"], 0, "%"),
-        _num(phase.get("other_cpu_percent"), 0, "%"),
-    ]
-
-
-PHASE_HEADER = [
-    "target",
-    "clients / rooms",
-    "edits sent",
-    "received / expected",
-    "delivery ratio",
-    "latency ms p50 / p95 / p99 / max",
-    "deliveries/s",
-    "server CPU µs/delivery (relay)",
-    "(all server processes)",
-    "load gen CPU",
-    "other CPU on the machine",
-]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -375,6 +333,8 @@ def markdown(report: dict[str, Any]) -> str:
             )
         )
 
+    out += report_bigroom.tables(report["config"], scenario)
+
     goals = goal_rows(report)
     if goals:
         out += ["", "### against the issue's goals (ratio = project / node in this run)", ""]
@@ -416,7 +376,7 @@ def _noise(report: dict[str, Any], target: str, key: str) -> float:
     res = scenarios.get("a" if key == "e" else key)
     if not isinstance(res, dict) or "error" in res:
         return math.nan
-    if key in ("a", "e"):
+    if key in ("a", "e", "f", "i"):
         return res["phase"].get("other_cpu_percent", math.nan)
     if key == "b":
         return max(
@@ -501,6 +461,8 @@ def goal_rows(report: dict[str, Any]) -> list[list[str]]:
                 add("(h) peak RSS ≤ 4× the document", target, f"{per_mb:.2f}×", per_mb <= 4, (target, "h"))
             p99 = h["other_room_p99_ms"]
             add("(h) another room's p99 during it ≤ 50 ms", target, f"{p99:.1f} ms", p99 <= 50, (target, "h"))
+        for row in report_bigroom.goals(lambda t, k: _scenario(report, t, k), target):
+            add(*row)
         e = _scenario(report, target, "e")
         if e:
             lag, amplification = e["lag_p99_ms"], e["write_amplification"]

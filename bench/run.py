@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
 from bench.accounting import (
@@ -90,6 +90,11 @@ class LoadRun:
             "failed": sum(r["failed"] for r in results),
             "errors": errors,
             "seconds": time.monotonic() - started,
+            "loadgen_cpu_s": sum(r["cpu_s"] for r in results),
+            "synced_ms": asdict(
+                LatencySummary.of_micros(round(ms * 1000) for r in results for ms in r["synced_ms"])
+            ),
+            "synced_bytes": sorted({b for r in results for b in r["synced_bytes"]}),
         }
         return self.open_result
 
@@ -110,13 +115,15 @@ class LoadRun:
         probe: ServerProbe,
         drain_timeout: float = 3.0,
         lead_in: float = 0.3,
+        awareness_period: float = 0.0,
     ) -> PhaseResult:
-        """Send at `rate` edits/s per sender for `duration` s; measure everything."""
+        """Send at `rate` edits/s per sender for `duration` s (and an awareness update each
+        `awareness_period` s per sender, when > 0); measure everything."""
         cpu_before = probe.cpu()
         busy_before = machine_busy_seconds()
         started = time.monotonic()
         start_at = started + lead_in
-        sends = await self._all("phase", phase, rate, duration, start_at)
+        sends = await self._all("phase", phase, rate, duration, start_at, awareness_period)
         sent: dict[int, int] = {}
         for part in sends:
             sent.update(part["sent"])

@@ -16,6 +16,7 @@
     nobody types.
 (e) persistence (targets with the worker): lag from accept to commit and
     write amplification, measured during (a).
+(f), (i), (g) one big room and a join storm: see `bench/bigroom.py`.
 (h) large document: ~20 MB from 80k updates, uploaded through the socket as
     one update, then fresh joins (median of 3); another room's round-trip p99
     meanwhile, and the server's peak RSS per MB of document (`bench/large.py`).
@@ -100,6 +101,16 @@ class BenchConfig:
     # (h)
     h_updates: int = 80_000
     h_samples: int = 3
+    # (f) and its 500-client variant (i): one room, awareness on (bench/bigroom.py)
+    f_clients: int = 100
+    f_rate: float = 1.0
+    f_duration: float = 20.0
+    f_awareness_period: float = 2.0
+    i_clients: int = 500
+    i_editors: int = 10
+    # (g) join storm
+    g_clients: int = 50
+    g_updates: int = 16_000  # ~4 MB
     # before each scenario, wait (up to quiet_wait s, at most quiet_budget s per run) until the
     # rest of the machine uses less than quiet_threshold of a core: other work skews every number
     quiet_wait: float = 30.0
@@ -127,6 +138,12 @@ class BenchConfig:
             d_rooms=max(2, round(self.d_rooms * f)),
             d_idle_window=max(1.0, self.d_idle_window * f),
             h_updates=max(2_000, round(self.h_updates * f)),
+            f_clients=max(3, round(self.f_clients * f)),
+            f_duration=max(1.0, self.f_duration * f),
+            i_clients=max(4, round(self.i_clients * f)),
+            i_editors=max(2, round(self.i_editors * f)),
+            g_clients=max(2, round(self.g_clients * f)),
+            g_updates=max(200, round(self.g_updates * f)),
         )
 
     def to_json(self) -> dict:
@@ -159,7 +176,7 @@ def room_views(target: Target, rooms: list[str]) -> dict[int, list[str]]:
     }
 
 
-def _profiler(target: Target, cfg: BenchConfig, scenario: str) -> Profiler | None:
+def profiler_for(target: Target, cfg: BenchConfig, scenario: str) -> Profiler | None:
     if cfg.profile_dir is None or target.kind not in ("project-single", "project-multi"):
         return None
     pids = {label: target.probe.processes[label][0] for label in target.probe.hot_path}
@@ -173,23 +190,36 @@ def _profiler(target: Target, cfg: BenchConfig, scenario: str) -> Profiler | Non
 # ---------------------------------------------------------------------------
 
 
-async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, Any]:
-    rooms = await target.new_rooms(cfg.a_rooms, users=cfg.a_clients)
-    specs = client_specs(target, rooms, cfg.a_clients, affinity=cfg.room_affinity)
-    metrics_before = await target.persistence_metrics()
+async def measured_phase(
+    target: Target,
+    cfg: BenchConfig,
+    log: Log,
+    key: str,
+    rooms: list[str],
+    specs: list[ClientSpec],
+    *,
+    rate: float,
+    duration: float,
+    awareness_period: float = 0.0,
+) -> tuple[PhaseResult, dict[str, Any]]:
+    """Open `specs`, run one measured phase (profiled with --profile), then check every
+    room's document: the phase, and the scenario's result without the other details."""
     target.probe.reset_peaks()
-    profiler = _profiler(target, cfg, "a")
+    profiler = profiler_for(target, cfg, key)
     async with LoadRun(specs, workers=cfg.workers) as run:
         opened = await run.open()
-        log(f"  (a) {opened['opened']}/{len(specs)} clients connected in {opened['seconds']:.1f}s")
+        log(
+            f"  ({key}) {opened['opened']}/{len(specs)} clients connected in {opened['seconds']:.1f}s"
+        )
         if opened["failed"]:
-            log(f"  (a) connect failures: {opened['errors']}")
+            log(f"  ({key}) connect failures: {opened['errors']}")
         phase = await run.phase(
             1,
-            rate=cfg.a_rate,
-            duration=cfg.a_duration,
+            rate=rate,
+            duration=duration,
             probe=target.probe,
             drain_timeout=cfg.drain_timeout,
+            awareness_period=awareness_period,
         )
         peaks = target.probe.peak_rss_kb()
         convergence = await check_documents(room_views(target, rooms), run.sent_by_room())
@@ -202,15 +232,30 @@ async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
     }
     if profile:
         result["profile"] = profile
+    return phase, result
+
+
+async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, Any]:
+    rooms = await target.new_rooms(cfg.a_rooms, users=cfg.a_clients)
+    specs = client_specs(target, rooms, cfg.a_clients, affinity=cfg.room_affinity)
+    metrics_before = await target.persistence_metrics()
+    phase, result = await measured_phase(
+        target, cfg, log, "a", rooms, specs, rate=cfg.a_rate, duration=cfg.a_duration
+    )
     if metrics_before is not None:
         result["persistence"] = await _persistence(
-            target, metrics_before, phase.edits_sent, convergence["document_bytes"], log
+            target, metrics_before, phase.edits_sent, result["convergence"]["document_bytes"], log
         )
     return result
 
 
 async def _persistence(
-    target: Target, before_text: str, edits: int, document_bytes: int, log: Log, timeout: float = 20.0
+    target: Target,
+    before_text: str,
+    edits: int,
+    document_bytes: int,
+    log: Log,
+    timeout: float = 20.0,
 ) -> dict[str, Any]:
     """(e): wait until the worker committed every edit of (a), then read its metrics.
 
@@ -253,7 +298,9 @@ async def _persistence(
         "db_bytes_written": db_bytes,
         "write_amplification": db_bytes / update_bytes if update_bytes else math.nan,
         "snapshot_over_history": document_bytes / update_bytes if update_bytes else math.nan,
-        "lifetime_amplification": 1 + 1 / CompactionPolicy().min_log_ratio + document_bytes / update_bytes
+        "lifetime_amplification": 1
+        + 1 / CompactionPolicy().min_log_ratio
+        + document_bytes / update_bytes
         if update_bytes
         else math.nan,
         "compactions": delta("persistence_compactions_total"),
@@ -281,7 +328,7 @@ async def scenario_b(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
     steps: list[PhaseResult] = []
     stop_reason = "all steps sustained"
     best: PhaseResult | None = None
-    profiler = _profiler(target, cfg, "b")
+    profiler = profiler_for(target, cfg, "b")
     async with LoadRun(specs, workers=cfg.workers) as run:
         opened = await run.open()
         started = time.monotonic()
@@ -363,7 +410,7 @@ def _median_join(samples: list) -> dict[str, Any]:
     }
 
 
-async def _push_document(url: str, updates: list[bytes]) -> Any:
+async def push_document(url: str, updates: list[bytes]) -> Any:
     """A holder client that pushes `updates` into a room and stays connected (keeps it open)."""
     import aiohttp
 
@@ -415,7 +462,7 @@ async def scenario_c(
             )
         # warm: the room stays loaded while a holder is connected
         for variant, rooms in cold.items():
-            session, holder = await _push_document(target.url(rooms[0]), [])
+            session, holder = await push_document(target.url(rooms[0]), [])
             try:
                 samples = [(await join(target.url(rooms[0])))[0] for _ in range(cfg.c_samples)]
             finally:
@@ -428,7 +475,7 @@ async def scenario_c(
     else:
         for variant, updates in (("compacted", [document.full]), ("pending", document.updates)):
             room = (await target.new_rooms(1, users=1))[0]
-            session, holder = await _push_document(target.url(room), updates)
+            session, holder = await push_document(target.url(room), updates)
             try:
                 samples = [(await join(target.url(room)))[0] for _ in range(cfg.c_samples)]
             finally:
@@ -548,7 +595,16 @@ class QuietWaiter:
         return other
 
 
-SCENARIOS = ("a", "b", "c", "h", "d")  # the order they run in; (d) restarts its server process first
+SCENARIOS = (
+    "a",
+    "b",
+    "f",
+    "i",
+    "c",
+    "g",
+    "h",
+    "d",
+)  # the order they run in; (d) restarts its server
 
 
 async def run_target(
@@ -559,8 +615,11 @@ async def run_target(
     document: Callable[[], JoinDocument],
     quiet: QuietWaiter | None = None,
     large_document: Callable[[], JoinDocument] | None = None,
+    storm_document: Callable[[], JoinDocument] | None = None,
 ) -> dict[str, Any]:
     """Every selected scenario against one started target; failures are recorded, not raised."""
+    from bench.bigroom import scenario_big_room, scenario_g  # it builds on this module
+
     results: dict[str, Any] = {}
     quiet = quiet or QuietWaiter(cfg)
     wanted = set(scenarios)
@@ -579,6 +638,17 @@ async def run_target(
                     results["e"] = results["a"].pop("persistence")
             elif name == "b":
                 results["b"] = await scenario_b(target, cfg, log)
+            elif name == "f":
+                results["f"] = await scenario_big_room(
+                    target, cfg, log, key="f", clients=cfg.f_clients, editors=cfg.f_clients
+                )
+            elif name == "i":
+                results["i"] = await scenario_big_room(
+                    target, cfg, log, key="i", clients=cfg.i_clients, editors=cfg.i_editors
+                )
+            elif name == "g":
+                assert storm_document is not None, "scenario (g) needs its document"
+                results["g"] = await scenario_g(target, cfg, storm_document(), log)
             elif name == "c":
                 results["c"] = await scenario_c(target, cfg, document(), log)
             elif name == "h":

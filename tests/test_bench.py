@@ -294,5 +294,61 @@ async def test_tiny_scenario_h_against_the_single_instance_collab() -> None:
     assert len(result["join_samples_ms"]) == 2 and result["join_ms"] > 0
     assert len(result["cold_join_samples_ms"]) == 2 and result["cold_join_ms"] > 0
     assert result["other_room_round_trips"] > 0
-    assert 0 < result["other_room_p50_ms"] <= result["other_room_p99_ms"] <= result["other_room_max_ms"]
+    assert (
+        0
+        < result["other_room_p50_ms"]
+        <= result["other_room_p99_ms"]
+        <= result["other_room_max_ms"]
+    )
     assert result["peak_rss_kb"] >= result["rss_before_kb"] > 10_000
+
+
+@pytest.mark.bench
+async def test_tiny_big_room_scenarios_against_the_single_instance_collab() -> None:
+    """(f) and (i) tiny: one room, every delivery counted, awareness on; (g) tiny: every
+    storm client gets the whole document, and the server's CPU for the storm is read."""
+    from bench.bigroom import scenario_big_room, scenario_g
+    from bench.targets import JoinDocument
+
+    target = SingleTarget(database="sqlite", log_level="WARNING")
+    cfg = BenchConfig(workers=1, drain_timeout=5.0).scaled(0.05)
+    # enough work for the CPU counters (10 ms ticks) to move
+    cfg.f_rate, cfg.g_clients, cfg.g_updates = 10.0, 20, 4_000
+    document = JoinDocument.build(cfg.g_updates, pending=0)
+    lines: list[str] = []
+    await target.start()
+    try:
+        f = await asyncio.wait_for(
+            scenario_big_room(
+                target, cfg, lines.append, key="f", clients=cfg.f_clients, editors=cfg.f_clients
+            ),
+            60,
+        )
+        i = await asyncio.wait_for(
+            scenario_big_room(
+                target, cfg, lines.append, key="i", clients=cfg.i_clients, editors=cfg.i_editors
+            ),
+            60,
+        )
+        g = await asyncio.wait_for(scenario_g(target, cfg, document, lines.append), 120)
+    finally:
+        await target.stop()
+    for result, clients, editors in (
+        (f, cfg.f_clients, cfg.f_clients),
+        (i, cfg.i_clients, cfg.i_editors),
+    ):
+        phase = result["phase"]
+        assert result["open"]["opened"] == clients and phase["rooms"] == 1
+        assert phase["edits_sent"] > 0
+        assert phase["expected"] == phase["edits_sent"] * (clients - 1)
+        assert phase["received"] == phase["expected"] and phase["ratio"] == 1.0
+        assert phase["closed_clients"] == 0  # the awareness updates were accepted
+        assert 0 < phase["latency"]["p50"] <= phase["latency"]["p99"] <= phase["latency"]["max"]
+        assert phase["cpu_us_per_delivery"] > 0 and phase["loadgen_cpu_s"] > 0
+        assert result["convergence"]["complete"] == result["convergence"]["views"] == 1
+        assert result["editors"] == editors
+    assert g["open"]["opened"] == g["clients"] == cfg.g_clients and g["complete"]
+    assert g["synced_ms"]["count"] == cfg.g_clients
+    assert 0 < g["synced_ms"]["p50"] <= g["synced_ms"]["p99"] <= g["synced_ms"]["max"]
+    assert g["relay_cpu_s"] > 0 and g["loadgen_cpu_s"] > 0
+    assert min(g["open"]["synced_bytes"]) >= len(document.full) // 2
