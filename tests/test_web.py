@@ -3,8 +3,12 @@
 Playwright drives Debian's Chromium (`/usr/bin/chromium`; a browser is never
 downloaded) against `Stack(collab=2, gateway=2)`, the page being served by the
 gateways at `/` (same origin for `/api` and `/yjs`). Three people, each in their
-own browser context: Alice (owner) and Bob (editor), whose connections land on
-different collab instances, and Carol (viewer). The tests run in order on one
+own browser context: Alice (owner) and Bob (editor), whose connections are on
+different collab instances, and Carol (viewer). nginx keeps a room's connections
+on one instance (room affinity), so Bob's page WebSocket is relayed by the test
+(`relay_websockets_to`) straight to the other instance: his browser still speaks
+to `/yjs` on its own origin, and the cross-instance path is the one a room takes
+while its clients move between instances. The tests run in order on one
 project: live editing with presence and remote cursors (and a screenshot of both
 windows), the read-only viewer, offline edits, assets, versions, and finally the
 viewer's access revoked (close code 4403). Every wait is bounded.
@@ -141,6 +145,7 @@ class Scene:
     carol: Person
     project: str = ""
     requests: list[str] = field(default_factory=list)
+    relays: list[aiohttp.ClientSession] = field(default_factory=list)  # relay_websockets_to's
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +283,44 @@ async def share(page: Any, project: str, email: str, role: str) -> None:
     await row.locator(".members", has_text=email).wait_for()
 
 
+async def relay_websockets_to(
+    page: Any, ws_base: str, sessions: list[aiohttp.ClientSession]
+) -> None:
+    """Relay the page's `/yjs/...` WebSockets to `ws_base` (a collab instance's `/yjs`),
+    frame for frame in both directions, instead of the page's own origin; each relay's
+    client session is added to `sessions` (closed by the scene at the end)."""
+    from playwright.async_api import WebSocketRoute
+
+    async def relay(route: WebSocketRoute) -> None:
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        upstream = await session.ws_connect(ws_base + route.url.split("/yjs", 1)[1], max_msg_size=0)
+        outgoing: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        route.on_message(outgoing.put_nowait)
+        route.on_close(lambda code, reason: outgoing.put_nowait(None))
+
+        async def send() -> None:  # the page's frames, in order; then the session ends
+            while (message := await outgoing.get()) is not None:
+                if isinstance(message, bytes):
+                    await upstream.send_bytes(message)
+                else:
+                    await upstream.send_str(message)
+            await upstream.close()
+            await session.close()
+
+        async def receive() -> None:
+            async for message in upstream:
+                if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                    route.send(message.data)
+            await route.close(code=upstream.close_code or 1000)
+            outgoing.put_nowait(None)
+
+        relays.extend([asyncio.ensure_future(send()), asyncio.ensure_future(receive())])
+
+    relays: list[asyncio.Future[None]] = []  # held: a task nobody references may be collected
+    await page.route_web_socket(re.compile(r"/yjs/"), relay)
+
+
 async def open_project(person: Person, project: str) -> None:
     page = person.page
     await page.locator(f'.project[data-uuid="{project}"] a.title').click()
@@ -317,6 +360,8 @@ async def scene(stack: Stack, browser: Any) -> AsyncIterator[Scene]:
     finally:
         for person in (alice, bob, carol):
             await person.context.close()
+        for session in scene.relays:
+            await session.close()
 
 
 # -- the tests, in order --------------------------------------------------------------------
@@ -330,6 +375,8 @@ async def test_two_editors_on_two_instances_see_each_other(scene: Scene, tmp_pat
     await open_project(alice, scene.project)
     counts = await wait_connections(stack, lambda c: sum(c.values()) == 1, "Alice's connection")
     instance = {"Alice": next(name for name, n in counts.items() if n == 1)}
+    other = next(i for i in stack.collab_instances if i.name != instance["Alice"])
+    await relay_websockets_to(bob.page, other.ws_url, scene.relays)
     await sign_in_page(bob, stack)
     await open_project(bob, scene.project)
     counts = await wait_connections(
