@@ -23,6 +23,10 @@ Redis Cluster would refuse across slots.
   small `STORED` envelope naming the key instead (Redis disconnects a subscriber
   whose pub/sub output buffer passes its limit, 32 MB by default).
 
+- `exe:throttle:ws:{address}`: the count of WebSocket handshakes from one client
+  address in the current window (INCR; PEXPIRE set by the first one),
+  services/collab/throttle.py.
+
 - `exe:assets:{uuid}:*`: the asset coordinator's state for one project (who holds
   and who waits for which asset; services/collab/assets/redis_store.py lists the
   keys under the prefix).
@@ -56,6 +60,7 @@ STORED_ENVELOPE_TTL_MS = 60_000
 RUN_ID_CHARS = 16
 
 
+THROTTLE_PREFIX = "exe:throttle:ws:"
 ASSETS_PREFIX = "exe:assets:"
 ASSETS_INBOX_PREFIX = "exe:assets:to:"
 
@@ -86,6 +91,11 @@ def project_of_log_stream(name: str | bytes) -> str | None:
 
 def instance_key(instance_id: bytes) -> str:
     return f"{INSTANCE_PREFIX}{instance_id.hex()}"
+
+
+def throttle_key(address: str) -> str:
+    """The handshake counter of one client address."""
+    return f"{THROTTLE_PREFIX}{address}"
 
 
 def assets_prefix(project_uuid: str) -> str:

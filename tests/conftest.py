@@ -33,7 +33,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             wrong.append(f"{item.nodeid}: {tiers or 'no tier'}")
     if wrong:
         raise pytest.UsageError(
-            "each test needs exactly one of the markers " + ", ".join(TIERS) + ":\n  "
+            "each test needs exactly one of the markers "
+            + ", ".join(TIERS)
+            + ":\n  "
             + "\n  ".join(wrong)
         )
 
@@ -46,6 +48,8 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
             "APP_SECRET": TEST_SECRET,
             "ROOM_UNLOAD_GRACE": "0.5",
             "STORE_FLUSH_INTERVAL": "0.02",
+            # every test connects from 127.0.0.1: throttled only where a test asks
+            "WS_CONNECT_RATE_PER_ADDRESS": "100000",
         }
     )
     return base.with_overrides(**overrides)
@@ -107,7 +111,9 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, redis_server: RedisServer, postgres: PostgresServer) -> AsyncIterator[Cluster]:
+async def cluster(
+    tmp_path: Path, redis_server: RedisServer, postgres: PostgresServer
+) -> AsyncIterator[Cluster]:
     """Multi-instance mode: Redis, a fresh migrated PostgreSQL database, collab instances on demand."""
     url = postgres.create_database(f"c_{uuid.uuid4().hex[:12]}")
     c = await Cluster(tmp_path, redis_server, url).migrate()

@@ -1,4 +1,5 @@
-"""Caps on one user's and one address's concurrent WebSockets: 1013 (try again later) beyond."""
+"""Caps on one user's and one address's concurrent WebSockets, and on one address's handshakes per
+minute: 1013 (try again later) beyond."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from services.collab.handler import COLLAB
+from services.collab.metrics import CollabMetrics
+from services.collab.throttle import RedisThrottle
 from services.embedded import create_app
 from shared.config import Settings
+from stack.servers import RedisServer
 from tests.support.app_server import InProcessServer
+from tests.support.cluster import Cluster, metric, metrics_of
 from tests.support.yclient import YClient
 
 pytestmark = pytest.mark.integration
@@ -82,3 +90,57 @@ async def test_one_address_gets_at_most_the_per_address_cap(settings: Settings) 
         finally:
             for client in clients:
                 await client.close()
+
+
+async def handshake(
+    ws_url: str, room: str, token: str, address: str
+) -> tuple[int | None, str]:
+    """One WebSocket handshake from `address` (via a trusted proxy's X-Forwarded-For):
+    (close code, reason) when refused, (None, "") when the server starts syncing."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+        f"{ws_url}/{room}", params={"token": token}, headers={"X-Forwarded-For": address}
+    ) as ws:
+        message = await ws.receive(timeout=10)
+        if message.type is aiohttp.WSMsgType.CLOSE:
+            return message.data, message.extra
+        return None, ""
+
+
+async def test_handshakes_over_the_rate_are_refused_per_address(settings: Settings) -> None:
+    room = f"project-{uuid.uuid4()}"
+    caps = {"ws_connect_rate_per_address": 3, "forwarded_allow_ips": "127.0.0.1"}
+    async with capped_server(settings, **caps) as srv:
+        token = await srv.grant(room, "viewer")
+        for _ in range(3):
+            assert await handshake(srv.ws_url, room, token, "198.51.100.1") == (None, "")
+        refused = await handshake(srv.ws_url, room, token, "198.51.100.1")
+        assert refused == (TRY_AGAIN_LATER, "too many handshakes")
+        # another address is not affected
+        assert await handshake(srv.ws_url, room, token, "198.51.100.2") == (None, "")
+        assert metric(await metrics_of(srv.http_url), "collab_handshakes_throttled_total") == 1
+
+
+async def test_the_handshake_rate_is_shared_across_instances(cluster: Cluster) -> None:
+    caps = {"ws_connect_rate_per_address": "4", "forwarded_allow_ips": "127.0.0.1"}
+    a_srv, b_srv = await cluster.collab("a", **caps), await cluster.collab("b", **caps)
+    room, token = await cluster.new_project(1), cluster.token(1)
+    for srv in (a_srv, b_srv, a_srv, b_srv):
+        assert await handshake(srv.ws_url, room, token, "203.0.113.1") == (None, "")
+    for srv in (a_srv, b_srv):
+        refused = await handshake(srv.ws_url, room, token, "203.0.113.1")
+        assert refused == (TRY_AGAIN_LATER, "too many handshakes")
+    assert await handshake(b_srv.ws_url, room, token, "203.0.113.2") == (None, "")
+
+
+async def test_the_redis_throttle_fails_open_when_redis_is_gone(redis_server: RedisServer) -> None:
+    registry = CollectorRegistry()
+    metrics = CollabMetrics(registry)
+    redis = aioredis.Redis(host=redis_server.host, port=redis_server.port, socket_connect_timeout=0.5)
+    throttle = RedisThrottle(redis, 1, metrics)
+    try:
+        assert [await throttle.allow("192.0.2.1") for _ in range(2)] == [True, False]
+        redis_server.stop()
+        assert await throttle.allow("192.0.2.1")
+        assert registry.get_sample_value("collab_throttle_unavailable_total") == 1
+    finally:
+        await throttle.close()

@@ -23,6 +23,7 @@ from services.collab.metrics import CollabMetrics
 from services.collab.redis_backplane import RedisBackplane
 from services.collab.rooms import RoomDocuments, RoomManager
 from services.collab.store_writer import StoreWriter
+from services.collab.throttle import create_throttle
 from shared.access import AccessPolicy
 from shared.access_db import database_access
 from shared.config import Settings
@@ -117,6 +118,7 @@ def setup_collab(
         await backplane.start(rooms)
         assets = create_coordinator(settings, app[DATABASE], instance_id, tasks)
         await assets.start()
+        throttle = create_throttle(settings, metrics)
         app[COLLAB] = CollabContext(
             settings=settings,
             rooms=rooms,
@@ -126,6 +128,7 @@ def setup_collab(
             limits=ConnectionLimits(
                 settings.max_connections_per_user, settings.max_connections_per_address
             ),
+            throttle=throttle,
             tasks=tasks,
             assets=assets,
         )
@@ -155,6 +158,7 @@ def setup_collab(
         await backplane.stop()
         await tasks.close()
         await assets.stop()
+        await throttle.close()
 
     async def _close_sockets(app: web.Application) -> None:
         # on_shutdown runs before aiohttp waits for handlers: close sockets first.

@@ -26,6 +26,7 @@ from services.collab.metrics import CollabMetrics
 from services.collab.refusals import RefusalHistory
 from services.collab.room import Room
 from services.collab.rooms import RoomManager
+from services.collab.throttle import HandshakeThrottle
 from services.collab.websocket import CollabWebSocket
 from shared.access import AccessPolicy, Role
 from shared.auth import Identity, TokenError, request_token, verify_token
@@ -52,6 +53,7 @@ class CollabContext:
     metrics: CollabMetrics
     instance_id: str
     limits: ConnectionLimits
+    throttle: HandshakeThrottle
     tasks: TaskOwner
     assets: AssetCoordinator
     tick_writer: TickWriter = field(default_factory=TickWriter)
@@ -92,6 +94,11 @@ class _Refused:
 async def _admit(ctx: CollabContext, request: web.Request) -> _Admitted | _Refused:
     """Who connects, to which room, and whether they may (before the upgrade: a refused
     socket is then given a frame limit too small for anything it may already be sending)."""
+    address = client_address(request, ctx.settings.forwarded_allow_ips)
+    if not await ctx.throttle.allow(address):
+        ctx.metrics.throttled.inc()
+        log.info("websocket refused: too many handshakes", extra={"remote": address})
+        return _Refused(CloseCode.TRY_AGAIN_LATER, "too many handshakes")
     project_uuid = parse_room_name(request.match_info["room"])
     if project_uuid is None:
         return _Refused(CloseCode.BAD_ROOM, "bad room name")
@@ -112,7 +119,6 @@ async def _admit(ctx: CollabContext, request: web.Request) -> _Admitted | _Refus
         return _Refused(CloseCode.FORBIDDEN, "forbidden")
     if ctx.refusals.blocked(identity.user_id, project_uuid, time.monotonic()):
         return _Refused(CloseCode.REFUSED_REPEATEDLY, "refused repeatedly")
-    address = client_address(request, ctx.settings.forwarded_allow_ips)
     if not ctx.limits.admit(identity.user_id, address):
         log.info(
             "websocket refused: too many connections",

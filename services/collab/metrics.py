@@ -54,6 +54,16 @@ class CollabMetrics:
             ["code"],
             registry=registry,
         )
+        self.throttled = Counter(
+            "collab_handshakes_throttled_total",
+            "Handshakes refused (1013) because their address passed WS_CONNECT_RATE_PER_ADDRESS",
+            registry=registry,
+        )
+        self.throttle_unavailable = Counter(
+            "collab_throttle_unavailable_total",
+            "Handshakes admitted unchecked because Redis did not answer the throttle",
+            registry=registry,
+        )
         self.store_flushes = Counter(
             "collab_store_flushes_total", "Batches written to the document store", registry=registry
         )

@@ -36,7 +36,6 @@ from services.gateway.context import GATEWAY, GatewayContext
 from services.gateway.documents import FALLBACK_DOCUMENTS
 from services.gateway.errors import error_middleware
 from services.gateway.metrics import GatewayMetrics, metrics_middleware
-from services.gateway.ratelimit import RateLimiter
 from services.gateway.security import jwt_middleware
 from services.gateway.web import setup_web
 from shared.access_db import database_access
@@ -45,6 +44,7 @@ from shared.db.resources import DATABASE, database_ready_check, setup_database
 from shared.documents import StoreDocuments
 from shared.health import READINESS_CHECKS
 from shared.metrics import METRICS_REGISTRY
+from shared.ratelimit import RateLimiter
 from shared.service_app import service_app
 
 # Bodies read whole (JSON) are small; uploads and imports are streamed with their own limits.

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.errors import ApiError, bad_request, forbidden, not_found
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.ratelimit import RateLimiter
 from services.gateway.security import require_identity
 from shared.access import Role
 from shared.access_db import ACCESS, resolve_access, user_id_of
@@ -20,6 +19,7 @@ from shared.auth import Identity
 from shared.config import Settings
 from shared.db.models import Project
 from shared.db.resources import DATABASE
+from shared.ratelimit import RateLimiter
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""Login throttling: a sliding-window counter per key (pure logic, no I/O).
+"""A sliding-window counter per key (pure logic, no I/O).
 
-The gateway keeps one limiter per instance, keyed by client address and by
-account (lower-cased email). Behind a load balancer the effective limit is
-per instance: with N gateways an attacker gets at most N times the limit,
-which is still a hard bound on online guessing.
+The gateway throttles logins with one limiter per instance, keyed by client
+address and by account (lower-cased email); a single collab instance throttles
+WebSocket handshakes per address with one (`services/collab/throttle.py`).
+Behind a load balancer the gateway's limit is per instance: with N gateways an
+attacker gets at most N times the limit, which is still a hard bound on online
+guessing.
 """
 
 from __future__ import annotations
