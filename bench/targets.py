@@ -237,8 +237,12 @@ class ProjectTarget(Target):
         return {"compacted": compacted, "pending": pending}
 
 
-# The load generator is one address and a few users holding thousands of sockets (scenario d).
-UNCAPPED_SOCKETS = {"WS_MAX_CONNECTIONS_PER_USER": "0", "WS_MAX_CONNECTIONS_PER_ADDRESS": "0"}
+# The load generator is one address and a few users opening thousands of sockets (scenario d).
+UNCAPPED_SOCKETS = {
+    "WS_MAX_CONNECTIONS_PER_USER": "0",
+    "WS_MAX_CONNECTIONS_PER_ADDRESS": "0",
+    "WS_CONNECT_RATE_PER_ADDRESS": "0",
+}
 
 
 def _server_env(secret: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from shared.db.engine import upgrade
 from stack.servers import PostgresServer, RedisServer
 from tests.support.app_server import InProcessServer
 from tests.support.cluster import Cluster
+from tests.support.throttle import UNTHROTTLED
 
 TEST_SECRET = "test-secret-" + "x" * 40
 
@@ -48,8 +49,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
             "APP_SECRET": TEST_SECRET,
             "ROOM_UNLOAD_GRACE": "0.5",
             "STORE_FLUSH_INTERVAL": "0.02",
-            # every test connects from 127.0.0.1: throttled only where a test asks
-            "WS_CONNECT_RATE_PER_ADDRESS": "100000",
+            **UNTHROTTLED,
         }
     )
     return base.with_overrides(**overrides)

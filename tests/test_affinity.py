@@ -19,6 +19,7 @@ from tests.support.api import Api
 from tests.support.editors import Editors
 from tests.support.node_client import NodeYClient
 from tests.support.stack_metrics import collab_by_id, connections_per_instance
+from tests.support.throttle import UNTHROTTLED
 from tests.support.wait import eventually
 from tests.support.yclient import YClient
 
@@ -30,7 +31,7 @@ ROOMS = 12
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    running = Stack.start(collab=3, gateway=1, env={"LOG_LEVEL": "WARNING"})
+    running = Stack.start(collab=3, gateway=1, env={"LOG_LEVEL": "WARNING", **UNTHROTTLED})
     try:
         yield running
     finally:

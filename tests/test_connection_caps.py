@@ -102,7 +102,7 @@ async def handshake(
     ) as ws:
         message = await ws.receive(timeout=10)
         if message.type is aiohttp.WSMsgType.CLOSE:
-            return message.data, message.extra
+            return message.data, message.extra or ""
         return None, ""
 
 

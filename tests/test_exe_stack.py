@@ -35,6 +35,7 @@ from tests.support.stack_metrics import (
     idle,
     other_collab,
 )
+from tests.support.throttle import UNTHROTTLED
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ CLOSE_UNAUTHORIZED = 4401
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     # A dead instance's sockets leave the coordination within about a second.
-    env = {"LOG_LEVEL": "WARNING", "PRESENCE_TTL": "1.0", "PRESENCE_INTERVAL": "0.3"}
+    env = {"LOG_LEVEL": "WARNING", "PRESENCE_TTL": "1.0", "PRESENCE_INTERVAL": "0.3", **UNTHROTTLED}
     running = Stack.start(collab=2, gateway=2, env=env)
     try:
         yield running

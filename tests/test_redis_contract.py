@@ -14,6 +14,7 @@ from shared.redis_contract import (
     parse_stream_id,
     project_of_channel,
     project_of_log_stream,
+    throttle_key,
     written_up_to,
 )
 
@@ -28,6 +29,7 @@ def test_names_are_the_documented_ones() -> None:
     assert log_stream(PROJECT) == f"exe:yjs:log:project-{PROJECT}"
     assert LOG_STREAM_PATTERN == "exe:yjs:log:project-*"
     assert instance_key(bytes(range(16))) == "exe:yjs:instance:000102030405060708090a0b0c0d0e0f"
+    assert throttle_key("2001:db8::1") == "exe:throttle:ws:2001:db8::1"
 
 
 def test_names_give_back_their_project_and_nothing_else() -> None:

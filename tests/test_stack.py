@@ -42,6 +42,7 @@ from tests.support.stack_metrics import (
     idle,
     other_collab,
 )
+from tests.support.throttle import UNTHROTTLED
 from tests.support.wait import eventually
 from tests.support.yclient import YClient
 
@@ -54,7 +55,7 @@ CLOSE_BAD_ROOM, CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN = 4400, 4401, 4403
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    running = Stack.start(collab=2, gateway=2, env={"LOG_LEVEL": "WARNING"})
+    running = Stack.start(collab=2, gateway=2, env={"LOG_LEVEL": "WARNING", **UNTHROTTLED})
     try:
         yield running
     finally:

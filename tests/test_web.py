@@ -43,6 +43,7 @@ from services.gateway.errors import error_middleware
 from services.gateway.web import setup_web
 from shared.config import Settings
 from stack import Stack
+from tests.support.throttle import UNTHROTTLED
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "web" / "dist"
@@ -152,7 +153,7 @@ class Scene:
 def stack() -> Iterator[Stack]:
     if not (DIST / "index.html").is_file() or not (DIST / "app.js").is_file():
         pytest.fail("web/dist is not built: run `make web` (`make test` does it)")
-    running = Stack.start(collab=2, gateway=2, env={"LOG_LEVEL": "WARNING"})
+    running = Stack.start(collab=2, gateway=2, env={"LOG_LEVEL": "WARNING", **UNTHROTTLED})
     try:
         yield running
     finally:

@@ -19,6 +19,7 @@ from shared.store import DocumentStore
 from stack.servers import RedisServer
 from tests.support.app_server import InProcessServer
 from tests.support.processes import ServiceProcess
+from tests.support.throttle import UNTHROTTLED
 from tests.support.wait import eventually
 
 SECRET = "cluster-test-secret-" + "y" * 32
@@ -53,8 +54,7 @@ class Cluster:
             "ROOM_UNLOAD_GRACE": "1",
             "COMPACT_IDLE_SECONDS": "2",
             "LOG_LEVEL": "INFO",
-            # every test connects from 127.0.0.1: throttled only where a test asks
-            "WS_CONNECT_RATE_PER_ADDRESS": "100000",
+            **UNTHROTTLED,
         }
         env.update({key.upper(): str(value) for key, value in self.overrides.items()})
         return env
