@@ -148,7 +148,9 @@ class Settings:
     max_connections: int = setting("MAX_CONNECTIONS", 20_000)
     max_connections_per_user: int = setting("WS_MAX_CONNECTIONS_PER_USER", 50)
     max_connections_per_address: int = setting("WS_MAX_CONNECTIONS_PER_ADDRESS", 1000)
-    ws_connect_rate_per_address: int = setting("WS_CONNECT_RATE_PER_ADDRESS", 120)
+    ws_connect_rate_per_address: int = setting(
+        "WS_CONNECT_RATE_PER_ADDRESS", 120, check=_non_negative
+    )
     redis_backlog: int = setting("REDIS_BACKLOG", 100_000)
     max_frames_per_second: float = setting("WS_MAX_FRAMES_PER_SECOND", 500.0)
     awareness_max_entries: int = setting("AWARENESS_MAX_ENTRIES", 100)
