@@ -34,9 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             wrong.append(f"{item.nodeid}: {tiers or 'no tier'}")
     if wrong:
         raise pytest.UsageError(
-            "each test needs exactly one of the markers "
-            + ", ".join(TIERS)
-            + ":\n  "
+            "each test needs exactly one of the markers " + ", ".join(TIERS) + ":\n  "
             + "\n  ".join(wrong)
         )
 
@@ -111,9 +109,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def cluster(
-    tmp_path: Path, redis_server: RedisServer, postgres: PostgresServer
-) -> AsyncIterator[Cluster]:
+async def cluster(tmp_path: Path, redis_server: RedisServer, postgres: PostgresServer) -> AsyncIterator[Cluster]:
     """Multi-instance mode: Redis, a fresh migrated PostgreSQL database, collab instances on demand."""
     url = postgres.create_database(f"c_{uuid.uuid4().hex[:12]}")
     c = await Cluster(tmp_path, redis_server, url).migrate()

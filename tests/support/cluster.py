@@ -26,9 +26,7 @@ SECRET = "cluster-test-secret-" + "y" * 32
 
 
 class Cluster:
-    def __init__(
-        self, tmp_path: Path, redis: RedisServer, database_url: str, **overrides: object
-    ) -> None:
+    def __init__(self, tmp_path: Path, redis: RedisServer, database_url: str, **overrides: object) -> None:
         self.tmp_path = tmp_path
         self.redis = redis
         self.database_url = database_url
@@ -67,37 +65,27 @@ class Cluster:
         return self
 
     async def collab(self, name: str, **overrides: str) -> InProcessServer:
-        server = await InProcessServer(
-            create_collab_app, self.settings(instance_id=name, **overrides)
-        ).start()
+        server = await InProcessServer(create_collab_app, self.settings(instance_id=name, **overrides)).start()
         self.servers.append(server)
         return server
 
     async def worker(self, name: str = "worker-1", **overrides: str) -> InProcessServer:
-        server = await InProcessServer(
-            create_worker_app, self.settings(instance_id=name, **overrides)
-        ).start()
+        server = await InProcessServer(create_worker_app, self.settings(instance_id=name, **overrides)).start()
         self.servers.append(server)
         return server
 
     async def gateway(self, name: str = "gateway-1", **overrides: str) -> InProcessServer:
-        server = await InProcessServer(
-            create_gateway_app, self.settings(instance_id=name, **overrides)
-        ).start()
+        server = await InProcessServer(create_gateway_app, self.settings(instance_id=name, **overrides)).start()
         self.servers.append(server)
         return server
 
     def collab_process(self, name: str) -> ServiceProcess:
-        process = ServiceProcess(
-            "services.collab", {**self.env, "INSTANCE_ID": name}, self.tmp_path
-        )
+        process = ServiceProcess("services.collab", {**self.env, "INSTANCE_ID": name}, self.tmp_path)
         self.processes.append(process)
         return process.start()
 
     def worker_process(self, name: str = "worker-p") -> ServiceProcess:
-        process = ServiceProcess(
-            "services.persistence", {**self.env, "INSTANCE_ID": name}, self.tmp_path
-        )
+        process = ServiceProcess("services.persistence", {**self.env, "INSTANCE_ID": name}, self.tmp_path)
         self.processes.append(process)
         return process.start()
 
@@ -112,15 +100,7 @@ class Cluster:
         async with create_sessionmaker(self.engine)() as session, session.begin():
             for user_id in user_ids or (1,):
                 if await session.get(User, user_id) is None:
-                    session.add(
-                        User(
-                            id=user_id,
-                            email=f"user{user_id}@test",
-                            password_hash="-",
-                            display_name="",
-                            roles=[],
-                        )
-                    )
+                    session.add(User(id=user_id, email=f"user{user_id}@test", password_hash="-", display_name="", roles=[]))
             await session.flush()
             project = Project(uuid=project_uuid, title="t", owner_id=(user_ids or (1,))[0])
             session.add(project)
