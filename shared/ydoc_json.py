@@ -15,12 +15,14 @@ The JSON shape of each kind (see README, "The document as JSON"):
 - XmlFragment: `{"children": [...]}`; XmlElement: `{"nodeName", "attributes",
   "children"}`; XmlText: its string, formatting dropped;
 - binary (`Uint8Array`): `{"base64": "..."}`; a subdocument: `{"subdocument": guid}`;
-- numbers: integral ones as integers (like JavaScript prints them); `undefined` as `null`.
+- numbers: integral ones as integers (like JavaScript prints them), NaN and infinities as
+  `null` (like `JSON.stringify`); `undefined` as `null`.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -94,9 +96,12 @@ def _xml_text(value: XmlText) -> str:
 
 
 def _plain(value: Any) -> JSON:
-    """A plain (JSON-like) value: binary as base64, integral floats as integers."""
+    """A plain (JSON-like) value: binary as base64, integral floats as integers, NaN and
+    infinities as null (as `JSON.stringify` writes them)."""
     if isinstance(value, (bytes, bytearray)):
         return {"base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if isinstance(value, dict):

@@ -70,14 +70,14 @@ def test_nested_types_binary_and_subdocuments() -> None:
     }
 
 
-def test_integral_numbers_are_integers_and_text_formatting_is_dropped() -> None:
+def test_numbers_as_javascript_writes_them_and_xml_text_formatting_dropped() -> None:
     doc: Doc = Doc()
-    doc["m"] = Map({"i": 2.0, "big": 2.0**60})
+    doc["m"] = Map({"i": 2.0, "big": 2.0**60, "nan": float("nan"), "inf": float("-inf")})
     doc["x"] = fragment = XmlFragment()
     fragment.children.append(xml_text := XmlText("bold plain"))
     xml_text.format(0, 4, {"b": {}})
     result = decoded(doc)
-    assert result["m"] == {"i": 2, "big": 2.0**60}
+    assert result["m"] == {"i": 2, "big": 2.0**60, "nan": None, "inf": None}
     assert isinstance(result["m"]["i"], int)  # type: ignore[index]
     assert result["x"] == {"children": ["bold plain"]}
 
