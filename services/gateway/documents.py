@@ -8,7 +8,9 @@ import reaches connected clients through the same path as any update.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from typing import Literal
 
 from aiohttp import web
 from pycrdt import Doc
@@ -17,7 +19,16 @@ from pydantic import Field
 from services.gateway.context import Authorized, Need, authorize, gateway
 from services.gateway.errors import ApiError, bad_request, too_large
 from services.gateway.projects import PROJECT_ERRORS, ProjectPath
-from services.gateway.schema import BINARY, Binary, Reply, ReplyBody, Routes, reply
+from services.gateway.schema import (
+    BINARY,
+    JSON,
+    Binary,
+    Query,
+    Reply,
+    ReplyBody,
+    Routes,
+    reply,
+)
 from services.gateway.schema import add_routes as add_declared_routes
 from shared.db.resources import DATABASE
 from shared.documents import (
@@ -30,11 +41,29 @@ from shared.documents import (
 )
 from shared.protocol import EMPTY_UPDATE
 from shared.ydoc import RejectedUpdate, apply_update
+from shared.ydoc_json import NoSuchPath, select, update_to_json
 
 log = logging.getLogger(__name__)
 
 YJS_CONTENT_TYPE = BINARY
 YJS_UPDATE = Reply("A Yjs v1 update", content=YJS_CONTENT_TYPE)
+EXPORTED = Reply(
+    "A Yjs v1 update, or with format=json the document as JSON (with `path`: the value it "
+    "selects, any JSON)",
+    content=(YJS_CONTENT_TYPE, JSON),
+)
+
+
+class ExportOptions(Query):
+    format: Literal["yjs", "json"] = Field(
+        "yjs", description="yjs: one Yjs update; json: every root type decoded to JSON"
+    )
+    path: str | None = Field(
+        None,
+        description="with format=json (ignored otherwise): the value at this dot-separated "
+        "path of keys and array indices (`metadata.title`, `pages.0`); 404 `path_not_found` "
+        "when it names nothing",
+    )
 
 
 class Imported(ReplyBody):
@@ -103,14 +132,33 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 @routes.get(
     "/api/projects/{uuid}/yjs-document",
-    "The whole current document as one Yjs update (viewer+), including edits not yet stored",
+    "The whole current document (viewer+), including edits not yet stored: one Yjs update, or "
+    "with format=json every root type as JSON",
     path_params=ProjectPath,
-    replies={200: YJS_UPDATE},
+    query=ExportOptions,
+    replies={200: EXPORTED},
     errors=PROJECT_ERRORS,
 )
-async def export(request: web.Request) -> web.Response:
+async def export(request: web.Request, query: ExportOptions) -> web.Response:
     auth = await authorize(request, Need.VIEW)
-    return update_response(await export_document(document_service(request), auth.project_uuid))
+    update = await export_document(document_service(request), auth.project_uuid)
+    if query.format == "yjs":
+        return update_response(update)
+    return web.Response(
+        text=await asyncio.to_thread(document_json, update, query.path),
+        content_type=JSON,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def document_json(update: bytes, path: str | None) -> str:
+    """The document `update` builds as JSON text, or the value at `path` in it (404
+    `path_not_found` when it names nothing). Slow for a large document: run in a thread."""
+    document = update_to_json(update)
+    try:
+        return json.dumps(document if path is None else select(document, path))
+    except NoSuchPath as exc:
+        raise ApiError(404, str(exc), code="path_not_found") from None
 
 
 def update_response(update: bytes) -> web.Response:

@@ -27,6 +27,8 @@
  *   {"op":"delete","index":i,"length":n}     -> {"event":"ok","op":"delete"}
  *   {"op":"get"}                             -> {"event":"text","value":"..."}
  *   {"op":"digest"}                          -> {"event":"digest","length":n,"sha256":hex}
+ *   {"op":"roots","fill":n,"pad":s}          -> {"event":"roots","roots":{...},"bulk":n,"bytes":n}
+ *                                            builds one root of each type (typed_roots.mjs)
  *   {"op":"awareness","state":{...}|null}    -> {"event":"ok","op":"awareness"}
  *   {"op":"peers"}                           -> {"event":"peers","states":{"<clientId>":state}}
  *   {"op":"info"}                            -> {"event":"info","connected":b,"connecting":b,
@@ -64,6 +66,7 @@ import * as authProtocol from 'y-protocols/auth'
 import { WebsocketProvider, messageAuth } from 'y-websocket'
 
 import { ExeClient } from './exe_client.mjs'
+import { buildTypedRoots } from './typed_roots.mjs'
 
 // The provider refers to the global WebSocket in places (resyncInterval).
 globalThis.WebSocket = WebSocket
@@ -236,6 +239,8 @@ const handle = (cmd) => {
       const value = text.toString()
       return emit({ event: 'digest', length: value.length, sha256: createHash('sha256').update(value).digest('hex'), ...id })
     }
+    case 'roots':
+      return emit({ event: 'roots', ...buildTypedRoots(doc, LOCAL, cmd.fill ?? 0, cmd.pad ?? 0), ...id })
     case 'awareness':
       awareness.setLocalState(cmd.state ?? null)
       return ok()

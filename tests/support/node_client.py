@@ -446,6 +446,14 @@ class NodeYClient:
         reply = await self._request("get", timeout)
         return str(reply["value"])
 
+    async def typed_roots(
+        self, fill: int = 0, pad: int = 0, timeout: float = DEFAULT_TIMEOUT
+    ) -> Event:
+        """Build one root of each Yjs type, plus `fill` entries of `pad` characters in the map
+        `bulk` (tests/node/typed_roots.mjs); the reply's `roots` is what the client reads back
+        from them, `bulk` the entry count, `bytes` the document's encoded size."""
+        return await self._request("roots", timeout, fill=fill, pad=pad)
+
     async def digest(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[int, str]:
         """The text's length and SHA-256 (hex): compares big documents without shipping them."""
         reply = await self._request("digest", timeout)
