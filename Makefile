@@ -15,7 +15,7 @@ help:
 	@echo "make lint     ruff and mypy over services/ shared/ stack/ bench/ tests/"
 	@echo "make web      build the browser client (web/ -> web/dist, served at /; needs Node.js + npm)"
 	@echo "make migrate  alembic upgrade head against the configured database"
-	@echo "make bench    the benchmark suite (~10 min): Markdown table on stdout, JSON in bench/results/"
+	@echo "make bench    the benchmark suite (~13 min): Markdown table on stdout, JSON in bench/results/"
 	@echo "make up | down | logs [service=] | ps          the Docker Compose HA stack (deploy/)"
 	@echo "make scale collab=N gateway=M                  resize the Compose stack"
 	@echo "make stack [collab=N gateway=M] | stack-down   the same topology from local processes"
