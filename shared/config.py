@@ -149,7 +149,7 @@ class Settings:
     max_connections_per_user: int = setting("WS_MAX_CONNECTIONS_PER_USER", 50)
     max_connections_per_address: int = setting("WS_MAX_CONNECTIONS_PER_ADDRESS", 1000)
     ws_connect_rate_per_address: int = setting(
-        "WS_CONNECT_RATE_PER_ADDRESS", 120, check=_non_negative
+        "WS_CONNECT_RATE_PER_ADDRESS", 600, check=_non_negative
     )
     redis_backlog: int = setting("REDIS_BACKLOG", 100_000)
     max_frames_per_second: float = setting("WS_MAX_FRAMES_PER_SECOND", 500.0)
