@@ -25,14 +25,16 @@ import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+from pydantic import Field
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.errors import bad_request, not_found, too_large
 from services.gateway.quota import check_quota, forget, lock_project
+from services.gateway.schema import ReplyBody, Timestamp
 from shared.db.models import Asset, Project
 
 MAX_NAME_BYTES = 255
@@ -71,6 +73,31 @@ def content_type_for(name: str, declared: str | None) -> str:
         return declared
     guessed, _ = mimetypes.guess_type(name, strict=False)
     return guessed or "application/octet-stream"
+
+
+class AssetOut(ReplyBody):
+    """This API's fields of an asset, in every answer that describes one."""
+
+    name: str
+    size: int
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    content_type: str
+    created_at: Timestamp | None
+
+    @classmethod
+    def of(cls, asset: Asset) -> Self:
+        return cls(**cls.fields_of(asset))
+
+    @classmethod
+    def fields_of(cls, asset: Asset) -> dict[str, Any]:
+        """The model's fields for `asset` (a subclass adds its own)."""
+        return {
+            "name": asset.name,
+            "size": asset.size,
+            "sha256": asset.sha256,
+            "content_type": asset.content_type,
+            "created_at": asset.created_at,
+        }
 
 
 class AssetVolume:

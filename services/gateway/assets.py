@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import Field
 from sqlalchemy import select
 
-from services.gateway.asset_store import AssetVolume, delete_asset, validate_name
+from services.gateway.asset_store import AssetOut, AssetVolume, delete_asset, validate_name
 from services.gateway.context import Need, authorize, sessionmaker
 from services.gateway.errors import not_found
 from services.gateway.exe_models import ExeAsset
@@ -22,7 +22,7 @@ from services.gateway.exe_rules import content_disposition, header_value
 from services.gateway.exe_store import find_by_key
 from services.gateway.file_response import AssetFileResponse
 from services.gateway.projects import PROJECT_ERRORS, ProjectPath
-from services.gateway.schema import Reply, ReplyBody, Routes, Timestamp, reply
+from services.gateway.schema import Reply, ReplyBody, Routes, reply
 from services.gateway.schema import add_routes as add_declared_routes
 from shared.db.models import Asset
 
@@ -35,24 +35,6 @@ class AssetPath(ProjectPath):
     name: str = Field(
         description="The asset's name (checked by `validate_name`: 400 `invalid_name`)"
     )
-
-
-class AssetOut(ReplyBody):
-    name: str
-    size: int
-    sha256: str = Field(pattern="^[0-9a-f]{64}$")
-    content_type: str
-    created_at: Timestamp | None
-
-    @classmethod
-    def of(cls, asset: Asset) -> AssetOut:
-        return cls(
-            name=asset.name,
-            size=asset.size,
-            sha256=asset.sha256,
-            content_type=asset.content_type,
-            created_at=asset.created_at,
-        )
 
 
 class AssetList(ReplyBody):

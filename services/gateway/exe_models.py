@@ -7,10 +7,11 @@ An asset is answered with eXeLearning's fields (`id`, `filename`, `mimeType`, `s
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from services.gateway.asset_store import AssetOut
 from services.gateway.exe_rules import CLIENT_ID_PATTERN
 from services.gateway.projects import ProjectPath
 from services.gateway.schema import Body, ReplyBody, Text, Timestamp
@@ -19,62 +20,41 @@ from shared.db.models import Asset
 MAX_BULK_IDS = 1000
 
 
-class ExeAsset(ReplyBody):
+class ExeAsset(AssetOut):
+    """eXeLearning's fields of an asset, beside this API's."""
+
     id: int
     filename: str
     mimeType: str
-    size: int
     componentId: None = None
     clientId: str | None
     folderPath: str
     createdAt: Timestamp | None
     updatedAt: Timestamp | None
-    name: str
-    sha256: str
-    content_type: str
-    created_at: Timestamp | None
 
     @classmethod
-    def of(cls, asset: Asset) -> ExeAsset:
-        return cls(
-            id=asset.id,
-            filename=asset.name,
-            mimeType=asset.content_type,
-            size=asset.size,
-            clientId=asset.client_id,
-            folderPath=asset.folder_path or "",
-            createdAt=asset.created_at,
-            updatedAt=asset.created_at,  # a replacement sets created_at: it is the last change
-            name=asset.name,
-            sha256=asset.sha256,
-            content_type=asset.content_type,
-            created_at=asset.created_at,
-        )
+    def fields_of(cls, asset: Asset) -> dict[str, Any]:
+        return {
+            **super().fields_of(asset),
+            "id": asset.id,
+            "filename": asset.name,
+            "mimeType": asset.content_type,
+            "clientId": asset.client_id,
+            "folderPath": asset.folder_path or "",
+            "createdAt": asset.created_at,
+            "updatedAt": asset.created_at,  # a replacement sets created_at: it is the last change
+        }
 
 
-class AssetStored(ReplyBody):
+class AssetStored(AssetOut):
     """An upload's answer: eXeLearning's `{success, data}` and this API's asset fields."""
 
     success: bool
     data: ExeAsset
-    name: str
-    size: int
-    sha256: str
-    content_type: str
-    created_at: Timestamp | None
 
     @classmethod
-    def of(cls, asset: Asset) -> AssetStored:
-        data = ExeAsset.of(asset)
-        return cls(
-            success=True,
-            data=data,
-            name=data.name,
-            size=data.size,
-            sha256=data.sha256,
-            content_type=data.content_type,
-            created_at=data.created_at,
-        )
+    def fields_of(cls, asset: Asset) -> dict[str, Any]:
+        return {**super().fields_of(asset), "success": True, "data": ExeAsset.of(asset)}
 
 
 class ClientIdPath(ProjectPath):
