@@ -295,9 +295,40 @@ def markdown(report: dict[str, Any]) -> str:
             )
         )
 
+    rows_cost = [(name, res["redis"]) for name, res in scenario("a") if "redis" in res]
+    if rows_cost:
+        out += [
+            "",
+            "### what one accepted update of (a) costs Redis, the worker and PostgreSQL",
+            "",
+        ]
+        rows = []
+        for name, cost in rows_cost:
+            top = ", ".join(
+                f"{cmd} {n / cost['edits_sent']:.2f}"
+                for cmd, n in list(cost["commands"].items())[:6]
+            )
+            cpu = ", ".join(f"{label} {us:.0f}" for label, us in cost["cpu_us_per_update"].items())
+            rows.append([name, _num(cost["commands_per_update"], 1), top, cpu])
+        out.append(
+            _table(
+                [
+                    "target",
+                    "Redis commands per update",
+                    "most called (per update)",
+                    "CPU µs per update",
+                ],
+                rows,
+            )
+        )
+
     rows_h = scenario("h")
     if rows_h:
-        out += ["", "### (h) a large document: uploaded as one update, then fresh joins (median)", ""]
+        out += [
+            "",
+            "### (h) a large document: uploaded as one update, then fresh joins (median)",
+            "",
+        ]
         rows = []
         for name, res in rows_h:
             if "error" in res:
@@ -455,12 +486,31 @@ def goal_rows(report: dict[str, Any]) -> list[list[str]]:
             if node_h and "error" not in node_h:
                 ratio = h["join_ms"] / node_h["join_ms"]
                 value = f"{h['join_ms']:.0f} vs {node_h['join_ms']:.0f} ms = {ratio:.2f}×"
-                add("(h) large-document join ≤ 0.8× node's", target, value, ratio <= 0.8, (target, "h"), ("node", "h"))
+                add(
+                    "(h) large-document join ≤ 0.8× node's",
+                    target,
+                    value,
+                    ratio <= 0.8,
+                    (target, "h"),
+                    ("node", "h"),
+                )
             per_mb = h["peak_rss_per_document_mb"]
             if per_mb is not None:
-                add("(h) peak RSS ≤ 4× the document", target, f"{per_mb:.2f}×", per_mb <= 4, (target, "h"))
+                add(
+                    "(h) peak RSS ≤ 4× the document",
+                    target,
+                    f"{per_mb:.2f}×",
+                    per_mb <= 4,
+                    (target, "h"),
+                )
             p99 = h["other_room_p99_ms"]
-            add("(h) another room's p99 during it ≤ 50 ms", target, f"{p99:.1f} ms", p99 <= 50, (target, "h"))
+            add(
+                "(h) another room's p99 during it ≤ 50 ms",
+                target,
+                f"{p99:.1f} ms",
+                p99 <= 50,
+                (target, "h"),
+            )
         for row in report_bigroom.goals(lambda t, k: _scenario(report, t, k), target):
             add(*row)
         e = _scenario(report, target, "e")

@@ -239,6 +239,7 @@ async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
     rooms = await target.new_rooms(cfg.a_rooms, users=cfg.a_clients)
     specs = client_specs(target, rooms, cfg.a_clients, affinity=cfg.room_affinity)
     metrics_before = await target.persistence_metrics()
+    calls_before = await target.redis_command_calls()
     phase, result = await measured_phase(
         target, cfg, log, "a", rooms, specs, rate=cfg.a_rate, duration=cfg.a_duration
     )
@@ -246,6 +247,37 @@ async def scenario_a(target: Target, cfg: BenchConfig, log: Log) -> dict[str, An
         result["persistence"] = await _persistence(
             target, metrics_before, phase.edits_sent, result["convergence"]["document_bytes"], log
         )
+    if calls_before is not None:
+        calls_after = await target.redis_command_calls() or {}
+        result["redis"] = redis_cost(calls_before, calls_after, phase, log)
+    return result
+
+
+def redis_cost(
+    before: dict[str, int], after: dict[str, int], phase: PhaseResult, log: Log
+) -> dict[str, Any]:
+    """What each accepted update of (a) cost Redis: commands (every process's, including the
+    worker's and those a script runs) and the redis-server's CPU, per edit sent."""
+    calls = {name: after[name] - before.get(name, 0) for name in after}
+    calls = {name: n for name, n in sorted(calls.items(), key=lambda kv: -kv[1]) if n > 0}
+    edits = phase.edits_sent or 1
+    cpu_us = {
+        label: seconds * 1e6 / edits
+        for label, seconds in phase.server_cpu_s.items()
+        if not label.startswith("collab")
+    }
+    result = {
+        "edits_sent": phase.edits_sent,
+        "commands_per_update": sum(calls.values()) / edits,
+        "commands": calls,
+        "cpu_us_per_update": cpu_us,
+        "note": "INFO commandstats delta over (a) and the persistence drain after it, per edit sent; "
+        "cpu_us_per_update: each non-collab process's CPU during (a)'s phase, per edit sent",
+    }
+    log(
+        f"  (a) Redis: {result['commands_per_update']:.1f} commands per update; CPU per update "
+        + ", ".join(f"{label} {us:.0f} µs" for label, us in cpu_us.items())
+    )
     return result
 
 

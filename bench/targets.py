@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench.run import ServerProbe
 from stack.processes import http_status
 from stack.servers import PostgresServer, Server, Service
@@ -113,6 +115,11 @@ class Target:
 
     async def persistence_metrics(self) -> str | None:
         """The persistence worker's /metrics text, when the target has one."""
+        return None
+
+    async def redis_command_calls(self) -> dict[str, int] | None:
+        """Calls per Redis command since the server started (`INFO commandstats`; commands a
+        script runs are counted too), when the target has a Redis."""
         return None
 
     async def prepare_cold_rooms(
@@ -413,6 +420,9 @@ class MultiTarget(ProjectTarget):
             _http_text, workers[0].url + "/metrics", headers=self._stack.metrics_headers
         )
 
+    async def redis_command_calls(self) -> dict[str, int] | None:
+        return await asyncio.to_thread(_command_calls, self._stack.redis_url)
+
     async def stop(self) -> None:
         await self._close_database()
         if self._stack is not None:
@@ -535,15 +545,19 @@ def _node_version() -> str:
     return result.stdout.strip()
 
 
-def _http_text(
-    url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
-) -> str | None:
+def _http_text(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> str | None:
     try:
         request = urllib.request.Request(url, headers=headers or {})
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read().decode()
     except OSError:
         return None
+
+
+def _command_calls(redis_url: str) -> dict[str, int]:
+    with redis.Redis.from_url(redis_url) as client:
+        stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
 
 
 def make_target(
