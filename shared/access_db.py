@@ -17,6 +17,8 @@ every access to content visible in `project_members`.
 and on its periodic re-check: answers (including "no access") are cached for
 `ttl` seconds, so a busy room costs at most one query per user every `ttl`
 seconds, and a revoked membership takes effect within `ttl` on every instance.
+Joins that miss the cache at the same time share one query (`LookupBatcher`):
+a storm of handshakes costs a query or two, not a pool checkout each.
 The gateway calls `invalidate()` after changing memberships, so the instance
 that made the change sees it at once.
 """
@@ -33,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.access import PolicyBase, Role
 from shared.auth import Identity
+from shared.batching import LookupBatcher
 from shared.db.models import Project, ProjectMember
 
 
@@ -115,6 +118,10 @@ class DatabaseAccess(PolicyBase):
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[float, Role | None]] = {}
         self.lookups = 0  # database queries made (for tests and metrics)
+        # concurrent joins (a storm of handshakes) share one query instead of a pool checkout each
+        self._batcher: LookupBatcher[tuple[str, str], Role | None] = LookupBatcher(
+            self._fetch_and_remember, None
+        )
 
     @classmethod
     def for_app(cls, app: web.Application, *, ttl: float = 2.0) -> DatabaseAccess:
@@ -134,11 +141,16 @@ class DatabaseAccess(PolicyBase):
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        self.lookups += 1
-        async with self._factory()() as session:
-            _, role = await resolve_access(session, identity, project_uuid)
-        self._remember(key, role, self._clock())
-        return role
+        return await self._batcher.get(key)
+
+    async def _fetch_and_remember(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], Role | None]:
+        found: dict[tuple[str, str], Role | None] = dict(await self._member_roles(keys))
+        now = self._clock()
+        for key in keys:
+            self._remember(key, found.get(key), now)
+        return found
 
     async def roles_for_many(
         self, requests: Iterable[tuple[Identity, str]]
