@@ -18,6 +18,9 @@ from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.webhooks.events import DEFAULT_GLOBAL_EVENTS, GlobalWebhooks, parse_events
+from shared.webhooks.urls import UrlRefused, check_url
+
 if TYPE_CHECKING:
     from shared.awareness import AwarenessLimits
     from shared.compaction import CompactionPolicy
@@ -55,6 +58,11 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 def _non_negative(name: str, value: float) -> None:
     if not 0 <= value < math.inf:
         raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not 0 < value < math.inf:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -175,6 +183,22 @@ class Settings:
     metrics_token: str = setting("METRICS_TOKEN", "", secret=True, parse=str.strip)
     # what GET /api/version answers (eXeLearning's editor stores it in a document's metadata)
     app_version: str = setting("APP_VERSION", "")
+    # webhooks (shared/webhooks/)
+    webhook_urls: str = setting("WEBHOOK_URLS", "")
+    webhook_secret: str = setting("WEBHOOK_SECRET", "", secret=True, parse=str.strip)
+    webhook_events: str = setting("WEBHOOK_EVENTS", ",".join(DEFAULT_GLOBAL_EVENTS))
+    webhook_debounce_seconds: float = setting(
+        "WEBHOOK_DEBOUNCE_SECONDS", 5.0, check=_non_negative
+    )
+    webhook_max_debounce_seconds: float = setting(
+        "WEBHOOK_MAX_DEBOUNCE_SECONDS", 30.0, check=_non_negative
+    )
+    webhook_retry_hours: float = setting("WEBHOOK_RETRY_HOURS", 24.0, check=_non_negative)
+    webhook_timeout_seconds: float = setting("WEBHOOK_TIMEOUT_SECONDS", 10.0, check=_positive)
+    webhook_max_response_bytes: int = setting("WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024)
+    webhook_allow_private: bool = setting("WEBHOOK_ALLOW_PRIVATE", False)
+    webhook_poll_seconds: float = setting("WEBHOOK_POLL_SECONDS", 1.0, check=_positive)
+    webhook_max_per_project: int = setting("WEBHOOK_MAX_PER_PROJECT", 10)
 
     @property
     def is_production(self) -> bool:
@@ -201,6 +225,28 @@ class Settings:
             self.awareness_max_client_ids,
             self.awareness_max_room_bytes,
         )
+
+    @property
+    def global_webhooks(self) -> GlobalWebhooks:
+        """The configuration's webhooks (`WEBHOOK_URLS`), checked by `from_env`."""
+        urls = tuple(dict.fromkeys(u.strip() for u in self.webhook_urls.split(",") if u.strip()))
+        events = parse_events(self.webhook_events, name="WEBHOOK_EVENTS")
+        return GlobalWebhooks(urls, self.webhook_secret, events)
+
+    def _check_webhooks(self) -> None:
+        try:
+            hooks = self.global_webhooks
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        for url in hooks.urls:
+            try:
+                check_url(url)
+            except UrlRefused as exc:
+                raise ConfigError(f"WEBHOOK_URLS: {url!r}: {exc}") from None
+        if hooks.urls and not hooks.secret:
+            raise ConfigError("WEBHOOK_SECRET must be set when WEBHOOK_URLS is")
+        if self.webhook_max_debounce_seconds < self.webhook_debounce_seconds:
+            raise ConfigError("WEBHOOK_MAX_DEBOUNCE_SECONDS must be at least WEBHOOK_DEBOUNCE_SECONDS")
 
     @property
     def multi_instance(self) -> bool:
@@ -242,6 +288,7 @@ class Settings:
         )
         if settings.max_sync_message_bytes < settings.max_message_bytes:
             raise ConfigError("MAX_SYNC_MESSAGE_BYTES must be at least MAX_MESSAGE_BYTES")
+        settings._check_webhooks()
         return settings.with_secrets()
 
     def with_secrets(self) -> Settings:

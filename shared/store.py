@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.compaction import LogStats, build_snapshot
 from shared.db.models import Project, YjsDocument, YjsQuarantine, YjsUpdate
 from shared.redis_contract import format_log_position, written_up_to
+from shared.webhooks.events import GlobalWebhooks
+from shared.webhooks.outbox import record_document_changes
 
 _DELETE_CHUNK = 5000
 _COMPACT_ATTEMPTS = 5
@@ -50,10 +52,20 @@ class CompactionResult:
 
 
 class DocumentStore:
-    """Append, load and compact Yjs documents, keyed by project uuid."""
+    """Append, load and compact Yjs documents, keyed by project uuid.
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    Every append also notes, in its transaction, the projects whose document changed for
+    their `document.updated` webhooks (`record_document_changes`; `webhooks` are the
+    configuration's global ones), so an event stands for a committed state.
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        webhooks: GlobalWebhooks | None = None,
+    ) -> None:
         self._sessionmaker = sessionmaker
+        self._webhooks = webhooks or GlobalWebhooks()
         self._project_ids: dict[str, int] = {}
         self._documents: set[int] = set()  # projects whose document row is known to exist
 
@@ -143,6 +155,7 @@ class DocumentStore:
                     for update in updates
                 ],
             )
+            await record_document_changes(session, set(ids.values()), self._webhooks)
         self._project_ids.update(ids)  # committed now
         self._documents.update(ids.values())
 
@@ -201,6 +214,8 @@ class DocumentStore:
                     .values(log_position=bindparam("position")),
                     positions,
                 )
+            changed = {ids[uuid] for uuid, count in written.items() if count}
+            await record_document_changes(session, changed, self._webhooks)
             result = {
                 uuid: (
                     count,

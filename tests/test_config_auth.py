@@ -380,6 +380,9 @@ def test_every_setting_is_declared_once_and_documented() -> None:
         else:
             env.setdefault(name, " value-of-" + name.lower())
     env["MAX_SYNC_MESSAGE_BYTES"] = "8"  # at least MAX_MESSAGE_BYTES
+    # values the start-up check of the global webhooks accepts
+    checked = {"WEBHOOK_URLS": "https://hooks.example/a", "WEBHOOK_EVENTS": "member.added"}
+    env.update(checked)
     settings = Settings.from_env(env)
     for name, spec in by_env.items():
         value = getattr(settings, spec.name)
@@ -387,5 +390,7 @@ def test_every_setting_is_declared_once_and_documented() -> None:
             assert value is (not spec.default), name
         elif isinstance(spec.default, (int, float)):
             assert value == (8 if name == "MAX_SYNC_MESSAGE_BYTES" else 7), name
+        elif name in checked:
+            assert value == checked[name], name
         elif not spec.metadata["secret"] and spec.metadata["parse"] is None:
             assert value == "value-of-" + name.lower(), name

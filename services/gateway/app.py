@@ -29,6 +29,7 @@ from services.gateway import (
     projects,
     tus,
     versions,
+    webhooks,
 )
 from services.gateway.asset_store import AssetVolume
 from services.gateway.assets import ASSET_VOLUME
@@ -113,6 +114,7 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
     exe_documents.add_routes(app)
     exe_info.add_routes(app)
     versions.add_routes(app)
+    webhooks.add_routes(app)
     # before assets: /assets/by-client-id/..., /assets/bulk, /assets/sync, /assets/upload-chunk
     # must win over /assets/{name}
     exe_assets.add_routes(app)

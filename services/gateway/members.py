@@ -20,6 +20,7 @@ from services.gateway.accounts import Email
 from services.gateway.context import (
     Need,
     authorize,
+    gateway,
     invalidate_access,
     sessionmaker,
 )
@@ -29,6 +30,8 @@ from services.gateway.schema import Body, Reply, ReplyBody, Routes, reply
 from services.gateway.schema import add_routes as add_declared_routes
 from shared.access import Role
 from shared.db.models import Project, ProjectMember, User
+from shared.webhooks.events import MEMBER_ADDED, MEMBER_REMOVED
+from shared.webhooks.outbox import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,14 @@ async def put_member(request: web.Request, body: MemberRole) -> web.Response:
         created = member is None
         if member is None:
             session.add(ProjectMember(project_id=auth.project.id, user_id=user.id, role=role.value))
+            await enqueue(
+                session,
+                MEMBER_ADDED,
+                auth.project.id,
+                auth.project_uuid,
+                {"user_id": user.id, "role": role.value, "by": auth.user_id},
+                gateway(request).settings.global_webhooks,
+            )
         else:
             if (
                 member.role == Role.OWNER.value
@@ -173,6 +184,14 @@ async def delete_member(request: web.Request) -> web.Response:
         if member.role == Role.OWNER.value and await _owner_count(session, auth.project.id) <= 1:
             raise conflict("a project must keep at least one owner")
         await session.delete(member)
+        await enqueue(
+            session,
+            MEMBER_REMOVED,
+            auth.project.id,
+            auth.project_uuid,
+            {"user_id": member.user_id, "by": auth.user_id},
+            gateway(request).settings.global_webhooks,
+        )
     invalidate_access(request, auth.project_uuid)
     log.info("member removed", extra={"project": auth.project_uuid, "by": auth.user_id})
     return web.Response(status=204)

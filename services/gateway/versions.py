@@ -12,7 +12,7 @@ from pydantic import Field
 from pydantic_core import ErrorDetails
 from sqlalchemy import func, select
 
-from services.gateway.context import Need, authorize, sessionmaker
+from services.gateway.context import Need, authorize, gateway, sessionmaker
 from services.gateway.documents import (
     YJS_CONTENT_TYPE,
     YJS_UPDATE,
@@ -35,6 +35,8 @@ from services.gateway.schema import add_routes as add_declared_routes
 from shared.db.models import YjsVersion
 from shared.documents import export_document
 from shared.restore import restore_update
+from shared.webhooks.events import VERSION_CREATED
+from shared.webhooks.outbox import enqueue
 from shared.ydoc import RejectedUpdate
 
 log = logging.getLogger(__name__)
@@ -146,6 +148,15 @@ async def create_version(request: web.Request, body: NewVersion) -> web.Response
             project_id=auth.project.id, snapshot=snapshot, label=label, created_by=auth.user_id
         )
         session.add(version)
+        await session.flush()
+        await enqueue(
+            session,
+            VERSION_CREATED,
+            auth.project.id,
+            auth.project_uuid,
+            {"version_id": version.id, "label": label, "size": len(snapshot), "by": auth.user_id},
+            gateway(request).settings.global_webhooks,
+        )
     async with sessionmaker(request)() as session:
         stored = await session.get(YjsVersion, version.id)
     if stored is None:

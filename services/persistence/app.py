@@ -19,6 +19,7 @@ from shared.metrics import METRICS_REGISTRY
 from shared.redis_log import create_redis
 from shared.runner import run_service
 from shared.service_app import service_app
+from shared.webhooks.dispatcher import setup_dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings) -> web.Application:
         await redis.aclose()
 
     app.cleanup_ctx.append(_worker_ctx)
+    setup_dispatcher(app, settings, consumer)
     return app
 
 

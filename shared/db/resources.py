@@ -39,7 +39,9 @@ def setup_database(app: web.Application, settings: Settings) -> None:
             await upgrade(settings.database_url)
         engine = create_engine(settings.database_url)
         sessionmaker = create_sessionmaker(engine)
-        app[DATABASE] = Database(engine, sessionmaker, DocumentStore(sessionmaker))
+        app[DATABASE] = Database(
+            engine, sessionmaker, DocumentStore(sessionmaker, settings.global_webhooks)
+        )
         yield
         await engine.dispose()
 

@@ -1,0 +1,156 @@
+"""Webhooks end to end: a real aiohttp receiver on loopback, the embedded app (SQLite)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from services.embedded import create_app as create_embedded_app
+from shared.webhooks.signature import verify
+from tests.conftest import make_settings
+from tests.support.api import Api
+from tests.support.app_server import InProcessServer
+from tests.support.wait import eventually
+from tests.support.yclient import YClient
+
+pytestmark = pytest.mark.integration
+
+
+class Receiver:
+    """An HTTP endpoint that records every request; `status` is what it answers."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.status = 200
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> Receiver:
+        async def handle(request: web.Request) -> web.Response:
+            self.requests.append((dict(request.headers), await request.read()))
+            return web.Response(status=self.status)
+
+        app = web.Application()
+        app.router.add_post("/hook", handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self
+
+    def events(self, name: str) -> list[dict]:  # type: ignore[type-arg]
+        return [json.loads(body) for headers, body in self.requests if headers["X-Exe-Event"] == name]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = await Receiver().start()
+    yield r
+    assert r.runner is not None
+    await r.runner.cleanup()
+
+
+async def _server(tmp_path: Path, **overrides: object) -> InProcessServer:
+    settings = make_settings(
+        tmp_path,
+        webhook_allow_private=True,
+        webhook_poll_seconds=0.05,
+        webhook_debounce_seconds=0.3,
+        webhook_max_debounce_seconds=1.0,
+        **overrides,
+    )
+    return await InProcessServer(create_embedded_app, settings).start()
+
+
+async def test_signed_document_updated_after_edits(tmp_path: Path, receiver: Receiver) -> None:
+    srv = await _server(tmp_path)
+    try:
+        room = "project-" + "1" * 8 + "-1111-1111-1111-" + "1" * 12
+        token = await srv.grant(room, "owner", "owner")
+        async with Api(srv.http_url, token) as api:
+            uuid = room.removeprefix("project-")
+            created = await api.post(
+                f"/api/projects/{uuid}/webhooks",
+                json={"url": receiver.url, "events": ["document.updated", "version.created"]},
+            )
+            assert created.status == 201, created.json
+            secret = created.json["secret"]
+            listed = await api.get(f"/api/projects/{uuid}/webhooks")
+            assert "secret" not in listed.json["webhooks"][0]
+            async with await YClient.connect(srv.ws_url, room, token) as client:
+                client.append("hello")
+                await eventually(lambda: receiver.events("document.updated"), 10, what="event")
+            headers, body = receiver.requests[0]
+            assert verify(secret, headers["X-Exe-Signature"], body, now=time.time())
+            event = json.loads(body)
+            assert event["project"] == uuid and event["data"]["size"] > 0
+            assert event["data"]["state_vector"]
+            assert (await api.post(f"/api/projects/{uuid}/versions", json={"label": "v"})).status == 201
+            await eventually(lambda: receiver.events("version.created"), 10, what="version event")
+            assert len(receiver.events("document.updated")) == 1
+            deliveries = await api.get(f"/api/projects/{uuid}/webhooks/deliveries")
+            assert {d["status"] for d in deliveries.json["deliveries"]} == {"delivered"}
+    finally:
+        await srv.stop()
+
+
+async def test_loopback_url_is_refused_without_allow_private(tmp_path: Path) -> None:
+    srv = await InProcessServer(create_embedded_app, make_settings(tmp_path)).start()
+    try:
+        room = "project-" + "2" * 8 + "-2222-2222-2222-" + "2" * 12
+        uuid = room.removeprefix("project-")
+        owner = await srv.grant(room, "owner", "owner")
+        editor = await srv.grant(room, "editor", "editor")
+        async with Api(srv.http_url, owner) as api:
+            refused = await api.post(
+                f"/api/projects/{uuid}/webhooks",
+                json={"url": "http://127.0.0.1:9/x", "events": ["member.added"]},
+            )
+            assert refused.status == 400 and "non-public" in refused.json["error"]["message"]
+        async with Api(srv.http_url, editor) as api:
+            assert (await api.get(f"/api/projects/{uuid}/webhooks")).status == 403
+    finally:
+        await srv.stop()
+
+
+async def test_receiver_down_then_up_gets_the_event_once(tmp_path: Path, receiver: Receiver) -> None:
+    from shared.webhooks import schedule
+
+    srv = await _server(tmp_path)
+    first_delay = schedule.FIRST_DELAY
+    schedule.FIRST_DELAY = 0.2  # retries within the test's time
+    try:
+        room = "project-" + "3" * 8 + "-3333-3333-3333-" + "3" * 12
+        uuid = room.removeprefix("project-")
+        token = await srv.grant(room, "owner", "owner")
+        receiver.status = 503
+        async with Api(srv.http_url, token) as api:
+            created = await api.post(
+                f"/api/projects/{uuid}/webhooks",
+                json={"url": receiver.url, "events": ["version.created"]},
+            )
+            assert created.status == 201
+            assert (await api.post(f"/api/projects/{uuid}/versions", json={})).status == 201
+            await eventually(lambda: len(receiver.requests) >= 2, 10, what="two failed attempts")
+            receiver.status = 200
+            count = len(receiver.requests)
+
+            async def delivered() -> bool:
+                reply = await api.get(f"/api/projects/{uuid}/webhooks/deliveries")
+                return reply.json["deliveries"][0]["status"] == "delivered"
+
+            await eventually(delivered, 15, what="the delivery to succeed")
+            assert len(receiver.requests) == count + 1
+            ids = {headers["X-Exe-Delivery"] for headers, _ in receiver.requests}
+            bodies = {body for _, body in receiver.requests}
+            assert len(ids) == 1 and len(bodies) == 1
+    finally:
+        schedule.FIRST_DELAY = first_delay
+        await srv.stop()
