@@ -160,7 +160,7 @@ async def list_webhooks(request: web.Request) -> web.Response:
 
 
 @routes.delete(
-    "/api/projects/{uuid}/webhooks/{webhook_id}",
+    "/api/projects/{uuid}/webhooks/{webhook_id:[0-9]+}",  # not .../deliveries
     "Delete a webhook (owner) and its deliveries",
     path_params=WebhookPath,
     replies={204: Reply("Deleted")},
