@@ -8,6 +8,7 @@ from typing import Any, cast
 import pytest
 
 from services.collab.connection import HIGH_WATER, Connection, TickWriter
+from services.collab.frame_socket import FrameSocket
 from services.collab.frames import encode_frame
 from shared.access import Role
 from shared.auth import Identity
@@ -31,21 +32,12 @@ class RecordingTransport:
         return self.buffered
 
 
-class OpenSocket:
-    closed = False
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    async def send_bytes(self, data: bytes) -> None:
-        self.sent.append(data)
-
-
-def _connection(tick_writer: TickWriter) -> tuple[Connection, RecordingTransport, OpenSocket]:
-    transport, ws = RecordingTransport(), OpenSocket()
-    identity = Identity(user_id="u1")
-    conn = Connection(cast(Any, ws), cast(Any, transport), identity, Role.EDITOR, tick_writer, tasks=TaskOwner("test"))
-    return conn, transport, ws
+def _connection(tick_writer: TickWriter) -> tuple[Connection, RecordingTransport, FrameSocket]:
+    transport, tasks = RecordingTransport(), TaskOwner("test")
+    socket = FrameSocket(1024, tasks)
+    socket.attach(cast(Any, transport), b"")
+    conn = Connection(socket, Identity(user_id="u1"), Role.EDITOR, tick_writer, tasks=tasks)
+    return conn, transport, socket
 
 
 async def test_frames_sent_in_one_tick_are_written_together_in_order() -> None:
@@ -76,13 +68,18 @@ async def test_flush_writes_the_tick_at_once() -> None:
     assert transport.writes == [encode_frame(b"last words")]  # not written twice
 
 
-async def test_a_full_socket_buffer_queues_frames_for_the_writer_task() -> None:
-    conn, transport, ws = _connection(TickWriter())
+async def test_a_full_socket_buffer_queues_frames_until_the_transport_drains() -> None:
+    conn, transport, socket = _connection(TickWriter())
     transport.buffered = HIGH_WATER
     conn.send(b"queued")
-    await conn.flush()
-    assert transport.writes == []
-    assert ws.sent == [b"queued"]
+    conn.send(b"in order")
+    flushed = asyncio.ensure_future(conn.flush())
+    await asyncio.sleep(0)
+    assert transport.writes == [] and not flushed.done()
+    transport.buffered = 0
+    socket.resume_writing()  # what the transport calls once its buffer drained
+    await asyncio.wait_for(flushed, 1.0)
+    assert transport.writes == [encode_frame(b"queued") + encode_frame(b"in order")]
 
 
 async def test_a_socket_that_fails_to_write_does_not_hold_back_the_others() -> None:

@@ -5,10 +5,10 @@ Broadcasting must never wait on a slow socket. While the socket keeps up,
 connection's tick buffer; at the end of the event-loop tick the `TickWriter`
 writes each socket's frames with one `transport.write`, so a client sent
 several frames in one tick costs one system call, not several. Once the
-transport's buffer passes `HIGH_WATER`, frames queue instead and a writer task
-drains them with aiohttp's flow control. A client that lets more than
-`max_queued_bytes` pile up is disconnected with 1013 instead of growing the
-server's memory without bound.
+transport's buffer passes `HIGH_WATER`, frames queue instead and are written
+when the transport says its buffer drained (`FrameSocket.when_writable`). A
+client that lets more than `max_queued_bytes` pile up is disconnected with
+1013 instead of growing the server's memory without bound.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import logging
 import time
 from collections import deque
 
-from aiohttp import web
-
 from services.collab.close_codes import CloseCode
+from services.collab.frame_socket import FrameSocket
 from services.collab.frames import encode_frame
 from shared.access import Role
 from shared.auth import Identity
@@ -62,10 +61,30 @@ class TickWriter:
 class Connection:
     """A joined client: its socket, who it is, and its outgoing queue."""
 
+    __slots__ = (
+        "_burst",
+        "_flushed",
+        "_max_queued_bytes",
+        "_queue",
+        "_queued_bytes",
+        "_rate",
+        "_refilled",
+        "_tasks",
+        "_tick_frames",
+        "_tick_writer",
+        "_tokens",
+        "_work",
+        "id",
+        "identity",
+        "last_ping",
+        "last_seen",
+        "role",
+        "socket",
+    )
+
     def __init__(
         self,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport | None,
+        socket: FrameSocket,
         identity: Identity,
         role: Role,
         tick_writer: TickWriter,
@@ -75,8 +94,7 @@ class Connection:
         frames_per_second: float = 0.0,
     ) -> None:
         self.id = next(_ids)
-        self.ws = ws
-        self._transport = transport
+        self.socket = socket
         self.identity = identity
         self.role = role
         self.last_seen = time.monotonic()
@@ -84,10 +102,10 @@ class Connection:
         self._tick_writer = tick_writer
         self._tasks = tasks
         self._tick_frames: list[bytes] = []  # encoded frames written at the end of this tick
-        self._queue: deque[Payload] = deque()
+        self._queue: deque[bytes] | None = None  # encoded frames waiting for the socket to drain
         self._queued_bytes = 0
         self._max_queued_bytes = max_queued_bytes
-        self._writer: asyncio.Task[None] | None = None
+        self._flushed: asyncio.Future[None] | None = None  # `flush` waiting for the queue
         # token bucket over incoming frames (0 = unlimited); burst of two seconds' worth
         self._rate = frames_per_second
         self._tokens = self._burst = frames_per_second * 2
@@ -119,63 +137,82 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        return self.ws.closed
+        return self.socket.closed
 
     def send(self, data: Payload, frame: bytes | None = None) -> None:
         """Send `data` (bytes or a view of them: binary, str: text) without waiting;
         `frame` is its pre-encoded WebSocket frame when the caller has one."""
-        if self.ws.closed:
+        socket = self.socket
+        if socket.closed:
             return
-        transport = self._transport
-        if self._tick_frames or (
-            self._writer is None
-            and transport is not None
-            and not transport.is_closing()
-            and transport.get_write_buffer_size() < HIGH_WATER
-        ):
+        if frame is None:
+            frame = encode_frame(data)
+        if self._tick_frames or (self._queue is None and socket.buffered() < HIGH_WATER):
             if not self._tick_frames:
                 self._tick_writer.schedule(self)
-            self._tick_frames.append(frame if frame is not None else encode_frame(data))
+            self._tick_frames.append(frame)
             return
-        self._queue.append(data)
-        self._queued_bytes += len(data)
+        if self._queue is None:
+            self._queue = deque()
+            socket.when_writable(self._drain)
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
         if self._queued_bytes > self._max_queued_bytes:
             log.warning("slow consumer disconnected", extra={"connection": self.id})
-            self._queue.clear()
-            self._queued_bytes = 0
+            self._drop_queue()
             self.close_soon(CloseCode.TRY_AGAIN_LATER, "too slow")
-            return
-        if self._writer is None:
-            self._writer = self._tasks.spawn(self._drain(), name=f"drain-{self.id}")
 
     def write_tick(self) -> None:
         """Write the frames gathered this tick in one system call."""
         frames, self._tick_frames = self._tick_frames, []
-        transport = self._transport
-        if frames and transport is not None and not transport.is_closing() and not self.ws.closed:
-            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if frames:
+            self.socket.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                data = self._queue.popleft()
-                self._queued_bytes -= len(data)
-                if isinstance(data, str):
-                    await self.ws.send_str(data)
-                else:
-                    await self.ws.send_bytes(data)  # type: ignore[arg-type]  # aiohttp writes any bytes-like; annotated bytes
-        except (ConnectionError, RuntimeError):
-            self._queue.clear()
-            self._queued_bytes = 0
-        finally:
-            self._writer = None
+    def _drain(self) -> None:
+        """The socket's buffer drained (or the socket is gone): write what queued while
+        the buffer stays under HIGH_WATER; above it the transport has paused, and its
+        next drain calls this again."""
+        queue, socket = self._queue, self.socket
+        if queue is None:
+            return
+        if socket.closed:
+            self._drop_queue()
+            return
+        while queue and (room := HIGH_WATER - socket.buffered()) > 0:
+            batch: list[bytes] = []
+            while queue and room > 0:
+                frame = queue.popleft()
+                batch.append(frame)
+                room -= len(frame)
+                self._queued_bytes -= len(frame)
+            socket.write(b"".join(batch))
+        if queue:
+            socket.when_writable(self._drain)
+        else:
+            self._drop_queue()
+
+    def _drop_queue(self) -> None:
+        self._queue = None
+        self._queued_bytes = 0
+        flushed, self._flushed = self._flushed, None
+        if flushed is not None and not flushed.done():
+            flushed.set_result(None)
 
     async def flush(self) -> None:
         """Wait until queued frames are handed to the socket."""
         self.write_tick()
-        writer = self._writer
-        if writer is not None:
-            await asyncio.shield(writer)
+        if self._queue is not None:
+            if self._flushed is None:
+                self._flushed = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._flushed)
+
+    def pong(self, payload: bytes) -> None:
+        """Answer a client's ping."""
+        self.socket.pong(payload)
+
+    def ping(self) -> None:
+        """Ask a quiet client for a sign of life."""
+        self.socket.ping()
 
     def close_soon(self, code: int, message: str = "") -> None:
         """`close` in the background (from code that must not wait for it)."""
@@ -185,6 +222,7 @@ class Connection:
         """Flush what is queued, then close with `code`."""
         try:
             await asyncio.wait_for(self.flush(), 2.0)
-        except (TimeoutError, ConnectionError, RuntimeError):
+        except TimeoutError:
             pass
-        await self.ws.close(code=code, message=message.encode()[:120])
+        self._drop_queue()
+        await self.socket.close(code, message.encode()[:120])

@@ -36,7 +36,4 @@ async def run_heartbeat(
                 conn.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
             elif silent > ping_interval and now - conn.last_ping > ping_interval:
                 conn.last_ping = now
-                try:
-                    await conn.ws.ping()
-                except (ConnectionError, RuntimeError):
-                    pass
+                conn.ping()

@@ -1,82 +1,117 @@
-"""The collab endpoint's WebSocketResponse: frame limits, and close codes clients can read.
+"""Every aiohttp internal the collab endpoint relies on, in one module.
 
-aiohttp's reader holds at most `MAX_SYNC_MESSAGE_BYTES` of one frame (the
-most memory a connection may hold while a frame arrives): a larger frame can
-never be accepted, and is refused with 4413, which the stock y-websocket
-client does not retry (it would resend the same answer forever). Smaller
-limits by kind (`MAX_MESSAGE_BYTES` for anything but a document update) are
-the handler's. aiohttp refuses a frame of exactly its `max_msg_size`, so it is
-given one more.
+Checked against aiohttp 3.14.5 (the installed version; pyproject allows >=3.12).
+`tests/test_websocket_handover.py` fails loudly when any of it changes.
 
-On an oversized frame aiohttp sends the close frame and closes the TCP
-connection at once, while the client is still sending the frame: the unread
-bytes make the kernel reset the connection, and a client that sees the reset
-before the close frame (the stock `ws` package, browsers: a write error ends
-the socket) reports 1006. Here the connection is half-closed instead (FIN
-after the close frame), the rest of the frame is read and dropped, and the
-connection closes when the client closes its side, or after `LINGER_SECONDS`.
+aiohttp answers the WebSocket handshake (`WebSocketResponse.prepare`: the
+header checks, the 101); then the connection is taken from it, so that no
+request, response, request handler or handler task stays alive for the
+connection's life (they were most of an idle socket's memory):
+
+- before `prepare`, the bytes aiohttp's HTTP parser read past the handshake
+  (`RequestHandler._message_tail`) are taken, and the transport is given to
+  the caller's protocol (`transport.set_protocol`, public asyncio);
+- after it, the request handler forgets the transport (`RequestHandler.transport
+  = None`: once the web handler returns, `RequestHandler.start()` closes the
+  transport it still holds) and its server forgets the connection
+  (`Server.connection_lost`, what aiohttp's own `connection_lost` calls; it
+  drops the handler once its task ends, so graceful shutdown does not wait on it);
+- the response's `write_eof`, which aiohttp calls after the handler returns
+  (a WebSocketResponse sends a close frame there), does nothing.
+
+Frames are then parsed by aiohttp's own `WebSocketReader` (the Cython one where
+it is built), fed with `feed_data`. That reader delivers into a
+`WebSocketDataQueue` (typed so in Cython): `FrameSink` subclasses it and hands
+each message on at once (`feed_data` is a cpdef method, which a Python subclass
+may override) instead of queueing it for a task to await.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from aiohttp import WebSocketError, WSCloseCode, web
-
-from services.collab.close_codes import CloseCode
-
-LINGER_SECONDS = 5.0
-_LINGER_POLL = 0.02
-FRAME_TOO_LARGE = "message too large"
+from aiohttp import WSMessage, web
+from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
 
 
-class CollabWebSocket(web.WebSocketResponse):
-    def __init__(self, *, max_frame_bytes: int, **kwargs: Any) -> None:
-        super().__init__(max_msg_size=max_frame_bytes + 1, **kwargs)
-        self._transport: asyncio.Transport | None = None
-        self._lingering = False
+class Handshake(web.WebSocketResponse):
+    """The handshake's response; the connection is handed over right after `prepare`."""
 
-    async def prepare(self, request: web.BaseRequest) -> Any:
-        self._transport = request.transport
-        return await super().prepare(request)
+    def __init__(self) -> None:
+        super().__init__(autoping=False, compress=False)
 
-    async def close(
-        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
-    ) -> bool:
-        if code == WSCloseCode.MESSAGE_TOO_BIG and self._reader_refused_a_frame():
-            code, message = CloseCode.TOO_LARGE, FRAME_TOO_LARGE.encode()
-            self._close_code = code
-        return await super().close(code=code, message=message, drain=drain)
+    async def write_eof(self) -> None:  # type: ignore[override]
+        """Nothing: the connection is no longer aiohttp's when it calls this."""
 
-    def _reader_refused_a_frame(self) -> bool:
-        # While aiohttp closes after the refusal, the error is still only the reader's.
-        reader = self._reader
-        exc = self.exception() or (reader.exception() if reader is not None else None)
-        return isinstance(exc, WebSocketError) and exc.code == WSCloseCode.MESSAGE_TOO_BIG
 
-    def _close_transport(self) -> None:
-        """aiohttp's hook to drop the connection: after an oversized frame, half-close instead."""
-        transport = self._transport
-        if (
-            self._reader_refused_a_frame()
-            and transport is not None
-            and transport.can_write_eof()
-            and not transport.is_closing()
-        ):
-            self._close_code = CloseCode.TOO_LARGE  # aiohttp set 1006 just before
-            self._lingering = True
-            transport.write_eof()
-            return
-        super()._close_transport()
+async def hand_over(
+    request: web.Request, response: Handshake, protocol: asyncio.Protocol
+) -> tuple[asyncio.Transport, bytes]:
+    """Answer the handshake, then give the connection to `protocol`: (its transport,
+    the bytes the client sent past the handshake, for `protocol` to read first).
 
-    async def linger(self) -> None:
-        """After a refused frame: wait until the client closes (at most LINGER_SECONDS), then close."""
-        transport = self._transport
-        if not self._lingering or transport is None:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LINGER_SECONDS
-        while not transport.is_closing() and loop.time() < deadline:
-            await asyncio.sleep(_LINGER_POLL)
-        transport.close()
+    A request that is no WebSocket handshake raises aiohttp's 400 as `prepare` does.
+    """
+    handler = request.protocol
+    transport = handler.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("Connection lost")
+    if not response.can_prepare(request):
+        await response.prepare(request)  # raises the HTTPBadRequest that says why
+    early, handler._message_tail = handler._message_tail, b""
+    transport.set_protocol(protocol)
+    try:
+        await response.prepare(request)
+    except BaseException:
+        transport.abort()
+        raise
+    finally:
+        handler.transport = None
+        if handler._manager is not None:
+            handler._manager.connection_lost(handler, None)
+    return transport, early
+
+
+class FrameSink(WebSocketDataQueue):
+    """Where `WebSocketReader` puts what it parses: handed to callbacks at once."""
+
+    __slots__ = ("_on_error", "_on_message")
+    # The queue's own state, read by the pure-Python reader (the Cython one reads its C
+    # fields, left zero): nothing is ever queued, so the reader never stalls.
+    _size = 0
+    _limit = 0
+    _stalled_reader = None
+
+    def __init__(
+        self, on_message: Callable[[WSMessage], None], on_error: Callable[[BaseException], None]
+    ) -> None:
+        # WebSocketDataQueue.__init__ is not called: its buffer, waiter and flow control
+        # (a deque of ~600 bytes per socket) serve a reader task, and there is none.
+        self._on_message = on_message
+        self._on_error = on_error
+
+    def feed_data(self, data: WSMessage, size: int) -> None:  # type: ignore[override]
+        self._on_message(data)
+
+    def set_exception(self, exc: BaseException, exc_cause: Any = None) -> None:
+        self._on_error(exc)
+
+    def feed_eof(self) -> None:
+        """The end of the stream comes to the protocol as `connection_lost`."""
+
+
+def frame_parser(
+    on_message: Callable[[WSMessage], None],
+    on_error: Callable[[BaseException], None],
+    max_frame_bytes: int,
+) -> WebSocketReader:
+    """aiohttp's frame reader: `feed_data(bytes)` calls `on_message` per message
+    (text decoded to str; fragments joined) and `on_error` once on a bad or too large
+    frame (a `WebSocketError` with its close code), after which it reads nothing.
+    """
+    # aiohttp refuses a message of exactly max_msg_size, hence one more
+    return WebSocketReader(
+        FrameSink(on_message, on_error), max_frame_bytes + 1, compress=False, decode_text=True
+    )
