@@ -24,7 +24,6 @@ is read and dropped, and it closes when the client closes its side, or after
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from enum import Enum
@@ -36,8 +35,6 @@ from services.collab.close_codes import CloseCode
 from services.collab.frames import OPCODE_PING, OPCODE_PONG, close_frame, control_frame
 from services.collab.websocket import frame_parser
 from shared.tasks import TaskOwner
-
-log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 10.0  # aiohttp's WebSocketResponse default
 LINGER_SECONDS = 5.0
@@ -91,7 +88,7 @@ class FrameSocket(asyncio.Protocol):
         self._parser = frame_parser(self._on_message, self._on_reader_error, max_frame_bytes)
         self._handler: FrameHandler | None = None
         self._told = False  # the handler heard `on_closed`
-        self._early = bytearray()  # what arrives before `start`
+        self._early: bytearray | None = bytearray()  # what arrives before `start`
         self._backlog: deque[WSMessage] | None = None  # frames behind an awaited one
         self._busy = False
         self._state = State.OPEN
@@ -105,12 +102,13 @@ class FrameSocket(asyncio.Protocol):
     def attach(self, transport: asyncio.Transport, early: bytes) -> None:
         """The transport is ours now; `early`: bytes the client sent before this."""
         self._transport = transport
-        self._early[:0] = early
+        if self._early is not None:
+            self._early[:0] = early
 
     def start(self, handler: FrameHandler) -> None:
         """Read frames (those that arrived already first) and give them to `handler`."""
         self._handler = handler
-        early, self._early = bytes(self._early), bytearray()
+        early, self._early = bytes(self._early or b""), None
         transport = self._transport
         if self._state is State.CLOSED or transport is None:
             self._end()
@@ -130,7 +128,7 @@ class FrameSocket(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._state is State.LINGERING or self._state is State.CLOSED:
             return
-        if self._handler is None:
+        if self._early is not None:
             self._early += data
             if len(self._early) > EARLY_BYTES and self._transport is not None:
                 self._transport.pause_reading()  # resumed by `start`
@@ -211,9 +209,12 @@ class FrameSocket(asyncio.Protocol):
             self._transport.close()
 
     def _on_reader_error(self, error: BaseException) -> None:
+        too_big = isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG
+        if self._state is State.CLOSING and too_big:
+            self._linger()  # a refused client sending blind: our close frame is out already
+            return
         if self._state is not State.OPEN:
             return
-        too_big = isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG
         if too_big:
             self._state, self.close_code = State.LINGERING, CloseCode.TOO_LARGE
             self._write(close_frame(CloseCode.TOO_LARGE, FRAME_TOO_LARGE))
@@ -224,10 +225,20 @@ class FrameSocket(asyncio.Protocol):
         if self._handler is not None:
             self._handler.on_refused(error)
         self._end()
+        if too_big:
+            self._linger()
+        elif self._transport is not None:
+            self._transport.close()
+
+    def _linger(self) -> None:
+        """Half-close, drop what still arrives, close when the client does (or LINGER_SECONDS)."""
+        self._state = State.LINGERING
         transport = self._transport
         if transport is None:
             return
-        if too_big and transport.can_write_eof():
+        if self._timer is not None:
+            self._timer.cancel()
+        if transport.can_write_eof():
             transport.write_eof()
             self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
         else:
@@ -277,11 +288,15 @@ class FrameSocket(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        if not transport.is_reading():
-            transport.resume_reading()  # paused behind an awaited frame; the answer must be read
         loop = asyncio.get_running_loop()
         self._gone = gone = loop.create_future()
         self._timer = loop.call_later(CLOSE_TIMEOUT, self._give_up)
+        # The answer may already wait behind a frame being handled, or not be read yet.
+        answer = next((m for m in self._backlog or () if m.type is WSMsgType.CLOSE), None)
+        if answer is not None:
+            self._close_received(answer.data)
+        elif not transport.is_reading():
+            transport.resume_reading()
         await gone
 
     def _give_up(self) -> None:
