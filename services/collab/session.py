@@ -102,44 +102,35 @@ class Session:
 
     def _refuse_for(self, exc: Exception) -> Awaitable[None]:
         """The close for what handling a frame raised (called in its `except`)."""
-        ctx, conn, project = self._ctx, self.conn, self._room.project_uuid
+        conn = self.conn
         if isinstance(exc, DocumentTooLarge):
-            ctx.metrics.errors.labels("document_too_large").inc()
-            log.warning(
-                "refusing an update: %s",
-                exc,
-                extra={"connection": conn.id, "project": project, "user": conn.identity.user_id},
+            self._warn(
+                "document_too_large", "refusing an update: %s", exc, user=conn.identity.user_id
             )
             return conn.close(CloseCode.TOO_LARGE, "document too large")
         if isinstance(exc, AwarenessLimitExceeded):
-            ctx.metrics.errors.labels("awareness_limit").inc()
-            log.warning(
-                "closing connection over an awareness limit: %s",
-                exc,
-                extra={"connection": conn.id, "project": project},
-            )
+            self._warn("awareness_limit", "closing connection over an awareness limit: %s", exc)
             if exc.too_big:
                 return self._refuse_content(CloseCode.MESSAGE_TOO_BIG, "awareness too big")
             return self._refuse_content(CloseCode.POLICY_VIOLATION, "awareness over limit")
         if isinstance(exc, ControlRefused):
-            ctx.metrics.errors.labels("invalid_control").inc()
-            log.warning(
-                "closing connection on a control message: %s",
-                exc.reason,
-                extra={"connection": conn.id, "project": project},
-            )
+            self._warn("invalid_control", "closing connection on a control message: %s", exc.reason)
             return self._refuse_content(exc.code, exc.reason)
         if isinstance(exc, ProtocolError):
-            ctx.metrics.errors.labels("invalid_frame").inc()
-            log.warning(
-                "closing connection on bad frame: %s",
-                exc,
-                extra={"connection": conn.id, "project": project},
-            )
+            self._warn("invalid_frame", "closing connection on bad frame: %s", exc)
             return self._refuse_content(CloseCode.INVALID_DATA, "invalid frame")
-        ctx.metrics.errors.labels("internal").inc()
+        self._ctx.metrics.errors.labels("internal").inc()
         log.exception("internal error handling a frame", extra={"connection": conn.id})
         return conn.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def _warn(self, kind: str, message: str, detail: object, **extra: object) -> None:
+        """Count a refusal of kind `kind` and log it."""
+        self._ctx.metrics.errors.labels(kind).inc()
+        log.warning(
+            message,
+            detail,
+            extra={"connection": self.conn.id, "project": self._room.project_uuid, **extra},
+        )
 
     async def _refuse_content(self, code: CloseCode, reason: str) -> None:
         """Close for what the client sent; permanently (4429) once it keeps sending it
