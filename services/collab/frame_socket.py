@@ -141,8 +141,8 @@ class FrameSocket(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.close_code is None:
             self.close_code = WSCloseCode.ABNORMAL_CLOSURE
-        self._end()
         self._state = State.CLOSED
+        self._end()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
