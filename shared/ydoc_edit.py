@@ -21,7 +21,8 @@ from typing import Any, Literal, NoReturn
 
 from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
-from shared.ydoc import apply_update, encode_diff, encode_state, rejecting
+from shared.protocol import EMPTY_UPDATE
+from shared.ydoc import apply_update, rejecting
 from shared.ydoc_json import root
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -53,13 +54,16 @@ class Edit:
 
 def edit_update(current: bytes, edits: Sequence[Edit]) -> bytes:
     """The Yjs update that makes `edits`, in order and in one transaction, on the document
-    `current` builds. EditError (and no update at all) when any of them cannot be made;
+    `current` builds (EMPTY_UPDATE when they change nothing). EditError (and no update at all) when any of them cannot be made;
     RejectedUpdate when pycrdt refuses the document or the edits."""
     for edit in edits:
         _check_shape(edit)
     doc: Doc = Doc()
     apply_update(doc, current)
-    state = encode_state(doc)
+    # the transaction's own update: a diff against the state vector would repeat every
+    # deletion the document ever had, and would not be empty when the edits change nothing
+    made: list[bytes] = []
+    doc.observe(lambda event: made.append(event.update))
     # an EditError must not pass through `rejecting`, which would turn it into a RejectedUpdate
     failure: EditError | None = None
     with rejecting("cannot apply the edits", damages=True), doc.transaction():
@@ -70,7 +74,7 @@ def edit_update(current: bytes, edits: Sequence[Edit]) -> bytes:
             failure = exc
     if failure is not None:
         raise failure  # the scratch document is dropped half-edited: nothing leaves it
-    return encode_diff(doc, state)
+    return made[0] if made else EMPTY_UPDATE
 
 
 def _check_shape(edit: Edit) -> None:

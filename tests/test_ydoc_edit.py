@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map, Text, XmlFragment, XmlText
 
+from shared.protocol import EMPTY_UPDATE
 from shared.ydoc_edit import MAX_SAFE_INTEGER, Edit, EditError, edit_update
 from shared.ydoc_json import update_to_json
 
@@ -102,10 +103,17 @@ def test_later_edits_see_earlier_ones() -> None:
 
 
 def test_the_update_holds_only_the_edits() -> None:
-    current = project()
+    doc: Doc = Doc()
+    doc.apply_update(project())
+    del doc.get("body", type=Text)[0:3]  # a deletion the edits' update must not repeat
+    current = doc.get_update()
     update = edit_update(current, [Edit("set", "meta", key="title", value="New")])
     assert len(update) < 40 < len(current)
-    assert edit_update(current, [Edit("insert", "list", index=0, value=[])]) == b"\x00\x00"
+    deleted = edit_update(current, [Edit("delete", "list", index=0, length=1)])
+    assert len(deleted) < 20
+    assert edited(current, Edit("delete", "list", index=0, length=1))["list"] == [2, 3]
+    assert edit_update(current, [Edit("insert", "list", index=0, value=[])]) == EMPTY_UPDATE
+    assert edit_update(current, [Edit("insert", "body", index=0, value="")]) == EMPTY_UPDATE
 
 
 @pytest.mark.parametrize(

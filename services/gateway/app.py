@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from services.gateway import (
     assets,
     auth_routes,
+    document_edits,
     documents,
     exe_assets,
     exe_chunks,
@@ -111,6 +112,7 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
     projects.add_routes(app)
     members.add_routes(app)
     documents.add_routes(app)
+    document_edits.add_routes(app)
     exe_documents.add_routes(app)
     exe_info.add_routes(app)
     versions.add_routes(app)
