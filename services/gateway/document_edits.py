@@ -10,10 +10,10 @@ Yjs edits always do (a CRDT), indices meaning what they meant in the snapshot.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field, JsonValue
+from pydantic import ConfigDict, Discriminator, Field, JsonValue, Tag
 
 from services.gateway.context import Need, authorize, gateway
 from services.gateway.documents import Imported, document_service, merge_update
@@ -56,18 +56,49 @@ class InsertOp(Body):
     value: str | list[JsonValue]
 
 
-class DeleteOp(Body):
-    """Delete `key` of the Map at `path`, or `length` items or characters from `index`."""
+class DeleteKeyOp(Body):
+    """Delete `key` of the Map at `path`."""
+
+    model_config = ConfigDict(extra="forbid")  # so that no body is both kinds of delete
 
     op: Literal["delete"]
     path: EditPath
-    key: str | None = Field(None, max_length=1000)
-    index: Index | None = None
-    length: Annotated[int, Field(ge=1, le=2**31)] | None = None
+    key: str = Field(max_length=1000)
+
+
+class DeleteRangeOp(Body):
+    """Delete `length` items of the Array, or characters of the Text, at `path` from `index`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    op: Literal["delete"]
+    path: EditPath
+    index: Index
+    length: Annotated[int, Field(ge=1, le=2**31)]
+
+
+def _kind(op: Any) -> str | None:
+    """Which model an op is: its `op`, a delete with a `key` told apart from one by index."""
+    fields = op if isinstance(op, dict) else getattr(op, "__dict__", {})  # a model when dumped
+    name = fields.get("op")
+    if name == "delete" and "key" in fields:
+        return "delete_key"
+    return name if isinstance(name, str) else None
+
+
+Op = Annotated[
+    Annotated[SetOp, Tag("set")]
+    | Annotated[InsertOp, Tag("insert")]
+    | Annotated[DeleteKeyOp, Tag("delete_key")]
+    | Annotated[DeleteRangeOp, Tag("delete")],
+    Discriminator(
+        _kind, custom_error_type="op", custom_error_message="must be an op: set, insert or delete"
+    ),
+]
 
 
 class Edits(Body):
-    ops: list[Annotated[SetOp | InsertOp | DeleteOp, Field(discriminator="op")]] = Field(
+    ops: list[Op] = Field(
         min_length=1, max_length=MAX_EDITS, description="Made in order, in one transaction"
     )
 
@@ -87,7 +118,7 @@ routes = Routes(tags=["documents"])
 )
 async def edit_document(request: web.Request, body: Edits) -> web.Response:
     auth = await authorize(request, Need.EDIT)
-    edits = [Edit(**op.model_dump(exclude_unset=True)) for op in body.ops]
+    edits = [Edit(**op.model_dump()) for op in body.ops]
     current = await export_document(document_service(request), auth.project_uuid)
     try:
         update = await asyncio.to_thread(edit_update, current, edits)
