@@ -40,9 +40,7 @@ GOOD = {"op": "set", "path": "meta", "key": "title", "value": "not applied"}  # 
 async def test_a_json_patch_reaches_stock_clients_on_both_instances_and_the_database(
     cluster: Cluster,
 ) -> None:
-    a_srv, b_srv = await cluster.collab("a"), await cluster.collab("b")
-    gateway = await cluster.gateway()
-    await cluster.worker()
+    a_srv, b_srv, gateway = await cluster.pair()
     room = await cluster.new_project(1)
     token = cluster.token(1)
     async with (

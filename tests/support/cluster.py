@@ -79,6 +79,13 @@ class Cluster:
         self.servers.append(server)
         return server
 
+    async def pair(self) -> tuple[InProcessServer, InProcessServer, InProcessServer]:
+        """Collab instances "a" and "b", a gateway and a persistence worker: (a, b, gateway)."""
+        a, b = await self.collab("a"), await self.collab("b")
+        gateway = await self.gateway()
+        await self.worker()
+        return a, b, gateway
+
     def collab_process(self, name: str) -> ServiceProcess:
         process = ServiceProcess("services.collab", {**self.env, "INSTANCE_ID": name}, self.tmp_path)
         self.processes.append(process)
