@@ -54,8 +54,8 @@ class Edit:
 
 def edit_update(current: bytes, edits: Sequence[Edit]) -> bytes:
     """The Yjs update that makes `edits`, in order and in one transaction, on the document
-    `current` builds (EMPTY_UPDATE when they change nothing). EditError (and no update at all) when any of them cannot be made;
-    RejectedUpdate when pycrdt refuses the document or the edits."""
+    `current` builds (EMPTY_UPDATE when they change nothing). EditError, and no update at all,
+    when any of them cannot be made; RejectedUpdate when pycrdt refuses the document or them."""
     for edit in edits:
         _check_shape(edit)
     doc: Doc = Doc()
@@ -66,7 +66,7 @@ def edit_update(current: bytes, edits: Sequence[Edit]) -> bytes:
     doc.observe(lambda event: made.append(event.update))
     # an EditError must not pass through `rejecting`, which would turn it into a RejectedUpdate
     failure: EditError | None = None
-    with rejecting("cannot apply the edits", damages=True), doc.transaction():
+    with rejecting("cannot apply the edits"), doc.transaction():
         try:
             for edit in edits:
                 _apply(doc, edit)
@@ -79,7 +79,7 @@ def edit_update(current: bytes, edits: Sequence[Edit]) -> bytes:
 
 def _check_shape(edit: Edit) -> None:
     """What an edit can be checked for without the document: its fields and its value."""
-    if not edit.path or "" in edit.path.split("."):
+    if "" in edit.path.split("."):
         _invalid(edit, "the path must be dot-separated names and indices, none empty")
     wanted = {
         "set": edit.key is not None and edit.index is None and edit.length is None,
@@ -87,8 +87,10 @@ def _check_shape(edit: Edit) -> None:
         "delete": (edit.key is None) != (edit.index is None and edit.length is None)
         and (edit.index is None) == (edit.length is None),
     }
-    if not wanted.get(edit.op, False):
-        _invalid(edit, f"'{edit.op}' takes {_FIELDS.get(edit.op, 'set, insert or delete')}")
+    if edit.op not in wanted:
+        _invalid(edit, "the op must be set, insert or delete")
+    if not wanted[edit.op]:
+        _invalid(edit, f"'{edit.op}' takes {_FIELDS[edit.op]}")
     if edit.op == "insert" and not isinstance(edit.value, (str, list)):
         _invalid(edit, "insert takes a string (into a text) or a list of values (into an array)")
     if (edit.index is not None and edit.index < 0) or (edit.length is not None and edit.length < 1):
@@ -112,7 +114,7 @@ def _check_json(edit: Edit, value: Any) -> None:
             continue
         if isinstance(item, int):
             if abs(item) > MAX_SAFE_INTEGER:
-                _invalid(edit, f"{item} is beyond ±(2^53 - 1), which a Yjs number cannot hold")
+                _invalid(edit, "an integer beyond ±(2^53 - 1), which a Yjs number cannot hold")
         elif isinstance(item, float):
             if not math.isfinite(item):
                 _invalid(edit, "numbers must be finite")
@@ -153,6 +155,8 @@ def _target(doc: Doc, edit: Edit) -> Editable:
             node = node[int(step)]
         else:
             at = ".".join([name, *steps[:done]])
+            if isinstance(node, (dict, list)):
+                _invalid(edit, f"'{at}' is a plain value, edited only whole: set it")
             raise EditError("path_not_found", f"'{edit.path}' names nothing (at '{step}' of '{at}')")
     if type(node) not in (Map, Array, Text):
         kind = type(node).__name__ if isinstance(node, (XmlFragment, XmlElement, XmlText)) else "a plain value"

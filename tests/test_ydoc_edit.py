@@ -15,9 +15,12 @@ pytestmark = pytest.mark.unit
 
 
 def project() -> bytes:
-    """A document with a Map, an Array and a Text root and nested types under the Map."""
+    """A document with a Map, an Array, a Text and an XmlFragment root, nested types and a
+    plain object under the Map."""
     doc: Doc = Doc()
-    doc["meta"] = Map({"title": "T", "pages": Array([Map({"blocks": Array(["b0"])})])})
+    doc["meta"] = Map(
+        {"title": "T", "info": {"a": {}}, "pages": Array([Map({"blocks": Array(["b0"])})])}
+    )
     doc["list"] = Array([1, 2, 3])
     doc["body"] = Text("héllo 😀 world")
     doc["xml"] = XmlFragment([XmlText("x")])
@@ -52,6 +55,7 @@ def test_set_and_delete_keys_of_root_and_nested_maps() -> None:
         "title": "New",
         "extra": {"a": [1, None, True], "b": 0.5},
         "none": None,
+        "info": {"a": {}},
         "pages": [{"name": "p1"}],
     }
 
@@ -135,6 +139,8 @@ def test_the_update_holds_only_the_edits() -> None:
         (Edit("insert", "body", index=0, value=["x"]), "invalid_edit"),
         (Edit("delete", "meta", index=0, length=1), "invalid_edit"),
         (Edit("set", "meta.title", key="k", value=1), "invalid_edit"),  # a plain value
+        (Edit("set", "meta.info.a", key="k", value=1), "invalid_edit"),  # inside a plain value
+        (Edit("set", "list.0.k", key="k", value=1), "path_not_found"),  # a number has no keys
         (Edit("insert", "xml", index=0, value=["x"]), "invalid_edit"),
         (Edit("set", "meta", key=None, value=1), "invalid_edit"),
         (Edit("set", "meta", key="k", index=0, value=1), "invalid_edit"),
