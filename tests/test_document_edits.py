@@ -3,6 +3,8 @@ stock clients on every instance, stored, refused whole when one command fails.""
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from typing import Any
 
@@ -10,13 +12,15 @@ import pytest
 
 from shared.compaction import build_doc
 from shared.ydoc_json import update_to_json
-from tests.support.api import Api, Reply
+from tests.support.api import Api, Reply, editor_project
 from tests.support.app_server import InProcessServer
 from tests.support.cluster import Cluster
 from tests.support.node_client import NodeYClient
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.integration
+
+log = logging.getLogger(__name__)
 
 
 def doc_path(project: str) -> str:
@@ -53,6 +57,7 @@ async def test_a_json_patch_reaches_stock_clients_on_both_instances_and_the_data
         assert {await on_a.instance(), await on_b.instance()} == {"a", "b"}
         await on_a.append("hello")
         await on_b.wait_text("hello")
+        started = time.perf_counter()
         reply = await patch(
             api,
             room,
@@ -68,6 +73,7 @@ async def test_a_json_patch_reaches_stock_clients_on_both_instances_and_the_data
             await client.wait_root("meta", "map", meta)
             await client.wait_text("hello world")
             await client.wait_root("pages", "array", ["p1", "p2"])
+        log.warning("a PATCH seen by clients on both instances: %.1f ms", elapsed_ms(started))
         expected = {"meta": meta, "t": "hello world", "pages": ["p1", "p2"]}
 
         async def stored() -> bool:
@@ -82,6 +88,48 @@ async def test_a_json_patch_reaches_stock_clients_on_both_instances_and_the_data
         assert reply.status == 200, reply.body
         await on_a.wait_text("world!")
         await on_b.wait_text("world!")
+
+
+async def test_a_patch_on_a_5_mb_document_edits_types_a_stock_client_made(
+    server: InProcessServer,
+) -> None:
+    room, api = await editor_project(server)
+    try:
+        async with NodeYClient.start(server.ws_url, room, api.token) as node:
+            await node.wait_synced()
+            built = await node.typed_roots(fill=10_000, pad=500, timeout=60.0)
+            assert built["bytes"] > 5_000_000
+
+            async def received() -> bool:
+                path = {"format": "json", "path": "meta.pages.note"}
+                return (await api.get(doc_path(room), params=path)).status == 200
+
+            await eventually(received, 60, what="the client's document on the server")
+            started = time.perf_counter()
+            reply = await patch(
+                api,
+                room,
+                {"op": "insert", "path": "meta.pages.note", "index": 2, "value": "big "},
+                {"op": "insert", "path": "meta.pages.order", "index": 2, "value": ["p3"]},
+                {"op": "set", "path": "bulk.entry-9999", "key": "n", "value": -1},
+            )
+            answered = elapsed_ms(started)
+            assert reply.status == 200, reply.body
+            meta = built["roots"]["meta"]
+            meta["pages"] = {"order": ["p1", "p2", "p3"], "note": "a big nested text"}
+            await node.wait_root("meta", "map", meta)
+            log.warning(
+                "a PATCH on a %d-byte document: answered in %.0f ms, seen by the client in %.0f ms",
+                built["bytes"],
+                answered,
+                elapsed_ms(started),
+            )
+    finally:
+        await api.close()
+
+
+def elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 @pytest.fixture
