@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from services.embedded import create_app as create_embedded_app
 from shared.webhooks.signature import verify
@@ -16,45 +14,10 @@ from tests.conftest import make_settings
 from tests.support.api import Api
 from tests.support.app_server import InProcessServer
 from tests.support.wait import eventually
+from tests.support.webhook_receiver import Receiver
 from tests.support.yclient import YClient
 
 pytestmark = pytest.mark.integration
-
-
-class Receiver:
-    """An HTTP endpoint that records every request; `status` is what it answers."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.status = 200
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> Receiver:
-        async def handle(request: web.Request) -> web.Response:
-            self.requests.append((dict(request.headers), await request.read()))
-            return web.Response(status=self.status)
-
-        app = web.Application()
-        app.router.add_post("/hook", handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = self.runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/hook"
-        return self
-
-    def events(self, name: str) -> list[dict]:  # type: ignore[type-arg]
-        return [json.loads(body) for headers, body in self.requests if headers["X-Exe-Event"] == name]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    yield r
-    assert r.runner is not None
-    await r.runner.cleanup()
 
 
 async def _server(tmp_path: Path, **overrides: object) -> InProcessServer:
@@ -121,11 +84,7 @@ async def test_loopback_url_is_refused_without_allow_private(tmp_path: Path) -> 
 
 
 async def test_receiver_down_then_up_gets_the_event_once(tmp_path: Path, receiver: Receiver) -> None:
-    from shared.webhooks import schedule
-
-    srv = await _server(tmp_path)
-    first_delay = schedule.FIRST_DELAY
-    schedule.FIRST_DELAY = 0.2  # retries within the test's time
+    srv = await _server(tmp_path, webhook_retry_first_seconds=0.2)
     try:
         room = "project-" + "3" * 8 + "-3333-3333-3333-" + "3" * 12
         uuid = room.removeprefix("project-")
@@ -152,5 +111,4 @@ async def test_receiver_down_then_up_gets_the_event_once(tmp_path: Path, receive
             bodies = {body for _, body in receiver.requests}
             assert len(ids) == 1 and len(bodies) == 1
     finally:
-        schedule.FIRST_DELAY = first_delay
         await srv.stop()
