@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from services.collab.handler import COLLAB
 from services.embedded import create_app as create_embedded_app
 from shared.webhooks.signature import verify
 from tests.conftest import make_settings
 from tests.support.api import Api
 from tests.support.app_server import InProcessServer
+from tests.support.node_client import NodeYClient
 from tests.support.wait import eventually
 from tests.support.webhook_receiver import Receiver
 from tests.support.yclient import YClient
@@ -110,5 +112,60 @@ async def test_receiver_down_then_up_gets_the_event_once(tmp_path: Path, receive
             ids = {headers["X-Exe-Delivery"] for headers, _ in receiver.requests}
             bodies = {body for _, body in receiver.requests}
             assert len(ids) == 1 and len(bodies) == 1
+    finally:
+        await srv.stop()
+
+
+async def test_connection_events_reach_only_their_subscribers(tmp_path: Path, receiver: Receiver) -> None:
+    srv = await _server(tmp_path)
+    other = await Receiver().start()
+    try:
+        room = "project-" + "4" * 8 + "-4444-4444-4444-" + "4" * 12
+        uuid = room.removeprefix("project-")
+        token = await srv.grant(room, "owner", "owner")
+        async with Api(srv.http_url, token) as api:
+            subscribed = await api.post(
+                f"/api/projects/{uuid}/webhooks",
+                json={"url": receiver.url, "events": ["connection.opened", "connection.closed"]},
+            )
+            assert subscribed.status == 201
+            unsubscribed = await api.post(
+                f"/api/projects/{uuid}/webhooks", json={"url": other.url, "events": ["member.added"]}
+            )
+            assert unsubscribed.status == 201
+            async with NodeYClient.start(srv.ws_url, room, token) as client:
+                await client.wait_synced()
+                opened = await eventually(lambda: receiver.events("connection.opened"), 10, what="opened")
+            closed = await eventually(lambda: receiver.events("connection.closed"), 10, what="closed")
+            assert receiver.signed(subscribed.json["secret"])
+            assert opened[0]["project"] == uuid and closed[0]["project"] == uuid
+            assert srv.app is not None
+            assert opened[0]["data"] == {
+                "user_id": srv.users["owner"],
+                "instance": srv.app[COLLAB].instance_id,
+                "connection": closed[0]["data"]["connection"],
+            }
+            assert closed[0]["data"]["duration_seconds"] > 0 and closed[0]["data"]["close_code"] is not None
+            assert len(receiver.requests) == 2
+            assert other.requests == []
+            deliveries = (await api.get(f"/api/projects/{uuid}/webhooks/deliveries")).json["deliveries"]
+            assert sorted(d["event"] for d in deliveries) == ["connection.closed", "connection.opened"]
+    finally:
+        await other.stop()
+        await srv.stop()
+
+
+async def test_connections_to_a_project_nobody_subscribes_cost_one_lookup(tmp_path: Path) -> None:
+    srv = await _server(tmp_path)
+    try:
+        room = "project-" + "5" * 8 + "-5555-5555-5555-" + "5" * 12
+        token = await srv.grant(room, "editor", "editor")
+        for _ in range(3):
+            async with NodeYClient.start(srv.ws_url, room, token) as client:
+                await client.wait_synced()
+        assert srv.app is not None
+        events = srv.app[COLLAB].connection_events
+        assert await events.subscribers(room.removeprefix("project-")) is None
+        assert events.lookups == 1  # cached for SUBSCRIBERS_TTL: no query per connection
     finally:
         await srv.stop()
