@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import func, select
@@ -39,15 +40,32 @@ def hooks(cluster: Cluster) -> Cluster:
     return cluster
 
 
-async def register(gateway: InProcessServer, room: str, token: str, url: str, *events: str) -> str:
-    """Register a webhook through the gateway (the token's user owns the project); its secret."""
+@dataclass(frozen=True)
+class Subscribed:
+    """A project whose owner (user 1) registered a webhook through a gateway."""
+
+    gateway: InProcessServer
+    room: str
+    token: str  # the owner's
+    secret: str  # the webhook's
+
+    @property
+    def uuid(self) -> str:
+        return self.room.removeprefix("project-")
+
+
+async def subscribed_project(cluster: Cluster, url: str, *events: str, members: tuple[int, ...] = ()) -> Subscribed:
+    """A gateway, a project owned by user 1 (and `members`), and its webhook to `url` for `events`."""
+    gateway = await cluster.gateway()
+    room = await cluster.new_project(1, *members, role="owner")
+    token = cluster.token(1)
     async with Api(gateway.http_url, token) as api:
         created = await api.post(
             f"/api/projects/{room.removeprefix('project-')}/webhooks",
             json={"url": url, "events": list(events)},
         )
     assert created.status == 201, created.json
-    return str(created.json["secret"])
+    return Subscribed(gateway, room, token, str(created.json["secret"]))
 
 
 async def outbox_settled(cluster: Cluster) -> bool:
@@ -78,10 +96,8 @@ async def test_edits_through_two_instances_make_one_signed_event_per_window(
     a, b = await hooks.collab("a"), await hooks.collab("b")
     await hooks.worker("w1")
     await hooks.worker("w2")  # two dispatchers
-    gateway = await hooks.gateway()
-    room = await hooks.new_project(1, role="owner")
-    token = hooks.token(1)
-    secret = await register(gateway, room, token, receiver.url, "document.updated")
+    project = await subscribed_project(hooks, receiver.url, "document.updated")
+    room, token = project.room, project.token
     async with (
         NodeYClient.start(a.ws_url, room, token, "alice") as alice,
         NodeYClient.start(b.ws_url, room, token, "bob") as bob,
@@ -96,7 +112,7 @@ async def test_edits_through_two_instances_make_one_signed_event_per_window(
         await settle(hooks, room, "ab")
         events = receiver.events("document.updated")
         assert len(events) == 1, events
-        assert receiver.signed(secret)
+        assert receiver.signed(project.secret)
         assert events[0]["project"] == room.removeprefix("project-")
         assert events[0]["data"]["state_vector"] == await stored_state_vector(hooks, room)
         assert events[0]["data"]["size"] > 0
@@ -123,10 +139,8 @@ async def test_instance_killed_before_the_window_ends_the_event_comes_anyway(
     victim = hooks.collab_process("victim")
     survivor = await hooks.collab("survivor")
     await hooks.worker()
-    gateway = await hooks.gateway()
-    room = await hooks.new_project(1, role="owner")
-    token = hooks.token(1)
-    secret = await register(gateway, room, token, receiver.url, "document.updated")
+    project = await subscribed_project(hooks, receiver.url, "document.updated")
+    room, token = project.room, project.token
     async with (
         NodeYClient.start(victim.ws_url, room, token, "writer") as writer,
         NodeYClient.start(survivor.ws_url, room, token, "watcher") as watcher,
@@ -140,7 +154,7 @@ async def test_instance_killed_before_the_window_ends_the_event_comes_anyway(
     await settle(hooks, room, "written through the victim")
     events = receiver.events("document.updated")
     assert len(events) == 1, events
-    assert receiver.signed(secret)
+    assert receiver.signed(project.secret)
     assert events[0]["data"]["state_vector"] == await stored_state_vector(hooks, room)
 
 
@@ -150,14 +164,11 @@ async def test_dispatcher_killed_mid_delivery_another_delivers_it(
     # a short lease, so that the surviving worker takes the delivery over quickly
     hooks.overrides.update(webhook_timeout_seconds="2", webhook_lease_seconds="8")
     await hooks.collab("a")
-    gateway = await hooks.gateway()
     workers = {name: hooks.worker_process(name) for name in ("w1", "w2")}
-    room = await hooks.new_project(1, role="owner")
-    uuid = room.removeprefix("project-")
-    token = hooks.token(1)
-    secret = await register(gateway, room, token, receiver.url, "version.created")
+    project = await subscribed_project(hooks, receiver.url, "version.created")
+    uuid = project.uuid
     receiver.hold = True  # the first attempt stays in flight
-    async with Api(gateway.http_url, token) as api:
+    async with Api(project.gateway.http_url, project.token) as api:
         assert (await api.post(f"/api/projects/{uuid}/versions", json={"label": "v1"})).status == 201
         await eventually(lambda: receiver.requests, 15, what="the first attempt")
         async with create_sessionmaker(hooks.engine)() as session:
@@ -175,7 +186,7 @@ async def test_dispatcher_killed_mid_delivery_another_delivers_it(
     assert len(receiver.requests) == 2
     assert len({headers["X-Exe-Delivery"] for headers, _ in receiver.requests}) == 1
     assert len({event["id"] for event in receiver.events("version.created")}) == 1
-    assert receiver.signed(secret)
+    assert receiver.signed(project.secret)
     assert len(done) == 1 and done[0]["attempts"] == 1  # the killed attempt recorded nothing
     survivor: ServiceProcess = next(p for name, p in workers.items() if name != holder)
     await wait_metric(survivor.http_url, 'webhook_deliveries_total{outcome="delivered"}', 1)
@@ -185,13 +196,10 @@ async def test_member_and_version_events_through_the_gateway(
     hooks: Cluster, receiver: Receiver
 ) -> None:
     await hooks.worker()
-    gateway = await hooks.gateway()
-    room = await hooks.new_project(1, 2, role="owner")
-    uuid = room.removeprefix("project-")
-    token = hooks.token(1)
     events = ("member.added", "member.removed", "version.created")
-    secret = await register(gateway, room, token, receiver.url, *events)
-    async with Api(gateway.http_url, token) as api:
+    project = await subscribed_project(hooks, receiver.url, *events, members=(2,))
+    uuid = project.uuid
+    async with Api(project.gateway.http_url, project.token) as api:
         assert (await api.delete(f"/api/projects/{uuid}/members/user2@test.example.com")).status == 204
         added = await api.put(f"/api/projects/{uuid}/members/user2@test.example.com", json={"role": "viewer"})
         assert added.status == 201, added.json
@@ -199,7 +207,7 @@ async def test_member_and_version_events_through_the_gateway(
         assert version.status == 201
     await eventually(lambda: all(receiver.events(e) for e in events), 15, what="the three events")
     await eventually(lambda: outbox_settled(hooks), 10, what="the outbox to settle")
-    assert receiver.signed(secret)
+    assert receiver.signed(project.secret)
     assert receiver.events("member.removed")[0]["data"] == {"user_id": 2, "by": 1}
     assert receiver.events("member.added")[0]["data"] == {"user_id": 2, "role": "viewer", "by": 1}
     created = receiver.events("version.created")[0]["data"]
@@ -212,13 +220,10 @@ async def test_a_receiver_that_always_fails_ends_failed_listed_and_counted(
 ) -> None:
     # a retry window of about two seconds, the first retry after 0.1-0.2 s
     worker = await hooks.worker(webhook_retry_hours="0.0005", webhook_retry_first_seconds="0.2")
-    gateway = await hooks.gateway()
-    room = await hooks.new_project(1, role="owner")
-    uuid = room.removeprefix("project-")
-    token = hooks.token(1)
-    await register(gateway, room, token, receiver.url, "version.created")
+    project = await subscribed_project(hooks, receiver.url, "version.created")
+    uuid = project.uuid
     receiver.status = 500
-    async with Api(gateway.http_url, token) as api:
+    async with Api(project.gateway.http_url, project.token) as api:
         assert (await api.post(f"/api/projects/{uuid}/versions", json={})).status == 201
 
         async def failed() -> list[dict[str, object]]:
@@ -238,15 +243,12 @@ async def test_connection_events_name_the_instance_a_client_joined(
 ) -> None:
     a, b = await hooks.collab("a"), await hooks.collab("b")
     await hooks.worker()
-    gateway = await hooks.gateway()
-    room = await hooks.new_project(1, role="owner")
-    token = hooks.token(1)
-    secret = await register(gateway, room, token, receiver.url, "connection.opened", "connection.closed")
+    project = await subscribed_project(hooks, receiver.url, "connection.opened", "connection.closed")
     for server in (a, b):
-        async with NodeYClient.start(server.ws_url, room, token) as client:
+        async with NodeYClient.start(server.ws_url, project.room, project.token) as client:
             await client.wait_synced()
     await eventually(lambda: len(receiver.events("connection.closed")) == 2, 15, what="two closes")
-    assert receiver.signed(secret)
+    assert receiver.signed(project.secret)
     opened = sorted(event["data"]["instance"] for event in receiver.events("connection.opened"))
     closed = sorted(event["data"]["instance"] for event in receiver.events("connection.closed"))
     assert opened == closed == ["a", "b"]
