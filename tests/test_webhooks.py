@@ -169,3 +169,21 @@ async def test_connections_to_a_project_nobody_subscribes_cost_one_lookup(tmp_pa
         assert events.lookups == 1  # cached for SUBSCRIBERS_TTL: no query per connection
     finally:
         await srv.stop()
+
+
+async def test_a_global_webhook_gets_the_connection_events_it_lists(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    srv = await _server(
+        tmp_path, webhook_urls=receiver.url, webhook_secret="global", webhook_events="connection.opened"
+    )
+    try:
+        room = "project-" + "6" * 8 + "-6666-6666-6666-" + "6" * 12
+        token = await srv.grant(room, "editor", "editor")
+        for _ in range(2):  # the second open is delivered well after the first close was handled
+            async with NodeYClient.start(srv.ws_url, room, token) as client:
+                await client.wait_synced()
+        await eventually(lambda: len(receiver.events("connection.opened")) == 2, 10, what="two opens")
+        assert receiver.events("connection.closed") == [] and receiver.signed("global")
+    finally:
+        await srv.stop()

@@ -132,7 +132,9 @@ class ConnectionEvents:
         except Exception:
             self._metrics.errors.labels("webhook_event").inc()
             log.warning(
-                "could not record a %s webhook event", event, exc_info=True,
+                "could not record a %s webhook event",
+                event,
+                exc_info=True,
                 extra={"project": project_uuid, "connection": data["connection"]},
             )
 
@@ -157,18 +159,13 @@ class ConnectionEvents:
                     .outerjoin(Webhook, and_(Webhook.project_id == Project.id, listening))
                     .where(Project.uuid.in_(uuids))
                 )
-            events: dict[uuid_module.UUID, set[str]] = {}
-            ids: dict[uuid_module.UUID, int] = {}
+            listed_by: dict[uuid_module.UUID, tuple[int, set[str]]] = {}
             for project_uuid, project_id, listed in rows:
-                ids[project_uuid] = project_id
-                events.setdefault(project_uuid, set(self._global)).update(
-                    CONNECTION_EVENTS.intersection(listed or ())
-                )
-            for project_uuid, project_id in ids.items():
-                if events[project_uuid]:
-                    found[uuids[project_uuid]] = Subscribers(
-                        project_id, frozenset(events[project_uuid])
-                    )
+                _, events = listed_by.setdefault(project_uuid, (project_id, set(self._global)))
+                events.update(CONNECTION_EVENTS.intersection(listed or ()))
+            for project_uuid, (project_id, events) in listed_by.items():
+                if events:
+                    found[uuids[project_uuid]] = Subscribers(project_id, frozenset(events))
         now = self._clock()
         if len(self._cache) >= MAX_CACHED_PROJECTS:
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
