@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -68,6 +70,19 @@ async def subscribed_project(cluster: Cluster, url: str, *events: str, members: 
     return Subscribed(gateway, room, token, str(created.json["secret"]))
 
 
+@asynccontextmanager
+async def synced_clients(project: Subscribed, *urls: str) -> AsyncIterator[list[NodeYClient]]:
+    """A stock client of the owner's on each collab instance (`urls`), synced; closed on exit."""
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(NodeYClient.start(url, project.room, project.token))
+            for url in urls
+        ]
+        for client in clients:
+            await client.wait_synced()
+        yield clients
+
+
 async def outbox_settled(cluster: Cluster) -> bool:
     """No document change waiting for its window and no delivery pending: nothing more will
     be sent until something new happens."""
@@ -97,13 +112,8 @@ async def test_edits_through_two_instances_make_one_signed_event_per_window(
     await hooks.worker("w1")
     await hooks.worker("w2")  # two dispatchers
     project = await subscribed_project(hooks, receiver.url, "document.updated")
-    room, token = project.room, project.token
-    async with (
-        NodeYClient.start(a.ws_url, room, token, "alice") as alice,
-        NodeYClient.start(b.ws_url, room, token, "bob") as bob,
-    ):
-        await alice.wait_synced()
-        await bob.wait_synced()
+    room = project.room
+    async with synced_clients(project, a.ws_url, b.ws_url) as (alice, bob):
         # one window: edits through both instances, well within WEBHOOK_DEBOUNCE_SECONDS
         await alice.append("a")
         await bob.wait_text("a")
@@ -140,13 +150,8 @@ async def test_instance_killed_before_the_window_ends_the_event_comes_anyway(
     survivor = await hooks.collab("survivor")
     await hooks.worker()
     project = await subscribed_project(hooks, receiver.url, "document.updated")
-    room, token = project.room, project.token
-    async with (
-        NodeYClient.start(victim.ws_url, room, token, "writer") as writer,
-        NodeYClient.start(survivor.ws_url, room, token, "watcher") as watcher,
-    ):
-        await writer.wait_synced()
-        await watcher.wait_synced()
+    room = project.room
+    async with synced_clients(project, victim.ws_url, survivor.ws_url) as (writer, watcher):
         await writer.append("written through the victim")
         await watcher.wait_text("written through the victim")  # accepted: in the Redis log
         victim.kill()
