@@ -81,6 +81,9 @@ class ConnectionEvents:
 
     def opened(self, project_uuid: str, conn: Connection) -> None:
         """`conn` joined the project's room (records `connection.opened` if subscribed)."""
+        cached = self._cache.get(project_uuid.lower())
+        if cached is not None and cached[0] > self._clock() and cached[1] is None:
+            return  # nobody listens: no task, and nothing kept for the connection's life
         data = self._data(conn)
         task = self._tasks.spawn(
             self._record(project_uuid, CONNECTION_OPENED, data, outbox.utcnow()),
@@ -124,6 +127,8 @@ class ConnectionEvents:
         try:
             subscribers = await self.subscribers(project_uuid)
             if subscribers is None or event not in subscribers.events:
+                if subscribers is None:
+                    self._open.pop(data["connection"], None)  # its `closed` is not wanted either
                 return
             async with self._sessionmaker() as session, session.begin():
                 await outbox.enqueue(
