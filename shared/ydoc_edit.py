@@ -23,7 +23,7 @@ from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from shared.protocol import EMPTY_UPDATE
 from shared.ydoc import apply_update, rejecting
-from shared.ydoc_json import root
+from shared.ydoc_json import is_index, root
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -151,7 +151,7 @@ def _target(doc: Doc, edit: Edit) -> Editable:
     for done, step in enumerate(steps):
         if isinstance(node, Map) and step in node:
             node = node[step]
-        elif isinstance(node, Array) and step.isascii() and step.isdigit() and int(step) < len(node):
+        elif isinstance(node, Array) and is_index(step) and int(step) < len(node):
             node = node[int(step)]
         else:
             at = ".".join([name, *steps[:done]])

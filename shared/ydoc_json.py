@@ -122,8 +122,13 @@ def select(document: JSON, path: str) -> JSON:
     for step in path.split("."):
         if isinstance(value, dict) and step in value:
             value = value[step]
-        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+        elif isinstance(value, list) and is_index(step) and int(step) < len(value):
             value = value[int(step)]
         else:
             raise NoSuchPath(f"'{path}' names nothing in the document (at '{step}')")
     return value
+
+
+def is_index(step: str) -> bool:
+    """Whether a path step is an array index: ASCII digits only (`str.isdigit` takes `²` too)."""
+    return step.isascii() and step.isdigit()
