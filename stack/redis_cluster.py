@@ -22,6 +22,15 @@ from stack.servers import RedisServer
 NODE_TIMEOUT_MS = 1500
 
 
+def _cluster_args(node_timeout_ms: int) -> list[str]:
+    return [
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", "nodes.conf",
+        "--cluster-node-timeout", str(node_timeout_ms),
+        "--cluster-port", str(free_port()),  # the default (port + 10000) may be taken or > 65535
+    ]  # fmt: skip
+
+
 class LocalRedisCluster:
     """`masters` × (1 + `replicas`) nodes on 127.0.0.1, started by `start()`."""
 
@@ -41,13 +50,8 @@ class LocalRedisCluster:
             RedisServer(
                 base_dir / f"node-{index}",
                 log=(log_dir or base_dir) / f"redis-node-{index}.log",
-                extra_args=[
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", str(node_timeout_ms),
-                    "--cluster-port", str(free_port()),
-                ],
-            )  # fmt: skip
+                extra_args=_cluster_args(node_timeout_ms),
+            )
             for index in range(masters * (1 + replicas))
         ]
 
@@ -63,7 +67,9 @@ class LocalRedisCluster:
         cli = find_binary("redis-cli", "/usr/bin/redis-cli", "/usr/local/bin/redis-cli")
         argv = [cli, "--cluster", "create", *(f"{n.host}:{n.port}" for n in self.nodes)]
         argv += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
-        result = subprocess.run(argv, capture_output=True, text=True, env=plain_env(), timeout=timeout)
+        result = subprocess.run(
+            argv, check=False, capture_output=True, text=True, env=plain_env(), timeout=timeout
+        )
         if result.returncode != 0:
             raise StackError(f"redis-cli --cluster create failed:\n{result.stdout}\n{result.stderr}")
         self.wait_healthy(timeout)
