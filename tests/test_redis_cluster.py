@@ -9,7 +9,9 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from pycrdt import Doc, Text
 from sqlalchemy import func, select
 
 from shared.db.engine import create_sessionmaker
@@ -68,6 +70,25 @@ async def stored_rows(cluster: Cluster, room: str) -> int:
         ).scalar_one()
 
 
+async def append_over_http(gateway_url: str, room: str, token: str, text: str) -> str:
+    """Export the room's document, append `text` to its text, import that; return the new text."""
+    url = f"{gateway_url}/api/projects/{room.removeprefix('project-')}/yjs-document"
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(url) as response:
+            assert response.status == 200, await response.text()
+            doc: Doc = Doc()
+            doc.apply_update(await response.read())
+        content = doc.get("t", type=Text)
+        state = doc.get_state()
+        content += text
+        async with session.post(
+            url, data=doc.get_update(state), headers={"Content-Type": "application/octet-stream"}
+        ) as response:
+            assert response.status == 200, await response.text()
+        return str(content)
+
+
 def master_of_room(cluster: Cluster, redis_cluster: LocalRedisCluster, room: str) -> RedisServer:
     return redis_cluster.master_of(cluster.settings().redis_layout.channel(room.removeprefix("project-")))
 
@@ -76,6 +97,7 @@ async def test_stock_clients_on_three_instances_converge_on_every_shard(
     on_cluster: Cluster, redis_cluster: LocalRedisCluster
 ) -> None:
     servers = [await on_cluster.collab(name) for name in ("a", "b", "c")]
+    gateway = await on_cluster.gateway()
     await on_cluster.worker()
     token = on_cluster.token(1)
     rooms = await rooms_on_masters(on_cluster, redis_cluster)
@@ -91,6 +113,14 @@ async def test_stock_clients_on_three_instances_converge_on_every_shard(
                 for other in clients:
                     await other.wait_text(expected)
             assert sorted(expected) == sorted("[0][1][2]")
+            # awareness crosses instances (and so the heartbeats that keep it)
+            await clients[0].set_awareness({"user": {"name": "ann"}})
+            for other in clients[1:]:
+                await other.wait_peers(lambda states: any(s.get("user") == {"name": "ann"} for s in states.values()))
+            # through a gateway: an export and an import, through the room's shard to every instance
+            expected = await append_over_http(gateway.http_url, room, token, "[http]")
+            for client in clients:
+                await client.wait_text(expected)
             await wait_stored(on_cluster, room, expected, timeout=30)
         finally:
             for client in clients:
