@@ -379,7 +379,9 @@ def test_every_setting_is_declared_once_and_documented() -> None:
             env.setdefault(name, "7")
         else:
             env.setdefault(name, " value-of-" + name.lower())
-    env["MAX_SYNC_MESSAGE_BYTES"] = "8"  # at least MAX_MESSAGE_BYTES
+    # at least MAX_MESSAGE_BYTES; over WEBHOOK_TIMEOUT_SECONDS + 5
+    numbers = {"MAX_SYNC_MESSAGE_BYTES": 8, "WEBHOOK_LEASE_SECONDS": 13}
+    env.update({name: str(value) for name, value in numbers.items()})
     # values the start-up check of the global webhooks accepts
     checked = {
         "WEBHOOK_URLS": "https://hooks.example/a",
@@ -393,7 +395,7 @@ def test_every_setting_is_declared_once_and_documented() -> None:
         if isinstance(spec.default, bool):
             assert value is (not spec.default), name
         elif isinstance(spec.default, (int, float)):
-            assert value == (8 if name == "MAX_SYNC_MESSAGE_BYTES" else 7), name
+            assert value == numbers.get(name, 7), name
         elif name in checked:
             assert value == checked[name], name
         elif not spec.metadata["secret"] and spec.metadata["parse"] is None:
@@ -425,3 +427,11 @@ def test_redis_cluster_nodes_choose_cluster_mode_and_are_checked() -> None:
     ]:
         with pytest.raises(ConfigError, match=says):
             Settings.from_env({**base, **bad})
+
+
+def test_webhook_lease_defaults_to_the_timeout_and_must_outlast_an_attempt(tmp_path: Path) -> None:
+    assert Settings.from_env(env_for(tmp_path, WEBHOOK_TIMEOUT_SECONDS="2")).webhook_lease == 16
+    assert Settings.from_env(env_for(tmp_path, WEBHOOK_LEASE_SECONDS="20")).webhook_lease == 20
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env_for(tmp_path, WEBHOOK_LEASE_SECONDS="12"))
+    assert "WEBHOOK_LEASE_SECONDS" in str(info.value)

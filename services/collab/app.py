@@ -16,6 +16,7 @@ from services.collab.assets.redis_store import RedisStore
 from services.collab.assets.store import CoordinatorStore, MemoryStore
 from services.collab.backplane import Backplane, LocalBackplane
 from services.collab.close_codes import CloseCode
+from services.collab.connection_events import ConnectionEvents
 from services.collab.handler import COLLAB, CollabContext, websocket_handler
 from services.collab.heartbeat import run_heartbeat
 from services.collab.limits import ConnectionLimits
@@ -136,6 +137,13 @@ def setup_collab(
             throttle=throttle,
             tasks=tasks,
             assets=assets,
+            connection_events=ConnectionEvents(
+                app[DATABASE].sessionmaker,
+                settings.global_webhooks,
+                instance_id,
+                tasks,
+                metrics,
+            ),
         )
         app[DOCUMENTS] = RoomDocuments(rooms, backplane)
         tasks.spawn_loop(

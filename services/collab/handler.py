@@ -21,6 +21,7 @@ from services.collab.assets.codec import ControlRefused, is_control
 from services.collab.assets.coordinator import AssetCoordinator
 from services.collab.close_codes import CloseCode
 from services.collab.connection import Connection, TickWriter
+from services.collab.connection_events import ConnectionEvents
 from services.collab.limits import ConnectionLimits
 from services.collab.metrics import CollabMetrics
 from services.collab.refusals import RefusalHistory
@@ -56,6 +57,7 @@ class CollabContext:
     throttle: HandshakeThrottle
     tasks: TaskOwner
     assets: AssetCoordinator
+    connection_events: ConnectionEvents
     tick_writer: TickWriter = field(default_factory=TickWriter)
     refusals: RefusalHistory = field(default_factory=RefusalHistory)
 
@@ -189,6 +191,7 @@ async def _join_and_serve(
         frames_per_second=ctx.settings.max_frames_per_second,
     )
     room.join(conn)
+    ctx.connection_events.opened(project_uuid, conn)
     expiry = _close_when_token_expires(conn)
     ctx.metrics.connections.inc()
     log.info(
@@ -205,6 +208,7 @@ async def _join_and_serve(
     finally:
         expiry.cancel()
         ctx.rooms.release(room, conn)
+        ctx.connection_events.closed(project_uuid, conn, ws.close_code)
         await ctx.assets.left(conn, project_uuid)
         ctx.metrics.connections.dec()
         log.info(

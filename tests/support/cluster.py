@@ -106,19 +106,19 @@ class Cluster:
 
         return mint_token(SECRET, user_id, ttl_seconds=3600)[0]
 
-    async def new_project(self, *user_ids: int) -> str:
-        """A project with these users as editors; returns the room name."""
+    async def new_project(self, *user_ids: int, role: str = "editor") -> str:
+        """A project with these users as members (`role`); returns the room name."""
         project_uuid = uuid.uuid4()
         async with create_sessionmaker(self.engine)() as session, session.begin():
             for user_id in user_ids or (1,):
                 if await session.get(User, user_id) is None:
-                    session.add(User(id=user_id, email=f"user{user_id}@test", password_hash="-", display_name="", roles=[]))
+                    session.add(User(id=user_id, email=f"user{user_id}@test.example.com", password_hash="-", display_name="", roles=[]))
             await session.flush()
             project = Project(uuid=project_uuid, title="t", owner_id=(user_ids or (1,))[0])
             session.add(project)
             await session.flush()
             for user_id in user_ids or (1,):
-                session.add(ProjectMember(project_id=project.id, user_id=user_id, role="editor"))
+                session.add(ProjectMember(project_id=project.id, user_id=user_id, role=role))
         return f"project-{project_uuid}"
 
     async def stored_text(self, room: str) -> str:
