@@ -233,7 +233,9 @@ class LogPublisher:
                 args += (layout.channel(project_uuid), project_uuid, len(outbox.log_only), *outbox.log_only)
                 args += (len(outbox.envelopes), *outbox.envelopes)
             calls.append(self._script(keys=keys, args=args))
-        if calls:
+        if len(calls) == 1:
+            await calls[0]  # one Redis, or one partition: no task to gather
+        elif calls:
             await asyncio.gather(*calls)
 
 
