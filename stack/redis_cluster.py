@@ -51,6 +51,7 @@ class LocalRedisCluster:
                 base_dir / f"node-{index}",
                 log=(log_dir or base_dir) / f"redis-node-{index}.log",
                 extra_args=_cluster_args(node_timeout_ms),
+                name=f"redis-node-{index}",
             )
             for index in range(masters * (1 + replicas))
         ]
