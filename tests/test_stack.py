@@ -153,6 +153,24 @@ async def node_clients(
         yield clients
 
 
+@contextlib.asynccontextmanager
+async def converged_pair(
+    stack: Stack, room: str, token: str, word: str
+) -> AsyncIterator[tuple[NodeYClient, NodeYClient]]:
+    """Alice through nginx and Bob straight to the other collab instance, once each has
+    the other's edit: the room's text is `hello <word>`."""
+    async with (
+        node_clients(stack, room, token, 1) as (alice,),
+        node_clients(stack, room, token, 1, await _other_ws_url(stack, alice)) as (bob,),
+    ):
+        assert await connections_per_instance(stack) == {"collab-1": 1, "collab-2": 1}
+        await alice.append("hello ")
+        await bob.wait_text("hello ")
+        await bob.append(word)
+        await alice.wait_text(f"hello {word}")
+        yield alice, bob
+
+
 def closes(client: NodeYClient) -> int:
     return sum(1 for e in client.events if e["event"] == "close")
 
@@ -240,15 +258,8 @@ async def test_cluster_mode_stack_converges_persists_and_stops_every_node(tmp_pa
             api = Api(session, running.url)
             token = await api.user("cluster")
             room = await api.project(token)
-            async with (
-                node_clients(running, room, token, 1) as (alice,),
-                node_clients(running, room, token, 1, await _other_ws_url(running, alice)) as (bob,),
-            ):
-                assert await connections_per_instance(running) == {"collab-1": 1, "collab-2": 1}
-                await alice.append("hello ")
-                await bob.wait_text("hello ")
-                await bob.append("cluster")
-                await alice.wait_text("hello cluster")
+            async with converged_pair(running, room, token, "cluster"):
+                pass
             assert await exported_text(api, token, room) == "hello cluster"
         assert await wait_until(
             lambda: _stored_is(running, room, "hello cluster"), "PostgreSQL to hold both edits"
@@ -362,15 +373,7 @@ async def test_stock_clients_on_different_instances_converge_with_presence(
     token = await api.user("stock")
     room = await api.project(token)
     await idle(stack)
-    async with (
-        node_clients(stack, room, token, 1) as (alice,),
-        node_clients(stack, room, token, 1, await _other_ws_url(stack, alice)) as (bob,),
-    ):
-        assert await connections_per_instance(stack) == {"collab-1": 1, "collab-2": 1}
-        await alice.append("hello ")
-        await bob.wait_text("hello ")
-        await bob.append("world")
-        await alice.wait_text("hello world")
+    async with converged_pair(stack, room, token, "world") as (alice, bob):
         await alice.set_awareness({"user": {"name": "alice"}})
         await bob.wait_peers(
             lambda states: any(
