@@ -355,7 +355,8 @@ async def test_tiny_big_room_scenarios_against_the_single_instance_collab() -> N
     assert g["open"]["opened"] == g["clients"] == cfg.g_clients and g["complete"]
     assert g["synced_ms"]["count"] == cfg.g_clients
     assert 0 < g["synced_ms"]["p50"] <= g["synced_ms"]["p99"] <= g["synced_ms"]["max"]
-    assert g["relay_cpu_s"] > 0 and g["loadgen_cpu_s"] > 0
+    # a tiny storm may take the server less than one clock tick (10 ms) of CPU
+    assert g["relay_cpu_s"] >= 0 and g["loadgen_cpu_s"] > 0
     assert min(g["open"]["synced_bytes"]) >= len(document.full) // 2
 
 

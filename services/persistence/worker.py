@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import cast
 
+import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from services.persistence.metrics import WorkerMetrics
@@ -286,12 +287,23 @@ class PersistenceWorker:
     async def _read_group(
         self, stream: str, start: str, block: int | None
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        response = await self._redis.xreadgroup(
-            CONSUMER_GROUP, self._consumer, {stream: start}, count=self._batch_size, block=block
+        command: list[str | int] = ["XREADGROUP", "GROUP", CONSUMER_GROUP, self._consumer]
+        command += ["COUNT", self._batch_size]
+        if block is not None:
+            command += ["BLOCK", block]
+        response = await self._redis.execute_command(
+            *command, "STREAMS", stream, start, **self._node_of(stream)
         )
         # redis-py types the reply for decode_responses either way; this client gets bytes
         entries = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None", response)
         return [entry for _, stream_entries in entries or [] for entry in stream_entries if entry[1]]
+
+    def _node_of(self, stream: str) -> dict[str, object]:
+        """On a cluster, the node serving `stream`: redis-py cannot find XREADGROUP's key
+        (it follows a keyword) and would send COMMAND GETKEYS before every read."""
+        if isinstance(self._redis, aioredis.RedisCluster):
+            return {"target_nodes": self._redis.get_node_from_key(stream)}
+        return {}
 
     async def _process(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         by_project: dict[str, list[bytes]] = defaultdict(list)
