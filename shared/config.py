@@ -18,6 +18,8 @@ from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.redis_contract import SINGLE_REDIS, RedisLayout
+from shared.redis_nodes import ClusterNodes, parse_cluster_nodes
 from shared.webhooks.events import DEFAULT_GLOBAL_EVENTS, GlobalWebhooks, parse_events
 from shared.webhooks.schedule import RetryPolicy
 from shared.webhooks.urls import RESOLVE_TIMEOUT, UrlRefused, check_url
@@ -136,6 +138,8 @@ class Settings:
     redis_port: int = setting("REDIS_PORT", 6379)
     redis_password: str = setting("REDIS_PASSWORD", "", secret=True)
     redis_db: int = setting("REDIS_DB", 0)
+    redis_cluster_nodes: str = setting("REDIS_CLUSTER_NODES", "", secret=True)
+    persist_partitions: int = setting("PERSIST_PARTITIONS", 16, check=_positive)
     instance_id: str = setting("INSTANCE_ID", "")
     max_message_bytes: int = setting("MAX_MESSAGE_BYTES", 8 * 1024 * 1024)
     # a whole document in one message: a client's sync answer or update, an HTTP import
@@ -276,8 +280,29 @@ class Settings:
 
     @property
     def multi_instance(self) -> bool:
-        """Redis fan-out mode; decided by `REDIS_HOST` alone, as in the seed."""
-        return bool(self.redis_host)
+        """Redis fan-out mode: `REDIS_HOST` (as in the seed) or `REDIS_CLUSTER_NODES`."""
+        return bool(self.redis_host or self.redis_cluster_nodes)
+
+    @property
+    def cluster_nodes(self) -> ClusterNodes | None:
+        """The Redis Cluster of `REDIS_CLUSTER_NODES` (checked by `from_env`), None for one Redis."""
+        return parse_cluster_nodes(self.redis_cluster_nodes) if self.redis_cluster_nodes else None
+
+    @property
+    def redis_layout(self) -> RedisLayout:
+        """Where the projects' keys live: the seed's names, or P partitions of a cluster."""
+        if self.redis_cluster_nodes:
+            return RedisLayout.cluster(self.persist_partitions)
+        return SINGLE_REDIS
+
+    def _check_redis(self) -> None:
+        if self.redis_cluster_nodes and self.redis_host:
+            raise ConfigError("set REDIS_HOST (one Redis) or REDIS_CLUSTER_NODES (a cluster), not both")
+        if self.redis_cluster_nodes:
+            try:
+                parse_cluster_nodes(self.redis_cluster_nodes)
+            except ValueError as exc:
+                raise ConfigError(f"REDIS_CLUSTER_NODES: {exc}") from None
 
     @property
     def redis_url(self) -> str:
@@ -315,6 +340,7 @@ class Settings:
         if settings.max_sync_message_bytes < settings.max_message_bytes:
             raise ConfigError("MAX_SYNC_MESSAGE_BYTES must be at least MAX_MESSAGE_BYTES")
         settings._check_webhooks()
+        settings._check_redis()
         return settings.with_secrets()
 
     def with_secrets(self) -> Settings:

@@ -53,6 +53,7 @@ def create_backplane(
             backlog_limit=settings.redis_backlog,
             presence_interval=settings.presence_interval,
             presence_ttl=settings.presence_ttl,
+            layout=settings.redis_layout,
         )
     writer = StoreWriter(
         database.store,
@@ -72,7 +73,11 @@ def create_coordinator(
     store: CoordinatorStore
     if settings.multi_instance:
         store = RedisStore(
-            create_redis(settings), instance_id_bytes(instance_id).hex(), limits, tasks
+            create_redis(settings),
+            instance_id_bytes(instance_id).hex(),
+            limits,
+            tasks,
+            settings.redis_layout,
         )
     else:
         store = MemoryStore(limits)

@@ -91,7 +91,11 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
             instance = instance_id_bytes(settings.instance_id or uuid.uuid4().hex)
             # multi-instance: imports go through the durable log and the room's channel
             app[FALLBACK_DOCUMENTS] = RedisDocuments(
-                redis, app[DATABASE].store, instance, settings.max_document_bytes
+                redis,
+                app[DATABASE].store,
+                instance,
+                settings.max_document_bytes,
+                settings.redis_layout,
             )
 
             async def redis_check() -> None:
