@@ -18,7 +18,7 @@ help:
 	@echo "make bench    the benchmark suite (~13 min): Markdown table on stdout, JSON in bench/results/"
 	@echo "make up | down | logs [service=] | ps          the Docker Compose HA stack (deploy/)"
 	@echo "make scale collab=N gateway=M                  resize the Compose stack"
-	@echo "make stack [collab=N gateway=M] | stack-down   the same topology from local processes"
+	@echo "make stack [collab=N gateway=M redis=cluster] | stack-down   the same topology from local processes"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -111,9 +111,10 @@ scale: compose-env
 		$(if $(collab),--scale collab=$(collab)) $(if $(gateway),--scale gateway=$(gateway)) \
 		$(if $(collab),collab) $(if $(gateway),gateway)
 
-# make stack [collab=N] [gateway=M]: nginx, redis, postgres, N gateways, N collabs, the worker.
+# make stack [collab=N] [gateway=M] [redis=cluster]: nginx, redis (or a 3+3 Redis Cluster),
+# postgres, N gateways, N collabs, the worker.
 stack: venv system-deps
-	$(PY) -m stack up --collab $(or $(collab),2) --gateway $(or $(gateway),2) --run-dir $(STACK_DIR)
+	$(PY) -m stack up --collab $(or $(collab),2) --gateway $(or $(gateway),2) --redis $(or $(redis),single) --run-dir $(STACK_DIR)
 
 stack-down:
 	$(PY) -m stack down --run-dir $(STACK_DIR)

@@ -1,10 +1,12 @@
-"""`python -m bench` (what `make bench` runs): every scenario against every target.
+"""`python -m bench` (what `make bench` runs): every scenario against single, multi and node
+(`--targets` adds cluster).
 
     python -m bench                                  # the full suite (~12 min)
     python -m bench --targets single,node --scenarios a,c
     python -m bench --scale 0.2                      # everything smaller and shorter
     python -m bench --url mine=ws://127.0.0.1:1234/yjs,pid=4242
     python -m bench --targets single,multi --scenarios a,b --profile
+    python -m bench --targets multi,cluster --scenarios a  # one Redis vs a Redis Cluster
 
 Prints a Markdown table per scenario and writes bench/results/<timestamp>.json.
 """
@@ -27,7 +29,9 @@ from bench.targets import JoinDocument, Target, UrlTarget, make_target
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
-ALL_TARGETS = ("single", "multi", "node")
+ALL_TARGETS = ("single", "multi", "cluster", "node")
+#: What a run without --targets measures (the cluster target only when asked for).
+DEFAULT_TARGETS = ("single", "multi", "node")
 ALL_SCENARIOS = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
 
 
@@ -42,7 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--targets", type=_csv, default=list(ALL_TARGETS), help="single,multi,node (default: all)"
+        "--targets",
+        type=_csv,
+        default=list(DEFAULT_TARGETS),
+        help=f"{','.join(ALL_TARGETS)} (default: {','.join(DEFAULT_TARGETS)})",
     )
     parser.add_argument(
         "--url",

@@ -6,6 +6,8 @@
   2 collab instances + Redis + the persistence worker + PostgreSQL; load
   clients connect to the collab instances directly, round-robin (nginx and
   the gateways run but are not on the measured path).
+- `cluster`: `multi` on a Redis Cluster of 3 masters and 3 replicas
+  (`make stack redis=cluster`); Redis commands are counted on every master.
 - `node`: the official reference server `@y/websocket-server@0.1.1`
   (installed from npm into bench/node/), in-memory, no auth.
 - `url`: any y-websocket endpoint given on the command line.
@@ -25,6 +27,7 @@ import subprocess
 import tempfile
 import urllib.request
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -363,6 +366,8 @@ class MultiTarget(ProjectTarget):
 
     name = "multi"
     kind = "project-multi"
+    redis = "single"  # the stack's Redis: see stack/redis_part.py
+    redis_label = "Redis"
 
     def __init__(
         self, *, collabs: int = 2, log_level: str = "INFO", env: dict[str, str] | None = None
@@ -381,6 +386,7 @@ class MultiTarget(ProjectTarget):
             Stack.start,
             collab=self.collabs,
             gateway=1,
+            redis=self.redis,
             env=env,
             jwt_secret=self.jwt_secret,
             timeout=90.0,
@@ -391,13 +397,15 @@ class MultiTarget(ProjectTarget):
         collabs = stack.collab_instances
         self.ws_bases = [f"ws://127.0.0.1:{i.port}/yjs" for i in collabs]
         processes = {i.name: (i.pid, False) for i in collabs}
-        processes["redis"] = (stack.redis.pid, False)
+        for node in stack.redis.processes():
+            processes[node.name] = (node.pid, False)
         for worker in stack.persistence_instances:
             processes[worker.name] = (worker.pid, False)
         processes["postgres"] = (stack.postgres.pid, True)
         self.probe = ServerProbe(processes, hot_path=[i.name for i in collabs])
         self.info = {
-            "mode": f"multi-instance: {self.collabs} collab + Redis + persistence worker + PostgreSQL (make stack)",
+            "mode": f"multi-instance: {self.collabs} collab + {self.redis_label} + persistence worker "
+            f"+ PostgreSQL (make stack redis={self.redis})",
             "clients": "round-robin over the collab instances, directly (not through nginx)",
             "run_dir": str(stack.run_dir),
             "env_overrides": env,
@@ -421,12 +429,21 @@ class MultiTarget(ProjectTarget):
         )
 
     async def redis_command_calls(self) -> dict[str, int] | None:
-        return await asyncio.to_thread(_command_calls, self._stack.redis_url)
+        """Summed over the masters (a replica's commandstats count what it replays)."""
+        return await asyncio.to_thread(command_calls, self._stack.redis.master_urls())
 
     async def stop(self) -> None:
         await self._close_database()
         if self._stack is not None:
             await asyncio.to_thread(self._stack.stop)
+
+
+class ClusterTarget(MultiTarget):
+    """`multi` on a Redis Cluster of 3 masters and 3 replicas (`make stack redis=cluster`)."""
+
+    name = "cluster"
+    redis = "cluster"
+    redis_label = "Redis Cluster (3 masters, 3 replicas)"
 
 
 # ---------------------------------------------------------------------------
@@ -554,10 +571,14 @@ def _http_text(url: str, timeout: float = 5.0, headers: dict[str, str] | None = 
         return None
 
 
-def _command_calls(redis_url: str) -> dict[str, int]:
-    with redis.Redis.from_url(redis_url) as client:
-        stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
+def command_calls(redis_urls: list[str]) -> dict[str, int]:
+    """Calls per command, summed over the servers of `redis_urls`."""
+    calls: Counter[str] = Counter()
+    for url in redis_urls:
+        with redis.Redis.from_url(url) as client:
+            stats = client.info("commandstats")
+        calls.update({name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()})
+    return dict(calls)
 
 
 def make_target(
@@ -567,12 +588,15 @@ def make_target(
         return SingleTarget(database=single_database, log_level=log_level)
     if name == "multi":
         return MultiTarget(log_level=log_level)
+    if name == "cluster":
+        return ClusterTarget(log_level=log_level)
     if name == "node":
         return NodeTarget()
-    raise ValueError(f"unknown target {name!r} (single, multi, node, or --url NAME=URL)")
+    raise ValueError(f"unknown target {name!r} (single, multi, cluster, node, or --url NAME=URL)")
 
 
 __all__ = [
+    "ClusterTarget",
     "JoinDocument",
     "MultiTarget",
     "NodeTarget",

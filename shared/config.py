@@ -18,8 +18,11 @@ from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.redis_contract import SINGLE_REDIS, RedisLayout
+from shared.redis_nodes import ClusterNodes, parse_cluster_nodes
 from shared.webhooks.events import DEFAULT_GLOBAL_EVENTS, GlobalWebhooks, parse_events
-from shared.webhooks.urls import UrlRefused, check_url
+from shared.webhooks.schedule import RetryPolicy
+from shared.webhooks.urls import RESOLVE_TIMEOUT, UrlRefused, check_url
 
 if TYPE_CHECKING:
     from shared.awareness import AwarenessLimits
@@ -135,6 +138,8 @@ class Settings:
     redis_port: int = setting("REDIS_PORT", 6379)
     redis_password: str = setting("REDIS_PASSWORD", "", secret=True)
     redis_db: int = setting("REDIS_DB", 0)
+    redis_cluster_nodes: str = setting("REDIS_CLUSTER_NODES", "", secret=True)
+    persist_partitions: int = setting("PERSIST_PARTITIONS", 16, check=_positive)
     instance_id: str = setting("INSTANCE_ID", "")
     max_message_bytes: int = setting("MAX_MESSAGE_BYTES", 8 * 1024 * 1024)
     # a whole document in one message: a client's sync answer or update, an HTTP import
@@ -194,7 +199,13 @@ class Settings:
         "WEBHOOK_MAX_DEBOUNCE_SECONDS", 30.0, check=_non_negative
     )
     webhook_retry_hours: float = setting("WEBHOOK_RETRY_HOURS", 24.0, check=_non_negative)
+    webhook_retry_first_seconds: float = setting(
+        "WEBHOOK_RETRY_FIRST_SECONDS", 5.0, check=_positive
+    )
+    webhook_retry_max_seconds: float = setting("WEBHOOK_RETRY_MAX_SECONDS", 3600.0, check=_positive)
     webhook_timeout_seconds: float = setting("WEBHOOK_TIMEOUT_SECONDS", 10.0, check=_positive)
+    # 0: 3 × WEBHOOK_TIMEOUT_SECONDS + 10 (`webhook_lease`)
+    webhook_lease_seconds: float = setting("WEBHOOK_LEASE_SECONDS", 0.0, check=_non_negative)
     webhook_max_response_bytes: int = setting("WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024)
     webhook_allow_private: bool = setting("WEBHOOK_ALLOW_PRIVATE", False)
     webhook_poll_seconds: float = setting("WEBHOOK_POLL_SECONDS", 1.0, check=_positive)
@@ -233,6 +244,20 @@ class Settings:
         events = parse_events(self.webhook_events, name="WEBHOOK_EVENTS")
         return GlobalWebhooks(urls, self.webhook_secret, events)
 
+    @property
+    def webhook_retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            self.webhook_retry_hours,
+            self.webhook_retry_first_seconds,
+            self.webhook_retry_max_seconds,
+        )
+
+    @property
+    def webhook_lease(self) -> float:
+        """Seconds a dispatcher holds a delivery: one attempt (resolving, then the request)
+        with room to spare; a killed dispatcher's delivery is taken over after that."""
+        return self.webhook_lease_seconds or 3 * self.webhook_timeout_seconds + 10
+
     def _check_webhooks(self) -> None:
         try:
             hooks = self.global_webhooks
@@ -247,11 +272,37 @@ class Settings:
             raise ConfigError("WEBHOOK_SECRET must be set when WEBHOOK_URLS is")
         if self.webhook_max_debounce_seconds < self.webhook_debounce_seconds:
             raise ConfigError("WEBHOOK_MAX_DEBOUNCE_SECONDS must be at least WEBHOOK_DEBOUNCE_SECONDS")
+        if self.webhook_lease <= self.webhook_timeout_seconds + RESOLVE_TIMEOUT:
+            raise ConfigError(
+                "WEBHOOK_LEASE_SECONDS must exceed WEBHOOK_TIMEOUT_SECONDS"
+                f" + {RESOLVE_TIMEOUT:g} (one attempt must end within the lease)"
+            )
 
     @property
     def multi_instance(self) -> bool:
-        """Redis fan-out mode; decided by `REDIS_HOST` alone, as in the seed."""
-        return bool(self.redis_host)
+        """Redis fan-out mode: `REDIS_HOST` (as in the seed) or `REDIS_CLUSTER_NODES`."""
+        return bool(self.redis_host or self.redis_cluster_nodes)
+
+    @property
+    def cluster_nodes(self) -> ClusterNodes | None:
+        """The Redis Cluster of `REDIS_CLUSTER_NODES` (checked by `from_env`), None for one Redis."""
+        return parse_cluster_nodes(self.redis_cluster_nodes) if self.redis_cluster_nodes else None
+
+    @property
+    def redis_layout(self) -> RedisLayout:
+        """Where the projects' keys live: the seed's names, or P partitions of a cluster."""
+        if self.redis_cluster_nodes:
+            return RedisLayout.cluster(self.persist_partitions)
+        return SINGLE_REDIS
+
+    def _check_redis(self) -> None:
+        if self.redis_cluster_nodes and self.redis_host:
+            raise ConfigError("set REDIS_HOST (one Redis) or REDIS_CLUSTER_NODES (a cluster), not both")
+        if self.redis_cluster_nodes:
+            try:
+                parse_cluster_nodes(self.redis_cluster_nodes)
+            except ValueError as exc:
+                raise ConfigError(f"REDIS_CLUSTER_NODES: {exc}") from None
 
     @property
     def redis_url(self) -> str:
@@ -289,6 +340,7 @@ class Settings:
         if settings.max_sync_message_bytes < settings.max_message_bytes:
             raise ConfigError("MAX_SYNC_MESSAGE_BYTES must be at least MAX_MESSAGE_BYTES")
         settings._check_webhooks()
+        settings._check_redis()
         return settings.with_secrets()
 
     def with_secrets(self) -> Settings:

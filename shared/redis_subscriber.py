@@ -42,6 +42,7 @@ class RedisSubscriber(asyncio.Protocol):
         self._replies: deque[asyncio.Future[object]] = deque()  # commands answered outside pub/sub
         self._pong: asyncio.Future[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
+        self._leaving: set[bytes] = set()  # sharded channels we asked to leave
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
@@ -50,24 +51,42 @@ class RedisSubscriber(asyncio.Protocol):
         redis: aioredis.Redis,
         on_message: OnMessage,
         on_subscribed: OnSubscribed,
+        **options: float,
+    ) -> RedisSubscriber:
+        """Connect to the server `redis` talks to, with its credentials."""
+        kwargs = redis.connection_pool.connection_kwargs
+        return await cls.connect(
+            kwargs.get("host", "localhost"),
+            kwargs.get("port", 6379),
+            on_message,
+            on_subscribed,
+            username=kwargs.get("username"),
+            password=kwargs.get("password"),
+            **options,
+        )
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        on_message: OnMessage,
+        on_subscribed: OnSubscribed,
         *,
+        username: str | None = None,
+        password: str | None = None,
         timeout: float = 2.0,
         ping_interval: float = 5.0,
         ping_timeout: float = 5.0,
     ) -> RedisSubscriber:
-        """Connect to the server `redis` talks to, with its credentials."""
-        options = redis.connection_pool.connection_kwargs
+        """Connect to `host:port` and log in if a password is given."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             _, subscriber = await loop.create_connection(
-                lambda: cls(on_message, on_subscribed),
-                options.get("host", "localhost"),
-                options.get("port", 6379),
+                lambda: cls(on_message, on_subscribed), host, port
             )
             try:
-                password = options.get("password")
                 if password:
-                    username = options.get("username")
                     await subscriber._command(b"AUTH", *([username] if username else []), password)
             except BaseException:
                 subscriber.close()
@@ -75,12 +94,15 @@ class RedisSubscriber(asyncio.Protocol):
         subscriber._pinger = loop.create_task(subscriber._keep_alive(ping_interval, ping_timeout))
         return subscriber
 
-    def subscribe(self, *channels: str | bytes) -> None:
-        """Subscribe; each channel's confirmation calls `on_subscribed`."""
-        self._write(b"SUBSCRIBE", *channels)
+    def subscribe(self, *channels: str | bytes, sharded: bool = False) -> None:
+        """Subscribe (SSUBSCRIBE if `sharded`: a cluster's per-slot channels, which must all
+        be served by this node); each channel's confirmation calls `on_subscribed`."""
+        self._write(b"SSUBSCRIBE" if sharded else b"SUBSCRIBE", *channels)
 
-    def unsubscribe(self, *channels: str | bytes) -> None:
-        self._write(b"UNSUBSCRIBE", *channels)
+    def unsubscribe(self, *channels: str | bytes, sharded: bool = False) -> None:
+        if sharded:
+            self._leaving.update(_as_bytes(c) for c in channels)
+        self._write(b"SUNSUBSCRIBE" if sharded else b"UNSUBSCRIBE", *channels)
 
     def close(self) -> None:
         if self._pinger is not None:
@@ -112,14 +134,25 @@ class RedisSubscriber(asyncio.Protocol):
                     else:
                         waiter.set_result(reply)
             elif isinstance(reply, hiredis.ReplyError):
-                log.warning("Redis refused a pub/sub command: %s", reply)
+                # e.g. MOVED: the slot of a sharded channel is served elsewhere now;
+                # closing makes the owner reconnect to the current topology and resync
+                log.warning("Redis refused a pub/sub command: %s; reconnecting", reply)
+                self.close()
 
     def _push(self, reply: list[bytes]) -> None:
         kind = reply[0]
-        if kind == b"message":
+        if kind in (b"message", b"smessage"):
             self._on_message(reply[1], reply[2])
-        elif kind == b"subscribe":
+        elif kind in (b"subscribe", b"ssubscribe"):
             self._on_subscribed(reply[1])
+        elif kind == b"sunsubscribe" and reply[1] in self._leaving:
+            self._leaving.discard(reply[1])
+        elif kind == b"sunsubscribe":
+            # not asked for: the server dropped a sharded subscription (its slot moved,
+            # or it became a replica); the owner reconnects to the current topology,
+            # resubscribes and resyncs
+            log.warning("Redis dropped a sharded subscription (slot moved); reconnecting")
+            self.close()
         elif kind == b"pong" and self._pong is not None and not self._pong.done():
             self._pong.set_result(None)
 
@@ -159,3 +192,7 @@ class RedisSubscriber(asyncio.Protocol):
             except (TimeoutError, ConnectionError):
                 self.close()
                 return
+
+
+def _as_bytes(name: str | bytes) -> bytes:
+    return name.encode() if isinstance(name, str) else name

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Table, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.compaction import LogStats, build_snapshot
+from shared.db.engine import upsert_insert
 from shared.db.models import Project, YjsDocument, YjsQuarantine, YjsUpdate
 from shared.redis_contract import format_log_position, written_up_to
 from shared.webhooks.events import GlobalWebhooks
@@ -355,13 +355,10 @@ class DocumentStore:
         and its id may already be cached by a load. Ids found here are not cached, since this
         transaction may still roll back; callers cache them after commit.
         """
-        dialect_insert = (
-            postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        )
         project_id = self._project_ids.get(project_uuid)
         if project_id is None:
             await session.execute(
-                dialect_insert(Project)
+                upsert_insert(session)(Project)
                 .values(uuid=uuid_module.UUID(project_uuid), title="")
                 .on_conflict_do_nothing(index_elements=["uuid"])
             )
@@ -372,7 +369,7 @@ class DocumentStore:
                 raise LookupError(f"project {project_uuid} was deleted while it was being created")
         if project_id not in self._documents:
             await session.execute(
-                dialect_insert(YjsDocument)
+                upsert_insert(session)(YjsDocument)
                 .values(project_id=project_id, snapshot=b"", state_vector=b"", snapshot_version=0)
                 .on_conflict_do_nothing(index_elements=["project_id"])
             )

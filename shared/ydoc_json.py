@@ -43,23 +43,27 @@ def update_to_json(update: bytes) -> dict[str, JSON]:
     doc: Doc = Doc()
     apply_update(doc, update)
     with rejecting("cannot decode the document"):
-        return {name: _root(doc, name) for name in sorted(doc.keys())}
+        return {name: decode(root(doc, name)) for name in sorted(doc.keys())}
 
 
-def _root(doc: Doc, name: str) -> JSON:
-    """Root `name` decoded, its type told by its content (see the module docstring)."""
+Root = Map | Text | Array | XmlFragment
+
+
+def root(doc: Doc, name: str) -> Root | None:
+    """Root `name` as the type its content tells (see the module docstring); None when it
+    holds nothing (or does not exist). pycrdt may raise or panic: call it under `rejecting`."""
     as_map = doc.get(name, type=Map)
     if len(as_map):
-        return decode(as_map)
-    text = str(doc.get(name, type=Text))
-    if text:
+        return as_map
+    text = doc.get(name, type=Text)
+    if str(text):
         return text
     items = list(doc.get(name, type=Array))
     if not items:
         return None
     if all(isinstance(item, (XmlElement, XmlText)) for item in items):
-        return decode(doc.get(name, type=XmlFragment))
-    return [decode(item) for item in items]
+        return doc.get(name, type=XmlFragment)
+    return doc.get(name, type=Array)
 
 
 def decode(value: Any) -> JSON:
@@ -118,8 +122,13 @@ def select(document: JSON, path: str) -> JSON:
     for step in path.split("."):
         if isinstance(value, dict) and step in value:
             value = value[step]
-        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+        elif isinstance(value, list) and is_index(step) and int(step) < len(value):
             value = value[int(step)]
         else:
             raise NoSuchPath(f"'{path}' names nothing in the document (at '{step}')")
     return value
+
+
+def is_index(step: str) -> bool:
+    """Whether a path step is an array index: ASCII digits only (`str.isdigit` takes `²` too)."""
+    return step.isascii() and step.isdigit()

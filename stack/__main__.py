@@ -12,6 +12,7 @@ from pathlib import Path
 
 from stack import nginx as nginx_conf
 from stack.processes import StackError
+from stack.redis_part import MODES
 from stack.stack import DEFAULT_RUN_DIR, Stack
 
 
@@ -23,8 +24,9 @@ def _positive(value: str) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    redis = "a Redis Cluster (3 masters, 3 replicas)" if args.redis == "cluster" else "redis"
     print(
-        f"stack: starting nginx, redis, postgres, {args.gateway} gateway(s), "
+        f"stack: starting nginx, {redis}, postgres, {args.gateway} gateway(s), "
         f"{args.collab} collab(s){'' if args.no_persistence else ', the persistence worker'} ...",
         flush=True,
     )
@@ -32,6 +34,7 @@ def _up(args: argparse.Namespace) -> int:
         collab=args.collab,
         gateway=args.gateway,
         persistence=not args.no_persistence,
+        redis=args.redis,
         run_dir=args.run_dir,
         nginx_port=args.port,
         timeout=args.timeout,
@@ -43,7 +46,8 @@ def _up(args: argparse.Namespace) -> int:
     for service in ("gateway", "collab", "persistence"):
         for instance in stack.instances[service]:
             print(f"  {instance.name:<14} {instance.url}  pid {instance.pid}")
-    print(f"  {'redis':<14} {stack.redis_url}  pid {stack.redis.pid if stack.redis else '-'}")
+    for name, url, process, role in stack.redis.nodes():
+        print(f"  {name:<14} {url}  pid {process.pid if process else '-'}  {role}".rstrip())
     print(
         f"  {'postgres':<14} {stack.database_dsn}  pid {stack.postgres.pid if stack.postgres else '-'}"
     )
@@ -146,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--collab", type=_positive, default=2)
     up.add_argument("--gateway", type=_positive, default=2)
     up.add_argument("--no-persistence", action="store_true", help="no persistence worker")
+    up.add_argument(
+        "--redis", choices=MODES, default="single",
+        help="one redis-server, or a Redis Cluster of 3 masters and 3 replicas",
+    )  # fmt: skip
     up.add_argument("--port", type=int, default=None, help="nginx port (default: a free one)")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each step")
     down = sub.add_parser("down", help="stop the processes recorded in stack.json")

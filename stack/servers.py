@@ -250,11 +250,12 @@ class RedisServer(Server):
         appendonly: bool = True,
         appendfsync: str = "everysec",
         extra_args: Sequence[str] = (),
+        name: str | None = None,
     ) -> None:
         if appendfsync not in ("always", "everysec", "no"):
             raise ValueError(f"invalid appendfsync {appendfsync!r}")
         self.binary = find_binary("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server")
-        super().__init__(base_dir, port=port, log=log)
+        super().__init__(base_dir, port=port, log=log, name=name)
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.extra_args = list(extra_args)

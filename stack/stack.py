@@ -1,13 +1,15 @@
 """The HA topology from real processes on loopback (`make stack`).
 
     nginx (the project's config) -> N gateways, N collabs
-    redis-server (AOF on, noeviction), PostgreSQL (temp cluster), migrations,
-    one persistence worker (when services/persistence exists)
+    redis-server (AOF on, noeviction), or with `redis="cluster"` a Redis Cluster of
+    3 masters + 3 replicas (stack/redis_part.py), PostgreSQL (temp cluster),
+    migrations, one persistence worker (when services/persistence exists)
 
 Everything listens on 127.0.0.1 on free ports. The run directory (default
 `./run/stack` for the CLI, a temporary one for tests) holds `stack.json`
 (ports, pids, urls, instances), `stack.env` (the secrets, mode 0600),
-`pids/` and `logs/`, Redis' AOF and the shared assets directory. The
+`pids/` and `logs/`, Redis' AOF (`redis/`, or `redis-cluster/` made anew by every
+start) and the shared assets directory. The
 PostgreSQL cluster and nginx's temp files live in a scratch directory under
 /tmp that the service users (postgres, nginx workers) can reach; it is
 deleted by `stop()`.
@@ -56,7 +58,14 @@ from stack.processes import (
     poll_until,
     tail,
 )
-from stack.servers import NginxServer, PostgresServer, RedisServer, Service, wait_ready
+from stack.redis_part import (
+    RedisPart,
+    SingleRedis,
+    process_entry,
+    redis_part,
+    redis_part_from_record,
+)
+from stack.servers import NginxServer, PostgresServer, Service, wait_ready
 
 DEFAULT_RUN_DIR = REPO_ROOT / "run" / "stack"
 STATE_FILE = "stack.json"
@@ -69,7 +78,7 @@ SERVICES = ("gateway", "collab", "persistence")
 _OWN_VARIABLES = {
     "APP_ENV", "HOST", "PORT", "DATABASE_URL", "DATA_DIR", "FILES_DIR", "INSTANCE_ID",
     "API_JWT_SECRET", "APP_SECRET", "RUN_MIGRATIONS", "AUTH_CREATE_USERS", "FORWARDED_ALLOW_IPS",
-    "METRICS_TOKEN",
+    "METRICS_TOKEN", "REDIS_HOST", "REDIS_PORT", "REDIS_CLUSTER_NODES",
 }  # fmt: skip
 
 
@@ -135,14 +144,13 @@ class Stack:
         self.nginx_dir = run_dir / "nginx"
         self.files_dir = run_dir / "files"
         self.nginx_port = 0
-        self.redis_port = 0
         self.postgres_port = 0
         self.jwt_secret = ""
         self.app_secret = ""
         self.metrics_token = ""
         self.client_max_body_size = nginx_conf.COMPOSE_VARIABLES["NGINX_CLIENT_MAX_BODY_SIZE"]
         self.env_overrides: dict[str, str] = {}
-        self.redis: Process | None = None
+        self.redis: RedisPart = SingleRedis()
         self.postgres: Process | None = None
         self.nginx: Process | None = None
         self._nginx_server: NginxServer | None = None
@@ -163,6 +171,7 @@ class Stack:
         gateway: int = 2,
         *,
         persistence: bool = True,
+        redis: str = "single",
         run_dir: str | os.PathLike[str] | None = None,
         nginx_port: int | None = None,
         env: Mapping[str, str] | None = None,
@@ -174,13 +183,15 @@ class Stack:
     ) -> Stack:
         """Start the whole topology and return once nginx answers through every part.
 
-        `env` adds or overrides service environment variables (e.g.
+        `redis` is `single` (one redis-server) or `cluster` (a Redis Cluster of 3 masters
+        and 3 replicas). `env` adds or overrides service environment variables (e.g.
         `WS_PING_INTERVAL`). Without `run_dir` a temporary directory is used
         and deleted by :meth:`stop`. Unless `detach`, the processes are
         stopped when this interpreter exits, should :meth:`stop` not be called.
         """
         if collab < 1 or gateway < 1:
             raise ValueError("a stack needs at least one collab and one gateway instance")
+        part = redis_part(redis)
         owns = run_dir is None
         run_path = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="exe-collab-stack-run-"))
         run_path = run_path.resolve()
@@ -189,6 +200,7 @@ class Stack:
         os.chmod(scratch, 0o755)
         stack = cls(run_path, scratch)
         stack._owns_run_dir = owns
+        stack.redis = part
         stack.timeout = timeout
         stack.jwt_secret = jwt_secret or secrets.token_urlsafe(48)
         stack.app_secret = app_secret or secrets.token_urlsafe(48)
@@ -221,11 +233,11 @@ class Stack:
             raise StackError(f"no stack in {run_path} (no {STATE_FILE})") from None
         stack = cls(run_path, Path(state["scratch_dir"]))
         stack.nginx_port = state["nginx"]["port"]
-        stack.redis_port = state["redis"]["port"]
+        stack.redis = redis_part_from_record(state["redis"])
         stack.postgres_port = state["postgres"]["port"]
         stack.client_max_body_size = state.get("client_max_body_size", stack.client_max_body_size)
         stack.env_overrides = dict(state.get("env_overrides", {}))
-        for part in ("redis", "postgres", "nginx"):
+        for part in ("postgres", "nginx"):
             record = state[part].get("process")
             setattr(stack, part, Process.from_record(record) if record else None)
         for item in state["instances"]:
@@ -268,7 +280,8 @@ class Stack:
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.redis_port}/0"
+        """`redis://127.0.0.1:PORT/0`, or `redis+cluster://` and every node of a cluster."""
+        return self.redis.url
 
     @property
     def database_url(self) -> str:
@@ -314,7 +327,8 @@ class Stack:
         result = [self.nginx] if self.nginx else []
         for service in SERVICES:
             result += [i.process for i in self.instances[service] if i.process is not None]
-        result += [p for p in (self.redis, self.postgres) if p is not None]
+        result += self.redis.processes()
+        result += [self.postgres] if self.postgres else []
         return result
 
     # -- scaling and failures ------------------------------------------------------
@@ -431,17 +445,6 @@ class Stack:
 
     def state(self) -> dict[str, Any]:
         """What stack.json holds (no secrets)."""
-
-        def part(process: Process | None, port: int, **extra: Any) -> dict[str, Any]:
-            return {
-                "port": port,
-                "pid": process.pid if process else None,
-                "alive": bool(process and process.alive),
-                "log": process.log if process else None,
-                "process": process.record() if process else None,
-                **extra,
-            }
-
         return {
             "version": 1,
             "url": self.url,
@@ -452,7 +455,7 @@ class Stack:
             "files_dir": str(self.files_dir),
             "client_max_body_size": self.client_max_body_size,
             "env_overrides": self.env_overrides,
-            "nginx": part(
+            "nginx": process_entry(
                 self.nginx,
                 self.nginx_port,
                 url=self.url,
@@ -460,8 +463,8 @@ class Stack:
                 access_log=str(self.nginx_access_log),
                 error_log=str(self.logs_dir / "nginx-error.log"),
             ),
-            "redis": part(self.redis, self.redis_port, url=self.redis_url),
-            "postgres": part(self.postgres, self.postgres_port, database_url=self.database_url),
+            "redis": self.redis.record(),
+            "postgres": process_entry(self.postgres, self.postgres_port, database_url=self.database_url),
             "instances": [i.record() for s in SERVICES for i in self.instances[s]],
             "counts": {s: len(self.instances[s]) for s in SERVICES},
             "warnings": self.warnings,
@@ -482,7 +485,7 @@ class Stack:
     # -- boot -------------------------------------------------------------------------
 
     def _boot(self, collab: int, gateway: int, persistence: bool, nginx_port: int | None) -> None:
-        for directory in (self.run_dir, self.logs_dir, self.files_dir, self.run_dir / "redis"):
+        for directory in (self.run_dir, self.logs_dir, self.files_dir):
             directory.mkdir(parents=True, exist_ok=True)
         secrets_path = self.run_dir / SECRETS_FILE
         secrets_path.write_text(
@@ -491,7 +494,7 @@ class Stack:
         )
         secrets_path.chmod(0o600)
 
-        self._start_redis()
+        self.redis.start(self.run_dir, self.logs_dir, self.timeout)
         self._start_postgres()
         self._migrate()
 
@@ -524,8 +527,7 @@ class Stack:
             APP_SECRET=self.app_secret,
             METRICS_TOKEN=self.metrics_token,
             DATABASE_URL=self.database_url,
-            REDIS_HOST=LOOPBACK,
-            REDIS_PORT=str(self.redis_port),
+            **self.redis.env(),
             FILES_DIR=str(self.files_dir),
             RUN_MIGRATIONS="0",
             AUTH_CREATE_USERS="1",
@@ -536,11 +538,6 @@ class Stack:
         env.update(extra)
         env.update(self.env_overrides)
         return env
-
-    def _start_redis(self) -> None:
-        server = RedisServer(self.run_dir / "redis", log=self.logs_dir / "redis.log")
-        self.redis = server.start(self.timeout).process
-        self.redis_port = server.port
 
     def _start_postgres(self) -> None:
         # In the scratch directory: the postgres OS user (as root) must reach it.

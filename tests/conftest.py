@@ -17,6 +17,7 @@ from stack.servers import PostgresServer, RedisServer
 from tests.support.app_server import InProcessServer
 from tests.support.cluster import Cluster
 from tests.support.throttle import UNTHROTTLED
+from tests.support.webhook_receiver import Receiver
 
 TEST_SECRET = "test-secret-" + "x" * 40
 
@@ -122,3 +123,13 @@ async def cluster(tmp_path: Path, redis_server: RedisServer, postgres: PostgresS
             for task in asyncio.all_tasks():
                 task.print_stack(file=sys.stderr)
             raise
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on loopback (register webhooks with WEBHOOK_ALLOW_PRIVATE=1)."""
+    r = await Receiver().start()
+    try:
+        yield r
+    finally:
+        await r.stop()

@@ -379,9 +379,15 @@ def test_every_setting_is_declared_once_and_documented() -> None:
             env.setdefault(name, "7")
         else:
             env.setdefault(name, " value-of-" + name.lower())
-    env["MAX_SYNC_MESSAGE_BYTES"] = "8"  # at least MAX_MESSAGE_BYTES
+    # at least MAX_MESSAGE_BYTES; over WEBHOOK_TIMEOUT_SECONDS + 5
+    numbers = {"MAX_SYNC_MESSAGE_BYTES": 8, "WEBHOOK_LEASE_SECONDS": 13}
+    env.update({name: str(value) for name, value in numbers.items()})
     # values the start-up check of the global webhooks accepts
-    checked = {"WEBHOOK_URLS": "https://hooks.example/a", "WEBHOOK_EVENTS": "member.added"}
+    checked = {
+        "WEBHOOK_URLS": "https://hooks.example/a",
+        "WEBHOOK_EVENTS": "member.added",
+        "REDIS_CLUSTER_NODES": "",  # not with REDIS_HOST
+    }
     env.update(checked)
     settings = Settings.from_env(env)
     for name, spec in by_env.items():
@@ -389,8 +395,43 @@ def test_every_setting_is_declared_once_and_documented() -> None:
         if isinstance(spec.default, bool):
             assert value is (not spec.default), name
         elif isinstance(spec.default, (int, float)):
-            assert value == (8 if name == "MAX_SYNC_MESSAGE_BYTES" else 7), name
+            assert value == numbers.get(name, 7), name
         elif name in checked:
             assert value == checked[name], name
         elif not spec.metadata["secret"] and spec.metadata["parse"] is None:
             assert value == "value-of-" + name.lower(), name
+
+
+def test_redis_cluster_nodes_choose_cluster_mode_and_are_checked() -> None:
+    base = {"API_JWT_SECRET": "s" * 40, "APP_SECRET": "t" * 40}
+    settings = Settings.from_env({**base, "REDIS_CLUSTER_NODES": "10.0.0.1:7000, 10.0.0.2:7001"})
+    assert settings.multi_instance and settings.redis_layout.sharded
+    assert settings.redis_layout.partitions == 16
+    assert settings.cluster_nodes is not None
+    assert settings.cluster_nodes.nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
+    url = Settings.from_env(
+        {**base, "REDIS_CLUSTER_NODES": "redis+cluster://app:p%40ss@[::1]:7000,h:7001", "PERSIST_PARTITIONS": "64"}
+    )
+    assert url.cluster_nodes is not None
+    assert (url.cluster_nodes.username, url.cluster_nodes.password) == ("app", "p@ss")
+    assert url.cluster_nodes.nodes == (("::1", 7000), ("h", 7001))
+    assert url.redis_layout.partitions == 64
+    assert "p@ss" not in repr(url)
+    single = Settings.from_env({**base, "REDIS_HOST": "redis"})
+    assert not single.redis_layout.sharded and single.redis_layout.partitions == 1
+    for bad, says in [
+        ({"REDIS_CLUSTER_NODES": "h:7000", "REDIS_HOST": "redis"}, "not both"),
+        ({"REDIS_CLUSTER_NODES": "h"}, "not host:port"),
+        ({"REDIS_CLUSTER_NODES": "redis://h:7000"}, r"redis\+cluster://"),
+        ({"REDIS_CLUSTER_NODES": "h:7000", "PERSIST_PARTITIONS": "0"}, "PERSIST_PARTITIONS"),
+    ]:
+        with pytest.raises(ConfigError, match=says):
+            Settings.from_env({**base, **bad})
+
+
+def test_webhook_lease_defaults_to_the_timeout_and_must_outlast_an_attempt(tmp_path: Path) -> None:
+    assert Settings.from_env(env_for(tmp_path, WEBHOOK_TIMEOUT_SECONDS="2")).webhook_lease == 16
+    assert Settings.from_env(env_for(tmp_path, WEBHOOK_LEASE_SECONDS="20")).webhook_lease == 20
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env_for(tmp_path, WEBHOOK_LEASE_SECONDS="12"))
+    assert "WEBHOOK_LEASE_SECONDS" in str(info.value)

@@ -58,9 +58,7 @@ async def project_row(sessionmaker, project: str) -> Project:  # type: ignore[no
 
 
 async def test_a_save_reaches_clients_on_both_instances_and_a_fresh_get(cluster: Cluster) -> None:
-    a_srv, b_srv = await cluster.collab("a"), await cluster.collab("b")
-    gateway = await cluster.gateway()
-    await cluster.worker()
+    a_srv, b_srv, gateway = await cluster.pair()
     room = await cluster.new_project(1)
     token = cluster.token(1)
     async with (

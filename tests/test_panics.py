@@ -259,9 +259,7 @@ async def test_compaction_quarantines_a_panicking_row(server: InProcessServer) -
 
 
 async def test_multi_instance_pair_over_http_and_websocket(cluster: Cluster) -> None:
-    a_srv, b_srv = await cluster.collab("a"), await cluster.collab("b")
-    gateway = await cluster.gateway()
-    await cluster.worker()
+    a_srv, b_srv, gateway = await cluster.pair()
     room = await cluster.new_project(1)
     token = cluster.token(1)
     url = f"/api/projects/{room.removeprefix('project-')}/yjs-document"
@@ -408,9 +406,7 @@ async def test_fuzzed_pairs_never_drop_a_connection_nor_brick_a_document(
 async def test_fuzzed_pairs_across_instances_never_split_or_brick_the_room(cluster: Cluster) -> None:
     """Multi-instance: fuzzed pairs through the gateway and instance a; a client on b keeps
     its connection, and the two instances, the export and the database agree afterwards."""
-    a_srv, b_srv = await cluster.collab("a"), await cluster.collab("b")
-    gateway = await cluster.gateway()
-    await cluster.worker()
+    a_srv, b_srv, gateway = await cluster.pair()
     fuzzers = range(2, 2 + PAIRS // 5)  # one user per pair
     room = await cluster.new_project(1, *fuzzers)
     token = cluster.token(1)

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.envelope import Kind, decode_envelope, encode_envelope
-from shared.redis_contract import DIRTY_STREAM, PROJECT_FIELD, channel
+from shared.redis_contract import PROJECT_FIELD, SINGLE_REDIS
 from shared.redis_log import LogPublisher, ProjectOutbox, read_log
 from shared.redis_subscriber import RedisSubscriber
 from stack.servers import RedisServer
@@ -37,7 +37,7 @@ async def test_updates_enter_the_log_before_they_are_published_and_flag_the_proj
     redis = aioredis.Redis.from_url(redis_server.url)
     first, second, quiet = (str(uuid.uuid4()) for _ in range(3))
     pubsub = redis.pubsub()
-    await pubsub.subscribe(channel(first), channel(second), channel(quiet))
+    await pubsub.subscribe(SINGLE_REDIS.channel(first), SINGLE_REDIS.channel(second), SINGLE_REDIS.channel(quiet))
     try:
         batch = {p: ProjectOutbox() for p in (first, second, quiet)}
         batch[first].log_only.append(b"offline update")
@@ -54,7 +54,7 @@ async def test_updates_enter_the_log_before_they_are_published_and_flag_the_proj
         assert [u for _, u in await read_log(redis, first)] == [b"offline update", b"update one", b"update two"]
         assert [u for _, u in await read_log(redis, second)] == [b"other room"]
         assert await read_log(redis, quiet) == []  # awareness never enters the log
-        entries = await redis.xrange(DIRTY_STREAM)
+        entries = await redis.xrange(SINGLE_REDIS.dirty_stream(0))
         # redis-py types replies for decode_responses either way; this client gets bytes
         dirty = [fields[PROJECT_FIELD].decode() for _, fields in entries]  # type: ignore[union-attr,index]
         assert dirty == [first, second]

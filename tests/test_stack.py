@@ -153,6 +153,24 @@ async def node_clients(
         yield clients
 
 
+@contextlib.asynccontextmanager
+async def converged_pair(
+    stack: Stack, room: str, token: str, word: str
+) -> AsyncIterator[tuple[NodeYClient, NodeYClient]]:
+    """Alice through nginx and Bob straight to the other collab instance, once each has
+    the other's edit: the room's text is `hello <word>`."""
+    async with (
+        node_clients(stack, room, token, 1) as (alice,),
+        node_clients(stack, room, token, 1, await _other_ws_url(stack, alice)) as (bob,),
+    ):
+        assert await connections_per_instance(stack) == {"collab-1": 1, "collab-2": 1}
+        await alice.append("hello ")
+        await bob.wait_text("hello ")
+        await bob.append(word)
+        await alice.wait_text(f"hello {word}")
+        yield alice, bob
+
+
 def closes(client: NodeYClient) -> int:
     return sum(1 for e in client.events if e["event"] == "close")
 
@@ -160,15 +178,20 @@ def closes(client: NodeYClient) -> int:
 # -- make stack / make stack-down (first: before the module stack starts) ------------------
 
 
+def stack_cli(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m stack ARGS --run-dir RUN_DIR` in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "stack", *args, "--run-dir", str(run_dir)], check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 def test_cli_up_status_down_stop_exactly_the_recorded_processes(tmp_path: Path) -> None:
     """`make stack` / `make stack-down`: separate processes, linked only by stack.json."""
     run_dir = tmp_path / "run"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "stack", *args, "--run-dir", str(run_dir)], check=False,
-            cwd=ROOT, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        return stack_cli(run_dir, *args)
 
     up = cli("up", "--collab", "1", "--gateway", "1", "--no-persistence")
     assert up.returncode == 0, up.stderr + up.stdout
@@ -192,6 +215,61 @@ def test_cli_up_status_down_stop_exactly_the_recorded_processes(tmp_path: Path) 
     assert [pid for pid in family if pid_alive(pid)] == []
     assert not (run_dir / "stack.json").exists() and (run_dir / "logs" / "collab-1.log").exists()
     assert "nothing to stop" in cli("down").stdout
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.decode().partition("=")[::2] for item in raw.split(b"\0") if item)
+
+
+def _redis_servers_under(run_dir: Path) -> list[int]:
+    """Live redis-server processes working in `run_dir` (redis-server rewrites its argv,
+    so its working directory, its `--dir`, tells whose it is)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if (
+                entry.name.isdigit()
+                and (entry / "comm").read_text().strip() == "redis-server"
+                and (entry / "cwd").resolve().is_relative_to(run_dir)
+            ):
+                found.append(int(entry.name))
+    return [pid for pid in found if pid_alive(pid)]
+
+
+async def test_cluster_mode_stack_converges_persists_and_stops_every_node(tmp_path: Path) -> None:
+    """`make stack redis=cluster`: the services on a 3+3 Redis Cluster; stock clients on both
+    collab instances converge, the worker persists, `stack down` stops every node."""
+    run_dir = tmp_path / "run"
+    running = await asyncio.to_thread(
+        Stack.start, collab=2, gateway=1, redis="cluster", run_dir=run_dir,
+        env={"LOG_LEVEL": "WARNING", **UNTHROTTLED},
+    )  # fmt: skip
+    try:
+        nodes = json.loads((run_dir / "stack.json").read_text())["redis"]["nodes"]
+        assert len(nodes) == 6 and len(running.redis.master_urls()) == 3
+        assert len(_redis_servers_under(running.run_dir)) == 6
+        seeds = ",".join(f"127.0.0.1:{node['port']}" for node in nodes)
+        for instance in running.gateway_instances + running.collab_instances:
+            assert instance.pid is not None
+            env = _environ(instance.pid)
+            assert env.get("REDIS_CLUSTER_NODES") == seeds and "REDIS_HOST" not in env
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            api = Api(session, running.url)
+            token = await api.user("cluster")
+            room = await api.project(token)
+            async with converged_pair(running, room, token, "cluster"):
+                pass
+            assert await exported_text(api, token, room) == "hello cluster"
+        assert await wait_until(
+            lambda: _stored_is(running, room, "hello cluster"), "PostgreSQL to hold both edits"
+        )
+        down = await asyncio.to_thread(stack_cli, run_dir, "down")
+        assert down.returncode == 0 and "redis-node-5" in down.stdout, down.stdout + down.stderr
+        assert [node["pid"] for node in nodes if pid_alive(node["pid"])] == []
+        assert _redis_servers_under(running.run_dir) == []
+    finally:
+        await asyncio.to_thread(running.stop)
 
 
 # -- health and routing ------------------------------------------------------------------
@@ -295,15 +373,7 @@ async def test_stock_clients_on_different_instances_converge_with_presence(
     token = await api.user("stock")
     room = await api.project(token)
     await idle(stack)
-    async with (
-        node_clients(stack, room, token, 1) as (alice,),
-        node_clients(stack, room, token, 1, await _other_ws_url(stack, alice)) as (bob,),
-    ):
-        assert await connections_per_instance(stack) == {"collab-1": 1, "collab-2": 1}
-        await alice.append("hello ")
-        await bob.wait_text("hello ")
-        await bob.append("world")
-        await alice.wait_text("hello world")
+    async with converged_pair(stack, room, token, "world") as (alice, bob):
         await alice.set_awareness({"user": {"name": "alice"}})
         await bob.wait_peers(
             lambda states: any(

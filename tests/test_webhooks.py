@@ -4,57 +4,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
+from services.collab.handler import COLLAB
 from services.embedded import create_app as create_embedded_app
 from shared.webhooks.signature import verify
 from tests.conftest import make_settings
 from tests.support.api import Api
 from tests.support.app_server import InProcessServer
+from tests.support.node_client import NodeYClient
 from tests.support.wait import eventually
+from tests.support.webhook_receiver import Receiver
 from tests.support.yclient import YClient
 
 pytestmark = pytest.mark.integration
-
-
-class Receiver:
-    """An HTTP endpoint that records every request; `status` is what it answers."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.status = 200
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> Receiver:
-        async def handle(request: web.Request) -> web.Response:
-            self.requests.append((dict(request.headers), await request.read()))
-            return web.Response(status=self.status)
-
-        app = web.Application()
-        app.router.add_post("/hook", handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = self.runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/hook"
-        return self
-
-    def events(self, name: str) -> list[dict]:  # type: ignore[type-arg]
-        return [json.loads(body) for headers, body in self.requests if headers["X-Exe-Event"] == name]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    yield r
-    assert r.runner is not None
-    await r.runner.cleanup()
 
 
 async def _server(tmp_path: Path, **overrides: object) -> InProcessServer:
@@ -121,11 +86,7 @@ async def test_loopback_url_is_refused_without_allow_private(tmp_path: Path) -> 
 
 
 async def test_receiver_down_then_up_gets_the_event_once(tmp_path: Path, receiver: Receiver) -> None:
-    from shared.webhooks import schedule
-
-    srv = await _server(tmp_path)
-    first_delay = schedule.FIRST_DELAY
-    schedule.FIRST_DELAY = 0.2  # retries within the test's time
+    srv = await _server(tmp_path, webhook_retry_first_seconds=0.2)
     try:
         room = "project-" + "3" * 8 + "-3333-3333-3333-" + "3" * 12
         uuid = room.removeprefix("project-")
@@ -152,5 +113,77 @@ async def test_receiver_down_then_up_gets_the_event_once(tmp_path: Path, receive
             bodies = {body for _, body in receiver.requests}
             assert len(ids) == 1 and len(bodies) == 1
     finally:
-        schedule.FIRST_DELAY = first_delay
+        await srv.stop()
+
+
+async def test_connection_events_reach_only_their_subscribers(tmp_path: Path, receiver: Receiver) -> None:
+    srv = await _server(tmp_path)
+    other = await Receiver().start()
+    try:
+        room = "project-" + "4" * 8 + "-4444-4444-4444-" + "4" * 12
+        uuid = room.removeprefix("project-")
+        token = await srv.grant(room, "owner", "owner")
+        async with Api(srv.http_url, token) as api:
+            subscribed = await api.post(
+                f"/api/projects/{uuid}/webhooks",
+                json={"url": receiver.url, "events": ["connection.opened", "connection.closed"]},
+            )
+            assert subscribed.status == 201
+            unsubscribed = await api.post(
+                f"/api/projects/{uuid}/webhooks", json={"url": other.url, "events": ["member.added"]}
+            )
+            assert unsubscribed.status == 201
+            async with NodeYClient.start(srv.ws_url, room, token) as client:
+                await client.wait_synced()
+                opened = await eventually(lambda: receiver.events("connection.opened"), 10, what="opened")
+            closed = await eventually(lambda: receiver.events("connection.closed"), 10, what="closed")
+            assert receiver.signed(subscribed.json["secret"])
+            assert opened[0]["project"] == uuid and closed[0]["project"] == uuid
+            assert srv.app is not None
+            assert opened[0]["data"] == {
+                "user_id": srv.users["owner"],
+                "instance": srv.app[COLLAB].instance_id,
+                "connection": closed[0]["data"]["connection"],
+            }
+            assert closed[0]["data"]["duration_seconds"] > 0 and closed[0]["data"]["close_code"] is not None
+            assert len(receiver.requests) == 2
+            assert other.requests == []
+            deliveries = (await api.get(f"/api/projects/{uuid}/webhooks/deliveries")).json["deliveries"]
+            assert sorted(d["event"] for d in deliveries) == ["connection.closed", "connection.opened"]
+    finally:
+        await other.stop()
+        await srv.stop()
+
+
+async def test_connections_to_a_project_nobody_subscribes_cost_one_lookup(tmp_path: Path) -> None:
+    srv = await _server(tmp_path)
+    try:
+        room = "project-" + "5" * 8 + "-5555-5555-5555-" + "5" * 12
+        token = await srv.grant(room, "editor", "editor")
+        for _ in range(3):
+            async with NodeYClient.start(srv.ws_url, room, token) as client:
+                await client.wait_synced()
+        assert srv.app is not None
+        events = srv.app[COLLAB].connection_events
+        assert await events.subscribers(room.removeprefix("project-")) is None
+        assert events.lookups == 1  # cached for SUBSCRIBERS_TTL: no query per connection
+    finally:
+        await srv.stop()
+
+
+async def test_a_global_webhook_gets_the_connection_events_it_lists(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    srv = await _server(
+        tmp_path, webhook_urls=receiver.url, webhook_secret="global", webhook_events="connection.opened"
+    )
+    try:
+        room = "project-" + "6" * 8 + "-6666-6666-6666-" + "6" * 12
+        token = await srv.grant(room, "editor", "editor")
+        for _ in range(2):  # the second open is delivered well after the first close was handled
+            async with NodeYClient.start(srv.ws_url, room, token) as client:
+                await client.wait_synced()
+        await eventually(lambda: len(receiver.events("connection.opened")) == 2, 10, what="two opens")
+        assert receiver.events("connection.closed") == [] and receiver.signed("global")
+    finally:
         await srv.stop()

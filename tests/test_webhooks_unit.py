@@ -11,7 +11,7 @@ import pytest
 
 from services.gateway.webhooks import EventName
 from shared.webhooks.events import EVENTS
-from shared.webhooks.schedule import change_due, next_attempt
+from shared.webhooks.schedule import RetryPolicy, change_due
 from shared.webhooks.signature import sign, verify
 from shared.webhooks.urls import UrlRefused, check_url, public_address
 
@@ -56,7 +56,7 @@ def test_backoff_grows_and_ends_at_the_retry_window() -> None:
     now, attempts, delays = created, 0, []
     while True:
         attempts += 1
-        at = next_attempt(created, attempts, now, retry_hours=24, rng=rng)
+        at = RetryPolicy(hours=24).next_attempt(created, attempts, now, rng=rng)
         if at is None:
             break
         delays.append((at - now).total_seconds())
@@ -64,6 +64,13 @@ def test_backoff_grows_and_ends_at_the_retry_window() -> None:
     assert delays[0] < delays[5] and max(delays) <= 3600
     assert now <= created + timedelta(hours=24)
     assert created + timedelta(hours=23) < now  # retried until close to the end
+
+
+def test_backoff_starts_and_caps_at_its_settings() -> None:
+    policy = RetryPolicy(hours=1, first_seconds=0.2, max_seconds=1.0)
+    rng = random.Random(2)
+    assert 0.1 <= policy.delay(1, rng) <= 0.2
+    assert all(0.5 <= policy.delay(n, rng) <= 1.0 for n in range(4, 30))
 
 
 def test_debounce_rule() -> None:

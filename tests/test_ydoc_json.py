@@ -102,7 +102,7 @@ def test_select_walks_keys_and_indices() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["nope", "metadata.pages.2", "metadata.pages.x", "metadata.title.0", ""]
+    "path", ["nope", "metadata.pages.2", "metadata.pages.x", "metadata.pages.¹", "metadata.title.0", ""]
 )
 def test_select_a_path_naming_nothing(path: str) -> None:
     document = {"metadata": {"title": "T", "pages": [{"id": "a"}, {"id": "b"}]}}

@@ -16,6 +16,7 @@ from services.collab.assets.redis_store import RedisStore
 from services.collab.assets.store import CoordinatorStore, MemoryStore
 from services.collab.backplane import Backplane, LocalBackplane
 from services.collab.close_codes import CloseCode
+from services.collab.connection_events import ConnectionEvents
 from services.collab.handler import COLLAB, CollabContext, websocket_handler
 from services.collab.heartbeat import run_heartbeat
 from services.collab.limits import ConnectionLimits
@@ -52,6 +53,7 @@ def create_backplane(
             backlog_limit=settings.redis_backlog,
             presence_interval=settings.presence_interval,
             presence_ttl=settings.presence_ttl,
+            layout=settings.redis_layout,
         )
     writer = StoreWriter(
         database.store,
@@ -71,7 +73,11 @@ def create_coordinator(
     store: CoordinatorStore
     if settings.multi_instance:
         store = RedisStore(
-            create_redis(settings), instance_id_bytes(instance_id).hex(), limits, tasks
+            create_redis(settings),
+            instance_id_bytes(instance_id).hex(),
+            limits,
+            tasks,
+            settings.redis_layout,
         )
     else:
         store = MemoryStore(limits)
@@ -131,6 +137,13 @@ def setup_collab(
             throttle=throttle,
             tasks=tasks,
             assets=assets,
+            connection_events=ConnectionEvents(
+                app[DATABASE].sessionmaker,
+                settings.global_webhooks,
+                instance_id,
+                tasks,
+                metrics,
+            ),
         )
         app[DOCUMENTS] = RoomDocuments(rooms, backplane)
         tasks.spawn_loop(

@@ -23,6 +23,7 @@ from aiohttp import WSMessage, web
 from services.collab.assets.coordinator import AssetCoordinator
 from services.collab.close_codes import CloseCode
 from services.collab.connection import Connection, TickWriter
+from services.collab.connection_events import ConnectionEvents
 from services.collab.expiry import ExpiryTimer
 from services.collab.frame_socket import FrameSocket
 from services.collab.limits import ConnectionLimits
@@ -57,6 +58,7 @@ class CollabContext:
     throttle: HandshakeThrottle
     tasks: TaskOwner
     assets: AssetCoordinator
+    connection_events: ConnectionEvents
     tick_writer: TickWriter = field(default_factory=TickWriter)
     refusals: RefusalHistory = field(default_factory=RefusalHistory)
     expiry: ExpiryTimer = field(default_factory=ExpiryTimer)
@@ -193,6 +195,7 @@ async def _join(ctx: CollabContext, socket: FrameSocket, admitted: _Admitted) ->
     )
     session = Session(ctx, room, conn, admitted.address)
     room.join(conn)
+    ctx.connection_events.opened(admitted.project_uuid, conn)
     # `verify_token` requires `exp`, so only a hand-made identity lacks one: closed at once
     ctx.expiry.watch(conn.id, identity.expires_at or 0.0, session.expire)
     ctx.metrics.connections.inc()

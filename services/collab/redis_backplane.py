@@ -37,8 +37,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 
-import redis.asyncio as aioredis
-
 from services.collab.backplane import BackplaneRoom, RoomHost
 from services.collab.metrics import CollabMetrics
 from services.collab.redis_outbox import Outbox
@@ -48,8 +46,9 @@ from services.collab.redis_subscriptions import SUBSCRIBE_TIMEOUT, Subscriptions
 from shared.awareness import AwarenessOwner
 from shared.envelope import INSTANCE_ID_BYTES, Envelope, Kind, awareness_body, split_awareness
 from shared.health import ReadinessCheck
+from shared.redis_contract import SINGLE_REDIS, RedisLayout
 from shared.redis_documents import load_with_log
-from shared.redis_log import REDIS_ERRORS
+from shared.redis_log import REDIS_ERRORS, RedisClient
 from shared.store import DocumentStore
 from shared.tasks import TaskOwner
 
@@ -64,7 +63,7 @@ class RedisBackplane:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         store: DocumentStore,
         metrics: CollabMetrics,
         instance_id: bytes,
@@ -72,11 +71,13 @@ class RedisBackplane:
         backlog_limit: int = 100_000,
         presence_interval: float = 1.0,
         presence_ttl: float = 3.0,
+        layout: RedisLayout = SINGLE_REDIS,
     ) -> None:
         if len(instance_id) != INSTANCE_ID_BYTES:
             raise ValueError(f"instance_id must be {INSTANCE_ID_BYTES} bytes: {instance_id!r}")
         self.instance_id = instance_id
         self._redis = redis
+        self._layout = layout
         self._store = store
         self._rooms: RoomHost | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -92,6 +93,7 @@ class RedisBackplane:
             missed=self._missed,
             instance_gone=self._instance_gone,
             on_connected=self._on_connected,
+            layout=layout,
         )
         self._outbox = Outbox(
             redis,
@@ -102,6 +104,7 @@ class RedisBackplane:
             connected=self._subscriptions.connected,
             on_logged=self._resync_projects,
             backlog_limit=backlog_limit,
+            layout=layout,
         )
         self._resync = Resync(
             redis,
@@ -111,6 +114,7 @@ class RedisBackplane:
             self._outbox,
             self._work,
             is_open=self._subscriptions.is_open,
+            layout=layout,
         )
         self._presence = Presence(
             redis,
@@ -159,7 +163,7 @@ class RedisBackplane:
         updates: list[bytes] | None = None
         if self._subscriptions.connected():
             try:
-                updates = await load_with_log(self._redis, self._store, project_uuid)
+                updates = await load_with_log(self._redis, self._store, project_uuid, self._layout)
             except REDIS_ERRORS:
                 log.warning(
                     "log unreadable; loading from the database only",

@@ -22,14 +22,13 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 
-import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from services.collab.metrics import CollabMetrics
 from shared.backoff import Backoff
 from shared.envelope import Kind, encode_envelope
-from shared.redis_contract import INLINE_ENVELOPE_BYTES
-from shared.redis_log import REDIS_ERRORS, LogPublisher, ProjectOutbox
+from shared.redis_contract import INLINE_ENVELOPE_BYTES, SINGLE_REDIS, RedisLayout
+from shared.redis_log import REDIS_ERRORS, LogPublisher, ProjectOutbox, RedisClient
 from shared.store import DocumentStore
 from shared.tasks import TaskOwner
 
@@ -78,7 +77,7 @@ class Outbox:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         store: DocumentStore,
         metrics: CollabMetrics,
         instance_id: bytes,
@@ -87,8 +86,9 @@ class Outbox:
         connected: Callable[[], bool],
         on_logged: Callable[[set[str]], None],
         backlog_limit: int,
+        layout: RedisLayout = SINGLE_REDIS,
     ) -> None:
-        self._log = LogPublisher(redis)
+        self._log = LogPublisher(redis, layout)
         self._store = store
         self._metrics = metrics
         self._instance_id = instance_id

@@ -18,11 +18,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
-import redis.asyncio as aioredis
-
 from services.collab.backplane import BackplaneRoom, RoomHost
 from shared.redis_contract import INSTANCES_CHANNEL, instance_key
-from shared.redis_log import REDIS_ERRORS, current_epoch
+from shared.redis_log import REDIS_ERRORS, RedisClient, current_epoch
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ class Presence:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         instance_id: bytes,
         *,
         interval: float,

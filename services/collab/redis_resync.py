@@ -18,8 +18,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-import redis.asyncio as aioredis
-
 from services.collab.backplane import BackplaneRoom
 from services.collab.metrics import CollabMetrics
 from services.collab.redis_outbox import MAX_BACKOFF, Outbox, write_to_database
@@ -34,8 +32,8 @@ from shared.envelope import (
     sync_request_body,
 )
 from shared.protocol import EMPTY_UPDATE
-from shared.redis_contract import channel, log_stream
-from shared.redis_log import REDIS_ERRORS, read_log
+from shared.redis_contract import SINGLE_REDIS, RedisLayout
+from shared.redis_log import REDIS_ERRORS, RedisClient, channel_subscribers, read_log
 from shared.store import DocumentStore
 from shared.tasks import TaskOwner
 from shared.ydoc import RejectedUpdate
@@ -52,7 +50,7 @@ class Resync:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         store: DocumentStore,
         metrics: CollabMetrics,
         instance_id: bytes,
@@ -60,8 +58,10 @@ class Resync:
         work: TaskOwner,
         *,
         is_open: Callable[[str], bool],
+        layout: RedisLayout = SINGLE_REDIS,
     ) -> None:
         self._redis = redis
+        self._layout = layout
         self._store = store
         self._metrics = metrics
         self._instance_id = instance_id
@@ -127,7 +127,7 @@ class Resync:
         async with self._reassert_slots:
             while self._is_open(room.project_uuid):
                 try:
-                    tail = [update for _, update in await read_log(self._redis, room.project_uuid)]
+                    tail = [update for _, update in await read_log(self._redis, room.project_uuid, self._layout)]
                     stored = await self._store.load_updates(room.project_uuid)
                     break
                 except asyncio.CancelledError:
@@ -177,11 +177,10 @@ class Resync:
             # first wait: our own unsubscription is then in, and not counted below
             await asyncio.sleep(HANDOVER_POLL)
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.xlen(log_stream(room.project_uuid))
-                    pipe.pubsub_numsub(channel(room.project_uuid))
-                    length, ((_, subscribers),) = await pipe.execute()
-                if length == 0 or subscribers > 0:
+                length = await self._redis.xlen(self._layout.log_stream(room.project_uuid))
+                if length == 0 or await channel_subscribers(
+                    self._redis, self._layout, room.project_uuid
+                ):
                     return
             except REDIS_ERRORS:
                 pass

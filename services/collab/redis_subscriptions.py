@@ -4,7 +4,9 @@ It subscribes the instances channel and the channel of every open room, and a
 room's subscription is confirmed before the room loads (`open`): whatever was
 published before is in the log or the database, whatever comes after arrives
 here. It reconnects with backoff, re-subscribing every open room, and then
-tells `on_connected`. Incoming messages: our own envelopes are dropped by their
+tells `on_connected`. On a Redis Cluster the connection is one per master
+(`ClusterSubscriber`, sharded pub/sub), and any topology change counts as a
+reconnect. Incoming messages: our own envelopes are dropped by their
 prefix before decoding; an instance's goodbye goes to `instance_gone`; an
 envelope for a loaded room (including one still loading) goes to `deliver`,
 after a `STORED` one has been read from its key (off the subscriber's path;
@@ -18,15 +20,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-import redis.asyncio as aioredis
-
 from services.collab.backplane import BackplaneRoom, RoomHost
 from services.collab.metrics import CollabMetrics
 from shared.backoff import Backoff
 from shared.envelope import INSTANCE_ID_BYTES, Envelope, EnvelopeError, Kind, decode_envelope
 from shared.protocol import ProtocolError
-from shared.redis_contract import INSTANCES_CHANNEL, channel, project_of_channel
-from shared.redis_log import REDIS_ERRORS
+from shared.redis_cluster_subscriber import ClusterSubscriber, connect_subscriber
+from shared.redis_contract import INSTANCES_CHANNEL, SINGLE_REDIS, RedisLayout
+from shared.redis_log import REDIS_ERRORS, RedisClient
 from shared.redis_subscriber import RedisSubscriber
 from shared.tasks import TaskOwner
 
@@ -42,7 +43,7 @@ class Subscriptions:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         metrics: CollabMetrics,
         instance_id: bytes,
         work: TaskOwner,
@@ -51,8 +52,10 @@ class Subscriptions:
         missed: Callable[[BackplaneRoom], None],
         instance_gone: Callable[[bytes], None],
         on_connected: Callable[[], None],
+        layout: RedisLayout = SINGLE_REDIS,
     ) -> None:
         self._redis = redis
+        self._layout = layout
         self._metrics = metrics
         self._instance_id = instance_id
         self._work = work
@@ -61,7 +64,7 @@ class Subscriptions:
         self._instance_gone = instance_gone
         self._on_connected = on_connected
         self._rooms: RoomHost | None = None
-        self._subscriber: RedisSubscriber | None = None
+        self._subscriber: RedisSubscriber | ClusterSubscriber | None = None
         self._projects: set[str] = set()  # open rooms
         self._subscribed: dict[str, asyncio.Future[None]] = {}
         self._connected = asyncio.Event()
@@ -103,7 +106,9 @@ class Subscriptions:
         waiter = self._subscribed.pop(project_uuid, None)
         if waiter is not None and self._subscriber is not None and self._connected.is_set():
             try:
-                self._subscriber.unsubscribe(channel(project_uuid))
+                self._subscriber.unsubscribe(
+                    self._layout.channel(project_uuid), sharded=self._layout.sharded
+                )
             except REDIS_ERRORS:
                 pass
 
@@ -119,12 +124,12 @@ class Subscriptions:
             waiter = loop.create_future()
             self._subscribed[project_uuid] = waiter
             waiters.append(waiter)
-            names.append(channel(project_uuid))
+            names.append(self._layout.channel(project_uuid))
         if not names:
             return
         if self._subscriber is None:
             raise ConnectionError("not connected to Redis")
-        self._subscriber.subscribe(*names)
+        self._subscriber.subscribe(*names, sharded=self._layout.sharded)
         await asyncio.wait_for(asyncio.gather(*waiters), SUBSCRIBE_TIMEOUT)
 
     async def run(self, rooms: RoomHost) -> None:
@@ -132,9 +137,9 @@ class Subscriptions:
         self._rooms = rooms
         backoff = Backoff(0.1, MAX_BACKOFF)
         while True:
-            subscriber: RedisSubscriber | None = None
+            subscriber: RedisSubscriber | ClusterSubscriber | None = None
             try:
-                subscriber = await RedisSubscriber.connect_like(
+                subscriber = await connect_subscriber(
                     self._redis, self._on_message, self._on_subscribed
                 )
                 subscriber.subscribe(INSTANCES_CHANNEL)
@@ -178,7 +183,7 @@ class Subscriptions:
         self._subscribed.clear()
 
     def _on_subscribed(self, name: bytes) -> None:
-        project_uuid = project_of_channel(name)
+        project_uuid = self._layout.project_of_channel(name)
         waiter = self._subscribed.get(project_uuid) if project_uuid else None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -190,7 +195,7 @@ class Subscriptions:
             if len(data) == INSTANCE_ID_BYTES:
                 self._instance_gone(data)
             return
-        project_uuid = project_of_channel(name)
+        project_uuid = self._layout.project_of_channel(name)
         try:
             envelope = decode_envelope(data)
         except EnvelopeError as exc:

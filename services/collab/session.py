@@ -166,6 +166,7 @@ class Session:
         ctx, conn, project = self._ctx, self.conn, self._room.project_uuid
         ctx.expiry.forget(conn.id)
         ctx.rooms.release(self._room, conn)
+        ctx.connection_events.closed(project, conn, conn.socket.close_code)
         ctx.metrics.connections.dec()
         ctx.limits.release(conn.identity.user_id, self._address)
         ctx.tasks.spawn(ctx.assets.left(conn, project), name=f"left-{conn.id}")

@@ -22,13 +22,11 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import redis.asyncio as aioredis
-
 from services.collab.metrics import CollabMetrics
 from shared.config import Settings
 from shared.ratelimit import RateLimiter
 from shared.redis_contract import throttle_key
-from shared.redis_log import REDIS_ERRORS, create_redis
+from shared.redis_log import REDIS_ERRORS, RedisClient, create_redis
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,7 @@ class RedisThrottle:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         limit: int,
         metrics: CollabMetrics,
         window: float = WINDOW_SECONDS,

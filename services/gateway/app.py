@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from services.gateway import (
     assets,
     auth_routes,
+    document_edits,
     documents,
     exe_assets,
     exe_chunks,
@@ -90,7 +91,11 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
             instance = instance_id_bytes(settings.instance_id or uuid.uuid4().hex)
             # multi-instance: imports go through the durable log and the room's channel
             app[FALLBACK_DOCUMENTS] = RedisDocuments(
-                redis, app[DATABASE].store, instance, settings.max_document_bytes
+                redis,
+                app[DATABASE].store,
+                instance,
+                settings.max_document_bytes,
+                settings.redis_layout,
             )
 
             async def redis_check() -> None:
@@ -111,6 +116,7 @@ def setup_gateway(app: web.Application, settings: Settings) -> None:
     projects.add_routes(app)
     members.add_routes(app)
     documents.add_routes(app)
+    document_edits.add_routes(app)
     exe_documents.add_routes(app)
     exe_info.add_routes(app)
     versions.add_routes(app)

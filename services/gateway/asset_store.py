@@ -29,12 +29,12 @@ from typing import Any, Self
 
 from pydantic import Field
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.gateway.errors import bad_request, not_found, too_large
 from services.gateway.quota import check_quota, forget, lock_project
 from services.gateway.schema import ReplyBody, Timestamp
+from shared.db.engine import upsert_insert
 from shared.db.models import Asset, Project
 
 MAX_NAME_BYTES = 255
@@ -262,11 +262,8 @@ async def place_asset(
     }
     if client_id is not None:
         values |= {"client_id": client_id, "folder_path": folder_path}
-    dialect_insert = (
-        postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    )
     await session.execute(
-        dialect_insert(Asset)
+        upsert_insert(session)(Asset)
         .values(**values)
         .on_conflict_do_update(
             index_elements=["project_id", "name"],

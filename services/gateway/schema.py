@@ -313,6 +313,7 @@ def error_message(error: ErrorDetails) -> str:
         "string_too_long": f"must be at most {ctx.get('max_length')} characters",
         "string_too_short": f"must be at least {ctx.get('min_length')} characters",
         "too_long": f"must have at most {ctx.get('max_length')} items",
+        "too_short": f"must have at least {ctx.get('min_length')} items",
         "greater_than_equal": f"must be >= {ctx.get('ge')}",
         "less_than_equal": f"must be <= {ctx.get('le')}",
         "literal_error": f"must be one of {ctx.get('expected')}",

@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> web.Application:
             consumer,
             idle_compact_seconds=settings.compact_idle_seconds,
             batch_seconds=settings.persist_batch_seconds,
+            layout=settings.redis_layout,
         )
         app[WORKER] = worker
         await worker.start()

@@ -1,8 +1,10 @@
 """The persistence worker: Redis log -> `yjs_updates` -> compacted snapshot.
 
-Work arrives on the `exe:yjs:dirty` stream, consumed through the consumer
-group `persistence` (several workers share the work; entries a dead worker
-left pending are claimed with XAUTOCLAIM). A blocking XREADGROUP wakes the
+Work arrives on the `exe:yjs:dirty` stream (on a Redis Cluster: one stream per
+partition, `PERSIST_PARTITIONS`, each consumed by a loop of its own, with the
+same rules), consumed through the consumer group `persistence` (several
+workers share the work; entries a dead worker left pending are claimed with
+XAUTOCLAIM). A blocking XREADGROUP wakes the
 worker as soon as a collab instance flags a project; it then gathers what
 else arrives for `batch_seconds` and makes one pass over all the window's
 projects, in a constant number of round trips however many there are: one
@@ -20,7 +22,7 @@ not caught up, FLUSHALL). The worker then finds its consumer group gone
 (NOGROUP on any read): it recreates the group from the start of whatever
 stream exists and re-reads every project log, since the work entries that
 pointed at them may be gone; log positions from the lost lifetime are not
-trusted (see `read_logs`). The collab instances put back what the lost logs
+trusted (see `LogReader`). The collab instances put back what the lost logs
 held (see `RedisBackplane`).
 """
 
@@ -42,15 +44,13 @@ from shared.backoff import Backoff
 from shared.compaction import CompactionPolicy, IdleTracker, LogSizes, LogStats
 from shared.redis_contract import (
     CONSUMER_GROUP,
-    DIRTY_STREAM,
-    LOG_STREAM_PATTERN,
     PROJECT_FIELD,
+    SINGLE_REDIS,
+    RedisLayout,
     format_stream_id,
-    log_stream,
     parse_stream_id,
-    project_of_log_stream,
 )
-from shared.redis_log import REDIS_ERRORS, read_logs
+from shared.redis_log import REDIS_ERRORS, LogReader, RedisClient
 from shared.store import DocumentStore
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ MAX_BACKOFF = 5.0
 class PersistenceWorker:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         store: DocumentStore,
         policy: CompactionPolicy,
         metrics: WorkerMetrics,
@@ -71,8 +71,11 @@ class PersistenceWorker:
         claim_idle_ms: int = 15_000,
         batch_size: int = 200,
         batch_seconds: float = 0.1,
+        layout: RedisLayout = SINGLE_REDIS,
     ) -> None:
         self._redis = redis
+        self._layout = layout
+        self._logs = LogReader(redis, layout)
         self._store = store
         self._policy = policy
         self._metrics = metrics
@@ -84,18 +87,20 @@ class PersistenceWorker:
         self._idle = IdleTracker(idle_compact_seconds)
         self._sizes = LogSizes()
         self._tasks: list[asyncio.Task[None]] = []
-        self._last_pass = time.monotonic()
+        self._last_pass = dict.fromkeys(range(layout.partitions), time.monotonic())
         metrics.consume_lag.set_function(self.stalled_for)
 
     def stalled_for(self) -> float:
-        """Seconds since the queue loop last completed a pass (grows while it cannot consume)."""
-        return time.monotonic() - self._last_pass
+        """Seconds since the slowest queue loop last completed a pass (grows while it cannot
+        consume)."""
+        return time.monotonic() - min(self._last_pass.values())
 
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._queue_loop(), name="worker-queue"),
-            asyncio.create_task(self._idle_loop(), name="worker-idle-compaction"),
+            asyncio.create_task(self._queue_loop(partition), name=f"worker-queue-{partition}")
+            for partition in range(self._layout.partitions)
         ]
+        self._tasks.append(asyncio.create_task(self._idle_loop(), name="worker-idle-compaction"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -112,17 +117,28 @@ class PersistenceWorker:
     # a pass ------------------------------------------------------------------
 
     async def persist(self, work: Mapping[str, Sequence[bytes]]) -> int:
-        """Commit the logs of the projects in `work` in one transaction; return the entries written.
+        """Commit the logs of the projects in `work`, one transaction per partition (one in
+        all on a single Redis); return the entries written.
 
-        After the commit, one round trip trims the logs and acknowledges the
+        After each commit, one round trip trims the logs and acknowledges the
         work entries `work[project]`; then the projects due for compaction are
         compacted.
         """
+        by_partition: dict[int, dict[str, Sequence[bytes]]] = defaultdict(dict)
+        for project_uuid, entry_ids in work.items():
+            by_partition[self._layout.partition(project_uuid)][project_uuid] = entry_ids
+        written = 0
+        for partition, part in sorted(by_partition.items()):
+            written += await self._persist_partition(partition, part)
+        return written
+
+    async def _persist_partition(self, partition: int, work: Mapping[str, Sequence[bytes]]) -> int:
         projects = sorted(work)
         async with AsyncExitStack() as stack:
             for project_uuid in projects:  # in one order, so concurrent passes never wait in a cycle
                 await stack.enter_async_context(self._locks[project_uuid])
             epoch, logs = await self._read_logs(projects)
+            layout = self._layout
             results = await self._store.append_from_logs(
                 logs, epoch=epoch, with_stats_for={p for p in logs if self._sizes.get(p) is None}
             )
@@ -131,10 +147,10 @@ class PersistenceWorker:
                 for project_uuid, entries in logs.items():
                     newest = entries[-1][0]
                     after_newest = format_stream_id((newest[0], newest[1] + 1))
-                    pipe.xtrim(log_stream(project_uuid), minid=after_newest, approximate=False)
+                    pipe.xtrim(layout.log_stream(project_uuid), minid=after_newest, approximate=False)
                 acknowledge = [entry_id for entry_ids in work.values() for entry_id in entry_ids]
                 if acknowledge:
-                    pipe.xack(DIRTY_STREAM, CONSUMER_GROUP, *acknowledge)
+                    pipe.xack(layout.dirty_stream(partition), CONSUMER_GROUP, *acknowledge)
                 await pipe.execute()
         for project_uuid in due:  # committed and acknowledged: a failure here loses nothing
             await self._compact_or_log(project_uuid)
@@ -143,9 +159,9 @@ class PersistenceWorker:
     async def _read_logs(
         self, projects: Sequence[str]
     ) -> tuple[str, dict[str, list[tuple[tuple[int, int], bytes]]]]:
-        """Redis's run id and the non-empty logs of `projects` as (position, update),
-        oldest first, in one round trip."""
-        epoch, logs = await read_logs(self._redis, projects)
+        """The run id of the Redis server holding them and the non-empty logs of `projects`
+        (of one partition) as (position, update), oldest first, in one round trip."""
+        epoch, logs = await self._logs.read(projects)
         return epoch, {
             project_uuid: [(parse_stream_id(entry_id), update) for entry_id, update in entries]
             for project_uuid, entries in logs.items()
@@ -213,38 +229,39 @@ class PersistenceWorker:
 
     # the work queue ----------------------------------------------------------
 
-    async def _ensure_group(self) -> None:
+    async def _ensure_group(self, stream: str) -> None:
         try:
-            await self._redis.xgroup_create(DIRTY_STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+            await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _queue_loop(self) -> None:
+    async def _queue_loop(self, partition: int) -> None:
+        stream = self._layout.dirty_stream(partition)
         backoff = Backoff(0.1, MAX_BACKOFF)
         group_ready = False
         while True:
             try:
                 if not group_ready:  # at start-up, and after Redis lost its data
-                    await self._ensure_group()
-                    await self._sweep_logs()
+                    await self._ensure_group(stream)
+                    await self._sweep_logs(partition)
                     group_ready = True
                 self._metrics.redis_connected.set(1)
                 # Our own unacknowledged entries first (a failed pass), then ones a
                 # dead worker left behind, then new work.
-                entries = await self._read_group("0", block=None)
+                entries = await self._read_group(stream, "0", block=None)
                 _, claimed, _ = await self._redis.xautoclaim(
-                    DIRTY_STREAM, CONSUMER_GROUP, self._consumer, self._claim_idle_ms, "0-0", count=self._batch_size
+                    stream, CONSUMER_GROUP, self._consumer, self._claim_idle_ms, "0-0", count=self._batch_size
                 )
                 entries += claimed
                 if not entries:
-                    entries = await self._read_group(">", block=1000)
+                    entries = await self._read_group(stream, ">", block=1000)
                     if entries and self._batch_seconds > 0:
                         # gather the rest of the burst: one pass (one transaction) per window
                         await asyncio.sleep(self._batch_seconds)
-                        entries += await self._read_group(">", block=None)
-                await self._process(entries)
-                self._last_pass = time.monotonic()
+                        entries += await self._read_group(stream, ">", block=None)
+                await self._process(stream, entries)
+                self._last_pass[partition] = time.monotonic()
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
@@ -252,7 +269,7 @@ class PersistenceWorker:
                 if "NOGROUP" in str(exc):
                     group_ready = False
                     log.error("the work queue's consumer group is gone: Redis lost its data; "
-                              "recreating it and re-reading every log")
+                              "recreating it and re-reading every log", extra={"stream": stream})
                 else:
                     log.warning("work queue error: %s", exc)
                 self._metrics.errors.labels("redis").inc()
@@ -267,15 +284,28 @@ class PersistenceWorker:
                 log.exception("database write failed; retrying in %.1fs", backoff.delay)
                 await backoff.sleep()
 
-    async def _read_group(self, start: str, block: int | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        response = await self._redis.xreadgroup(
-            CONSUMER_GROUP, self._consumer, {DIRTY_STREAM: start}, count=self._batch_size, block=block
+    async def _read_group(
+        self, stream: str, start: str, block: int | None
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        command: list[str | int] = ["XREADGROUP", "GROUP", CONSUMER_GROUP, self._consumer]
+        command += ["COUNT", self._batch_size]
+        if block is not None:
+            command += ["BLOCK", block]
+        response = await self._redis.execute_command(
+            *command, "STREAMS", stream, start, **self._node_of(stream)
         )
         # redis-py types the reply for decode_responses either way; this client gets bytes
         entries = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None", response)
         return [entry for _, stream_entries in entries or [] for entry in stream_entries if entry[1]]
 
-    async def _process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def _node_of(self, stream: str) -> dict[str, object]:
+        """On a cluster, the node serving `stream`: redis-py cannot find XREADGROUP's key
+        (it follows a keyword) and would send COMMAND GETKEYS before every read."""
+        if isinstance(self._redis, aioredis.RedisCluster):
+            return {"target_nodes": self._redis.get_node_from_key(stream)}
+        return {}
+
+    async def _process(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         by_project: dict[str, list[bytes]] = defaultdict(list)
         stray: list[bytes] = []  # malformed: no project; acknowledged so they do not loop
         for entry_id, fields in entries:
@@ -287,7 +317,7 @@ class PersistenceWorker:
         if by_project:
             await self.persist(by_project)
         if stray:
-            await self._redis.xack(DIRTY_STREAM, CONSUMER_GROUP, *stray)
+            await self._redis.xack(stream, CONSUMER_GROUP, *stray)
 
     # housekeeping ------------------------------------------------------------
 
@@ -304,12 +334,15 @@ class PersistenceWorker:
                     continue
                 await self._compact_or_log(project_uuid)
 
-    async def _sweep_logs(self) -> None:
-        """Persist every non-empty log (work queued before we existed, or whose work entry was lost)."""
+    async def _sweep_logs(self, partition: int) -> None:
+        """Persist every non-empty log of the partition (work queued before we existed, or
+        whose work entry was lost)."""
+        layout = self._layout
         projects = [
             project
-            async for key in self._redis.scan_iter(match=LOG_STREAM_PATTERN, count=500)
-            if (project := project_of_log_stream(key)) is not None
+            async for key in self._redis.scan_iter(match=layout.log_stream_pattern, count=500)
+            if (project := layout.project_of_log_stream(key)) is not None
+            and layout.partition(project) == partition
         ]
         for start in range(0, len(projects), self._batch_size):
             await self.persist({project: () for project in projects[start : start + self._batch_size]})

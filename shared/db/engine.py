@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,3 +68,8 @@ def upgrade_sync(database_url: str, revision: str = "head") -> None:
 async def upgrade(database_url: str, revision: str = "head") -> None:
     """`alembic upgrade` from async code (migrations run in a worker thread)."""
     await asyncio.to_thread(upgrade_sync, database_url, revision)
+
+
+def upsert_insert(session: AsyncSession) -> Callable[[Any], Any]:
+    """The `insert` of the session's dialect, the one with `on_conflict_do_*` (PostgreSQL or SQLite)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert

@@ -7,7 +7,7 @@ dispatcher holding its lease (`outbox.claim`), long enough for one attempt, so a
 dispatcher's delivery is taken over when the lease expires, and never sent by two at
 once. An attempt is one POST: redirects are not followed, the answer is read up to
 `WEBHOOK_MAX_RESPONSE_BYTES` and dropped, 2xx means delivered; anything else is retried
-with backoff (`schedule.next_attempt`) until `WEBHOOK_RETRY_HOURS` after the event, then
+with backoff (`schedule.RetryPolicy`) until `WEBHOOK_RETRY_HOURS` after the event, then
 the delivery is failed (listed by the API, counted in the metrics).
 """
 
@@ -33,7 +33,6 @@ from shared.tasks import TaskOwner
 from shared.webhooks import outbox
 from shared.webhooks.events import DOCUMENT_UPDATED
 from shared.webhooks.metrics import WebhookMetrics
-from shared.webhooks.schedule import next_attempt
 from shared.webhooks.signature import HEADER, sign
 from shared.webhooks.urls import CheckedResolver, UrlRefused, check_target
 
@@ -58,8 +57,8 @@ class WebhookDispatcher:
         self._hooks = settings.global_webhooks
         self._metrics = metrics
         self._owner = owner[:64]
-        # one attempt: resolving (5 s at most) plus the request, with room to spare
-        self._lease = 3 * settings.webhook_timeout_seconds + 10
+        self._lease = settings.webhook_lease
+        self._retry = settings.webhook_retry_policy
         self._http: aiohttp.ClientSession | None = None
 
     async def run(self) -> None:
@@ -138,9 +137,7 @@ class WebhookDispatcher:
             retry_at = (
                 None
                 if delivery.url is None
-                else next_attempt(
-                    delivery.created_at, attempts, now, self._settings.webhook_retry_hours
-                )
+                else self._retry.next_attempt(delivery.created_at, attempts, now)
             )
             outcome = outbox.PENDING if retry_at is not None else outbox.FAILED
         async with self._sessionmaker() as session, session.begin():

@@ -29,10 +29,10 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from shared.db.engine import upsert_insert
 from shared.db.models import Project, Webhook, WebhookDelivery, WebhookDocumentChange
 from shared.webhooks.events import DOCUMENT_UPDATED, GlobalWebhooks, payload
 
@@ -97,9 +97,6 @@ async def enqueue(
     )
     return len(targets)
 
-def _dialect_insert(session: AsyncSession) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
 async def record_document_changes(
     session: AsyncSession, project_ids: Collection[int], hooks: GlobalWebhooks
 ) -> None:
@@ -117,7 +114,7 @@ async def record_document_changes(
         .where(Webhook.project_id == Project.id, subscribes(DOCUMENT_UPDATED))
         .exists()
     )
-    statement = _dialect_insert(session)(_CHANGES).from_select(
+    statement = upsert_insert(session)(_CHANGES).from_select(
         ["project_id", "first_change_at", "last_change_at"],
         select(Project.id, when, when).where(Project.id.in_(sorted(project_ids)), subscribed),
     )
@@ -182,7 +179,7 @@ async def take_change(session: AsyncSession, change: PendingChange) -> bool:
     if not _rowcount(moved):
         return False
     now = utcnow()
-    statement = _dialect_insert(session)(_CHANGES).values(
+    statement = upsert_insert(session)(_CHANGES).values(
         project_id=change.project_id, first_change_at=now, last_change_at=now
     )
     await session.execute(statement.on_conflict_do_nothing(index_elements=["project_id"]))

@@ -29,6 +29,9 @@
  *   {"op":"digest"}                          -> {"event":"digest","length":n,"sha256":hex}
  *   {"op":"roots","fill":n,"pad":s}          -> {"event":"roots","roots":{...},"bulk":n,"bytes":n}
  *                                            builds one root of each type (typed_roots.mjs)
+ *   {"op":"json","root":s,"type":"map"|"array"|"text"}
+ *                                            -> {"event":"json","value":...}: that root read as
+ *                                            that type (doc.getMap(root) etc.), toJSON()
  *   {"op":"awareness","state":{...}|null}    -> {"event":"ok","op":"awareness"}
  *   {"op":"peers"}                           -> {"event":"peers","states":{"<clientId>":state}}
  *   {"op":"info"}                            -> {"event":"info","connected":b,"connecting":b,
@@ -171,6 +174,13 @@ doc.on('update', (_update, origin) => {
   emit(text.length > QUIET_TEXT ? { event: 'update', length: text.length } : { event: 'update', text: text.toString() })
 })
 
+/** @type {Record<string, (name: string) => Y.AbstractType<any>>} */
+const readRoot = {
+  map: (name) => doc.getMap(name),
+  array: (name) => doc.getArray(name),
+  text: (name) => doc.getText(name)
+}
+
 const remoteStates = () => {
   /** @type {Record<string, any>} */
   const out = {}
@@ -241,6 +251,8 @@ const handle = (cmd) => {
     }
     case 'roots':
       return emit({ event: 'roots', ...buildTypedRoots(doc, LOCAL, cmd.fill ?? 0, cmd.pad ?? 0), ...id })
+    case 'json':
+      return emit({ event: 'json', value: readRoot[cmd.type](String(cmd.root)).toJSON(), ...id })
     case 'awareness':
       awareness.setLocalState(cmd.state ?? null)
       return ok()

@@ -1,4 +1,5 @@
-"""Several collab instances, a worker, one Redis and one PostgreSQL, for multi-instance tests."""
+"""Several collab instances, a worker, one Redis (or a Redis Cluster) and one PostgreSQL, for
+multi-instance tests."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker, upgrade
 from shared.db.models import Project, ProjectMember, User
 from shared.store import DocumentStore
+from stack.redis_cluster import LocalRedisCluster
 from stack.servers import RedisServer
 from tests.support.app_server import InProcessServer
 from tests.support.processes import ServiceProcess
@@ -26,7 +28,13 @@ SECRET = "cluster-test-secret-" + "y" * 32
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path, redis: RedisServer, database_url: str, **overrides: object) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        redis: RedisServer | LocalRedisCluster,
+        database_url: str,
+        **overrides: object,
+    ) -> None:
         self.tmp_path = tmp_path
         self.redis = redis
         self.database_url = database_url
@@ -42,8 +50,7 @@ class Cluster:
         env = {
             "API_JWT_SECRET": SECRET,
             "APP_SECRET": SECRET,
-            "REDIS_HOST": "127.0.0.1",
-            "REDIS_PORT": str(self.redis.port),
+            **self._redis_env(),
             "DATABASE_URL": self.database_url,
             "DATA_DIR": str(self.tmp_path / "data"),
             "RUN_MIGRATIONS": "0",
@@ -56,6 +63,11 @@ class Cluster:
         }
         env.update({key.upper(): str(value) for key, value in self.overrides.items()})
         return env
+
+    def _redis_env(self) -> dict[str, str]:
+        if isinstance(self.redis, LocalRedisCluster):
+            return {"REDIS_CLUSTER_NODES": self.redis.seeds, "PERSIST_PARTITIONS": "8"}
+        return {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(self.redis.port)}
 
     def settings(self, **overrides: str) -> Settings:
         return Settings.from_env({**self.env, **{k.upper(): v for k, v in overrides.items()}})
@@ -79,6 +91,13 @@ class Cluster:
         self.servers.append(server)
         return server
 
+    async def pair(self) -> tuple[InProcessServer, InProcessServer, InProcessServer]:
+        """Collab instances "a" and "b", a gateway and a persistence worker: (a, b, gateway)."""
+        a, b = await self.collab("a"), await self.collab("b")
+        gateway = await self.gateway()
+        await self.worker()
+        return a, b, gateway
+
     def collab_process(self, name: str) -> ServiceProcess:
         process = ServiceProcess("services.collab", {**self.env, "INSTANCE_ID": name}, self.tmp_path)
         self.processes.append(process)
@@ -94,19 +113,19 @@ class Cluster:
 
         return mint_token(SECRET, user_id, ttl_seconds=3600)[0]
 
-    async def new_project(self, *user_ids: int) -> str:
-        """A project with these users as editors; returns the room name."""
+    async def new_project(self, *user_ids: int, role: str = "editor") -> str:
+        """A project with these users as members (`role`); returns the room name."""
         project_uuid = uuid.uuid4()
         async with create_sessionmaker(self.engine)() as session, session.begin():
             for user_id in user_ids or (1,):
                 if await session.get(User, user_id) is None:
-                    session.add(User(id=user_id, email=f"user{user_id}@test", password_hash="-", display_name="", roles=[]))
+                    session.add(User(id=user_id, email=f"user{user_id}@test.example.com", password_hash="-", display_name="", roles=[]))
             await session.flush()
             project = Project(uuid=project_uuid, title="t", owner_id=(user_ids or (1,))[0])
             session.add(project)
             await session.flush()
             for user_id in user_ids or (1,):
-                session.add(ProjectMember(project_id=project.id, user_id=user_id, role="editor"))
+                session.add(ProjectMember(project_id=project.id, user_id=user_id, role=role))
         return f"project-{project_uuid}"
 
     async def stored_text(self, room: str) -> str:

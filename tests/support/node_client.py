@@ -454,6 +454,26 @@ class NodeYClient:
         from them, `bulk` the entry count, `bytes` the document's encoded size."""
         return await self._request("roots", timeout, fill=fill, pad=pad)
 
+    async def root_json(self, name: str, kind: str, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """Root `name` read as `kind` (map, array or text: `doc.getMap(name)` etc.), as JSON."""
+        reply = await self._request("json", timeout, root=name, type=kind)
+        return reply["value"]
+
+    async def wait_root(
+        self, name: str, kind: str, expected: Any, timeout: float = DEFAULT_TIMEOUT
+    ) -> Any:
+        """Wait until root `name`, read as `kind`, equals `expected` (checked again after
+        each remote update); return it."""
+        value = await self._settle(
+            lambda left: self.root_json(name, kind, timeout=left),
+            lambda v: v == expected,
+            "update",
+            timeout,
+        )
+        if value != expected:
+            raise TimeoutError(f"{kind} {name!r} is {value!r}, expected {expected!r}")
+        return value
+
     async def digest(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[int, str]:
         """The text's length and SHA-256 (hex): compares big documents without shipping them."""
         reply = await self._request("digest", timeout)

@@ -18,20 +18,19 @@ import logging
 import time
 from collections.abc import Iterable
 
-import redis.asyncio as aioredis
-
 from services.collab.assets.decisions import CoordinatorLimits, split_member
 from services.collab.assets.store import Announced, Deliver
 from shared.backoff import Backoff
-from shared.redis_contract import assets_inbox, assets_prefix, instance_key
-from shared.redis_log import REDIS_ERRORS
+from shared.redis_cluster_subscriber import ClusterSubscriber, connect_subscriber
+from shared.redis_contract import SINGLE_REDIS, RedisLayout, assets_inbox, instance_key
+from shared.redis_log import REDIS_ERRORS, RedisClient
 from shared.redis_subscriber import RedisSubscriber
 from shared.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
 # names ---------------------------------------------------------------------
-# Under shared.redis_contract.assets_prefix(uuid): `members` (zset: member -> join time), `holders`
+# Under RedisLayout.assets_prefix(uuid): `members` (zset: member -> join time), `holders`
 # (set of members holding something), `holder:{member}` (set of its asset ids),
 # `has:{asset}` (set of members holding it), `ids` (hash: asset -> holders),
 # `wait:{asset}` (set of waiting members), `waits:{member}` (set of assets it
@@ -39,7 +38,8 @@ log = logging.getLogger(__name__)
 KEY_TTL_SECONDS = 86_400
 
 
-# scripts (ARGV[1] is always the project prefix, ARGV[2] the member) ----------
+# scripts (KEYS[1] is always the project prefix, whose hash tag in a cluster puts every
+# key of the project in its slot; ARGV[1] the member) ------------------------------
 _DROP_HOLDINGS = """
 local function drop_holdings(p, m)
   local key = p .. 'holder:' .. m
@@ -52,14 +52,14 @@ local function drop_holdings(p, m)
 end
 """
 
-# ARGV[3] ids per project, ARGV[4] ttl, ARGV[5..] ids -> {kept, dropped, waited ids...}
+# ARGV[2] ids per project, ARGV[3] ttl, ARGV[4..] ids -> {kept, dropped, waited ids...}
 _ANNOUNCE = (
     _DROP_HOLDINGS
     + """
-local p, m, limit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local p, m, limit, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 drop_holdings(p, m)
 local key, kept, dropped, result = p .. 'holder:' .. m, 0, 0, {}
-for i = 5, #ARGV do
+for i = 4, #ARGV do
   local id = ARGV[i]
   if redis.call('HEXISTS', p .. 'ids', id) == 0 and redis.call('HLEN', p .. 'ids') >= limit then
     dropped = dropped + 1
@@ -84,7 +84,7 @@ return result
 _LEAVE = (
     _DROP_HOLDINGS
     + """
-local p, m = ARGV[1], ARGV[2]
+local p, m = KEYS[1], ARGV[1]
 redis.call('ZREM', p .. 'members', m)
 drop_holdings(p, m)
 for _, id in ipairs(redis.call('SMEMBERS', p .. 'waits:' .. m)) do
@@ -96,9 +96,9 @@ return 1
 """
 )
 
-# ARGV[3] asset, ARGV[4] pending per project, ARGV[5] ttl -> 1 waiting, 0 over the bound
+# ARGV[2] asset, ARGV[3] pending per project, ARGV[4] ttl -> 1 waiting, 0 over the bound
 _WAIT = """
-local p, m, id, limit, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local p, m, id, limit, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 if redis.call('SISMEMBER', p .. 'wait:' .. id, m) == 1 then return 1 end
 if redis.call('SCARD', p .. 'pending') >= limit then return 0 end
 redis.call('SADD', p .. 'wait:' .. id, m)
@@ -108,9 +108,9 @@ for _, k in ipairs({p .. 'wait:' .. id, p .. 'waits:' .. m, p .. 'pending'}) do 
 return 1
 """
 
-# ARGV[2] unused, ARGV[3] asset -> the members that waited
+# ARGV[1] asset -> the members that waited
 _TAKE_WAITERS = """
-local p, id = ARGV[1], ARGV[3]
+local p, id = KEYS[1], ARGV[1]
 local waiters = redis.call('SMEMBERS', p .. 'wait:' .. id)
 redis.call('DEL', p .. 'wait:' .. id)
 for _, m in ipairs(waiters) do
@@ -129,10 +129,16 @@ class RedisStore:
     """`CoordinatorStore` over Redis; `instance` is this instance's hex id (as in its heartbeat key)."""
 
     def __init__(
-        self, redis: aioredis.Redis, instance: str, limits: CoordinatorLimits, tasks: TaskOwner
+        self,
+        redis: RedisClient,
+        instance: str,
+        limits: CoordinatorLimits,
+        tasks: TaskOwner,
+        layout: RedisLayout = SINGLE_REDIS,
     ) -> None:
         self.instance = instance
         self._redis = redis
+        self._prefix = layout.assets_prefix
         self._limits = limits
         self._tasks = tasks
         self._announce = redis.register_script(_ANNOUNCE)
@@ -158,7 +164,7 @@ class RedisStore:
     # membership and holdings ---------------------------------------------
 
     async def join(self, project: str, member: str) -> list[str]:
-        key = assets_prefix(project) + "members"
+        key = self._prefix(project) + "members"
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(key, {member: time.time()}, nx=True)
             pipe.expire(key, KEY_TTL_SECONDS)
@@ -166,20 +172,20 @@ class RedisStore:
         return await self.members(project)
 
     async def members(self, project: str) -> list[str]:
-        members = await self._redis.zrange(assets_prefix(project) + "members", 0, -1)
+        members = await self._redis.zrange(self._prefix(project) + "members", 0, -1)
         return await self._live(project, [_text(m) for m in members])  # type: ignore[arg-type]  # redis-py: plain ZRANGE gives members
 
     async def waiters(self, project: str, asset: str) -> list[str]:
-        members = await self._redis.smembers(assets_prefix(project) + f"wait:{asset}")  # type: ignore[misc]  # redis-py: awaitable here
+        members = await self._redis.smembers(self._prefix(project) + f"wait:{asset}")  # type: ignore[misc]  # redis-py: awaitable here
         return sorted(await self._live(project, [_text(m) for m in members]))
 
     async def leave(self, project: str, member: str) -> None:
-        await self._leave(args=[assets_prefix(project), member])
+        await self._leave(keys=[self._prefix(project)], args=[member])
 
     async def announce(self, project: str, member: str, ids: list[str]) -> Announced:
         reply = await self._announce(
+            keys=[self._prefix(project)],
             args=[
-                assets_prefix(project),
                 member,
                 self._limits.ids_per_project,
                 KEY_TTL_SECONDS,
@@ -189,11 +195,11 @@ class RedisStore:
         return Announced(int(reply[0]), int(reply[1]), [_text(i) for i in reply[2:]])
 
     async def holders(self, project: str, asset: str) -> list[str]:
-        members = await self._redis.smembers(assets_prefix(project) + f"has:{asset}")  # type: ignore[misc]  # redis-py: awaitable here
+        members = await self._redis.smembers(self._prefix(project) + f"has:{asset}")  # type: ignore[misc]  # redis-py: awaitable here
         return sorted(await self._live(project, [_text(m) for m in members]))
 
     async def holder_counts(self, project: str) -> dict[str, int]:
-        prefix = assets_prefix(project)
+        prefix = self._prefix(project)
         members = await self._live(
             project,
             [_text(m) for m in await self._redis.smembers(prefix + "holders")],  # type: ignore[misc]  # redis-py: awaitable here
@@ -205,13 +211,13 @@ class RedisStore:
         return dict(zip(members, (int(c) for c in counts)))
 
     async def held_by(self, project: str, member: str) -> list[str]:
-        ids = await self._redis.smembers(assets_prefix(project) + f"holder:{member}")  # type: ignore[misc]  # redis-py: awaitable here
+        ids = await self._redis.smembers(self._prefix(project) + f"holder:{member}")  # type: ignore[misc]  # redis-py: awaitable here
         return sorted(_text(i) for i in ids)
 
     async def wait(self, project: str, asset: str, member: str) -> bool:
         reply = await self._wait(
+            keys=[self._prefix(project)],
             args=[
-                assets_prefix(project),
                 member,
                 asset,
                 self._limits.pending_per_project,
@@ -221,7 +227,7 @@ class RedisStore:
         return bool(reply)
 
     async def take_waiters(self, project: str, asset: str) -> list[str]:
-        reply = await self._take(args=[assets_prefix(project), "", asset])
+        reply = await self._take(keys=[self._prefix(project)], args=[asset])
         return sorted(_text(m) for m in reply)
 
     async def holding(self, checks: list[tuple[str, str, str]]) -> list[bool]:
@@ -230,7 +236,7 @@ class RedisStore:
         alive = await self._alive_instances(split_member(holder)[0] for _, holder, _ in checks)
         async with self._redis.pipeline(transaction=False) as pipe:
             for project, holder, asset in checks:
-                pipe.sismember(assets_prefix(project) + f"holder:{holder}", asset)
+                pipe.sismember(self._prefix(project) + f"holder:{holder}", asset)
             held = await pipe.execute()
         return [bool(h) and split_member(c[1])[0] in alive for c, h in zip(checks, held)]
 
@@ -296,9 +302,9 @@ class RedisStore:
     async def _inbox_loop(self) -> None:
         backoff = Backoff(0.1, 2.0)
         while True:
-            subscriber: RedisSubscriber | None = None
+            subscriber: RedisSubscriber | ClusterSubscriber | None = None
             try:
-                subscriber = await RedisSubscriber.connect_like(
+                subscriber = await connect_subscriber(
                     self._redis, self._on_message, self._on_subscribed
                 )
                 subscriber.subscribe(self._inbox)
