@@ -1,6 +1,6 @@
 """Every aiohttp internal the collab endpoint relies on, in one module.
 
-Checked against aiohttp 3.14.5 (the installed version; pyproject allows >=3.12).
+Checked against aiohttp 3.14.5; pyproject pins 3.14.x (>=3.14.5) for that reason.
 `tests/test_websocket_handover.py` fails loudly when any of it changes.
 
 aiohttp answers the WebSocket handshake (`WebSocketResponse.prepare`: the
