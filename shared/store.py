@@ -163,12 +163,13 @@ class DocumentStore:
         self,
         batch: Mapping[str, Sequence[tuple[tuple[int, int], bytes]]],
         *,
-        epoch: str,
+        epoch: str | Mapping[str, str],
         with_stats_for: Collection[str] = frozenset(),
     ) -> dict[str, tuple[int, LogStats | None]]:
         """Append several projects' Redis-log entries `(position, update)`
         exactly once, in one transaction; `epoch` is the run id of the Redis
-        server the positions come from.
+        server the positions come from, or one per project (the partitions of a
+        Redis Cluster live on several servers).
 
         Each document row remembers the last position written (and its epoch);
         entries at or before it in the same epoch are skipped, under row locks taken in id order by one
@@ -197,14 +198,15 @@ class DocumentStore:
             written: dict[str, int] = {}
             for uuid, entries in batch.items():
                 document = documents[ids[uuid]]
-                done = written_up_to(document.log_position, epoch)
+                run_id = epoch if isinstance(epoch, str) else epoch[uuid]
+                done = written_up_to(document.log_position, run_id)
                 fresh = [(position, update) for position, update in entries if position > done]
                 written[uuid] = len(fresh)
                 if fresh:
                     rows.extend({"project_id": ids[uuid], "update": update} for _, update in fresh)
                     last = max(position for position, _ in fresh)
                     positions.append(
-                        {"document": document.id, "position": format_log_position(epoch, last)}
+                        {"document": document.id, "position": format_log_position(run_id, last)}
                     )
             if rows:
                 await session.execute(insert(_UPDATES), rows)

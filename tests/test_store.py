@@ -14,6 +14,7 @@ import random
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from pycrdt import Doc, Text
@@ -21,6 +22,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import shared.store as store_module
+from services.persistence.group_commit import GroupCommit
 from shared.compaction import LogSizes, build_doc, build_snapshot, missing_from
 from shared.config import Settings
 from shared.db.engine import create_engine, create_sessionmaker
@@ -784,3 +786,54 @@ async def test_quarantine_moves_the_rows_and_compaction_sets_aside_what_panics(
     assert str(build_doc([snapshot]).get("codemirror", type=Text)) == "hello world"
     async with sessionmaker() as session:
         assert await session.scalar(select(func.count(YjsQuarantine.id))) == 3
+
+
+class CountingStore(DocumentStore):
+    """A real store that counts its `append_from_logs` transactions."""
+
+    transactions = 0
+
+    async def append_from_logs(self, *args: Any, **kwargs: Any) -> dict[str, tuple[int, LogStats | None]]:
+        self.transactions += 1
+        return await super().append_from_logs(*args, **kwargs)
+
+
+async def test_passes_that_commit_at_once_share_a_transaction_each_under_its_run_id(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    store = CountingStore(sessionmaker)
+    commits = GroupCommit(store)
+    projects = [new_project() for _ in range(4)]
+    logs = {project: log_entries(3, ms=1000 * (n + 1)) for n, project in enumerate(projects)}
+    results = await asyncio.gather(
+        *(
+            commits.append({project: logs[project][1]}, epoch=f"run-{n}", with_stats_for={project})
+            for n, project in enumerate(projects)
+        )
+    )
+    assert store.transactions == 1  # four passes of one tick, one transaction
+    for project, result in zip(projects, results):
+        assert result == {project: (3, LogStats(3, sum(map(len, logs[project][0]))))}
+        assert await store.load_updates(project) == logs[project][0]
+    # each project's position is under its own pass's run id: a replay there writes nothing...
+    again = await commits.append({projects[1]: logs[projects[1]][1]}, epoch="run-1", with_stats_for=())
+    assert again == {projects[1]: (0, None)}
+    # ...while the same positions under another server's run id are taken again
+    other = await commits.append({projects[1]: logs[projects[1]][1]}, epoch="run-0", with_stats_for=())
+    assert other == {projects[1]: (3, None)}
+
+
+async def test_a_failed_group_commit_fails_every_pass_in_it(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    commits = GroupCommit(DocumentStore(sessionmaker))
+    good, bad = new_project(), "not-a-uuid"
+    outcomes = await asyncio.gather(
+        commits.append({good: log_entries(1)[1]}, epoch=EPOCH, with_stats_for=()),
+        commits.append({bad: log_entries(1)[1]}, epoch=EPOCH, with_stats_for=()),
+        return_exceptions=True,
+    )
+    assert all(isinstance(outcome, Exception) for outcome in outcomes)
+    assert await DocumentStore(sessionmaker).load_updates(good) == []  # nothing half-committed
+    # the next pass commits on its own
+    assert await commits.append({good: log_entries(1)[1]}, epoch=EPOCH, with_stats_for=()) == {good: (1, None)}

@@ -39,6 +39,7 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from services.persistence.group_commit import GroupCommit
 from services.persistence.metrics import WorkerMetrics
 from shared.backoff import Backoff
 from shared.compaction import CompactionPolicy, IdleTracker, LogSizes, LogStats
@@ -77,6 +78,7 @@ class PersistenceWorker:
         self._layout = layout
         self._logs = LogReader(redis, layout)
         self._store = store
+        self._commits = GroupCommit(store)
         self._policy = policy
         self._metrics = metrics
         self._consumer = consumer
@@ -110,6 +112,7 @@ class PersistenceWorker:
         except TimeoutError:
             log.warning("worker tasks did not stop within 5 s")
         # Let an in-flight commit finish; whatever is not acknowledged is redone later.
+        await self._commits.wait_idle()
         for lock in list(self._locks.values()):
             async with lock:
                 pass
@@ -117,8 +120,9 @@ class PersistenceWorker:
     # a pass ------------------------------------------------------------------
 
     async def persist(self, work: Mapping[str, Sequence[bytes]]) -> int:
-        """Commit the logs of the projects in `work`, one transaction per partition (one in
-        all on a single Redis); return the entries written.
+        """Commit the logs of the projects in `work` (one transaction per partition, shared
+        with other loops' passes that commit at the same moment: `GroupCommit`); return the
+        entries written.
 
         After each commit, one round trip trims the logs and acknowledges the
         work entries `work[project]`; then the projects due for compaction are
@@ -139,7 +143,7 @@ class PersistenceWorker:
                 await stack.enter_async_context(self._locks[project_uuid])
             epoch, logs = await self._read_logs(projects)
             layout = self._layout
-            results = await self._store.append_from_logs(
+            results = await self._commits.append(
                 logs, epoch=epoch, with_stats_for={p for p in logs if self._sizes.get(p) is None}
             )
             written, due = self._record(logs, results)
@@ -239,7 +243,10 @@ class PersistenceWorker:
     async def _queue_loop(self, partition: int) -> None:
         stream = self._layout.dirty_stream(partition)
         backoff = Backoff(0.1, MAX_BACKOFF)
+        loop = asyncio.get_running_loop()
         group_ready = False
+        own_pending = True  # at start-up and after a failed pass: our unacknowledged entries
+        next_claim = 0.0
         while True:
             try:
                 if not group_ready:  # at start-up, and after Redis lost its data
@@ -247,20 +254,25 @@ class PersistenceWorker:
                     await self._sweep_logs(partition)
                     group_ready = True
                 self._metrics.redis_connected.set(1)
-                # Our own unacknowledged entries first (a failed pass), then ones a
-                # dead worker left behind, then new work.
-                entries = await self._read_group(stream, "0", block=None)
-                _, claimed, _ = await self._redis.xautoclaim(
-                    stream, CONSUMER_GROUP, self._consumer, self._claim_idle_ms, "0-0", count=self._batch_size
-                )
-                entries += claimed
+                # Our own unacknowledged entries first (a failed pass), then ones a dead
+                # worker left behind (checked every quarter `claim_idle_ms`), then new work.
+                entries = await self._read_group(stream, "0", block=None) if own_pending else []
+                own_pending = False
+                if not entries and loop.time() >= next_claim:
+                    next_claim = loop.time() + self._claim_idle_ms / 4000
+                    _, entries, _ = await self._redis.xautoclaim(
+                        stream, CONSUMER_GROUP, self._consumer, self._claim_idle_ms, "0-0", count=self._batch_size
+                    )
                 if not entries:
                     entries = await self._read_group(stream, ">", block=1000)
                     if entries and self._batch_seconds > 0:
-                        # gather the rest of the burst: one pass (one transaction) per window
-                        await asyncio.sleep(self._batch_seconds)
+                        # gather the rest of the burst: one pass per window, the windows of
+                        # every loop aligned so that their commits meet (`GroupCommit`)
+                        await asyncio.sleep(self._batch_seconds - loop.time() % self._batch_seconds)
                         entries += await self._read_group(stream, ">", block=None)
+                own_pending = bool(entries)  # cleared once the pass below succeeds
                 await self._process(stream, entries)
+                own_pending = False
                 self._last_pass[partition] = time.monotonic()
                 backoff.reset()
             except asyncio.CancelledError:
