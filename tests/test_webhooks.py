@@ -187,3 +187,46 @@ async def test_a_global_webhook_gets_the_connection_events_it_lists(
         assert receiver.events("connection.closed") == [] and receiver.signed("global")
     finally:
         await srv.stop()
+
+
+async def test_a_receiver_that_never_answers_times_out_and_a_huge_answer_is_cut_off(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    srv = await _server(
+        tmp_path,
+        webhook_timeout_seconds=0.5,
+        webhook_retry_first_seconds=0.2,
+        webhook_max_response_bytes=4096,
+    )
+    try:
+        room = "project-" + "5" * 8 + "-5555-4555-8555-" + "5" * 12
+        uuid = room.removeprefix("project-")
+        token = await srv.grant(room, "owner", "owner")
+        receiver.hold = True  # the first attempt is never answered
+        async with Api(srv.http_url, token) as api:
+            created = await api.post(
+                f"/api/projects/{uuid}/webhooks", json={"url": receiver.url, "events": ["version.created"]}
+            )
+            assert created.status == 201
+            assert (await api.post(f"/api/projects/{uuid}/versions", json={})).status == 201
+
+            async def timed_out() -> list[dict[str, object]]:
+                reply = await api.get(f"/api/projects/{uuid}/webhooks/deliveries")
+                return [d for d in reply.json["deliveries"] if d["last_error"] == "timed out"]
+
+            [first] = await eventually(timed_out, 10, what="the first attempt to time out")
+            assert first["status"] == "pending" and first["attempts"] == 1
+            # the next attempt is answered with an endless body: the sender reads its cap, no more
+            receiver.answer_bytes = 1 << 30
+            receiver.release()
+
+            async def delivered() -> list[dict[str, object]]:
+                reply = await api.get(f"/api/projects/{uuid}/webhooks/deliveries")
+                return [d for d in reply.json["deliveries"] if d["status"] == "delivered"]
+
+            [done] = await eventually(delivered, 15, what="the retry to be delivered")
+        attempts = done["attempts"]
+        assert isinstance(attempts, int) and attempts >= 2 and done["last_status_code"] == 200
+        assert receiver.answered_bytes < 64 << 20  # it stopped reading long before 1 GiB
+    finally:
+        await srv.stop()

@@ -15,22 +15,37 @@ from shared.webhooks.signature import HEADER, verify
 class Receiver:
     """An HTTP endpoint that records every request; `status` is what it answers. While
     `hold` is set, a request is recorded, then left unanswered until `release()` (or until
-    the sender gives up: its connection drops)."""
+    the sender gives up: its connection drops). With `answer_bytes`, a 200 comes with a
+    body of that many bytes, streamed (or less, if the sender stops reading)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.status = 200
         self.hold = False
+        self.answer_bytes = 0
+        self.answered_bytes = 0  # of the last streamed answer, as far as the sender took it
         self._released = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.url = ""
 
     async def start(self) -> Receiver:
-        async def handle(request: web.Request) -> web.Response:
+        async def handle(request: web.Request) -> web.StreamResponse:
             self.requests.append((dict(request.headers), await request.read()))
             if self.hold:
                 await self._released.wait()
-            return web.Response(status=self.status)
+            if not self.answer_bytes:
+                return web.Response(status=self.status)
+            response = web.StreamResponse(status=self.status)
+            await response.prepare(request)
+            chunk, self.answered_bytes = b"x" * 65536, 0
+            try:
+                while self.answered_bytes < self.answer_bytes:
+                    await response.write(chunk)
+                    self.answered_bytes += len(chunk)
+            except (ConnectionError, RuntimeError):
+                return response  # the sender stopped reading and closed
+            await response.write_eof()
+            return response
 
         app = web.Application()
         app.router.add_post("/hook", handle)
