@@ -138,14 +138,6 @@ class RedisLayout:
     def publish_command(self) -> str:
         return "SPUBLISH" if self.sharded else "PUBLISH"
 
-    @property
-    def subscribe_command(self) -> bytes:
-        return b"SSUBSCRIBE" if self.sharded else b"SUBSCRIBE"
-
-    @property
-    def unsubscribe_command(self) -> bytes:
-        return b"SUNSUBSCRIBE" if self.sharded else b"UNSUBSCRIBE"
-
     def partition(self, project_uuid: str) -> int:
         """The partition of a project (always 0 on one Redis)."""
         if self.partitions == 1:

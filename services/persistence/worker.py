@@ -257,7 +257,6 @@ class PersistenceWorker:
                 # Our own unacknowledged entries first (a failed pass), then ones a dead
                 # worker left behind (checked every quarter `claim_idle_ms`), then new work.
                 entries = await self._read_group(stream, "0", block=None) if own_pending else []
-                own_pending = False
                 if not entries and loop.time() >= next_claim:
                     next_claim = loop.time() + self._claim_idle_ms / 4000
                     _, entries, _ = await self._redis.xautoclaim(
